@@ -1,0 +1,91 @@
+"""The ``distill`` command. Subcommands live with the stage they drive and are imported
+only when called, so ``distill --help`` stays fast and optional extras stay optional."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from distill.errors import DistillError
+
+# name -> "module:attribute" of a click command; each stage owns its own command.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("distill.ingest:ingest_command", "Read items into partitioned Sample shards."),
+    "generate": ("distill.generate.cli:generate_command", "Run teachers over Sample shards."),
+    "filter": ("distill.filter.cli:filter_command", "Score, dedup and publish a dataset version."),
+    "datasets": ("distill.filter.cli:datasets_group", "List, show, diff and export dataset versions."),
+    "train": ("train.cli:train_command", "Fine-tune the SiQ-VL student on a dataset version."),
+    "eval": ("train.evaluate.cli:eval_command", "Score a model on an eval set."),
+    "compare": ("train.evaluate.cli:compare_command", "Compare eval results side by side."),
+    "lineage": ("train.evaluate.cli:lineage_command", "Print an eval result's lineage chain."),
+    "demo": ("distill.demo:demo_command", "Run the whole pipeline on the embedded digits data."),
+    "schemas": ("schemas.cli:schemas_group", "Export the record schemas as JSON Schema."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        target, _ = SUBCOMMANDS[name]
+        module_name, attribute = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                return _not_built(name)
+            raise
+        return getattr(module, attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _not_built(name: str) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def missing(args: tuple[str, ...]) -> None:
+        raise DistillError(f"'distill {name}' is not available in this version yet")
+
+    return missing
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Offline chain-of-thought distillation for small vision-language models."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one clear line and exit 2; bugs keep their traceback."""
+    try:
+        cli.main(args=argv, prog_name="distill", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except DistillError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished shards are kept, rerun the command to resume", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""User-facing errors: each names the file, the line and the field, and exits non-zero.
+
+The CLI prints a ``DistillError`` as one clear message (no traceback) and exits with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+
+class DistillError(Exception):
+    """An error caused by input, configuration or environment, not by a bug."""
+
+
+class InputError(DistillError):
+    """A bad record or file: where it is (file, line, field) and what is wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        reason: str = "invalid_input",
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.field = field
+        self.reason = reason
+        super().__init__(self.__str__())
+
+    @property
+    def location(self) -> str | None:
+        if self.file is None:
+            return None
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+    def __str__(self) -> str:
+        parts = []
+        if self.location:
+            parts.append(self.location)
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+    @classmethod
+    def from_validation(
+        cls, exc: ValidationError, *, file: str | Path | None, line: int | None
+    ) -> InputError:
+        """The first field error of a pydantic failure, with a count of the others."""
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        message = _describe(first)
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more error(s))"
+        return cls(message, file=file, line=line, field=field, reason="schema_error")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (not part of the schema)"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+class MissingExtraError(DistillError):
+    """An optional dependency is needed for what was asked and is not installed."""
+
+
+def require_extra(module: str, extra: str, purpose: str) -> ModuleType:
+    """Import an optional dependency lazily, or say exactly what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs the optional dependency '{module}', which is not installed "
+            f"({exc}). Install it with: pip install 'distill-vlm[{extra}]'"
+        ) from None

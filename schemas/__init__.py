@@ -1,0 +1,48 @@
+"""Pydantic records: the only contract between the toolkit's stages (see DESIGN.md)."""
+
+from schemas.base import SCHEMA_VERSION, Record
+from schemas.dataset_manifest import DatasetManifest
+from schemas.eval_result import EvalItem, EvalResult, ModelRef
+from schemas.hashing import canonical_json, content_hash, file_sha256, sha256_hex
+from schemas.manifest import ShardRef, StageManifest
+from schemas.rejection import Rejection
+from schemas.run_manifest import RunManifest
+from schemas.sample import ImageRef, Sample
+from schemas.scored_trace import ScoredTrace
+from schemas.trace import SamplingParams, Trace, make_trace_key
+
+# Every record kind a file of ours may hold, by the name used in `distill schemas export`.
+RECORD_TYPES: dict[str, type[Record]] = {
+    "sample": Sample,
+    "trace": Trace,
+    "rejection": Rejection,
+    "scored_trace": ScoredTrace,
+    "stage_manifest": StageManifest,
+    "dataset_manifest": DatasetManifest,
+    "run_manifest": RunManifest,
+    "eval_result": EvalResult,
+}
+
+__all__ = [
+    "RECORD_TYPES",
+    "SCHEMA_VERSION",
+    "DatasetManifest",
+    "EvalItem",
+    "EvalResult",
+    "ImageRef",
+    "ModelRef",
+    "Record",
+    "Rejection",
+    "RunManifest",
+    "Sample",
+    "SamplingParams",
+    "ScoredTrace",
+    "ShardRef",
+    "StageManifest",
+    "Trace",
+    "canonical_json",
+    "content_hash",
+    "file_sha256",
+    "make_trace_key",
+    "sha256_hex",
+]

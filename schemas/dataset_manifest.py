@@ -1,0 +1,36 @@
+"""DatasetManifest: an immutable, content-addressed training dataset and its lineage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field, JsonValue
+
+from schemas.base import NonEmptyStr, Record, Sha256Hex
+from schemas.manifest import ShardRef
+
+
+class DatasetManifest(Record):
+    """A published dataset version.
+
+    ``version`` is a content hash over the inputs, the policy, the scorer versions, the
+    parent and the output shards; ``created_at`` is left out of it, so the same filter on
+    the same input publishes the same version.
+    """
+
+    version: Sha256Hex
+    parent: Sha256Hex | None = None
+    created_at: datetime
+    trace_dir: NonEmptyStr
+    image_root: str | None = None
+    inputs: list[ShardRef]
+    policy: dict[str, JsonValue]
+    policy_hash: Sha256Hex
+    scorer_versions: dict[str, str]
+    teachers: list[str]
+    prompts: dict[str, str] = Field(default_factory=dict)
+    eval_sets: list[str] = Field(default_factory=list)
+    counts: dict[str, int]
+    drop_reasons: dict[str, int] = Field(default_factory=dict)
+    shards: list[ShardRef]
+    scored_shards: list[ShardRef] = Field(default_factory=list)
