@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("distill.ingest:ingest_command", "Read items into partitioned Sample shards."),
     "generate": ("distill.generate.cli:generate_command", "Run teachers over Sample shards."),
     "filter": ("distill.filter.cli:filter_command", "Score, dedup and publish a dataset version."),
-    "datasets": ("distill.filter.cli:datasets_group", "List, show, diff and export dataset versions."),
+    "datasets": ("distill.filter.cli:datasets_group", "List, show, diff, export dataset versions."),
     "train": ("train.cli:train_command", "Fine-tune the SiQ-VL student on a dataset version."),
     "eval": ("train.evaluate.cli:eval_command", "Score a model on an eval set."),
     "compare": ("train.evaluate.cli:compare_command", "Compare eval results side by side."),

@@ -61,7 +61,8 @@ def read_image_bytes(ref: ImageRef, root: Path | str | None, *, verify: bool = T
             data = handle.read()
     if verify and sha256_hex(data) != ref.sha256:
         raise ImageError(
-            f"image bytes changed since ingestion (sha256 mismatch for {ref.path or 'inline data'})",
+            "image bytes changed since ingestion "
+            f"(sha256 mismatch for {ref.path or 'inline data'})",
             field="image.sha256",
             reason="image_changed",
         )

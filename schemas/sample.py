@@ -31,7 +31,7 @@ def check_relative_path(path: str) -> str:
         raise ValueError(f"image path {path!r} must be a POSIX path relative to the dataset root")
     posix = PurePosixPath(path)
     if posix.is_absolute():
-        raise ValueError(f"image path {path!r} is absolute; it must be relative to the dataset root")
+        raise ValueError(f"image path {path!r} is absolute; it must be relative to its root")
     if any(part == ".." for part in posix.parts):
         raise ValueError(f"image path {path!r} escapes the dataset root ('..')")
     return path
