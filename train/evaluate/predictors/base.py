@@ -1,0 +1,97 @@
+"""The one small interface every evaluated model sits behind.
+
+A predictor turns a batch of Samples and a mode (``cot``: reason, then answer; ``direct``:
+the answer only) into raw texts with their token counts and latencies. Scoring, caching
+and metrics never look behind it, so a SiQ-VL student, any local transformers
+image-text-to-text model and a teacher engine of the generate stage are scored the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import JsonValue
+
+from distill.errors import InputError
+from schemas import ModelRef, Sample, content_hash, file_sha256
+
+Mode = Literal["cot", "direct"]
+MODES: tuple[Mode, ...] = ("cot", "direct")
+FinishReason = Literal["stop", "length", "other"]
+
+# Files that decide what a checkpoint generates; optimizer and trainer state do not.
+_MODEL_FILE_SUFFIXES = {".safetensors", ".bin", ".pt", ".json", ".jinja", ".model", ".txt",
+                        ".tiktoken", ".py"}
+_NOT_MODEL_FILES = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args",
+                    "metrics")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One raw output: the text, how many tokens it took, and why it stopped.
+
+    ``latency_s`` is the item's share of its batch's wall time, so the sum over items is
+    the generation wall time and tokens/s is sum(tokens) / sum(latency).
+    """
+
+    text: str
+    output_tokens: int
+    latency_s: float
+    finish_reason: FinishReason = "stop"
+
+
+class Predictor(Protocol):
+    """What eval needs from a model."""
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """What is evaluated, as recorded in the EvalResult (with its fingerprint)."""
+        ...
+
+    def generation_config(self, mode: Mode) -> dict[str, JsonValue]:
+        """Everything besides the weights that decides the outputs: prompt (id and hash),
+        decoding, max new tokens, dtype. Part of the cache key and of the result id."""
+        ...
+
+    def predict(self, samples: Sequence[Sample], image_root: Path | None,
+                mode: Mode) -> list[Generation]:
+        """One Generation per sample, in order. Batches internally as it sees fit."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (GPU memory, engine processes)."""
+        ...
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Content hash of the files that decide what a model folder generates: weights,
+    configs, tokenizer and chat template (not optimizer state). Moving or copying the
+    folder keeps it; retraining into the same folder changes it."""
+    if not folder.is_dir():
+        raise InputError("model folder not found", file=folder, reason="missing_file")
+    files = {
+        path.relative_to(folder).as_posix(): file_sha256(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in _MODEL_FILE_SUFFIXES
+        and not path.name.startswith((".", *_NOT_MODEL_FILES))
+    }
+    if not files:
+        raise InputError("no model files (weights, config) in this folder", file=folder,
+                         reason="missing_file")
+    return content_hash(files)
+
+
+def model_key(model: ModelRef, generation: dict[str, JsonValue]) -> str:
+    """Cache key of (model, generation config): the same key means the same outputs."""
+    identity = model.fingerprint if model.fingerprint else {"kind": model.kind,
+                                                            "name": model.name}
+    return content_hash({"model": identity, "generation": generation})
+
+
+def chunked(items: Sequence, size: int) -> list[Sequence]:
+    return [items[start:start + size] for start in range(0, len(items), max(1, size))]
+
+
