@@ -56,7 +56,7 @@ def build_tiny_llava(folder: Path, *, seed: int = 0) -> Path:
     text = Qwen2Config(vocab_size=len(fast), hidden_size=32, intermediate_size=64,
                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                        max_position_embeddings=512, eos_token_id=fast.eos_token_id,
-                       pad_token_id=fast.pad_token_id)
+                       pad_token_id=fast.pad_token_id, initializer_range=0.5)
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=fast.convert_tokens_to_ids("<image>"),
                          image_seq_length=16)
