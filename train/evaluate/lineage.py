@@ -12,6 +12,7 @@ where it can, so one broken link does not hide the others.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -53,7 +54,7 @@ class Link:
 def resolve(base: Path, value: str) -> Path:
     """A path as written in a manifest: absolute, or relative to the manifest's folder."""
     path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def check_shards(folder: Path, refs: list[ShardRef], what: str, *, verify: bool) -> list[str]:
