@@ -222,3 +222,16 @@ def test_checkpoints_of_the_wrong_kind_get_clear_errors(tiny_model: Path, digits
     assert "no config.json" in capsys.readouterr().err
     # A bare path is told apart by its config.
     assert load_predictor(str(tiny_model), options).model_ref.kind == "hf"
+
+
+def test_a_missing_image_names_the_sample(tiny_model: Path, digits: Path, tmp_path: Path,
+                                          capsys) -> None:
+    copy = tmp_path / "digits"
+    shutil.copytree(digits, copy)
+    victim = load_eval_set(copy).samples[5]
+    (copy / victim.image.path).unlink()
+    assert main(["eval", "--model", f"hf:{tiny_model}", "--data", str(copy), "--no-cache",
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"sample '{victim.id}': image file not found" in err
+    assert not (tmp_path / "out").exists()  # no result written for a failed eval

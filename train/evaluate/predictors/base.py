@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from PIL import Image
 from pydantic import JsonValue
 
 from distill.errors import InputError
+from distill.images import load_image
 from schemas import ModelRef, Sample, content_hash, file_sha256
 
 Mode = Literal["cot", "direct"]
@@ -64,6 +66,15 @@ class Predictor(Protocol):
     def close(self) -> None:
         """Release the model (GPU memory, engine processes)."""
         ...
+
+
+def load_sample_image(sample: Sample, image_root: Path | None) -> Image.Image:
+    """The sample's image as RGB; a missing or changed image names the sample."""
+    try:
+        return load_image(sample.image, image_root)
+    except InputError as exc:
+        raise InputError(f"sample {sample.id!r}: {exc.message}", file=exc.file, line=exc.line,
+                         field=exc.field, reason=exc.reason) from None
 
 
 def model_fingerprint(folder: Path) -> str:

@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import JsonValue
 
 from distill.errors import DistillError, InputError
-from distill.images import load_image
 from distill.prompts import PromptTemplate, load_prompt
 from schemas import ModelRef, Sample
 from train.evaluate.predictors.base import (
@@ -24,6 +23,7 @@ from train.evaluate.predictors.base import (
     Generation,
     Mode,
     chunked,
+    load_sample_image,
     model_fingerprint,
 )
 
@@ -146,7 +146,7 @@ class HfPredictor:
         texts = [processor.apply_chat_template(chat_messages(prompt, sample),
                                                add_generation_prompt=True, tokenize=False)
                  for sample in batch]
-        images = [load_image(sample.image, image_root) for sample in batch]
+        images = [load_sample_image(sample, image_root) for sample in batch]
         inputs = processor(text=texts, images=images, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
         started = time.perf_counter()
