@@ -161,3 +161,19 @@ def test_html_page_opens_in_headless_chromium(comparison, tmp_path: Path) -> Non
         assert image.size == (1200, 1800)
         colors = image.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colors is not None and len(colors) > 50  # text, tables, plot, digit images
+
+
+def test_large_images_are_shrunk_for_the_page() -> None:
+    from train.evaluate.report import MAX_EMBED_SIDE, _data_url
+
+    big = io.BytesIO()
+    Image.effect_noise((1600, 1200), 60).convert("RGB").save(big, format="PNG")
+    url = _data_url(big.getvalue())
+    assert url.startswith("data:image/jpeg;base64,")
+    import base64
+
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as shrunk:
+        assert max(shrunk.size) == MAX_EMBED_SIDE and shrunk.size[0] > shrunk.size[1]
+    small = (FIXTURES / "evalset").glob("images/*/*.png")
+    data = next(small).read_bytes()
+    assert _data_url(data) == "data:image/png;base64," + base64.b64encode(data).decode()

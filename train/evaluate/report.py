@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.errors import DistillError
-from distill.images import read_image_bytes
+from distill.images import decode_image, read_image_bytes
 from schemas import EvalResult
 from train.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
 from train.evaluate.evalset import EvalSet, load_eval_set
@@ -241,11 +241,24 @@ class ImageLookup:
                 "choices": choices}  # type: ignore[dict-item]
 
 
+# Images larger than this (bytes or pixels a side) are shrunk for the page: hundreds of
+# flipped MathVista-sized images would otherwise make a page of hundreds of megabytes.
+MAX_EMBED_BYTES = 150_000
+MAX_EMBED_SIDE = 512
+
+
 def _data_url(data: bytes) -> str:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as image:
         mime = Image.MIME.get(image.format or "", "application/octet-stream")
+        small = len(data) <= MAX_EMBED_BYTES and max(image.size) <= MAX_EMBED_SIDE
+    if not small or mime not in ("image/png", "image/jpeg", "image/gif", "image/webp"):
+        image = decode_image(data)
+        image.thumbnail((MAX_EMBED_SIDE, MAX_EMBED_SIDE))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        data, mime = buffer.getvalue(), "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
