@@ -29,18 +29,21 @@ def result_file_name(run: EvalRun, eval_set_name: str) -> str:
 
 def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
     table = Table(title="eval results")
-    for name in ("model", "eval set", "mode", "n", "accuracy % (95% CI)", "unparseable %",
-                 "tokens/s", "generated", "cached", "file"):
-        table.add_column(name, justify="right" if name in ("n", "tokens/s", "generated",
-                                                           "cached") else "left")
-    for run, set_name, path in rows:
+    for name in ("model", "eval set", "mode", "n", "acc % [95% CI]", "unparsed %", "tok/s",
+                 "new", "cached"):
+        table.add_column(name, justify="left" if name in ("model", "eval set", "mode")
+                         else "right")
+    for run, set_name, _ in rows:
         m = run.result.metrics
         table.add_row(run.result.model.name, set_name, run.result.mode, str(int(m["n"])),
                       f"{100 * m['accuracy']:.1f} [{100 * m['accuracy_ci_low']:.1f}, "
                       f"{100 * m['accuracy_ci_high']:.1f}]",
-                      f"{100 * m['unparseable_rate']:.1f}", f"{m['tokens_per_s']:.1f}",
-                      str(run.generated), str(run.reused), str(path))
-    _stdout().print(table)
+                      f"{100 * m['unparseable_rate']:.1f}", f"{m['tokens_per_s']:.0f}",
+                      str(run.generated), str(run.reused))
+    console = _stdout()
+    console.print(table)
+    for _, _, path in rows:
+        console.print(f"wrote {path}")
 
 
 @click.group("eval", invoke_without_command=True)
@@ -70,11 +73,14 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                                "mode's prompt, prompts/cot.yaml or prompts/direct.yaml).")
 @click.option("--chunk-size", default=DEFAULT_CHUNK, show_default=True,
               help="Items generated between two durable cache writes.")
+@click.option("--threads", type=int, help="CPU threads for torch (on a busy or small "
+                                          "machine, 1 is often fastest).")
 @click.pass_context
 def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[str, ...],
                  split: str | None, image_root: Path | None, modes: tuple[str, ...], out: Path,
                  cache_dir: Path | None, no_cache: bool, batch_size: int, max_new_tokens: int,
-                 dtype: str, device: str | None, prompt: str | None, chunk_size: int) -> None:
+                 dtype: str, device: str | None, prompt: str | None, chunk_size: int,
+                 threads: int | None) -> None:
     """Score a model on eval sets; every item keeps its raw output, extracted answer and
     judgment. Re-runs only generate for items the cache lacks.
 
@@ -89,6 +95,10 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
                                "(or a subcommand: convert)")
     from train.evaluate.predictors import PredictorOptions, load_predictor
 
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
     predictor = load_predictor(model_spec, PredictorOptions(
         batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, device=device,

@@ -211,6 +211,15 @@ def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) 
     generate = _load(trace_dir / "manifest.json", StageManifest, traces)
     if generate is None:
         return [traces]
+    if generate.stage == "ingest":
+        # A dataset built straight from ingested samples (e.g. oracle rationales): there is
+        # no generate stage to show, and the dataset's inputs are sample shards.
+        traces.recorded = False
+        traces.problems.clear()
+        traces.details.append("the dataset was built straight from ingested samples (no "
+                              "generate stage)")
+        samples = _ingest_link(trace_dir, dataset.inputs, verify=verify)
+        return [traces, samples]
     if generate.stage != "generate":
         traces.problems.append(f"expected a generate manifest, found stage '{generate.stage}'")
     traces.details.append(f"{len(generate.shards)} trace shards; counts "
@@ -220,6 +229,11 @@ def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) 
         return [traces, Link("samples", None, details=["the generate manifest names no input"],
                              recorded=False)]
     input_dir = resolve(trace_dir, generate.input_dir)
+    return [traces, _ingest_link(input_dir, generate.inputs, verify=verify)]
+
+
+def _ingest_link(input_dir: Path, used: list[ShardRef], *, verify: bool) -> Link:
+    """The ingest folder, checked against the sample shards the next stage recorded."""
     samples = Link("samples", str(input_dir / "manifest.json"))
     ingest = _load(input_dir / "manifest.json", StageManifest, samples)
     if ingest is not None:
@@ -228,5 +242,5 @@ def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) 
                                     f"'{ingest.stage}'")
         source = ingest.config.get("source")
         samples.details.append(f"{ingest.counts.get('samples', '?')} samples from {source}")
-        samples.problems += check_shards(input_dir, generate.inputs, "sample", verify=verify)
-    return [traces, samples]
+        samples.problems += check_shards(input_dir, used, "sample", verify=verify)
+    return samples
