@@ -21,6 +21,19 @@ def _stdout() -> Console:
     return Console(highlight=False)
 
 
+def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    import yaml
+
+    parsed = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
+                                     param_hint="--engine-option")
+        parsed.append((key, yaml.safe_load(value) if value else ""))
+    return tuple(parsed)
+
+
 def result_file_name(run: EvalRun, eval_set_name: str) -> str:
     result = run.result
     return (f"{slug(result.model.name)}-{slug(eval_set_name)}-{result.mode}-"
@@ -48,8 +61,9 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
 
 @click.group("eval", invoke_without_command=True)
 @click.option("--model", "model_spec", metavar="SPEC",
-              help="siqvl:PATH (run or checkpoint), hf:PATH (local transformers model) or "
-                   "engine:SPEC; a bare PATH is recognised by its files.")
+              help="siqvl:PATH (run or checkpoint), hf:PATH (local transformers model), "
+                   "engine:ENGINE:MODEL (e.g. engine:builtin:knn) or engine:TEACHERSET#ID "
+                   "(e.g. engine:digits#logreg); a bare PATH is recognised by its files.")
 @click.option("--data", "data_specs", multiple=True, metavar="EVALSET",
               help="An ingest folder (DIR or DIR:SPLIT, default split test) or a JSONL file "
                    "of Samples. Repeat for several eval sets.")
@@ -73,6 +87,9 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                                "mode's prompt, prompts/cot.yaml or prompts/direct.yaml).")
 @click.option("--chunk-size", default=DEFAULT_CHUNK, show_default=True,
               help="Items generated between two durable cache writes.")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the engine (engine:...), e.g. base_url=http://host:8000/v1; "
+                   "the value is read as YAML (numbers, booleans).")
 @click.option("--threads", type=int, help="CPU threads for torch (on a busy or small "
                                           "machine, 1 is often fastest).")
 @click.pass_context
@@ -80,7 +97,7 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
                  split: str | None, image_root: Path | None, modes: tuple[str, ...], out: Path,
                  cache_dir: Path | None, no_cache: bool, batch_size: int, max_new_tokens: int,
                  dtype: str, device: str | None, prompt: str | None, chunk_size: int,
-                 threads: int | None) -> None:
+                 engine_options: tuple[str, ...], threads: int | None) -> None:
     """Score a model on eval sets; every item keeps its raw output, extracted answer and
     judgment. Re-runs only generate for items the cache lacks.
 
@@ -102,7 +119,7 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
     eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
     predictor = load_predictor(model_spec, PredictorOptions(
         batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, device=device,
-        prompt=prompt))
+        prompt=prompt, engine_options=_parse_options(engine_options)))
     cache = None if no_cache else (cache_dir or default_cache_dir())
     rows = []
     try:

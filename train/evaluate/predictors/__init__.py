@@ -35,6 +35,7 @@ class PredictorOptions:
     dtype: str = "auto"
     device: str | None = None
     prompt: str | None = None
+    engine_options: tuple[tuple[str, object], ...] = ()
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -71,5 +72,6 @@ def load_predictor(spec: str, options: PredictorOptions) -> Predictor:
         from train.evaluate.predictors.siqvl import SiqvlPredictor
 
         return SiqvlPredictor(Path(target), options)
-    raise DistillError("engine:SPEC needs the generate stage's engines, which this build "
-                       "does not have yet")
+    from train.evaluate.predictors.engine import EnginePredictor
+
+    return EnginePredictor(target, options)
