@@ -16,7 +16,14 @@ from schemas import EvalItem, EvalResult, Sample, content_hash
 from train.evaluate.cache import CachedGeneration, GenerationCache, input_hash
 from train.evaluate.evalset import EvalSet
 from train.evaluate.metrics import summarize
-from train.evaluate.predictors.base import Generation, Mode, Predictor, chunked, model_key
+from train.evaluate.predictors.base import (
+    Generation,
+    Mode,
+    Predictor,
+    chunked,
+    model_identity,
+    model_key,
+)
 
 DEFAULT_CHUNK = 64
 
@@ -30,7 +37,7 @@ class EvalRun:
 
 def result_id(predictor: Predictor, eval_set: EvalSet, mode: Mode) -> str:
     model = predictor.model_ref
-    return content_hash({"model": model.fingerprint or {"kind": model.kind, "name": model.name},
+    return content_hash({"model": model_identity(model),
                          "eval_set": eval_set.hash,
                          "generation": predictor.generation_config(mode), "mode": mode})
 

@@ -95,11 +95,20 @@ def model_fingerprint(folder: Path) -> str:
     return content_hash(files)
 
 
+def model_identity(model: ModelRef) -> JsonValue:
+    """What names a model's outputs: its files' fingerprint; for an engine without local
+    files, its generation config (engine, model, options) already does, so the display
+    name is left out and two names for the same teacher share their outputs."""
+    if model.fingerprint:
+        return model.fingerprint
+    if model.kind == "engine":
+        return {"kind": "engine"}
+    return {"kind": model.kind, "name": model.name}
+
+
 def model_key(model: ModelRef, generation: dict[str, JsonValue]) -> str:
     """Cache key of (model, generation config): the same key means the same outputs."""
-    identity = model.fingerprint if model.fingerprint else {"kind": model.kind,
-                                                            "name": model.name}
-    return content_hash({"model": identity, "generation": generation})
+    return content_hash({"model": model_identity(model), "generation": generation})
 
 
 def chunked(items: Sequence, size: int) -> list[Sequence]:

@@ -97,11 +97,16 @@ class EnginePredictor:
 
     def generation_config(self, mode: Mode) -> dict[str, JsonValue]:
         prompt = mode_prompt(mode, self.options.prompt)
-        # The engine, its model and options decide the outputs as much as the weights do.
-        return {"mode": mode, "prompt_id": prompt.id, "prompt_hash": prompt.hash,
-                "decoding": "greedy", "max_new_tokens": self.options.max_new_tokens,
-                "engine": self.engine_cls.name, "model": self.model,
-                "engine_options": self.engine_options.model_dump(mode="json")}
+        # The engine, its model and options decide the outputs as much as the weights do
+        # (a local model folder is named by its fingerprint, not by where it lies).
+        config: dict[str, JsonValue] = {
+            "mode": mode, "prompt_id": prompt.id, "prompt_hash": prompt.hash,
+            "decoding": "greedy", "max_new_tokens": self.options.max_new_tokens,
+            "engine": self.engine_cls.name,
+            "engine_options": self.engine_options.model_dump(mode="json")}
+        if self.model_ref.fingerprint is None:
+            config["model"] = self.model
+        return config
 
     @cached_property
     def engine(self) -> Engine:
