@@ -82,6 +82,9 @@ def test_reports_on_disk_and_cli(tmp_path: Path, capsys) -> None:
         colors = plot.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colors is not None and len(colors) > 10  # bars, not a blank canvas
     assert (out / "compare.md").read_text().startswith("# Eval comparison")
+    # A folder stands for the result files in it.
+    assert main(["compare", str(FIXTURES)]) == 0
+    assert "2 right->wrong, 3 wrong->right" in capsys.readouterr().out
     # Baseline chosen by index: the flips reverse.
     assert main(["compare", str(RESULT_A), str(RESULT_B), "--baseline", "1"]) == 0
     assert "3 right->wrong, 2 wrong->right" in capsys.readouterr().out

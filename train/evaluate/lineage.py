@@ -128,6 +128,11 @@ def _eval_set_link(result: EvalResult, result_path: Path) -> Link:
 def _model_link(result: EvalResult, result_path: Path, *, verify: bool) -> Link:
     model = result.model
     link = Link("model", model.path, details=[f"{model.kind} '{model.name}'"])
+    if model.kind == "engine":
+        generation = result.generation
+        link.details.append(f"engine {generation.get('engine')}, model "
+                            f"{generation.get('model', model.path)}, options "
+                            f"{generation.get('engine_options')}")
     if model.path is None:
         return link
     path = resolve(result_path.parent, model.path)
