@@ -99,7 +99,7 @@ def chain(tmp_path: Path) -> dict[str, Path]:
         version=version, created_at=NOW, trace_dir=os.path.relpath(generate, version_dir),
         image_root=str(data), inputs=[trace_ref], policy={"name": "default"},
         policy_hash=content_hash({"name": "default"}), scorer_versions={"correct": "1"},
-        teachers=["digits-cot"], prompts={"cot": "a" * 64}, eval_sets=["digits:test"],
+        teachers=["digits-cot"], prompts={"cot": "a" * 64}, eval_sets=[f"{'e' * 64} {data}"],
         counts={"keep": len(traces)},
         shards=[shard_ref(version_dir / "data" / "part-00000.jsonl", version_dir)]))
 
@@ -138,13 +138,21 @@ def test_an_intact_chain_is_followed_to_the_samples(chain, capsys) -> None:
         ("dataset", "ok")]
     text = "\n".join(d for link in links for d in link.details)
     assert "run 'stage2-run', stage 2" in text and "run 'stage1-run', stage 1" in text
-    assert "teachers digits-cot" in text and "decontaminated against digits:test" in text
+    assert "teachers digits-cot" in text and "decontaminated against the evaluated set" in text
     assert "12 samples from" in text and "fingerprint" in text
     assert main(["lineage", str(chain["result"])]) == 0
     printed = capsys.readouterr().out
     for kind in ("eval result", "eval set", "model", "run", "dataset", "traces", "samples"):
         assert kind in printed
     assert "BROKEN" not in printed
+    # A dataset not decontaminated against the evaluated set is a warning, not a break.
+    manifest_path = chain["version"] / "manifest.json"
+    dataset = read_json_model(manifest_path, DatasetManifest)
+    write_json_atomic(manifest_path, dataset.model_copy(update={"eval_sets": []}))
+    links = trace_lineage(chain["result"])
+    assert all(link.status == "ok" for link in links)
+    assert any(d.startswith("warning: not decontaminated against the evaluated set")
+               for d in links[4].details)
 
 
 def test_changed_files_and_versions_are_flagged(chain, capsys) -> None:

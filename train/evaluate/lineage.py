@@ -98,7 +98,7 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
                                                     "run of ours behind it"], recorded=False))
         return links
     run_path = resolve(result_path.parent, result.model.run_manifest)
-    links.extend(_run_chain(run_path, verify=verify))
+    links.extend(_run_chain(run_path, verify=verify, eval_set=result.eval_set))
     return links
 
 
@@ -155,7 +155,7 @@ def run_manifest_of(checkpoint: Path) -> Path:
     return own if own.is_file() else checkpoint.parent / "manifest.json"
 
 
-def _run_chain(run_path: Path, *, verify: bool) -> list[Link]:
+def _run_chain(run_path: Path, *, verify: bool, eval_set: str) -> list[Link]:
     links: list[Link] = []
     seen: set[Path] = set()
     current: Path | None = run_path
@@ -175,14 +175,16 @@ def _run_chain(run_path: Path, *, verify: bool) -> list[Link]:
         checkpoint = resolve(current.parent, run.checkpoint_path)
         if not checkpoint.exists():
             link.problems.append(f"checkpoint missing: {checkpoint}")
-        links.extend(_dataset_chain(run, current, verify=verify, full=first))
+        links.extend(_dataset_chain(run, current, verify=verify, full=first,
+                                    eval_set=eval_set))
         parent = run.parent_checkpoint
         current = run_manifest_of(resolve(current.parent, parent)) if parent else None
         first = False
     return links
 
 
-def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool) -> list[Link]:
+def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool,
+                   eval_set: str) -> list[Link]:
     if run.dataset_path is None:
         return [Link("dataset", None, details=["the run names no dataset"],
                      recorded=run.dataset_version is not None)]
@@ -200,6 +202,7 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
                         + ", ".join(f"{k}={v}" for k, v in sorted(dataset.counts.items())))
     if dataset.eval_sets:
         link.details.append(f"decontaminated against {', '.join(dataset.eval_sets)}")
+    link.details.append(_decontamination_note(dataset, eval_set))
     if run.dataset_version and run.dataset_version != dataset.version:
         link.problems.append(f"version mismatch: the run trained on {run.dataset_version[:12]}, "
                              f"this manifest is {dataset.version[:12]}")
@@ -208,6 +211,21 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
     if not full:
         return [link]
     return [link, *_stage_chain(dataset, manifest_path, verify=verify)]
+
+
+def _decontamination_note(dataset: DatasetManifest, eval_set: str) -> str:
+    """Whether the dataset was decontaminated against the folder the eval read.
+
+    Eval set labels are ``"<hash> <path>"`` (or a bare path); not being listed is a
+    warning, not a broken link: the data may still be clean.
+    """
+    folder = os.path.normpath(eval_set.rsplit(":", 1)[0] if not Path(eval_set).exists()
+                              else eval_set)
+    listed = {os.path.normpath(label.split(" ", 1)[-1]) for label in dataset.eval_sets}
+    if folder in listed:
+        return "decontaminated against the evaluated set"
+    return (f"warning: not decontaminated against the evaluated set {folder}: its items "
+            "may overlap the training data")
 
 
 def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) -> list[Link]:
