@@ -36,7 +36,6 @@ from train.evaluate.predictors.hf import mode_prompt
 
 if TYPE_CHECKING:
     from distill.generate.engines.base import Engine, EngineOptions
-
     from train.evaluate.predictors import PredictorOptions
 
 log = logging.getLogger(__name__)
