@@ -17,8 +17,10 @@ from train.evaluate.predictors.base import (
     Generation,
     Mode,
     Predictor,
+    check_image_text_model,
     model_fingerprint,
     model_key,
+    read_model_type,
 )
 
 KINDS = ("siqvl", "hf", "engine")
@@ -51,20 +53,16 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
                          file=spec, reason="missing_file")
     if (path / "manifest.json").is_file() and not (path / "config.json").is_file():
         return "siqvl", spec
-    from train.evaluate.predictors.hf import read_model_type
-
     return ("siqvl" if read_model_type(path) == SIQVL_MODEL_TYPE else "hf"), spec
 
 
 def load_predictor(spec: str, options: PredictorOptions) -> Predictor:
     kind, target = parse_model_spec(spec)
     if kind == "hf":
-        from train.evaluate.predictors.hf import HfPredictor, read_model_type
+        from train.evaluate.predictors.hf import HfPredictor
 
         path = Path(target)
-        if read_model_type(path) == SIQVL_MODEL_TYPE:
-            raise InputError("this is a SiQ-VL checkpoint; evaluate it with --model "
-                             f"siqvl:{target}", file=path, reason="wrong_model")
+        check_image_text_model(path)
         return HfPredictor(path, batch_size=options.batch_size,
                            max_new_tokens=options.max_new_tokens, dtype=options.dtype,
                            device=options.device, prompt=options.prompt)

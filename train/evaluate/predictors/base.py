@@ -8,6 +8,7 @@ image-text-to-text model and a teacher engine of the generate stage are scored t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import JsonValue
 
 from distill.errors import InputError
 from distill.images import load_image
+from distill.prompts import PromptTemplate, load_prompt
 from schemas import ModelRef, Sample, content_hash, file_sha256
 
 Mode = Literal["cot", "direct"]
@@ -75,6 +77,47 @@ def load_sample_image(sample: Sample, image_root: Path | None) -> Image.Image:
     except InputError as exc:
         raise InputError(f"sample {sample.id!r}: {exc.message}", file=exc.file, line=exc.line,
                          field=exc.field, reason=exc.reason) from None
+
+
+DEFAULT_PROMPTS: dict[Mode, str] = {"cot": "cot", "direct": "direct"}
+
+
+def mode_prompt(mode: Mode, override: str | Path | None = None) -> PromptTemplate:
+    """The prompt a mode uses: prompts/cot.yaml or prompts/direct.yaml unless overridden."""
+    return load_prompt(override or DEFAULT_PROMPTS[mode])
+
+
+def read_model_type(folder: Path) -> str | None:
+    """``model_type`` from a model folder's config.json (None when absent)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise InputError("not a model folder: it has no config.json", file=folder,
+                         reason="missing_file")
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(f"config.json is not a JSON object: {exc}", file=config,
+                         reason="bad_json") from None
+    return value if isinstance(value, str) else None
+
+
+def check_image_text_model(folder: Path) -> str:
+    """The model type of a local transformers image-text-to-text model folder, or a clear
+    error for anything else (a SiQ-VL checkpoint, a text-only LM, no model at all)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    model_type = read_model_type(folder)
+    if model_type == "siqvl":
+        raise InputError(f"this is a SiQ-VL checkpoint; evaluate it with --model "
+                         f"siqvl:{folder}", file=folder, reason="wrong_model")
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise InputError(f"a '{model_type}' model is not an image-text-to-text model that "
+                         "transformers can load (a text-only LM, or a custom model)",
+                         file=folder / "config.json", field="model_type",
+                         reason="wrong_model")
+    return model_type
 
 
 def model_fingerprint(folder: Path) -> str:

@@ -30,9 +30,9 @@ from train.evaluate.predictors.base import (
     Mode,
     chunked,
     load_sample_image,
+    mode_prompt,
     model_fingerprint,
 )
-from train.evaluate.predictors.hf import mode_prompt
 
 if TYPE_CHECKING:
     from distill.generate.engines.base import Engine, EngineOptions

@@ -6,7 +6,6 @@ Nothing is fetched from a hub: the path must be a local folder saved with
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from functools import cached_property
@@ -16,7 +15,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from distill.errors import DistillError, InputError
-from distill.prompts import PromptTemplate, load_prompt
+from distill.prompts import PromptTemplate
 from schemas import ModelRef, Sample
 from train.evaluate.predictors.base import (
     FinishReason,
@@ -24,15 +23,10 @@ from train.evaluate.predictors.base import (
     Mode,
     chunked,
     load_sample_image,
+    mode_prompt,
     model_fingerprint,
+    read_model_type,
 )
-
-DEFAULT_PROMPTS: dict[Mode, str] = {"cot": "cot", "direct": "direct"}
-
-
-def mode_prompt(mode: Mode, override: str | Path | None = None) -> PromptTemplate:
-    """The prompt a mode uses: prompts/cot.yaml or prompts/direct.yaml unless overridden."""
-    return load_prompt(override or DEFAULT_PROMPTS[mode])
 
 
 def chat_messages(prompt: PromptTemplate, sample: Sample) -> list[dict[str, Any]]:
@@ -44,20 +38,6 @@ def chat_messages(prompt: PromptTemplate, sample: Sample) -> list[dict[str, Any]
     messages.append({"role": "user", "content": [{"type": "image"},
                                                  {"type": "text", "text": user}]})
     return messages
-
-
-def read_model_type(folder: Path) -> str | None:
-    """``model_type`` from a model folder's config.json (None when absent)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise InputError("not a model folder: it has no config.json", file=folder,
-                         reason="missing_file")
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"config.json is not a JSON object: {exc}", file=config,
-                         reason="bad_json") from None
-    return value if isinstance(value, str) else None
 
 
 class HfPredictor:

@@ -19,9 +19,10 @@ from train.evaluate.predictors.base import (
     Generation,
     Mode,
     load_sample_image,
+    mode_prompt,
     model_fingerprint,
+    read_model_type,
 )
-from train.evaluate.predictors.hf import mode_prompt, read_model_type
 
 if TYPE_CHECKING:
     from train.evaluate.predictors import PredictorOptions
