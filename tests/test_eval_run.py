@@ -22,8 +22,7 @@ from tests.conftest import write_jsonl
 from tests.tiny_vlm import build_tiny_llava
 from train.evaluate.cache import GenerationCache
 from train.evaluate.evalset import load_eval_set
-from train.evaluate.predictors import PredictorOptions, load_predictor
-from train.evaluate.predictors.hf import HfPredictor
+from train.evaluate.predictors import Predictor, PredictorOptions, load_predictor
 from train.evaluate.runner import evaluate
 
 MAX_NEW = 12
@@ -49,9 +48,14 @@ def digits(tmp_path_factory) -> Path:
     return out
 
 
+def hf_predictor(model: Path, batch_size: int = 4, max_new_tokens: int = MAX_NEW) -> Predictor:
+    return load_predictor(f"hf:{model}", PredictorOptions(batch_size=batch_size,
+                                                          max_new_tokens=max_new_tokens))
+
+
 @pytest.fixture(scope="module")
-def predictor(tiny_model: Path) -> HfPredictor:
-    return HfPredictor(tiny_model, batch_size=4, max_new_tokens=MAX_NEW)
+def predictor(tiny_model: Path) -> Predictor:
+    return hf_predictor(tiny_model)
 
 
 def test_cli_eval_end_to_end_in_both_modes(tiny_model: Path, digits: Path, tmp_path: Path,
@@ -91,8 +95,8 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_model: Path,
                                                           digits: Path) -> None:
     eval_set = load_eval_set(digits)
     samples = eval_set.samples[:8]
-    one = HfPredictor(tiny_model, batch_size=1, max_new_tokens=MAX_NEW)
-    many = HfPredictor(tiny_model, batch_size=8, max_new_tokens=MAX_NEW)
+    one = hf_predictor(tiny_model, batch_size=1)
+    many = hf_predictor(tiny_model, batch_size=8)
     single = one.predict(samples, eval_set.image_root, "cot")
     batched = many.predict(samples, eval_set.image_root, "cot")
     assert [g.text for g in batched] == [g.text for g in single]
@@ -111,8 +115,8 @@ def _subset(eval_dir: Path, folder: Path, samples, **changes) -> Path:
     return path
 
 
-def test_cache_generates_only_new_or_changed_items(predictor: HfPredictor, digits: Path,
-                                                   tmp_path: Path) -> None:
+def test_cache_generates_only_new_or_changed_items(predictor: Predictor, tiny_model: Path,
+                                                   digits: Path, tmp_path: Path) -> None:
     full = load_eval_set(digits)
     cache = tmp_path / "cache"
     root = full.image_root
@@ -140,32 +144,41 @@ def test_cache_generates_only_new_or_changed_items(predictor: HfPredictor, digit
                              image_root=root)
     assert evaluate(predictor, reworded, "cot", cache_dir=cache).generated == 1
     # Another generation config is another cache key.
-    longer = HfPredictor(predictor.path, batch_size=4, max_new_tokens=MAX_NEW + 1)
+    longer = hf_predictor(tiny_model, max_new_tokens=MAX_NEW + 1)
     assert evaluate(longer, full, "cot", cache_dir=cache).generated == 12
 
 
-class _Interrupted(HfPredictor):
+class _Interrupted:
     """The real model, stopped by Ctrl-C after ``chunks`` chunks."""
 
-    def __init__(self, *args, chunks: int, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.chunks = chunks
+    def __init__(self, inner: Predictor, chunks: int) -> None:
+        self.inner, self.chunks = inner, chunks
+
+    @property
+    def model_ref(self):
+        return self.inner.model_ref
+
+    def generation_config(self, mode):
+        return self.inner.generation_config(mode)
 
     def predict(self, samples, image_root, mode):
         if self.chunks == 0:
             raise KeyboardInterrupt
         self.chunks -= 1
-        return super().predict(samples, image_root, mode)
+        return self.inner.predict(samples, image_root, mode)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_interrupted_eval_keeps_finished_chunks(tiny_model: Path, digits: Path,
                                                 tmp_path: Path) -> None:
     eval_set, cache = load_eval_set(digits), tmp_path / "cache"
-    interrupted = _Interrupted(tiny_model, batch_size=4, max_new_tokens=MAX_NEW, chunks=2)
+    interrupted = _Interrupted(hf_predictor(tiny_model), chunks=2)
     with pytest.raises(KeyboardInterrupt):
         evaluate(interrupted, eval_set, "direct", cache_dir=cache, chunk_size=4)
-    resumed = evaluate(HfPredictor(tiny_model, batch_size=4, max_new_tokens=MAX_NEW),
-                       eval_set, "direct", cache_dir=cache, chunk_size=4)
+    resumed = evaluate(hf_predictor(tiny_model), eval_set, "direct", cache_dir=cache,
+                       chunk_size=4)
     assert (resumed.generated, resumed.reused) == (4, 8)
 
     # A hard kill leaves a partial shard, possibly with a torn last line: it is repaired
@@ -177,8 +190,8 @@ def test_interrupted_eval_keeps_finished_chunks(tiny_model: Path, digits: Path,
     lines = last.read_text().splitlines(keepends=True)
     partial.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     last.unlink()
-    after_crash = evaluate(HfPredictor(tiny_model, batch_size=4, max_new_tokens=MAX_NEW),
-                           eval_set, "direct", cache_dir=cache, chunk_size=4)
+    after_crash = evaluate(hf_predictor(tiny_model), eval_set, "direct", cache_dir=cache,
+                           chunk_size=4)
     assert (after_crash.generated, after_crash.reused) == (1, 11)
     assert not list(key_dir.glob("*.partial"))
     assert after_crash.result.result_id == resumed.result.result_id
