@@ -13,7 +13,13 @@ from distill.shards import write_json_atomic
 from train.evaluate.cache import default_cache_dir
 from train.evaluate.converters import FORMATS, ConvertStats, iter_converted, slug
 from train.evaluate.evalset import load_eval_set
-from train.evaluate.runner import DEFAULT_CHUNK, EvalRun, evaluate
+from train.evaluate.runner import (
+    DEFAULT_CHUNK,
+    LARGE_CHUNK,
+    EvalRun,
+    evaluate,
+    preferred_chunk_size,
+)
 
 
 def _stdout() -> Console:
@@ -85,8 +91,10 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
 @click.option("--device", help="cuda, cuda:1, cpu (default: cuda when available).")
 @click.option("--prompt", help="Prompt file or name in prompts/ (hf/engine; default: the "
                                "mode's prompt, prompts/cot.yaml or prompts/direct.yaml).")
-@click.option("--chunk-size", default=DEFAULT_CHUNK, show_default=True,
-              help="Items generated between two durable cache writes.")
+@click.option("--chunk-size", type=int,
+              help=f"Items generated between two durable cache writes (default "
+                   f"{DEFAULT_CHUNK}; {LARGE_CHUNK} for engines that batch best when they "
+                   "see everything, like vLLM).")
 @click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
               help="An option of the engine (engine:...), e.g. base_url=http://host:8000/v1; "
                    "the value is read as YAML (numbers, booleans).")
@@ -96,7 +104,7 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
 def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[str, ...],
                  split: str | None, image_root: Path | None, modes: tuple[str, ...], out: Path,
                  cache_dir: Path | None, no_cache: bool, batch_size: int, max_new_tokens: int,
-                 dtype: str, device: str | None, prompt: str | None, chunk_size: int,
+                 dtype: str, device: str | None, prompt: str | None, chunk_size: int | None,
                  engine_options: tuple[str, ...], threads: int | None) -> None:
     """Score a model on eval sets; every item keeps its raw output, extracted answer and
     judgment. Re-runs only generate for items the cache lacks.
@@ -126,7 +134,7 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
         for eval_set in eval_sets:
             for mode in modes or ("cot",):
                 run = evaluate(predictor, eval_set, mode, cache_dir=cache,  # type: ignore[arg-type]
-                               chunk_size=chunk_size)
+                               chunk_size=chunk_size or preferred_chunk_size(predictor))
                 path = out / result_file_name(run, eval_set.name)
                 write_json_atomic(path, run.result)
                 rows.append((run, eval_set.name, path))

@@ -26,6 +26,16 @@ from train.evaluate.predictors.base import (
 )
 
 DEFAULT_CHUNK = 64
+LARGE_CHUNK = 2048
+
+
+def preferred_chunk_size(predictor: Predictor) -> int:
+    """Items per predict call: small chunks keep little work at risk; engines that batch
+    best over everything (``default_batch_size = None``, e.g. vLLM) get large ones."""
+    engine_cls = getattr(predictor, "engine_cls", None)
+    if engine_cls is not None and engine_cls.default_batch_size is None:
+        return LARGE_CHUNK
+    return DEFAULT_CHUNK
 
 
 @dataclass(frozen=True)
