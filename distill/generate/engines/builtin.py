@@ -60,7 +60,7 @@ class BuiltinOptions(EngineOptions):
 def train_reader(reader: Reader, pool_seed: int):
     """Fit the classifier on the train pool's 8x8 scans (cached per process)."""
     images, labels = digit_images(source_pools(pool_seed)["train"])
-    features = images.reshape(len(images), -1)
+    features = to_features(list(images))
     if reader == "knn":
         from sklearn.neighbors import KNeighborsClassifier
 
@@ -68,10 +68,15 @@ def train_reader(reader: Reader, pool_seed: int):
     elif reader == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        model = LogisticRegression(C=0.01, max_iter=2000)
+        model = LogisticRegression(C=1.0, max_iter=2000)
     else:
         raise ValueError(f"unknown digit reader {reader!r}; use 'knn' or 'logreg'")
     return model.fit(features, labels)
+
+
+def to_features(cells: list[np.ndarray]) -> np.ndarray:
+    """Flattened cells in 0..1 ink (well-conditioned for the logistic regression)."""
+    return np.stack([cell.reshape(-1) for cell in cells]).astype(np.float64) / 16.0
 
 
 def read_cells(image_bytes: bytes) -> list[np.ndarray] | None:
@@ -194,7 +199,7 @@ class BuiltinDigitsEngine(Engine):
         readings = [self._read(request) for request in requests]
         cells = [cell for reading in readings if isinstance(reading, tuple)
                  for cell in reading[1]]
-        probabilities = (self.classifier.predict_proba(np.stack([c.reshape(-1) for c in cells]))
+        probabilities = (self.classifier.predict_proba(to_features(cells))
                          if cells else np.zeros((0, 10)))
         latency = (time.perf_counter() - start) / max(1, len(requests))
         offset = 0

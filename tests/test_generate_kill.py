@@ -1,0 +1,110 @@
+"""kill -9 at random moments, then the same command again: the same traces, no loss, no
+duplicates, every line valid, no temp file that looks complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.generate.runner import GenerateOptions, run_generate
+from distill.shards import iter_records
+from schemas import Rejection, Trace
+from tests.helpers.generate import (
+    builtin_teacher,
+    content_set,
+    leftovers,
+    make_ingest,
+    read_outputs,
+    write_teachers,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = [11, 22, 33]
+KILLS_PER_SEED = 2
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> tuple[Path, Path, set[str], int]:
+    root = tmp_path_factory.mktemp("kill")
+    samples_dir = make_ingest(root / "ingest", {"train": 30, "val": 10}, shard_size=20)
+    # Small engine batches and a flush per record: plenty of moments to die mid-shard.
+    teachers = write_teachers(root / "teachers.yaml", {
+        "knn": {**builtin_teacher("knn", k=2), "batch_size": 3},
+        "logreg": {**builtin_teacher("logreg", k=2), "batch_size": 3},
+    })
+    reference = root / "reference"
+    run_generate(GenerateOptions(samples_dir, str(teachers), reference))
+    traces, rejects = read_outputs(reference)
+    return samples_dir, teachers, content_set(traces), len(traces) + len(rejects)
+
+
+def _command(samples_dir: Path, teachers: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "distill", "generate", "--samples", str(samples_dir),
+            "--teachers", str(teachers), "--out", str(out), "--flush-every", "1",
+            "--flush-seconds", "0"]
+
+
+def _lines_written(out: Path) -> int:
+    total = 0
+    for path in out.glob("*/*/part-*"):
+        with contextlib.suppress(FileNotFoundError):  # renamed under us
+            total += path.read_bytes().count(b"\n")
+    return total
+
+
+def _kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float) -> bool:
+    """SIGKILL once ``target`` lines are on disk (plus a random sliver of time, so the
+    kill lands anywhere: mid-write, mid-flush, mid-rename). True if it was running."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if _lines_written(out) >= target:
+            time.sleep(extra_s)
+            break
+        time.sleep(0.005)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    return True
+
+
+def _complete_files_are_valid(out: Path) -> None:
+    """Whatever a kill left, a file under a final name parses completely."""
+    for path in out.glob("traces/*/part-*.jsonl"):
+        list(iter_records(path, Trace))
+    for path in out.glob("rejects/*/part-*.jsonl"):
+        list(iter_records(path, Rejection))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigkill_then_rerun_gives_the_uninterrupted_result(setup, tmp_path, seed):
+    samples_dir, teachers, expected, expected_count = setup
+    rng = random.Random(seed)
+    out = tmp_path / "gen"
+    env = {**os.environ, "DISTILL_PROGRESS": "0", "PYTHONPATH": str(REPO)}
+    killed_mid_run = 0
+    for _ in range(KILLS_PER_SEED):
+        process = subprocess.Popen(_command(samples_dir, teachers, out), cwd=REPO, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = _lines_written(out)
+        target = done + rng.randint(1, max(1, (expected_count - done) // 2))
+        killed_mid_run += _kill_after(process, out, target, rng.uniform(0, 0.05))
+        process.wait(timeout=60)
+        _complete_files_are_valid(out)
+    assert killed_mid_run >= 1, "no kill landed while the run was working"
+    final = subprocess.run(_command(samples_dir, teachers, out), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    traces, rejects = read_outputs(out)
+    keys = [t.trace_key for t in traces] + [r.key for r in rejects]
+    assert len(keys) == len(set(keys)) == expected_count  # no loss, no duplicates
+    assert content_set(traces) == expected  # timing aside, the same traces
+    assert not leftovers(out)
+    assert (out / "manifest.json").exists()
