@@ -36,15 +36,22 @@ def request_identity(body: dict) -> str:
                                      sort_keys=True).encode()).hexdigest()
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the listen backlog: room for a burst of connections
+
+
 class EngineServer:
     """``with EngineServer(engine) as server: server.base_url ...``"""
 
     def __init__(self, engine: Engine, *, faults: FaultPlan | None = None,
-                 hang_s: float = 2.0, retry_after: str = "1", echo_auth: bool = False,
+                 hang_s: float = 2.0, latency_s: float = 0.0, retry_after: str = "1",
+                 echo_auth: bool = False,
                  max_lifetime_s: float = 300.0) -> None:
         self.engine = engine
         self.faults = faults
         self.hang_s = hang_s
+        self.latency_s = latency_s  # a model's think time, spent outside the engine lock
         self.retry_after = retry_after
         self.echo_auth = echo_auth
         self.max_lifetime_s = max_lifetime_s
@@ -67,9 +74,7 @@ class EngineServer:
 
     def __enter__(self) -> EngineServer:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 256
+        self._server = _Server(("127.0.0.1", 0), handler)
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         self._timer = threading.Timer(self.max_lifetime_s, self.stop)
@@ -139,6 +144,9 @@ class EngineServer:
 def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm
+        # and delayed ACKs add ~40 ms to every response.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: object) -> None:  # quiet
             pass
@@ -162,13 +170,19 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
                 server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 if auth:
                     server.auth_headers.add(auth)
+            self.counted = True
             try:
                 self._handle(body, auth)
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                with server.lock:
+                self._uncount()
+
+        def _uncount(self) -> None:
+            with server.lock:
+                if self.counted:
                     server.in_flight -= 1
+                    self.counted = False
 
         def _handle(self, body: dict, auth: str) -> None:
             if not self.path.endswith("/chat/completions"):
@@ -177,6 +191,7 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
             _, action = server.decide(body)
             echo = f" (you sent {auth})" if server.echo_auth and auth else ""
             if action == "ok":
+                time.sleep(server.latency_s)
                 self._send(200, json.dumps(server.answer(body)).encode())
             elif action == "429":
                 self._send(429, f'{{"error": "rate limited{echo}"}}'.encode(),
@@ -184,6 +199,9 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
             elif action in ("500", "503", "400"):
                 self._send(int(action), f'{{"error": "injected {action}{echo}"}}'.encode())
             elif action == "timeout":
+                # The client gives up on this one and retries; it no longer holds a slot
+                # of the client's concurrency, so it stops counting as in flight.
+                self._uncount()
                 time.sleep(server.hang_s)
                 self._send(200, json.dumps(server.answer(body)).encode())
             elif action == "drop":

@@ -19,6 +19,8 @@ import asyncio
 import email.utils
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -131,38 +133,60 @@ class OpenAIEngine(Engine):
     # -- the batch ------------------------------------------------------------------------
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
-        loop = asyncio.new_event_loop()
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.options.timeout_s),
-            limits=httpx.Limits(max_connections=self.options.max_concurrency,
-                                max_keepalive_connections=self.options.max_concurrency))
-        semaphore = asyncio.Semaphore(self.options.max_concurrency)
-        pending: set[asyncio.Task] = set()
+        """Run every (request, k) on an event loop in a helper thread; yield each request
+        as soon as all its samples are back, while the loop keeps the wire busy."""
+        results: queue.Queue = queue.Queue()
+        box: dict[str, Any] = {}
+        ready = threading.Event()
+
+        def run_loop() -> None:
+            loop = asyncio.new_event_loop()
+            box["loop"] = loop
+            try:
+                main = loop.create_task(self._run_all(requests, results))
+                box["main"] = main
+                ready.set()
+                loop.run_until_complete(main)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                results.put(exc)
+            finally:
+                ready.set()
+                loop.close()
+
+        thread = threading.Thread(target=run_loop, name="openai-engine", daemon=True)
+        thread.start()
+        ready.wait()
+        by_id = {r.id: r for r in requests}
+        got: dict[str, dict[int, Result]] = {r.id: {} for r in requests}
         try:
-            results: dict[str, dict[int, Result]] = {r.id: {} for r in requests}
-            by_id = {r.id: r for r in requests}
-            for request in requests:
-                for k in request.ks:
-                    task = loop.create_task(self._one(client, semaphore, request, k))
-                    task.set_name(f"{request.id}\0{k}")
-                    pending.add(task)
-            while pending:
-                done, pending = loop.run_until_complete(
-                    asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED))
-                for task in done:
-                    request_id, _, k = task.get_name().rpartition("\0")
-                    results[request_id][int(k)] = task.result()
-                    request = by_id[request_id]
-                    if len(results[request_id]) == len(request.ks):
-                        got = results.pop(request_id)
-                        yield RequestResults(request, [got[k] for k in request.ks])
+            for _ in range(sum(len(r.ks) for r in requests)):
+                item = results.get()
+                if isinstance(item, BaseException):
+                    raise item
+                request_id, k, result = item
+                got[request_id][k] = result
+                request = by_id[request_id]
+                if len(got[request_id]) == len(request.ks):
+                    done = got.pop(request_id)
+                    yield RequestResults(request, [done[k] for k in request.ks])
         finally:
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(client.aclose())
-            loop.close()
+            main, loop = box.get("main"), box.get("loop")
+            if thread.is_alive() and main is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(main.cancel)
+            thread.join()
+
+    async def _run_all(self, requests: Sequence[ChatRequest], results: queue.Queue) -> None:
+        semaphore = asyncio.Semaphore(self.options.max_concurrency)
+        limits = httpx.Limits(max_connections=self.options.max_concurrency,
+                              max_keepalive_connections=self.options.max_concurrency)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout_s),
+                                     limits=limits) as client:
+
+            async def one(request: ChatRequest, k: int) -> None:
+                results.put((request.id, k, await self._one(client, semaphore, request, k)))
+
+            await asyncio.gather(*(one(request, k) for request in requests
+                                   for k in request.ks))
 
     async def _one(self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore,
                    request: ChatRequest, k: int) -> Result:
