@@ -213,7 +213,8 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
 
 
 def print_summary(summary: IngestSummary) -> None:
-    table = Table(title=f"ingested {summary.total:,} samples into {summary.out}")
+    console.print(f"ingested {summary.total:,} samples into {summary.out}")
+    table = Table()
     table.add_column("split")
     table.add_column("category")
     table.add_column("samples", justify="right")
