@@ -3,13 +3,9 @@ duplicates, every line valid, no temp file that looks complete."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,10 @@ from schemas import Rejection, Trace
 from tests.helpers.generate import (
     builtin_teacher,
     content_set,
+    generate_command,
+    kill_after,
     leftovers,
+    lines_written,
     make_ingest,
     read_outputs,
     write_teachers,
@@ -46,35 +45,6 @@ def setup(tmp_path_factory) -> tuple[Path, Path, set[str], int]:
     return samples_dir, teachers, content_set(traces), len(traces) + len(rejects)
 
 
-def _command(samples_dir: Path, teachers: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "distill", "generate", "--samples", str(samples_dir),
-            "--teachers", str(teachers), "--out", str(out), "--flush-every", "1",
-            "--flush-seconds", "0"]
-
-
-def _lines_written(out: Path) -> int:
-    total = 0
-    for path in out.glob("*/*/part-*"):
-        with contextlib.suppress(FileNotFoundError):  # renamed under us
-            total += path.read_bytes().count(b"\n")
-    return total
-
-
-def _kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float) -> bool:
-    """SIGKILL once ``target`` lines are on disk (plus a random sliver of time, so the
-    kill lands anywhere: mid-write, mid-flush, mid-rename). True if it was running."""
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline:
-        if _lines_written(out) >= target:
-            time.sleep(extra_s)
-            break
-        time.sleep(0.005)
-    if process.poll() is not None:
-        return False
-    process.send_signal(signal.SIGKILL)
-    return True
-
-
 def _complete_files_are_valid(out: Path) -> None:
     """Whatever a kill left, a file under a final name parses completely."""
     for path in out.glob("traces/*/part-*.jsonl"):
@@ -91,15 +61,15 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(setup, tmp_path, seed
     env = {**os.environ, "DISTILL_PROGRESS": "0", "PYTHONPATH": str(REPO)}
     killed_mid_run = 0
     for _ in range(KILLS_PER_SEED):
-        process = subprocess.Popen(_command(samples_dir, teachers, out), cwd=REPO, env=env,
+        process = subprocess.Popen(generate_command(samples_dir, teachers, out), cwd=REPO, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        done = _lines_written(out)
+        done = lines_written(out)
         target = done + rng.randint(1, max(1, (expected_count - done) // 2))
-        killed_mid_run += _kill_after(process, out, target, rng.uniform(0, 0.05))
+        killed_mid_run += kill_after(process, out, target, rng.uniform(0, 0.05))
         process.wait(timeout=60)
         _complete_files_are_valid(out)
     assert killed_mid_run >= 1, "no kill landed while the run was working"
-    final = subprocess.run(_command(samples_dir, teachers, out), cwd=REPO, env=env,
+    final = subprocess.run(generate_command(samples_dir, teachers, out), cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     traces, rejects = read_outputs(out)

@@ -21,38 +21,18 @@ from distill.generate.engines.openai import parse_retry_after
 from distill.generate.engines.vllm import VLLMOptions
 from distill.generate.runner import GenerateOptions, run_generate
 from tests.helpers.generate import leftovers, make_ingest, read_outputs, write_teachers
-from tests.helpers.openai_server import EngineServer
+from tests.helpers.openai_server import (
+    EXPECTED_REASON,
+    SCRIPTS,
+    EngineServer,
+    faults,
+    script_of,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "DISTILL_TEST_API_KEY"
 SECRET = "sk-test-5f3c9a1e-never-print-me"
 MAX_ATTEMPTS = 4
-
-# Per request identity: what the server does on attempt 1, 2, ... ("ok" after the list).
-SCRIPTS: list[list[str]] = [
-    ["ok"],
-    ["429", "ok"],
-    ["500", "503", "ok"],
-    ["timeout", "ok"],
-    ["drop", "ok"],
-    ["malformed", "ok"],
-    ["empty", "ok"],
-    ["400"] * 10,  # permanent: not retried
-    ["503"] * 10,  # outlives the retries: a transient rejection
-    ["empty"] * 10,
-]
-EXPECTED_REASON = {7: "engine_error:http_400", 8: "engine_error:http_503",
-                   9: "engine_error:empty_choices"}
-
-
-def script_of(identity: str) -> int:
-    return int(identity[:8], 16) % len(SCRIPTS)
-
-
-def faults(identity: str, attempt: int) -> str:
-    script = SCRIPTS[script_of(identity)]
-    return script[attempt - 1] if attempt <= len(script) else "ok"
-
 
 @pytest.fixture(scope="module")
 def samples_dir(tmp_path_factory) -> Path:

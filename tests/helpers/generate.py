@@ -3,7 +3,12 @@ that return what a generate output folder holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -51,3 +56,32 @@ def leftovers(out: Path) -> list[Path]:
     """Files that are not complete shards or manifests (temp files, partials)."""
     return [p for p in out.rglob("*") if p.is_file()
             and (p.name.endswith(".partial") or ".tmp" in p.name or p.name.endswith(".rewrite"))]
+
+
+def generate_command(samples_dir: Path, teachers: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "distill", "generate", "--samples", str(samples_dir),
+            "--teachers", str(teachers), "--out", str(out), "--flush-every", "1",
+            "--flush-seconds", "0"]
+
+
+def lines_written(out: Path) -> int:
+    total = 0
+    for path in out.glob("*/*/part-*"):
+        with contextlib.suppress(FileNotFoundError):  # renamed under us
+            total += path.read_bytes().count(b"\n")
+    return total
+
+
+def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float) -> bool:
+    """SIGKILL once ``target`` lines are on disk (plus a random sliver of time, so the
+    kill lands anywhere: mid-write, mid-flush, mid-rename). True if it was running."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if lines_written(out) >= target:
+            time.sleep(extra_s)
+            break
+        time.sleep(0.005)
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGKILL)
+    return True

@@ -30,6 +30,34 @@ FaultPlan = Callable[[str, int], str]
 ACTIONS = ("ok", "429", "500", "503", "timeout", "drop", "malformed", "empty", "400")
 
 
+# Per request identity: what the server does on attempt 1, 2, ... ("ok" after the list).
+SCRIPTS: list[list[str]] = [
+    ["ok"],
+    ["429", "ok"],
+    ["500", "503", "ok"],
+    ["timeout", "ok"],
+    ["drop", "ok"],
+    ["malformed", "ok"],
+    ["empty", "ok"],
+    ["400"] * 10,  # permanent: not retried
+    ["503"] * 10,  # outlives the retries: a transient rejection
+    ["empty"] * 10,
+]
+EXPECTED_REASON = {7: "engine_error:http_400", 8: "engine_error:http_503",
+                   9: "engine_error:empty_choices"}
+
+
+def script_of(identity: str) -> int:
+    """Which script an identity gets: a fixed hash, so runs are repeatable."""
+    return int(identity[:8], 16) % len(SCRIPTS)
+
+
+def faults(identity: str, attempt: int) -> str:
+    """The fault plan the fault tests and the reliability bench use."""
+    script = SCRIPTS[script_of(identity)]
+    return script[attempt - 1] if attempt <= len(script) else "ok"
+
+
 def request_identity(body: dict) -> str:
     """Stable across retries of one (sample, k) request: its messages and seed."""
     return hashlib.sha256(json.dumps([body.get("messages"), body.get("seed")],
