@@ -16,7 +16,7 @@ from distill.generate.teachers import load_teacher_set
 from distill.images import read_image_bytes
 from distill.shards import iter_records, partial_path, read_json_model
 from distill.sources.digits import QUESTIONS
-from schemas import Sample, StageManifest
+from schemas import Rejection, Sample, StageManifest, Trace
 from tests.helpers.generate import (
     builtin_teacher,
     content_set,
@@ -198,3 +198,36 @@ def test_cli_runs_and_reports_errors_in_one_line(samples_dir, tmp_path, capsys):
     assert main(["generate", "--samples", str(samples_dir), "--out", str(out),
                  "--splits", "nope"]) == 2
     assert "--splits nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("permanent", "retry_rejected", "crash_mid_reopen", "retried"), [
+    (False, False, False, True),   # transient: the next run retries it
+    (False, False, True, True),    # ... even if a crash split the reopening in half
+    (True, False, False, False),   # permanent: done, unless asked
+    (True, True, False, True),     # --retry-rejected
+])
+def test_rejections_on_restart(samples_dir, teachers, tmp_path, permanent, retry_rejected,
+                               crash_mid_reopen, retried):
+    out = tmp_path / "gen"
+    run_generate(GenerateOptions(samples_dir, str(teachers), out, splits=("val",)))
+    expected = content_set(read_outputs(out)[0])
+    # Turn one trace into a rejection, as if the engine had failed on it.
+    shard = out / "traces/val/part-00000.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    victim = Trace.model_validate_json(lines[0])
+    shard.write_text("".join(lines[1:]))
+    (out / "rejects/val/part-00000.jsonl").write_text(Rejection(
+        stage="generate", key=victim.trace_key, reason="engine_error:http_503",
+        message="injected", permanent=permanent).model_dump_json() + "\n")
+    if crash_mid_reopen:  # traces already renamed back to .partial, rejects not yet
+        os.replace(shard, partial_path(shard))
+    summary = run_generate(GenerateOptions(samples_dir, str(teachers), out, splits=("val",),
+                                           retry_rejected=retry_rejected))
+    traces, rejects = read_outputs(out)
+    assert summary.traces == int(retried)
+    if retried:
+        assert content_set(traces) == expected and not rejects
+    else:
+        assert [r.key for r in rejects] == [victim.trace_key]
+        assert victim.trace_key not in {t.trace_key for t in traces}
+    assert not leftovers(out)

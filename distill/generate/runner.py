@@ -187,8 +187,10 @@ def _retryable(rejection: Rejection, retry_rejected: bool) -> bool:
 
 
 def _reopen(task: ShardTask) -> None:
-    """Turn a complete shard back into a partial one (rejects first, traces last)."""
-    for final in (task.rejects_path, task.traces_path):
+    """Turn a complete shard back into a partial one. Traces first: from that moment the
+    shard is incomplete, so a crash before the rejects move is picked up by
+    ``_prepare_partials`` (which moves a final rejects file of an incomplete shard)."""
+    for final in (task.traces_path, task.rejects_path):
         if final.exists():
             os.replace(final, partial_path(final))
             fsync_dir(final.parent)
@@ -280,6 +282,8 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary
 
 def _complete_shard_retries(task: ShardTask) -> bool:
     """Does a complete shard hold rejections this run should retry?"""
+    if partial_path(task.rejects_path).exists():  # a reopening cut short: finish it
+        return True
     if not task.rejects_path.exists():
         return False
     return any(_retryable(r, task.retry_rejected)
