@@ -321,6 +321,7 @@ def _batches(items: list[_Work], size: int | None) -> Iterator[list[_Work]]:
 def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: ShardWriter,
                  rejects: ShardWriter, summary: ShardSummary, progress: Progress | None) -> None:
     engine = engine_for(teacher)
+    rendered: dict[tuple, tuple[str, str]] = {}  # questions repeat: render each once
     for batch in _batches(items, teacher.batch_size):
         requests: list[ChatRequest] = []
         by_id: dict[str, _Work] = {}
@@ -332,7 +333,12 @@ def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: 
                     _reject(rejects, summary, progress, task, teacher, item, key,
                             reason=f"image_error:{exc.reason}", message=exc.message)
                 continue
-            system, user = teacher.prompt.render(item.sample)
+            sample = item.sample
+            fields = (sample.question, tuple(sample.choices or ()), sample.answer_type,
+                      sample.category)
+            if fields not in rendered:
+                rendered[fields] = teacher.prompt.render(sample)
+            system, user = rendered[fields]
             request_id = f"{item.sample.id}/{teacher.id}"
             by_id[request_id] = item
             requests.append(ChatRequest(id=request_id, system=system, user=user,

