@@ -19,7 +19,7 @@ from distill.shards import read_json_model
 from distill.sources.digits import DigitsConfig, iter_digits
 from schemas import EvalResult
 from tests.conftest import write_jsonl
-from tests.tiny_vlm import build_tiny_llava
+from tests.helpers.tiny_llava import build_tiny_llava
 from train.evaluate.cache import GenerationCache
 from train.evaluate.evalset import load_eval_set
 from train.evaluate.predictors import Predictor, PredictorOptions, load_predictor

@@ -17,7 +17,6 @@ from train.evaluate.predictors.base import (
     Generation,
     Mode,
     Predictor,
-    check_image_text_model,
     model_fingerprint,
     model_key,
     read_model_type,
@@ -59,13 +58,9 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
 def load_predictor(spec: str, options: PredictorOptions) -> Predictor:
     kind, target = parse_model_spec(spec)
     if kind == "hf":
-        from train.evaluate.predictors.hf import HfPredictor
+        from train.evaluate.predictors.engine import EnginePredictor
 
-        path = Path(target)
-        check_image_text_model(path)
-        return HfPredictor(path, batch_size=options.batch_size,
-                           max_new_tokens=options.max_new_tokens, dtype=options.dtype,
-                           device=options.device, prompt=options.prompt)
+        return EnginePredictor.local_hf(Path(target), options)
     if kind == "siqvl":
         from train.evaluate.predictors.siqvl import SiqvlPredictor
 

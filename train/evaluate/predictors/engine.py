@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import JsonValue, ValidationError
 
@@ -28,6 +29,7 @@ from schemas import ModelRef, Sample, SamplingParams
 from train.evaluate.predictors.base import (
     Generation,
     Mode,
+    check_image_text_model,
     chunked,
     load_sample_image,
     mode_prompt,
@@ -77,20 +79,39 @@ def _options(cls: type[Engine], values: dict[str, Any]) -> EngineOptions:
                            ) from None
 
 
+# Engine options that change how fast outputs come, not what they are: left out of the
+# cache key, so another batch size reuses the same outputs.
+_SPEED_OPTIONS = frozenset({"micro_batch_size"})
+
+
 class EnginePredictor:
     """Greedy, one sample per item, through the generate stage's engine interface."""
 
-    def __init__(self, spec: str, options: PredictorOptions) -> None:
+    def __init__(self, spec: str, options: PredictorOptions, *,
+                 kind: Literal["engine", "hf"] = "engine", name: str | None = None) -> None:
         self.spec = spec
         self.options = options
+        self.kind = kind
         self.name, self.engine_cls, self.model, self.engine_options = resolve_engine(
             spec, dict(options.engine_options))
+        self.name = name or self.name
+
+    @classmethod
+    def local_hf(cls, path: Path, options: PredictorOptions) -> EnginePredictor:
+        """``hf:PATH``: a local transformers image-text-to-text model, run by the generate
+        stage's ``hf`` engine (batched, left-padded greedy decoding with a KV cache)."""
+        check_image_text_model(path)
+        path = path.resolve()
+        values = {"dtype": options.dtype, "device": options.device or "auto",
+                  "micro_batch_size": options.batch_size, **dict(options.engine_options)}
+        return cls(f"hf:{path}", replace(options, engine_options=tuple(values.items())),
+                   kind="hf", name=path.name)
 
     @cached_property
     def model_ref(self) -> ModelRef:
         local = Path(self.model).expanduser()
         fingerprint = model_fingerprint(local) if local.is_dir() else None
-        return ModelRef(kind="engine", name=self.name,
+        return ModelRef(kind=self.kind, name=self.name,
                         path=str(local.resolve()) if local.is_dir() else None,
                         fingerprint=fingerprint)
 
@@ -102,7 +123,9 @@ class EnginePredictor:
             "mode": mode, "prompt_id": prompt.id, "prompt_hash": prompt.hash,
             "decoding": "greedy", "max_new_tokens": self.options.max_new_tokens,
             "engine": self.engine_cls.name,
-            "engine_options": self.engine_options.model_dump(mode="json")}
+            "engine_options": {key: value for key, value in
+                               self.engine_options.model_dump(mode="json").items()
+                               if key not in _SPEED_OPTIONS}}
         if self.model_ref.fingerprint is None:
             config["model"] = self.model
         return config

@@ -1,5 +1,10 @@
 """A tiny real image-text-to-text model (LLaVA: CLIP vision tower + Qwen2 LLM), built from
-configs with a tokenizer trained here and saved to a local folder: what `hf:PATH` loads."""
+configs with a small BPE tokenizer trained here and saved to a local folder.
+
+Beside ``tiny_vlm.py`` (Idefics3, loadable by vLLM too) because the eval tests need what
+that one does not give: outputs that *depend on the input* (weights drawn wide, so a
+padding bug changes the text instead of every prompt giving the same newlines) and speed
+(a 320-token vocabulary instead of Qwen's 151k). transformers only."""
 
 from __future__ import annotations
 
