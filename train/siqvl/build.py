@@ -123,7 +123,13 @@ def vision_config_of(path: Path):
 def load_vision_tower(path: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A pretrained tower from a local folder (the vision half of a full checkpoint works)."""
     config = vision_config_of(path)
-    return _vision_class(config).from_pretrained(path, config=config, dtype=dtype)
+    tower, info = _vision_class(config).from_pretrained(path, config=config, dtype=dtype,
+                                                       output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if not k.startswith("head.")]
+    if missing:
+        raise DistillError(f"{path} has no weights for {len(missing)} vision tower tensor(s) "
+                           f"(e.g. {missing[0]}): not a SigLIP/SigLIP-2 checkpoint")
+    return tower
 
 
 def _vision_class(config) -> type:
