@@ -55,9 +55,36 @@ def latest_checkpoint(run: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu").contiguous()
-            for name, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: torch.nn.Module, fsdp: bool = False) -> dict[str, torch.Tensor]:
+    """Trainable weights on the CPU (gathered from every process under FSDP; a collective)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    full = full_model_state(model, fsdp)
+    if full is None:
+        return {}
+    return {name: t.detach().to("cpu").contiguous() for name, t in full.items() if name in names}
+
+
+def full_model_state(model: torch.nn.Module, fsdp: bool) -> dict[str, torch.Tensor] | None:
+    """The whole state dict; under FSDP gathered to the main process (None elsewhere)."""
+    if not fsdp:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    return state or None
+
+
+def optimizer_state(model: torch.nn.Module, optimizer, fsdp: bool) -> dict:
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True))
 
 
 def rng_state() -> dict:
@@ -78,7 +105,7 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler, *, rank: int, world_size: int,
-                    is_main: bool, barrier, keep: int) -> Path:
+                    is_main: bool, barrier, keep: int, fsdp: bool = False) -> Path:
     """Every process writes its RNG state; the main process writes the rest and renames.
 
     (DDP keeps weights and optimizer states identical on every process.)
@@ -90,10 +117,12 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
+    optim = optimizer_state(model, optimizer, fsdp)
     if is_main:
-        save_file(trainable_state(model), str(tmp / WEIGHTS))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "world_size": world_size}, tmp / "optimizer.pt")
+        save_file(weights, str(tmp / WEIGHTS))
+        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict(),
+                    "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer.pt")
     barrier()
     if is_main:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
@@ -111,7 +140,8 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler, *, rank: int, world_size: int, outcome_hash: str) -> TrainerState:
+                    scheduler, *, rank: int, world_size: int, outcome_hash: str,
+                    fsdp: bool = False) -> TrainerState:
     state = TrainerState(**json.loads((path / STATE).read_text(encoding="utf-8")))
     if state.outcome_hash != outcome_hash:
         raise DistillError(
@@ -123,14 +153,25 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if missing:
         raise DistillError(f"{path} lacks trainable weights {missing[:3]}; was it written by "
                            "a different stage?")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
     blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    if blob["world_size"] != world_size:
-        raise DistillError(f"{path} was written by {blob['world_size']} process(es); resume "
-                           f"it with the same number, not {world_size}")
-    optimizer.load_state_dict(blob["optimizer"])
+    if blob["world_size"] != world_size or blob.get("fsdp", False) != fsdp:
+        raise DistillError(f"{path} was written by {blob['world_size']} process(es)"
+                           f"{' with FSDP' if blob.get('fsdp') else ''}; resume it the same way")
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, weights, options=options)
+        set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=options)
+    else:
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     rng_file = path / f"rng-{rank}.pt"
     set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))

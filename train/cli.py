@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -35,6 +36,8 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                            "ingest folder)")
     manifest = train(config, data or Path("."), out, resume=resume,
                      init=str(init) if init else None)
+    if os.environ.get("RANK", "0") != "0":
+        return
     loss = f"{manifest.final_loss:.4f}" if manifest.final_loss is not None else "n/a"
     speed = manifest.metrics.get("tokens_per_s")
     console.print(f"[green]trained[/green] {manifest.stage}: {manifest.steps} steps, final loss "

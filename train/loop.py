@@ -284,6 +284,8 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
     apply_kernel_layers(model, layers)
     per_epoch = len(dataset) // config.batch_size
     total = config.max_steps or max(1, math.ceil((config.epochs or 1) * per_epoch))
+    fsdp = runtime.distributed and config.strategy == "fsdp"
+    engine = wrap_distributed(model, config, runtime) if runtime.distributed else model
     optimizer, scheduler, _ = make_optimizer(model, config, runtime, total)
     run_hash = outcome_hash(config)
     data_key = content_hash({"config": run_hash, "data": training_set.manifest_sha256,
@@ -292,16 +294,14 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
     latest = ckpt.latest_checkpoint(out) if resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler, rank=runtime.rank,
-                                     world_size=runtime.world_size, outcome_hash=data_key)
+                                     world_size=runtime.world_size, outcome_hash=data_key,
+                                     fsdp=fsdp)
         log.warning("resuming %s from step %d", out, state.step)
-    engine = model
-    if runtime.distributed:
-        engine = wrap_distributed(model, config, runtime)
     out.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
                          tensorboard=config.tensorboard,
                          resume_step=state.step if latest is not None else None)
-    context = RunContext(config, runtime, training_set, out, init, data_key, layers, total)
+    context = RunContext(config, runtime, training_set, out, init, data_key, layers, total, fsdp)
     if runtime.is_main and latest is None:
         write_manifest(context, state, "none", None)
     try:
@@ -322,6 +322,7 @@ class RunContext:
     run_key: str
     layers: Layers
     total_steps: int
+    fsdp: bool = False
 
 
 def wrap_distributed(model: torch.nn.Module, config: TrainConfig, runtime: Runtime):
@@ -361,9 +362,12 @@ def run_steps(ctx: RunContext, model, engine, processor: SiQVLProcessor,
             for k in range(len(plan.micro)):
                 batch: Batch = next(batches).to(runtime.device, non_blocking=True)
                 padded += batch.padded_tokens
+                last = k == len(plan.micro) - 1
                 sync = nullcontext()
-                if runtime.distributed and k < len(plan.micro) - 1 and hasattr(engine, "no_sync"):
-                    sync = engine.no_sync()
+                if runtime.distributed and not last and hasattr(engine, "no_sync"):
+                    sync = engine.no_sync()  # DDP: reduce gradients once, after the last
+                elif ctx.fsdp:
+                    engine.set_requires_gradient_sync(last)
                 with sync:
                     output = engine(input_ids=batch.input_ids,
                                     pixel_values=processor.normalize(batch.pixel_values,
@@ -402,7 +406,7 @@ def run_steps(ctx: RunContext, model, engine, processor: SiQVLProcessor,
                 path = ckpt.save_checkpoint(
                     ctx.out, state, model, optimizer, scheduler, rank=runtime.rank,
                     world_size=runtime.world_size, is_main=runtime.is_main,
-                    barrier=runtime.barrier, keep=config.keep_checkpoints)
+                    barrier=runtime.barrier, keep=config.keep_checkpoints, fsdp=ctx.fsdp)
                 if runtime.is_main:
                     write_manifest(ctx, state, path.name, None)
     return state
@@ -468,6 +472,9 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
     """Save RUN/final (LoRA merged; adapter kept beside it) and the final RunManifest."""
     runtime = ctx.runtime
     runtime.barrier()
+    if ctx.fsdp:
+        model = unsharded_copy(model, ckpt.full_model_state(model, fsdp=True), ctx.config,
+                               runtime.is_main)
     manifest = None
     if runtime.is_main:
         final = ctx.out / "final"
@@ -476,7 +483,6 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
         if has_lora(model):
             save_adapter(model, tmp / "adapter")
             merge_lora(model)
-        model.to(torch.float32 if runtime.dtype == torch.float32 else runtime.dtype)
         save_student(model, processor, tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -491,6 +497,19 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
         manifest = write_manifest(ctx, state, "final", summary)
     runtime.barrier()
     return manifest or read_json_model(ctx.out / "manifest.json", RunManifest)
+
+
+def unsharded_copy(model: SiQVLForConditionalGeneration, state: dict | None,
+                   config: TrainConfig, is_main: bool) -> SiQVLForConditionalGeneration:
+    """An ordinary (unsharded, CPU) student holding an FSDP model's gathered weights; only
+    the main process builds it (``state`` is None elsewhere)."""
+    if not is_main:
+        return model
+    copy = SiQVLForConditionalGeneration(model.config)
+    if has_lora(model):
+        apply_lora(copy, config.lora)
+    copy.load_state_dict(state)
+    return copy
 
 
 def _read_metrics(out: Path) -> list[dict]:
