@@ -8,6 +8,7 @@ they exercise the same loader ``distill train`` uses on real dataset versions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,8 +51,10 @@ def oracle_reasoning(sample: Sample) -> str:
 
 
 def write_dataset_version(ingest_dir: Path, out_dir: Path, split: str = "train",
-                          limit: int | None = None, shard_size: int = 1000) -> Path:
-    """A dataset version folder with one kept oracle trace per sample of ``split``."""
+                          limit: int | None = None, shard_size: int = 1000,
+                          reasoning_fn: Callable[[Sample], str] = oracle_reasoning) -> Path:
+    """A dataset version folder with one kept trace per sample of ``split`` (by default the
+    oracle rationale; benchmarks pass ``reasoning_fn`` to shape trace lengths)."""
     ingest = read_json_model(ingest_dir / "manifest.json", StageManifest)
     refs = [r for r in ingest.shards if r.name.startswith(f"samples/{split}/")]
     sampling = SamplingParams()
@@ -63,7 +66,7 @@ def write_dataset_version(ingest_dir: Path, out_dir: Path, split: str = "train",
                 break
             if writer is None:
                 writer = ShardWriter(out_dir / "data" / shard_name(index))
-            reasoning = oracle_reasoning(sample)
+            reasoning = reasoning_fn(sample)
             sample_hash = sample.content_hash()
             trace = Trace(
                 trace_key=make_trace_key(sample_hash=sample_hash, teacher_id=ORACLE_TEACHER,
