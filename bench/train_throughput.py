@@ -47,7 +47,7 @@ from train.tokenizer import TINY_TOKENIZER_DIR, training_corpus  # noqa: E402
 
 SIZES = {
     "full": dict(image_size=64, vision_hidden=128, vision_layers=2, llm_hidden=256,
-                 llm_layers=4, heads=4, inter=704, batch=16, steps=8, items=256,
+                 llm_layers=4, heads=4, inter=704, batch=32, steps=6, items=384,
                  median=180.0),
     "quick": dict(image_size=32, vision_hidden=64, vision_layers=1, llm_hidden=128,
                   llm_layers=2, heads=4, inter=352, batch=8, steps=4, items=96,
@@ -136,7 +136,6 @@ def main() -> None:
                         help="also measure torch.compile alone (adds ~1 min of compile time)")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
-    torch.set_num_threads(os.cpu_count() or 1)
     runs = [("baseline", BASELINE), ("default", {})]
     runs += [("+bucketing", {**BASELINE, "bucketing": True}),
              ("+packing", {**BASELINE, "packing": True}),

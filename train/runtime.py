@@ -47,14 +47,18 @@ class Runtime:
 
 
 def default_threads() -> int:
-    """CPU threads for one training process: the cores, shared among local processes.
+    """CPU threads for one training process.
 
-    Measured on the 2-core dev machine with the tiny-digits student (bench/RESULTS.md):
-    2 threads gave 1.5x the tokens/s of 1 thread when the machine was otherwise idle. On a
-    busy machine (tests running beside it) 1 thread is better: set ``threads: 1``.
+    Measured on the 2-core dev machine with the tiny-digits student: on an idle machine
+    2 threads gave 1.5x the tokens/s of 1 thread, but with any other busy process (tests,
+    another training run) 2 threads fell to a quarter of that, waiting on each other at
+    every op. So on <= 2 cores per process the default is 1 thread, which also lets two
+    runs (e.g. a CoT and a direct student) train side by side, one core each. Set
+    ``threads: 2`` for a lone run on an idle 2-core machine.
     """
     cores = os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    per_process = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return 1 if per_process <= 2 else per_process - 1
 
 
 def setup_runtime(config: TrainConfig) -> Runtime:
