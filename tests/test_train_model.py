@@ -133,3 +133,25 @@ def test_generate_batched_left_padded_matches_step_by_step_greedy():
             model, torch.tensor([short]), pixels[:1], 6)
         assert generated[1].tolist() == _greedy_without_cache(
             model, torch.tensor([long]), pixels[1:], 6)
+
+
+def test_chunked_loss_matches_the_whole_loss_and_its_gradients(monkeypatch):
+    import train.siqvl.modeling as modeling
+
+    model, processor = micro_student(seed=4)
+    ids = torch.tensor([[1] + [processor.image_token_id] * 4 + list(range(20, 60))] * 2)
+    labels = ids.clone()
+    labels[:, :10] = -100
+    pixels = torch.randn(2, 3, 32, 32)
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, pixel_values=pixels, labels=labels)
+        out.loss_sum.backward()
+        return out.loss_sum.detach(), model.projector.linear.weight.grad.clone()
+
+    whole_loss, whole_grad = run()
+    monkeypatch.setattr(modeling, "LOGITS_CHUNK_ELEMENTS", 7 * model.config.text_config.vocab_size)
+    chunked_loss, chunked_grad = run()
+    torch.testing.assert_close(chunked_loss, whole_loss, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-4, atol=1e-6)

@@ -79,6 +79,10 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
             config.text_config)
         self.vision_tower.requires_grad_(False)
         self.post_init()
+        for part in (self.vision_tower, self.language_model):
+            # a part loaded on its own keeps its attention choice; never leave it unset
+            if part.config._attn_implementation is None:
+                part.config._attn_implementation = "sdpa"
 
     # -- plumbing expected by transformers / peft --------------------------------------
     def causal_lm(self) -> PreTrainedModel:
@@ -195,15 +199,33 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
                                          **kwargs)
 
 
+# Above this many logits (label tokens x vocabulary), the loss is computed in chunks whose
+# logits are recomputed in the backward pass: peak memory stays at one chunk's logits
+# (~1 GiB in fp32) instead of all of them (e.g. 16k answer tokens x 152k vocab = 10 GiB).
+LOGITS_CHUNK_ELEMENTS = 2**28
+
+
 def label_loss(hidden: torch.Tensor, labels: torch.Tensor,
                lm_head: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross entropy over positions with a label, and their count."""
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     selected = hidden[:, :-1][keep]
-    logits = lm_head(selected).float()
-    loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+    wanted = targets[keep]
+    vocab = lm_head.weight.shape[0]
+    chunk = max(1, LOGITS_CHUNK_ELEMENTS // vocab)
+    if selected.shape[0] <= chunk or not torch.is_grad_enabled():
+        return _chunk_loss(selected, wanted, lm_head), keep.sum()
+    from torch.utils.checkpoint import checkpoint
+
+    loss_sum = sum(checkpoint(_chunk_loss, selected[i:i + chunk], wanted[i:i + chunk], lm_head,
+                              use_reentrant=False)
+                   for i in range(0, selected.shape[0], chunk))
     return loss_sum, keep.sum()
+
+
+def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
+    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
 def patchify(pixel_values: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
