@@ -15,7 +15,7 @@ dataset version instead.
 Real tokens/s = non-padding tokens / wall time of the whole step (optimizer included),
 over the steps after the first (warm-up) step.
 
-    python bench/train_throughput.py            # ~4 minutes on 2 cores
+    python bench/train_throughput.py            # ~5 minutes on an idle 2-core machine
     python bench/train_throughput.py --quick    # < 45 s, same figures at smaller size
 """
 
@@ -47,7 +47,7 @@ from train.tokenizer import TINY_TOKENIZER_DIR, training_corpus  # noqa: E402
 
 SIZES = {
     "full": dict(image_size=64, vision_hidden=128, vision_layers=2, llm_hidden=256,
-                 llm_layers=4, heads=4, inter=704, batch=32, steps=6, items=384,
+                 llm_layers=4, heads=4, inter=704, batch=32, steps=4, items=256,
                  median=180.0),
     "quick": dict(image_size=32, vision_hidden=64, vision_layers=1, llm_hidden=128,
                   llm_layers=2, heads=4, inter=352, batch=8, steps=4, items=96,

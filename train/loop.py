@@ -453,8 +453,12 @@ def log_record(state: ckpt.TrainerState, window: dict, scheduler, grad_norm: flo
 def write_manifest(ctx: RunContext, state: ckpt.TrainerState, checkpoint: str,
                    metrics: dict | None) -> RunManifest:
     ts = ctx.training_set
+    created = datetime.now(UTC)
+    previous = ctx.out / "manifest.json"
+    if previous.exists():  # the run's start, kept across checkpoints and resumes
+        created = read_json_model(previous, RunManifest).created_at
     manifest = RunManifest(
-        run_id=ctx.run_key[:16], created_at=datetime.now(UTC), stage=ctx.config.stage,
+        run_id=ctx.run_key[:16], created_at=created, stage=ctx.config.stage,
         dataset_version=ts.version, dataset_path=str(ts.path.resolve()),
         parent_checkpoint=str(Path(ctx.init or ctx.config.init).resolve())
         if (ctx.init or ctx.config.init) else None,
