@@ -237,3 +237,13 @@ def patchify(pixel_values: torch.Tensor, patch: int) -> tuple[torch.Tensor, torc
     x = x.permute(0, 2, 4, 3, 5, 1).reshape(n, rows * cols, patch * patch * channels)
     shapes = torch.tensor([[rows, cols]] * n, dtype=torch.long, device=pixel_values.device)
     return x, shapes
+
+
+def _register() -> None:
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.register(SiQVLConfig, SiQVLForConditionalGeneration,
+                                         exist_ok=True)
+
+
+_register()
