@@ -228,3 +228,18 @@ def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(data
                                                                    "metrics.jsonl")]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["steps"] == 12 and manifest["checkpoint_path"] == "final"
+
+
+def test_stages_chain_through_their_checkpoints(data, tmp_path):
+    """Stage 1 on gold answers of an ingest folder, stage 2 starts from its final folder."""
+    align = train(config(stage="align", llm="frozen", target="gold", max_steps=2),
+                  data["ingest"], tmp_path / "align")
+    assert align.dataset_version is None and align.stage == "align"
+    aligned = _weights(tmp_path / "align" / "final")
+    vqa = train(config(stage="vqa", llm="lora", target="answer", max_steps=2),
+                data["dataset"], tmp_path / "vqa", init=str(tmp_path / "align" / "final"))
+    assert vqa.parent_checkpoint == str((tmp_path / "align" / "final").resolve())
+    tuned = _weights(tmp_path / "vqa" / "final")
+    tower = [k for k in aligned if k.startswith("vision_tower.")]
+    assert tower and all(torch.equal(aligned[k], tuned[k]) for k in tower)
+    assert not torch.equal(aligned["projector.linear.weight"], tuned["projector.linear.weight"])
