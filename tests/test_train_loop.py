@@ -243,3 +243,13 @@ def test_stages_chain_through_their_checkpoints(data, tmp_path):
     tower = [k for k in aligned if k.startswith("vision_tower.")]
     assert tower and all(torch.equal(aligned[k], tuned[k]) for k in tower)
     assert not torch.equal(aligned["projector.linear.weight"], tuned["projector.linear.weight"])
+
+
+@pytest.mark.parametrize("name", ["vision", "align", "vqa", "cot", "digits-cot",
+                                  "digits-direct"])
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert cfg.stage in ("vision", "align", "vqa", "cot")
+    if name.startswith("digits-"):
+        assert cfg.prompt_mode() == ("cot" if name == "digits-cot" else "direct")
+        assert cfg.model == "tiny-digits" and cfg.llm == "full"
