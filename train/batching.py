@@ -184,8 +184,9 @@ def pack_rows(lengths: list[int], capacity: int) -> list[list[int]]:
 
 
 def pack_collate(examples: list[Example], pad_id: int, capacity: int) -> Batch:
-    """Examples concatenated into rows of at most ``capacity`` tokens (longer examples get a
-    row of their own), per-example position ids, rows right-padded to the longest row."""
+    """Examples concatenated into rows of at most ``capacity`` tokens (at least the longest
+    example's length; 0 means exactly that), per-example position ids, rows right-padded to
+    the longest row."""
     rows = pack_rows([len(e) for e in examples], max(capacity, max(len(e) for e in examples)))
     width = max(sum(len(examples[i]) for i in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -120,8 +120,10 @@ def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDatase
     padding = padding_fraction(plan, dataset.lengths, micro_batch_size)
     packing = padding > config.packing_threshold if config.packing == "auto" \
         else bool(config.packing)
-    longest = int(dataset.lengths.max())
-    pack_max = longest if config.pack_max_tokens == "auto" else int(config.pack_max_tokens)
+    # auto: rows as long as the micro-batch's longest example, so packing only fills the
+    # padding a padded batch would have and never lengthens the attention span (without a
+    # varlen kernel, attention over a packed row costs its full length squared).
+    pack_max = 0 if config.pack_max_tokens == "auto" else int(config.pack_max_tokens)
     liger_ok = importlib.util.find_spec("liger_kernel") is not None
     liger = (runtime.cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
     compile_on = runtime.cuda if config.compile == "auto" else bool(config.compile)
