@@ -2,9 +2,10 @@
 
 ``RUN/checkpoint-NNNNNN/`` holds the trainable weights (safetensors), the optimizer and
 scheduler states, every RNG state (python, numpy, torch, CUDA; one file per process) and
-the data position (step, epoch, batch in epoch). A checkpoint is written into a hidden
-temp folder and renamed into place, so a kill at any moment leaves either the old set of
-checkpoints or the new one, never a half-written folder that looks complete.
+the data position (step, epoch, batch in epoch), all without pickle (``train.safe_state``).
+A checkpoint is written into a hidden temp folder and renamed into place, so a kill at
+any moment leaves either the old set of checkpoints or the new one, never a half-written
+folder that looks complete.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from distill.errors import DistillError
 from distill.shards import fsync_dir
+from train.safe_state import load_state, save_state
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
 WEIGHTS = "trainable.safetensors"
@@ -116,13 +118,13 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    save_state(rng_state(), tmp / f"rng-{rank}")
     weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
     optim = optimizer_state(model, optimizer, fsdp)
     if is_main:
         save_file(weights, str(tmp / WEIGHTS))
-        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict(),
-                    "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer.pt")
+        save_state({"optimizer": optim, "scheduler": scheduler.state_dict(),
+                    "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer")
     barrier()
     if is_main:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
@@ -153,7 +155,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if missing:
         raise DistillError(f"{path} lacks trainable weights {missing[:3]}; was it written by "
                            "a different stage?")
-    blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    blob = load_state(path / "optimizer")
     if blob["world_size"] != world_size or blob.get("fsdp", False) != fsdp:
         raise DistillError(f"{path} was written by {blob['world_size']} process(es)"
                            f"{' with FSDP' if blob.get('fsdp') else ''}; resume it the same way")
@@ -173,6 +175,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                 params[name].copy_(value)
         optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
-    rng_file = path / f"rng-{rank}.pt"
-    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    set_rng_state(load_state(path / f"rng-{rank}"))
     return state
