@@ -229,8 +229,13 @@ def teacher_reasoning(item: dict, rng: random.Random, style: int) -> str:
     else:
         sentences.append(f"Each of the {counts[a]} {a}s can pair with each of the {counts[b]} "
                          f"{b}s, which gives {counts[a]} x {counts[b]} = {item['answer']} pairs.")
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(2, 6)):
         sentences.insert(rng.randint(1, len(sentences) - 1), rng.choice(_FILLERS))
+    check = rng.choice(item["objects"])
+    sentences.append(f"To verify, I recount the {check}s {item['places'][check]} one by one and "
+                     f"get {item['counts'][check]} again, so the counts above are consistent.")
+    sentences.append(f"The question asks: {item['question']} Based on the counts I found, "
+                     f"the answer is {item['answer']}.")
     return " ".join(sentences)
 
 

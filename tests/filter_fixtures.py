@@ -84,3 +84,46 @@ def build_generate_dir(tmp: Path, counts: dict[str, int], traces_for: Callable,
     ingest_dir = ingest_digits(tmp / "ingest", counts, shard_size=shard_size, seed=seed)
     gen_dir = write_generate_dir(tmp / "gen", ingest_dir, traces_for)
     return ingest_dir, gen_dir
+
+
+def sample_index(sample: Sample) -> int:
+    return int(sample.id.rsplit("-", 1)[1])
+
+
+def faulty_teachers() -> Callable[[Sample], list[Trace]]:
+    """Two teachers, k=2, with the faults filter must catch, chosen by item index:
+
+    * alpha k=0: correct, with an 'Answer:' line; alpha k=1: correct, another wording;
+    * beta k=0: correct but ends 'so the answer is X' (no answer line);
+    * beta k=1 by index % 6: 0 wrong answer, 1 truncated, 2 loop, 3 refusal, 4 tag soup,
+      5 correct with an answer line.
+    """
+
+    def traces_for(sample: Sample) -> list[Trace]:
+        index = sample_index(sample)
+        out = [make_trace(sample, "alpha", 0, good_text(sample, 0), completion_tokens=60),
+               make_trace(sample, "alpha", 1, good_text(sample, 1), completion_tokens=62),
+               make_trace(sample, "beta", 0, f"{reasoning(sample, 2)} So the answer is "
+                          f"{sample.answer}.", completion_tokens=55)]
+        fault = index % 6
+        body = reasoning(sample, 2)
+        if fault == 0:
+            text, extra = f"<think>\n{body}\n</think>\nAnswer: {wrong_answer(sample)}", {}
+        elif fault == 1:
+            text = good_text(sample, 2)[:40]
+            extra = {"finish_reason": "length", "final_answer": sample.answer}
+        elif fault == 2:
+            text = (f"<think>\n{body} " + " ".join(["Let me count the digits again."] * 10)
+                    + f"\n</think>\nAnswer: {sample.answer}")
+            extra = {}
+        elif fault == 3:
+            text, extra = f"I'm sorry, but I cannot see the image.\nAnswer: {sample.answer}", {}
+        elif fault == 4:
+            text, extra = f"<think><think>{body}</thinking>\nAnswer: {sample.answer}", {}
+        else:
+            text = f"{body}\nFinal answer: {sample.answer}"
+            extra = {}
+        out.append(make_trace(sample, "beta", 1, text, completion_tokens=58, **extra))
+        return out
+
+    return traces_for

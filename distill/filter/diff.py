@@ -38,6 +38,8 @@ class VersionDiff:
                                self.policy_changes],
             "kept": {"a": self.a.counts.get("kept", 0), "b": self.b.counts.get("kept", 0)},
             "unchanged": self.unchanged,
+            "added_total": sum(self.added.values()),
+            "removed_total": sum(self.removed.values()),
             "added": dict(self.added.most_common()),
             "removed": dict(self.removed.most_common()),
             "examples": self.examples,

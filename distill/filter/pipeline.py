@@ -264,6 +264,7 @@ class _Run:
                                             ordinal, outputs, stats)
                 bar.advance()
         outputs.close(duplicates, self.hasher.config)
+        outputs.copy_rejects(entries)
         return outputs
 
     def _write_shard(self, entry: CacheEntry, decision: Decision, selector: Selector,
@@ -423,6 +424,18 @@ class _Outputs:
         _save_npy(path, rows)
         self.index_refs.append(ShardRef(name=path.name, sha256=file_sha256(path),
                                         rows=len(rows)))
+
+    def copy_rejects(self, entries: list[CacheEntry]) -> None:
+        """Lines that could not be scored (--on-error skip) go into the version, too."""
+        sources = [e.path / "rejects.jsonl" for e in entries if e.summary["rejected"]]
+        if not sources:
+            return
+        writer = ShardWriter(self.staging / "rejects.jsonl")
+        for source in sources:
+            with open(source, encoding="utf-8") as handle:
+                for line in handle:
+                    writer.write_line(line.rstrip("\n"))
+        writer.commit()
 
     def close(self, duplicates: Duplicates, minhash: dict) -> None:
         self._clusters.commit()

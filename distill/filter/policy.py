@@ -20,7 +20,7 @@ optional; see data/policies/default.yaml)::
     dedup:
       exact: true                  # normalised text hash
       near: true                   # MinHash + LSH
-      threshold: 0.8               # Jaccard similarity of word 5-gram sets
+      threshold: 0.7               # Jaccard similarity of word 5-gram sets
       scope: image                 # image: only traces about the same image can be
                                    # duplicates; global: any two traces
     decontamination:               # used when --eval-set is given
@@ -119,7 +119,7 @@ class PerItem:
 class Dedup:
     exact: bool = True
     near: bool = True
-    threshold: float = 0.8
+    threshold: float = 0.7
     scope: str = "image"
 
 
