@@ -55,8 +55,9 @@ def find(texts: list[str], threshold: float, workdir: Path, partitions: int = 4,
     hasher = MinHasher()
     signatures, text_hashes = hasher.signatures(texts)
     bands, rows = lsh_params(threshold)
-    finder = DuplicateFinder(workdir, partitions=partitions)
+    finder = DuplicateFinder(workdir, partitions=partitions, threshold=threshold)
     ordinals = np.arange(len(texts))
+    finder.add_signatures(signatures)
     finder.add(ordinals, exact=exact_keys(text_hashes, salt),
                bands=band_keys(signatures, bands, rows, salt))
     return finder.resolve(len(texts))
@@ -137,3 +138,19 @@ def test_groups_chain_through_the_earliest_item(tmp_path: Path) -> None:
     finder.add(np.arange(4), bands=keys)
     result = finder.resolve(4)
     assert result.representative.tolist() == [0, 0, 0, 3] and result.groups == 1
+
+
+def test_band_candidates_are_confirmed_by_their_signatures(tmp_path: Path) -> None:
+    """A chance collision in one band must not link (and chain) unrelated items."""
+    rng = np.random.default_rng(0)
+    signatures = rng.integers(0, 2**32, size=(3, 128), dtype=np.uint64).astype(np.uint32)
+    signatures[2] = signatures[1]
+    signatures[2, :10] += 1  # item 2 agrees with item 1 on 118 of 128 minima
+    bands = np.array([[7, 1], [7, 2], [8, 2]], dtype=np.uint64)  # 0~1 and 1~2 collide
+    unchecked = DuplicateFinder(tmp_path / "a", partitions=2)
+    unchecked.add(np.arange(3), bands=bands)
+    assert unchecked.resolve(3).representative.tolist() == [0, 0, 0]
+    checked = DuplicateFinder(tmp_path / "b", partitions=2, threshold=0.7)
+    checked.add_signatures(signatures)
+    checked.add(np.arange(3), bands=bands)
+    assert checked.resolve(3).representative.tolist() == [0, 1, 1]

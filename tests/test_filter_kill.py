@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from filter_fixtures import build_generate_dir, faulty_teachers
 
-from distill.filter.store import DatasetStore, verify_version
-from distill.shards import count_lines
-from schemas import file_sha256
+from distill.filter.store import DatasetStore, find_half_written
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,39 +33,36 @@ def run(gen: Path, store: Path) -> tuple[str, float]:
     return done.stdout.strip(), time.monotonic() - start
 
 
-def run_and_kill(gen: Path, store: Path, delay: float) -> bool:
-    """Start filter, SIGKILL it after ``delay`` seconds; False if it finished first."""
-    process = subprocess.Popen(filter_cmd(gen, store), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL,
+def run_and_kill_when(gen: Path, store: DatasetStore, reached, timeout: float = 120) -> bool:
+    """Start filter and SIGKILL it as soon as ``reached(store)`` holds (polled every few
+    ms); False if the run finished first."""
+    process = subprocess.Popen(filter_cmd(gen, store.root), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "DISTILL_PROGRESS": "0"})
+    deadline = time.monotonic() + timeout
     try:
-        process.wait(timeout=delay)
+        while process.poll() is None and time.monotonic() < deadline:
+            if reached(store):
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.003)
         return False
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        return True
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
-def assert_nothing_half_written_looks_complete(store: DatasetStore) -> None:
-    """Work in progress lives only under tmp/, in .tmp-* folders or *.partial files; every
-    file with a final name is complete."""
-    for version in store.versions_dir.iterdir() if store.versions_dir.is_dir() else ():
-        assert verify_version(store, version.name) == [], version
-    for entry in store.cache_dir.iterdir() if store.cache_dir.is_dir() else ():
-        if entry.name.startswith(".tmp-"):
-            continue
-        summary = (entry / "entry.json").read_text()
-        import json
+def entries_done(store: DatasetStore) -> int:
+    if not store.cache_dir.is_dir():
+        return 0
+    return sum(1 for p in store.cache_dir.iterdir() if not p.name.startswith(".tmp-"))
 
-        rows = json.loads(summary)["rows"]
-        assert count_lines(entry / "rows.jsonl") == count_lines(entry / "select.jsonl") == rows
-    for image in store.images_dir.glob("*/*") if store.images_dir.is_dir() else ():
-        if not image.name.startswith("."):
-            assert file_sha256(image) == image.stem, image
-    stray = [p for p in store.root.rglob("*.partial")
-             if store.tmp_dir not in p.parents and ".tmp-" not in str(p)]
-    assert stray == []
+
+def staging_exists(store: DatasetStore) -> bool:
+    return store.tmp_dir.is_dir() and any(p.name.startswith("version-")
+                                          for p in store.tmp_dir.iterdir())
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +75,48 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_sigkill_at_random_points_then_rerun_gives_the_same_version(generated: Path,
                                                                      tmp_path: Path) -> None:
+    """Kills land in each phase: while scoring (after a random number of finished shards),
+    during selection and publishing (once the staging folder exists), and at a random
+    time; the rerun publishes the uninterrupted run's version."""
     reference, duration = run(generated, tmp_path / "reference")
-    killed = 0
-    for seed in range(3):
-        store = DatasetStore(tmp_path / f"store-{seed}")
-        rng = random.Random(seed)
-        # Interpreter start-up is about a third of a run; aim past it.
-        if run_and_kill(generated, store.root, rng.uniform(0.35, 0.95) * duration):
-            killed += 1
-            assert_nothing_half_written_looks_complete(store)
+    shards = len(list((generated / "traces" / "train").glob("*.jsonl")))
+    rng = random.Random(0)
+    finished_shards = rng.randint(1, shards - 1)
+    delay = rng.uniform(0.3, 0.9) * duration
+
+    def after_delay() -> Callable[[DatasetStore], bool]:
+        start = time.monotonic()
+        return lambda store: time.monotonic() - start > delay
+
+    targets: dict[str, Callable[[], Callable[[DatasetStore], bool]]] = {
+        "scoring": lambda: lambda store: entries_done(store) >= finished_shards,
+        "selection": lambda: staging_exists,
+        "random time": after_delay,
+    }
+    killed = []
+    for name, make_condition in targets.items():
+        store = DatasetStore(tmp_path / name.replace(" ", "-"))
+        if run_and_kill_when(generated, store, make_condition()):
+            killed.append(name)
+            assert find_half_written(store) == [], name
         version, _ = run(generated, store.root)
-        assert version == reference
-        assert_nothing_half_written_looks_complete(store)
-        assert not store.tmp_dir.exists()
-    assert killed >= 2
+        assert version == reference, name
+        assert find_half_written(store) == [] and not store.tmp_dir.exists()
+    assert {"scoring", "selection"} <= set(killed)
+
+
+def test_half_written_files_are_detected(generated: Path, tmp_path: Path) -> None:
+    """The check the crash test relies on does find what a bad crash would leave."""
+    store = DatasetStore(tmp_path / "store")
+    version, _ = run(generated, store.root)
+    assert find_half_written(store) == []
+    entry = next(p for p in store.cache_dir.iterdir())
+    with open(entry / "rows.jsonl", "a", encoding="utf-8") as handle:
+        handle.write("{}\n")
+    image = next(store.images_dir.glob("*/*"))
+    image.unlink()  # a hard link to the ingest folder's file: replace it, never write into it
+    image.write_bytes(b"not the image")
+    (store.version_dir(version) / "data" / "part-00000.jsonl.partial").write_text("{")
+    problems = "\n".join(find_half_written(store))
+    assert "row counts differ" in problems and "do not match its name" in problems
+    assert "a partial shard outside tmp/" in problems

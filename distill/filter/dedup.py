@@ -2,12 +2,17 @@
 
 Items arrive in a fixed order and are numbered (their *ordinal*); earlier ones win. Each
 item contributes keys: one exact key (its normalised text hash) and one key per LSH band
-(``distill.filter.minhash.band_keys``). Two items sharing any key are linked; a linked
-group (connected component) keeps its earliest item, the others are its duplicates.
+(``distill.filter.minhash.band_keys``). Two items sharing a key are candidates; an exact
+key links them, a band key links them only if their MinHash signatures agree on at least
+``threshold`` of their minima (an estimate of their Jaccard similarity). Without that
+check, rare chance band collisions between unrelated texts would chain whole groups
+together. A linked group (connected component) keeps its earliest item; the others are
+its duplicates.
 
 Keys are not held in a dictionary: they are spilled to ``partitions`` files by key, and
 each file is sorted on its own. Equal keys land in the same file, so sorting one file
-finds all of its collisions. Memory is one partition plus two small arrays per item
+finds all of its collisions. Signatures go to a file too and are read back (memory
+mapped) only for the candidate pairs. Memory is one partition plus a few bytes per item
 (component label, exact flag), however many items there are.
 """
 
@@ -23,6 +28,13 @@ from distill.filter.minhash import fmix64
 KEY_DTYPE = np.dtype([("key", "<u8"), ("ordinal", "<i8"), ("exact", "u1")])
 _EXACT_SALT = np.uint64(0x6A09E667F3BCC909)
 _FLUSH_ROWS = 1 << 18
+_CHECK_BATCH = 1 << 11  # candidate pairs whose signatures are mapped at once
+ROWS_PER_PARTITION = 1 << 18  # keys sorted at once (~4.5 MB of rows, ~20 MB to sort)
+
+
+def partitions_for(keys: int) -> int:
+    """Enough partitions that none holds more than ROWS_PER_PARTITION keys."""
+    return max(1, -(-keys // ROWS_PER_PARTITION))
 
 
 def exact_keys(text_hashes: np.ndarray, salt: np.ndarray | None = None) -> np.ndarray:
@@ -49,13 +61,31 @@ class Duplicates:
 class DuplicateFinder:
     """Collects keys of items in order, then resolves duplicate groups."""
 
-    def __init__(self, workdir: Path | str, partitions: int = 16) -> None:
+    def __init__(self, workdir: Path | str, partitions: int = 16,
+                 threshold: float | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.partitions = partitions
+        self.threshold = threshold
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
         self.count = 0  # one past the largest ordinal seen
+        self._signature_rows = 0
+        self._signature_width = 0
+
+    @property
+    def _signatures_path(self) -> Path:
+        return self.workdir / "signatures.bin"
+
+    def add_signatures(self, signatures: np.ndarray) -> None:
+        """Signatures of the next ordinals, in order (0, 1, ...): band candidates are
+        confirmed against them."""
+        if len(signatures) == 0:
+            return
+        self._signature_width = signatures.shape[1]
+        with open(self._signatures_path, "ab") as handle:
+            np.ascontiguousarray(signatures, dtype=np.uint32).tofile(handle)
+        self._signature_rows += len(signatures)
 
     def add(self, ordinals: np.ndarray, exact: np.ndarray | None = None,
             bands: np.ndarray | None = None) -> None:
@@ -101,7 +131,7 @@ class DuplicateFinder:
         """Link items that share a key; each group's earliest item represents it."""
         self._flush()
         total = max(self.count, count or 0)
-        sources, targets = [], []
+        sources, targets, kinds = [], [], []
         exact = np.zeros(total, dtype=bool)
         for index in range(self.partitions):
             path = self._path(index)
@@ -118,18 +148,40 @@ class DuplicateFinder:
             linked = ~starts & (ordinals != head)
             sources.append(head[linked])
             targets.append(ordinals[linked])
+            kinds.append(is_exact[linked])
             exact[ordinals[linked & (is_exact == 1)]] = True
             path.unlink()
-        return _components(total, sources, targets, exact)
+        source = np.concatenate(sources) if sources else np.empty(0, np.int64)
+        target = np.concatenate(targets) if targets else np.empty(0, np.int64)
+        kind = np.concatenate(kinds) if kinds else np.empty(0, np.uint8)
+        keep = self._confirmed(source, target, kind)
+        return _components(total, source[keep], target[keep], exact)
+
+    def _confirmed(self, source: np.ndarray, target: np.ndarray, kind: np.ndarray
+                   ) -> np.ndarray:
+        """Edges to keep: exact ones, and band candidates whose signatures agree enough."""
+        keep = np.ones(len(source), dtype=bool)
+        if self.threshold is None or self._signature_rows == 0 or len(source) == 0:
+            return keep
+        candidates = np.flatnonzero(kind == 0)
+        for lo in range(0, len(candidates), _CHECK_BATCH):
+            batch = candidates[lo : lo + _CHECK_BATCH]
+            # Mapped per batch: the pages a batch touches are released before the next,
+            # so memory does not grow with the number of items.
+            signatures = np.memmap(self._signatures_path, dtype=np.uint32, mode="r",
+                                   shape=(self._signature_rows, self._signature_width))
+            similarity = np.mean(signatures[source[batch]] == signatures[target[batch]], axis=1)
+            keep[batch] = similarity >= self.threshold
+            del signatures
+        self._signatures_path.unlink()
+        return keep
 
 
-def _components(total: int, sources: list[np.ndarray], targets: list[np.ndarray],
+def _components(total: int, source: np.ndarray, target: np.ndarray,
                 exact: np.ndarray) -> Duplicates:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    source = np.concatenate(sources) if sources else np.empty(0, np.int64)
-    target = np.concatenate(targets) if targets else np.empty(0, np.int64)
     if len(source) == 0:
         return Duplicates(np.arange(total, dtype=np.int64), exact, 0)
     graph = coo_matrix((np.ones(len(source), dtype=np.int8), (source, target)),

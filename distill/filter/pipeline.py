@@ -35,7 +35,7 @@ import numpy as np
 from distill.errors import DistillError
 from distill.executors import Executor, map_shards
 from distill.filter.decontam import EvalIndex, build_eval_index
-from distill.filter.dedup import DuplicateFinder, Duplicates, exact_keys
+from distill.filter.dedup import DuplicateFinder, Duplicates, exact_keys, partitions_for
 from distill.filter.inputs import GenerateInput, open_eval_set, open_generate_dir, verify_files
 from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
@@ -55,7 +55,6 @@ from distill.shards import ShardWriter, iter_records, shard_name, write_json_ato
 from schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
 
 INDEX_FORMAT = "1"
-_ROWS_PER_PARTITION = 1 << 20
 _JSON = {"separators": (",", ":"), "ensure_ascii": False}
 
 
@@ -208,13 +207,13 @@ class _Run:
         return exact, bands, rows
 
     def _find_duplicates(self, entries: list[CacheEntry], selector: Selector,
-                         parent_parts: list[Path], work: Path) -> tuple[Duplicates, np.ndarray]:
+                         parent_parts: list[Path], work: Path) -> tuple[Duplicates, _TraceKeys]:
         parent_rows = sum(len(np.load(p, mmap_mode="r")) for p in parent_parts)
         capacity = max(1, parent_rows + sum(e.summary["rows"] for e in entries))
-        partitions = max(1, math.ceil(capacity * (self.bands + 1) / _ROWS_PER_PARTITION))
-        finder = DuplicateFinder(work / "keys", partitions=partitions)
-        trace_keys = np.lib.format.open_memmap(work / "trace_keys.npy", mode="w+",
-                                               dtype=np.uint8, shape=(capacity, 32))
+        partitions = partitions_for(capacity * (self.bands + 1))
+        finder = DuplicateFinder(work / "keys", partitions=partitions,
+                                 threshold=self.policy.dedup.threshold)
+        trace_keys = _TraceKeys(work / "trace_keys.bin")
         ordinal = 0
         for part in parent_parts:
             arrays = np.load(part)
@@ -233,15 +232,16 @@ class _Run:
                 bar.advance()
         return finder.resolve(ordinal), trace_keys
 
-    def _add(self, finder: DuplicateFinder, trace_keys: np.ndarray, ordinal: int,
+    def _add(self, finder: DuplicateFinder, trace_keys: _TraceKeys, ordinal: int,
              key_bytes: np.ndarray, text_hash: np.ndarray, salt: np.ndarray,
              signatures: np.ndarray) -> int:
         count = len(text_hash)
         if count == 0:
             return ordinal
         ordinals = np.arange(ordinal, ordinal + count, dtype=np.int64)
-        trace_keys[ordinal : ordinal + count] = key_bytes
+        trace_keys.append(key_bytes)
         exact, bands, rows = self._keys(text_hash, salt, signatures)
+        finder.add_signatures(signatures)
         finder.add(ordinals, exact=exact)
         if bands is not None:
             finder.add(ordinals[rows], bands=bands)
@@ -251,7 +251,7 @@ class _Run:
 
     def _write_version(self, entries: list[CacheEntry], selector: Selector, parent: str | None,
                        parent_parts: list[Path], duplicates: Duplicates,
-                       trace_keys: np.ndarray, staging: Path, stats: RunStats) -> _Outputs:
+                       trace_keys: _TraceKeys, staging: Path, stats: RunStats) -> _Outputs:
         outputs = _Outputs(staging, self.hasher.num_perm)
         if parent is not None:
             outputs.link_parent(self.store.version_dir(parent), parent_parts)
@@ -268,19 +268,22 @@ class _Run:
         return outputs
 
     def _write_shard(self, entry: CacheEntry, decision: Decision, selector: Selector,
-                     duplicates: Duplicates, trace_keys: np.ndarray, ordinal: int,
+                     duplicates: Duplicates, trace_keys: _TraceKeys, ordinal: int,
                      outputs: _Outputs, stats: RunStats) -> int:
         reasons = [list(r) for r in decision.reasons]
         dedup: dict[int, tuple[str, str]] = {}
-        for index in decision.survivors:
-            representative = int(duplicates.representative[ordinal])
-            if representative != ordinal:
-                kind = "exact" if duplicates.exact[ordinal] else "near"
-                dedup[index] = (kind, bytes(trace_keys[representative]).hex())
-                reasons[index].append(f"duplicate:{kind}")
-                outputs.cluster(decision.rows[index], kind, dedup[index][1],
-                                representative < outputs.parent_rows)
-            ordinal += 1
+        ordinals = np.arange(ordinal, ordinal + len(decision.survivors))
+        representatives = duplicates.representative[ordinals]
+        repeated = np.flatnonzero(representatives != ordinals)
+        of_keys = trace_keys.lookup(representatives[repeated])
+        for position, of in zip(repeated.tolist(), of_keys, strict=True):
+            index = decision.survivors[position]
+            kind = "exact" if duplicates.exact[ordinals[position]] else "near"
+            dedup[index] = (kind, of)
+            reasons[index].append(f"duplicate:{kind}")
+            outputs.cluster(decision.rows[index], kind, of,
+                            int(representatives[position]) < outputs.parent_rows)
+        ordinal += len(decision.survivors)
         unique = [i for i in decision.survivors if i not in dedup]
         for index in selector.apply_item_cap(decision, unique):
             reasons[index].append("per_item_cap")
@@ -344,6 +347,28 @@ class _Run:
             scorer_versions=self.scorer_versions, teachers=sorted(teachers), prompts=prompts,
             eval_sets=labels, counts=counts, drop_reasons=dict(stats.primary_reasons),
             shards=outputs.data_refs, scored_shards=outputs.scored_refs)
+
+
+class _TraceKeys:
+    """Trace keys by ordinal, in a file: appended in order, read back a few at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        path.touch()
+
+    def append(self, key_bytes: np.ndarray) -> None:
+        with open(self.path, "ab") as handle:
+            np.ascontiguousarray(key_bytes, dtype=np.uint8).tofile(handle)
+        self.rows += len(key_bytes)
+
+    def lookup(self, ordinals: np.ndarray) -> list[str]:
+        if len(ordinals) == 0:
+            return []
+        keys = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.rows, 32))
+        found = [bytes(row).hex() for row in keys[ordinals]]
+        del keys
+        return found
 
 
 def _scored_line(cached: str, derived: dict, verdict: str, reasons: list[str]) -> str:

@@ -27,6 +27,7 @@ publishes the same version, and a version folder never changes.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from distill.errors import DistillError, InputError
 from distill.images import ImageError, resolve_image_path
-from distill.shards import fsync_dir, read_json_model
+from distill.shards import count_lines, fsync_dir, read_json_model
 from schemas import DatasetManifest, ImageRef, ShardRef, content_hash, file_sha256, sha256_hex
 
 IMAGE_ROOT_FROM_VERSION = "../../images"
@@ -223,4 +224,36 @@ def verify_version(store: DatasetStore, version: str) -> list[str]:
         problems.append(f"content hashes to {expected}, not to its name {version}")
     if content_hash(manifest.policy) != manifest.policy_hash:
         problems.append("policy does not match policy_hash")
+    return problems
+
+
+def find_half_written(store: DatasetStore) -> list[str]:
+    """Files that look finished but are not (what a crash must never leave behind).
+
+    Work in progress may only live under ``tmp/``, in ``.tmp-*`` folders and files, or in
+    ``*.partial`` shards there; every version, cache entry and pooled image under its
+    final name must be whole."""
+    problems = []
+    if store.versions_dir.is_dir():
+        for folder in store.versions_dir.iterdir():
+            problems += [f"versions/{folder.name}: {p}" for p in
+                         verify_version(store, folder.name)]
+    if store.cache_dir.is_dir():
+        for entry in store.cache_dir.iterdir():
+            if entry.name.startswith(".tmp-"):
+                continue
+            try:
+                rows = json.loads((entry / "entry.json").read_text(encoding="utf-8"))["rows"]
+                counts = {count_lines(entry / name) for name in ("rows.jsonl", "select.jsonl")}
+                if counts != {rows}:
+                    problems.append(f"cache entry {entry.name}: row counts differ")
+            except (OSError, ValueError, KeyError) as exc:
+                problems.append(f"cache entry {entry.name}: {exc}")
+    if store.images_dir.is_dir():
+        for image in store.images_dir.glob("*/*"):
+            if not image.name.startswith(".") and file_sha256(image) != image.name.split(".")[0]:
+                problems.append(f"image {image.name}: bytes do not match its name")
+    for path in store.root.rglob("*.partial"):
+        if store.tmp_dir not in path.parents and ".tmp-" not in path.as_posix():
+            problems.append(f"{path.relative_to(store.root)}: a partial shard outside tmp/")
     return problems
