@@ -116,6 +116,7 @@ def show_command(ctx: click.Context, version: str, as_json: bool) -> None:
     if as_json:
         click.echo(manifest.model_dump_json(indent=2))
         return
+    folder = store.version_dir(manifest.version)
     lineage, parent = [], manifest.parent
     while parent is not None and len(lineage) < 50:
         lineage.append(parent[:12])
@@ -128,7 +129,7 @@ def show_command(ctx: click.Context, version: str, as_json: bool) -> None:
         f"policy      {manifest.policy.get('name')} ({manifest.policy_hash[:16]})",
         f"teachers    {', '.join(manifest.teachers) or '-'}",
         f"eval sets   {'; '.join(manifest.eval_sets) or '-'}",
-        f"images      {store.version_dir(manifest.version) / (manifest.image_root or '.')}",
+        f"images      {(folder / (manifest.image_root or '.')).resolve()}",
         "counts      " + ", ".join(f"{k} {v:,}" for k, v in manifest.counts.items()),
         "dropped     " + (", ".join(f"{k} {v:,}" for k, v in sorted(
             manifest.drop_reasons.items(), key=lambda kv: -kv[1])) or "-"),

@@ -18,8 +18,10 @@ mapped) only for the candidate pairs. Memory is one partition plus a few bytes p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,6 +37,21 @@ ROWS_PER_PARTITION = 1 << 18  # keys sorted at once (~4.5 MB of rows, ~20 MB to 
 def partitions_for(keys: int) -> int:
     """Enough partitions that none holds more than ROWS_PER_PARTITION keys."""
     return max(1, -(-keys // ROWS_PER_PARTITION))
+
+
+def read_rows(handle: BinaryIO, rows: np.ndarray, row_type: np.dtype) -> np.ndarray:
+    """Rows of a file of fixed-size records, by index, with one ``pread`` each.
+
+    Not a memory map: mapping pages at random indices maps their neighbours too (the
+    kernel's fault-around), and a few thousand random reads then hold most of a large
+    file in the process's memory."""
+    out = np.empty(len(rows), dtype=row_type)
+    size = row_type.itemsize
+    fd = handle.fileno()
+    view = out.view(np.uint8).reshape(len(rows), size)
+    for index, row in enumerate(rows.tolist()):
+        view[index] = np.frombuffer(os.pread(fd, size, row * size), dtype=np.uint8)
+    return out
 
 
 def exact_keys(text_hashes: np.ndarray, salt: np.ndarray | None = None) -> np.ndarray:
@@ -164,15 +181,13 @@ class DuplicateFinder:
         if self.threshold is None or self._signature_rows == 0 or len(source) == 0:
             return keep
         candidates = np.flatnonzero(kind == 0)
-        for lo in range(0, len(candidates), _CHECK_BATCH):
-            batch = candidates[lo : lo + _CHECK_BATCH]
-            # Mapped per batch: the pages a batch touches are released before the next,
-            # so memory does not grow with the number of items.
-            signatures = np.memmap(self._signatures_path, dtype=np.uint32, mode="r",
-                                   shape=(self._signature_rows, self._signature_width))
-            similarity = np.mean(signatures[source[batch]] == signatures[target[batch]], axis=1)
-            keep[batch] = similarity >= self.threshold
-            del signatures
+        row_type = np.dtype((np.uint32, (self._signature_width,)))
+        with open(self._signatures_path, "rb") as handle:
+            for lo in range(0, len(candidates), _CHECK_BATCH):
+                batch = candidates[lo : lo + _CHECK_BATCH]
+                left = read_rows(handle, source[batch], row_type)
+                right = read_rows(handle, target[batch], row_type)
+                keep[batch] = np.mean(left == right, axis=1) >= self.threshold
         self._signatures_path.unlink()
         return keep
 

@@ -35,7 +35,13 @@ import numpy as np
 from distill.errors import DistillError
 from distill.executors import Executor, map_shards
 from distill.filter.decontam import EvalIndex, build_eval_index
-from distill.filter.dedup import DuplicateFinder, Duplicates, exact_keys, partitions_for
+from distill.filter.dedup import (
+    DuplicateFinder,
+    Duplicates,
+    exact_keys,
+    partitions_for,
+    read_rows,
+)
 from distill.filter.inputs import GenerateInput, open_eval_set, open_generate_dir, verify_files
 from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
@@ -365,10 +371,9 @@ class _TraceKeys:
     def lookup(self, ordinals: np.ndarray) -> list[str]:
         if len(ordinals) == 0:
             return []
-        keys = np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.rows, 32))
-        found = [bytes(row).hex() for row in keys[ordinals]]
-        del keys
-        return found
+        with open(self.path, "rb") as handle:
+            keys = read_rows(handle, ordinals, np.dtype((np.uint8, (32,))))
+        return [bytes(row).hex() for row in keys]
 
 
 def _scored_line(cached: str, derived: dict, verdict: str, reasons: list[str]) -> str:

@@ -8,6 +8,7 @@ memory per trace.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def write_report(folder: Path, manifest: DatasetManifest, stats: RunStats,
     plots = _plots(folder, stats)
     path = folder / "report.md"
     path.write_text(_markdown(manifest, stats, plots, notes or []), encoding="utf-8")
+    for written in folder.iterdir():  # published with the version: make it durable too
+        with open(written, "rb") as handle:
+            os.fsync(handle.fileno())
     return path
 
 

@@ -34,7 +34,14 @@ from distill.filter.inputs import ShardPair
 from distill.filter.minhash import MinHasher
 from distill.filter.scorers import ItemAnswer, ScorerSuite, score_item
 from distill.filter.store import DatasetStore
-from distill.shards import ShardWriter, fsync_dir, iter_lines, iter_records, parse_line
+from distill.shards import (
+    ShardWriter,
+    fsync_dir,
+    iter_lines,
+    iter_records,
+    parse_line,
+    write_json_atomic,
+)
 from schemas import Rejection, Sample, Trace, content_hash
 
 CACHE_FORMAT = "1"
@@ -151,8 +158,7 @@ def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path) -> dict:
     scored.sort(key=lambda s: (s.pos, s.trace.teacher_id, s.trace.k, s.trace.trace_key))
     _write_entry(task, tmp, scored, rejects)
     summary = _summary(task, scored, rejects)
-    (tmp / "entry.json").write_text(json.dumps(summary, sort_keys=True, indent=1) + "\n",
-                                    encoding="utf-8")
+    write_json_atomic(tmp / "entry.json", summary)
     return summary
 
 
