@@ -5,7 +5,10 @@ decompression bombs or truncated files are refused with a clear error.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -22,15 +25,44 @@ class ImageError(InputError):
     """An image that cannot be used: missing, outside its root, corrupt, too large."""
 
 
+@lru_cache(maxsize=256)
+def _real_root(root: str) -> str:
+    return os.path.realpath(root)
+
+
 def resolve_image_path(root: Path | str, relative: str) -> Path:
     """The real path of ``relative`` under ``root``; refuses ``..``, absolute paths and
-    symlinks that lead outside the root."""
+    symlinks that lead outside the root.
+
+    Fast path (no symlink below the root): one ``lstat`` per component of ``relative``,
+    with the root's real path cached; any symlink takes the full ``realpath`` check.
+    """
     try:
         check_relative_path(relative)
     except ValueError as exc:
         raise ImageError(str(exc), field="image", reason="path_escape") from None
-    root_real = Path(root).resolve()
-    candidate = root_real / relative
+    root_real = _real_root(os.fspath(root))
+    path = root_real
+    mode = None
+    for part in relative.split("/"):
+        if part in ("", "."):
+            continue
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageError(f"image file not found: {os.path.join(root_real, relative)}",
+                             field="image", reason="missing_image") from None
+        if stat.S_ISLNK(mode):
+            return _resolve_with_links(root_real, relative)
+    if mode is None or not stat.S_ISREG(mode):
+        raise ImageError(f"image path {relative!r} is not a file", field="image",
+                         reason="missing_image")
+    return Path(path)
+
+
+def _resolve_with_links(root_real: str, relative: str) -> Path:
+    candidate = Path(root_real) / relative
     try:
         real = candidate.resolve(strict=True)
     except FileNotFoundError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
@@ -15,24 +14,25 @@ from schemas.hashing import content_hash
 
 AnswerType = Literal["number", "choice", "text", "yes_no"]
 CHOICE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?(/[1-9]\d*)?$")
 
 def check_relative_path(path: str) -> str:
     """Refuse any image path that could leave its dataset root by its spelling alone.
 
     Symlinks that point outside the root are caught when the path is resolved on disk
-    (``distill.images.resolve_image_path``); this check needs no file system.
+    (``distill.images.resolve_image_path``); this check needs no file system. Plain string
+    tests (no pathlib): it runs for every image of every stage.
     """
     if not path or path != path.strip():
         raise ValueError("image path is empty or has surrounding whitespace")
     if "\x00" in path:
         raise ValueError("image path contains a NUL byte")
-    if "\\" in path or PureWindowsPath(path).drive:
+    if "\\" in path or _WINDOWS_DRIVE.match(path):
         raise ValueError(f"image path {path!r} must be a POSIX path relative to the dataset root")
-    posix = PurePosixPath(path)
-    if posix.is_absolute():
+    if path.startswith("/"):
         raise ValueError(f"image path {path!r} is absolute; it must be relative to its root")
-    if any(part == ".." for part in posix.parts):
+    if ".." in path.split("/"):
         raise ValueError(f"image path {path!r} escapes the dataset root ('..')")
     return path
 

@@ -1,0 +1,144 @@
+"""The one engine interface every teacher backend implements.
+
+An engine gets a batch of chat requests (system text, user text, images as bytes) and
+yields, per request, one result for each sample index ``k`` it was asked for: a
+``Completion`` (text, token counts, finish reason) or an ``EngineFailure`` (why not, and
+whether trying again later could help). Engines never raise for one bad request: that
+request's results are failures and the batch goes on. They may yield in any order (the
+``openai`` engine yields as responses arrive), so the runner can write each trace as soon
+as it exists and a crash loses only requests in flight.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas import SamplingParams
+from schemas.trace import FinishReason
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One sample put to one teacher: a system prompt, a user turn with its images.
+
+    ``ks`` lists the sample indices wanted (0..k-1 on a fresh run, only the missing ones
+    on a resumed run); ``id`` is opaque to the engine and comes back with the results.
+    """
+
+    id: str
+    system: str
+    user: str
+    images: tuple[bytes, ...]
+    sampling: SamplingParams
+    ks: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: FinishReason
+    latency_s: float
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineFailure:
+    """A request that produced no text. ``reason`` is short and stable (it is counted)."""
+
+    reason: str
+    message: str
+    permanent: bool = True
+    raw: str | None = None
+
+
+Result = Completion | EngineFailure
+
+
+@dataclass
+class RequestResults:
+    request: ChatRequest
+    results: list[Result] = field(default_factory=list)  # aligned with request.ks
+
+
+class EngineOptions(BaseModel):
+    """Base for each engine's options block in a teacher set (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Engine(abc.ABC):
+    """A teacher backend. Subclasses set ``name`` and ``Options`` and implement ``generate``.
+
+    ``model`` names what answers (a model path, a served model name, a builtin reader);
+    it goes into every trace key, so two different models never share keys.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[EngineOptions]] = EngineOptions
+    # How many requests the runner hands over at once; None = the whole shard (vLLM
+    # batches best when it sees everything).
+    default_batch_size: ClassVar[int | None] = 64
+
+    def __init__(self, model: str, options: EngineOptions) -> None:
+        self.model = model
+        self.options = options
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
+        """Yield the results of every request exactly once, in any order."""
+
+    def close(self) -> None:  # noqa: B027 - most engines hold nothing to free
+        """Free what the engine holds (GPU memory, connections, worker processes)."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def image_mime(data: bytes) -> str:
+    """MIME type from the image's magic bytes (data URLs must say what they hold)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:2] == b"BM":
+        return "image/bmp"
+    return "application/octet-stream"
+
+
+def data_url(data: bytes) -> str:
+    return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def openai_messages(request: ChatRequest) -> list[dict]:
+    """The request as OpenAI chat messages: images as data URLs, then the question."""
+    content: list[dict] = [{"type": "image_url", "image_url": {"url": data_url(image)}}
+                           for image in request.images]
+    content.append({"type": "text", "text": request.user})
+    messages: list[dict] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def finish_reason(value: Any) -> FinishReason:
+    """Map an engine's finish reason onto the trace's three values."""
+    if value in ("stop", "eos", "end_turn", "stop_sequence"):
+        return "stop"
+    if value in ("length", "max_tokens"):
+        return "length"
+    return "other"

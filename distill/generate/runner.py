@@ -1,0 +1,560 @@
+"""Sharded, resumable, exactly-once generation.
+
+Layout (paths relative to OUT)::
+
+    plan.json                         what this folder is generating (input, teacher set hash)
+    traces/<split>/part-NNNNN.jsonl   Trace records; shard names mirror the input shards
+    rejects/<split>/part-NNNNN.jsonl  Rejection records (stage="generate", key=trace_key)
+    manifest.json                     StageManifest(stage="generate"), written when all
+                                      requested shards are complete
+
+Exactly-once: every requested output has a deterministic ``trace_key``. A shard is
+complete when its traces file exists under its final name (it is renamed into place last,
+after its rejects file). An incomplete shard lives in ``.partial`` files that are flushed
+and fsynced every ``flush_every`` records / ``flush_seconds``; a restart repairs a torn
+last line, collects the keys already written and asks the engines only for the others.
+
+Rejections and restarts: a key is done when it has a trace, or a *permanent* rejection
+(unparseable output, a 4xx from the server, a missing image). A *transient* rejection
+(rate limits, 5xx, timeouts, dropped connections that outlived the engine's retries) is
+retried by the next run: the complete shard holding it is reopened (its files renamed
+back to ``.partial``), the stale rejection dropped, and the key asked again.
+``--retry-rejected`` retries permanent rejections too. At the end of every run each
+requested key is in exactly one place: the traces file or the rejects file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+from distill.answers import parse_output
+from distill.errors import DistillError, InputError
+from distill.executors import Executor, map_shards
+from distill.generate.engines.base import (
+    ChatRequest,
+    Completion,
+    Engine,
+    EngineFailure,
+    RequestResults,
+)
+from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
+from distill.images import ImageError, read_image_bytes
+from distill.shards import (
+    ShardWriter,
+    fsync_dir,
+    iter_lines,
+    iter_records,
+    parse_line,
+    partial_path,
+    read_json_model,
+    repair_partial,
+    shard_ref,
+    write_json_atomic,
+)
+from schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard needs; plain data so it can travel to a Ray worker."""
+
+    split: str
+    name: str
+    input_path: str
+    out: str
+    image_root: str | None
+    teacher_set: str
+    flush_every: int = 256
+    flush_seconds: float = 5.0
+    retry_rejected: bool = False
+
+    @property
+    def traces_path(self) -> Path:
+        return Path(self.out) / "traces" / self.split / self.name
+
+    @property
+    def rejects_path(self) -> Path:
+        return Path(self.out) / "rejects" / self.split / self.name
+
+
+@dataclass
+class ShardSummary:
+    split: str
+    name: str
+    traces: int = 0
+    rejections: Counter = field(default_factory=Counter)
+    already_done: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    skipped_complete: bool = False
+    reopened: bool = False
+    repaired_bytes: int = 0
+
+    def merge_into(self, total: RunSummary) -> None:
+        total.traces += self.traces
+        total.rejections.update(self.rejections)
+        total.already_done += self.already_done
+        total.prompt_tokens += self.prompt_tokens
+        total.completion_tokens += self.completion_tokens
+        total.shards_skipped += self.skipped_complete
+        total.shards_done += not self.skipped_complete
+        total.shards_reopened += self.reopened
+        total.repaired_bytes += self.repaired_bytes
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    traces: int = 0
+    rejections: Counter = field(default_factory=Counter)
+    already_done: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    shards_done: int = 0
+    shards_skipped: int = 0
+    shards_reopened: int = 0
+    repaired_bytes: int = 0
+    seconds: float = 0.0
+    manifest: StageManifest | None = None
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejections.values())
+
+
+# --- engines are expensive (a vLLM model load takes minutes): one per teacher per process --
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def engine_for(teacher: Teacher) -> Engine:
+    key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
+                     sort_keys=True)
+    if key not in _ENGINES:
+        _ENGINES[key] = teacher.make_engine()
+    return _ENGINES[key]
+
+
+def close_engines() -> None:
+    while _ENGINES:
+        _, engine = _ENGINES.popitem()
+        engine.close()
+
+
+@lru_cache(maxsize=8)
+def _teacher_set(path: str, mtime_ns: int) -> TeacherSet:
+    return load_teacher_set(path)
+
+
+def cached_teacher_set(path: str) -> TeacherSet:
+    return _teacher_set(path, os.stat(path).st_mtime_ns)
+
+
+# --- what is already on disk -------------------------------------------------------------
+
+
+def _trace_keys(path: Path) -> set[str]:
+    keys = set()
+    for number, line in iter_lines(path):
+        try:
+            keys.add(json.loads(line)["trace_key"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError("not a valid trace line (no trace_key)", file=path, line=number,
+                             reason="bad_json") from None
+    return keys
+
+
+def _rejections(path: Path) -> dict[str, Rejection]:
+    """Rejections by key; a later line for the same key wins."""
+    return {r.key: r for r in iter_records(path, Rejection)}
+
+
+def _retryable(rejection: Rejection, retry_rejected: bool) -> bool:
+    return retry_rejected or not rejection.permanent
+
+
+def _reopen(task: ShardTask) -> None:
+    """Turn a complete shard back into a partial one. Traces first: from that moment the
+    shard is incomplete, so a crash before the rejects move is picked up by
+    ``_prepare_partials`` (which moves a final rejects file of an incomplete shard)."""
+    for final in (task.traces_path, task.rejects_path):
+        if final.exists():
+            os.replace(final, partial_path(final))
+            fsync_dir(final.parent)
+
+
+def _prepare_partials(task: ShardTask) -> tuple[set[str], int]:
+    """Repair torn tails, drop rejections that will be retried; return the done keys."""
+    traces_partial = partial_path(task.traces_path)
+    rejects_partial = partial_path(task.rejects_path)
+    if task.rejects_path.exists():  # a crash between committing rejects and traces
+        os.replace(task.rejects_path, rejects_partial)
+        fsync_dir(task.rejects_path.parent)
+    repaired = 0
+    done: set[str] = set()
+    if traces_partial.exists():
+        repaired += repair_partial(traces_partial)
+        done = _trace_keys(traces_partial)
+    if rejects_partial.exists():
+        repaired += repair_partial(rejects_partial)
+        rejections = _rejections(rejects_partial)
+        keep = [r for key, r in rejections.items()
+                if key not in done and not _retryable(r, task.retry_rejected)]
+        if len(keep) != count_lines_quick(rejects_partial):
+            _rewrite(rejects_partial, keep)
+        done.update(r.key for r in keep)
+    return done, repaired
+
+
+def count_lines_quick(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _rewrite(path: Path, records: Sequence[Rejection]) -> None:
+    """Replace a partial file's content atomically (temp, fsync, rename)."""
+    tmp = path.with_name(path.name + ".rewrite")
+    with open(tmp, "wb") as handle:
+        for record in records:
+            handle.write(record.model_dump_json().encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+# --- one shard ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Work:
+    """The keys one sample still needs from one teacher."""
+
+    sample: Sample
+    line: int
+    sample_hash: str
+    keys: dict[int, str]  # k -> trace_key
+
+
+def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary:
+    """Generate every missing output of one input shard, durably; safe to kill anytime."""
+    summary = ShardSummary(task.split, task.name)
+    if task.traces_path.exists():
+        pending = _complete_shard_retries(task)
+        if not pending:
+            summary.skipped_complete = True
+            return summary
+        _reopen(task)
+        summary.reopened = True
+    done, summary.repaired_bytes = _prepare_partials(task)
+    teachers = cached_teacher_set(task.teacher_set)
+    work = _plan_work(task, teachers, done, summary)
+    if progress and summary.already_done:
+        progress(summary.already_done)
+    traces = ShardWriter(task.traces_path, flush_every=task.flush_every,
+                         flush_seconds=task.flush_seconds)
+    rejects = ShardWriter(task.rejects_path, flush_every=task.flush_every,
+                          flush_seconds=task.flush_seconds)
+    try:
+        for teacher_id, items in work.items():
+            _run_teacher(task, teachers.teachers[teacher_id], items, traces, rejects,
+                         summary, progress)
+        rejects.commit()
+        traces.commit()
+    finally:
+        traces.close()
+        rejects.close()
+    return summary
+
+
+def _complete_shard_retries(task: ShardTask) -> bool:
+    """Does a complete shard hold rejections this run should retry?"""
+    if partial_path(task.rejects_path).exists():  # a reopening cut short: finish it
+        return True
+    if not task.rejects_path.exists():
+        return False
+    return any(_retryable(r, task.retry_rejected)
+               for r in iter_records(task.rejects_path, Rejection))
+
+
+def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
+               summary: ShardSummary) -> dict[str, list[_Work]]:
+    work: dict[str, list[_Work]] = {tid: [] for tid in teachers.teachers}
+    for number, line in iter_lines(task.input_path):
+        sample = parse_line(line, Sample, file=task.input_path, line=number)
+        sample_hash = sample.content_hash()
+        for teacher in teachers.for_category(sample.category):
+            spec = teacher.spec
+            keys = {}
+            for k in range(spec.k):
+                key = make_trace_key(sample_hash=sample_hash, teacher_id=teacher.id,
+                                     model=spec.model, prompt_hash=teacher.prompt.hash,
+                                     sampling=spec.sampling, k=k)
+                if key in done:
+                    summary.already_done += 1
+                else:
+                    keys[k] = key
+            if keys:
+                work[teacher.id].append(_Work(sample, number, sample_hash, keys))
+    return {tid: items for tid, items in work.items() if items}
+
+
+def _batches(items: list[_Work], size: int | None) -> Iterator[list[_Work]]:
+    size = size or len(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: ShardWriter,
+                 rejects: ShardWriter, summary: ShardSummary, progress: Progress | None) -> None:
+    engine = engine_for(teacher)
+    rendered: dict[tuple, tuple[str, str]] = {}  # questions repeat: render each once
+    for batch in _batches(items, teacher.batch_size):
+        requests: list[ChatRequest] = []
+        by_id: dict[str, _Work] = {}
+        for item in batch:
+            try:
+                image = read_image_bytes(item.sample.image, task.image_root)
+            except ImageError as exc:
+                for key in item.keys.values():
+                    _reject(rejects, summary, progress, task, teacher, item, key,
+                            reason=f"image_error:{exc.reason}", message=exc.message)
+                continue
+            sample = item.sample
+            fields = (sample.question, tuple(sample.choices or ()), sample.answer_type,
+                      sample.category)
+            if fields not in rendered:
+                rendered[fields] = teacher.prompt.render(sample)
+            system, user = rendered[fields]
+            request_id = f"{item.sample.id}/{teacher.id}"
+            by_id[request_id] = item
+            requests.append(ChatRequest(id=request_id, system=system, user=user,
+                                        images=(image,), sampling=teacher.spec.sampling,
+                                        ks=tuple(item.keys)))
+        if requests:
+            for outcome in engine.generate(requests):
+                _record(task, teacher, by_id[outcome.request.id], outcome, traces, rejects,
+                        summary, progress)
+
+
+def _record(task: ShardTask, teacher: Teacher, item: _Work, outcome: RequestResults,
+            traces: ShardWriter, rejects: ShardWriter, summary: ShardSummary,
+            progress: Progress | None) -> None:
+    if len(outcome.results) != len(outcome.request.ks):
+        raise RuntimeError(f"engine {teacher.engine_name} returned {len(outcome.results)} "
+                           f"results for {len(outcome.request.ks)} samples")
+    for k, result in zip(outcome.request.ks, outcome.results, strict=True):
+        key = item.keys[k]
+        if isinstance(result, EngineFailure):
+            _reject(rejects, summary, progress, task, teacher, item, key,
+                    reason=result.reason, message=result.message,
+                    permanent=result.permanent, raw=result.raw)
+            continue
+        trace = _trace(teacher, item, k, key, result)
+        if trace is None:
+            _reject(rejects, summary, progress, task, teacher, item, key,
+                    reason="unparseable",
+                    message=f"no final answer found (finish_reason={result.finish_reason})",
+                    raw=result.text)
+            continue
+        traces.write(trace)
+        summary.traces += 1
+        summary.prompt_tokens += result.prompt_tokens or 0
+        summary.completion_tokens += result.completion_tokens or 0
+        if progress:
+            progress(1)
+
+
+def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | None:
+    parsed = parse_output(result.text)
+    if not parsed.final_answer:
+        return None
+    spec = teacher.spec
+    return Trace(
+        trace_key=key, sample_id=item.sample.id, sample_hash=item.sample_hash,
+        teacher_id=teacher.id, engine=teacher.engine_name, model=spec.model,
+        prompt_id=teacher.prompt.id, prompt_hash=teacher.prompt.hash, sampling=spec.sampling,
+        k=k, raw_text=result.text, reasoning=parsed.reasoning,
+        final_answer=parsed.final_answer, prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
+        latency_s=max(0.0, result.latency_s),
+    )
+
+
+def _reject(rejects: ShardWriter, summary: ShardSummary, progress: Progress | None,
+            task: ShardTask, teacher: Teacher, item: _Work, key: str, *, reason: str,
+            message: str, permanent: bool = True, raw: str | None = None) -> None:
+    rejects.write(Rejection(
+        stage="generate", key=key, reason=reason, message=message or reason,
+        sample_id=item.sample.id, teacher_id=teacher.id,
+        location=f"{task.input_path}:{item.line}", raw=Rejection.clip(raw),
+        permanent=permanent,
+    ))
+    summary.rejections[reason] += 1
+    if progress:
+        progress(1)
+
+
+# --- the whole run -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    samples_dir: Path
+    teacher_set: str
+    out: Path
+    splits: tuple[str, ...] | None = None
+    executor: Executor = "local"
+    flush_every: int = 256
+    flush_seconds: float = 5.0
+    retry_rejected: bool = False
+    ray_num_cpus: float = 0.5
+    ray_num_gpus: float = 0.0
+
+
+def plan_tasks(options: GenerateOptions) -> tuple[list[ShardTask], StageManifest, TeacherSet]:
+    """Read the ingest manifest, check the output folder's plan, list one task per shard."""
+    samples_dir = options.samples_dir.resolve()
+    ingest = read_json_model(samples_dir / "manifest.json", StageManifest)
+    if ingest.stage != "ingest":
+        raise DistillError(f"{samples_dir} holds a {ingest.stage!r} manifest; --samples needs "
+                           "the folder written by 'distill ingest'")
+    teachers = load_teacher_set(options.teacher_set)
+    teacher_path = str(Path(teachers.source).resolve())
+    image_root = None
+    if ingest.image_root is not None:
+        image_root = str((samples_dir / ingest.image_root).resolve())
+    _check_plan(options.out, samples_dir, teachers)
+    tasks = []
+    available = sorted({Path(ref.name).parent.name for ref in ingest.shards})
+    if options.splits:
+        missing = sorted(set(options.splits) - set(available))
+        if missing:
+            raise DistillError(f"--splits {','.join(missing)}: not in {samples_dir} "
+                               f"(it has {', '.join(available)})")
+    for ref in ingest.shards:
+        path = Path(ref.name)
+        split = path.parent.name
+        if options.splits and split not in options.splits:
+            continue
+        tasks.append(ShardTask(
+            split=split, name=path.name, input_path=str(samples_dir / ref.name),
+            out=str(options.out.resolve()), image_root=image_root, teacher_set=teacher_path,
+            flush_every=options.flush_every, flush_seconds=options.flush_seconds,
+            retry_rejected=options.retry_rejected))
+    return tasks, ingest, teachers
+
+
+def _check_plan(out: Path, samples_dir: Path, teachers: TeacherSet) -> None:
+    """One output folder holds one generation: refuse to mix in other inputs or teachers."""
+    plan = {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
+            "teacher_set": teachers.describe()}
+    path = out / "plan.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise InputError("not valid JSON", file=path, reason="bad_json") from None
+        if old.get("teacher_set_hash") != teachers.hash:
+            raise DistillError(f"{out} was generated with a different teacher set (or prompt, "
+                               "sampling, k); use a new --out to generate with this one")
+        if old.get("input_dir") != str(samples_dir):
+            raise DistillError(f"{out} was generated from {old.get('input_dir')}, not "
+                               f"{samples_dir}; use a new --out")
+        return
+    write_json_atomic(path, plan)
+
+
+def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) -> float:
+    """Outputs per sample of a split (for the progress bar's total), from ingest counts."""
+    outputs = samples = 0
+    for name, count in ingest.counts.items():
+        shard_split, sep, category = name.partition("/")
+        if sep and shard_split == split:
+            samples += count
+            outputs += count * sum(t.spec.k for t in teachers.for_category(category))
+    return outputs / samples if samples else 0.0
+
+
+def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = None,
+                 on_total: Callable[[int], None] | None = None) -> RunSummary:
+    start = time.perf_counter()
+    tasks, ingest, teachers = plan_tasks(options)
+    out = options.out.resolve()
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():  # never leave a manifest that describes shards being redone
+        manifest_path.unlink()
+        fsync_dir(out)
+    rows = {Path(ref.name).parent.name + "/" + Path(ref.name).name: ref.rows
+            for ref in ingest.shards}
+    if on_total:
+        on_total(round(sum(rows[f"{t.split}/{t.name}"] * expected_outputs(ingest, teachers,
+                                                                           t.split)
+                           for t in tasks)))
+    summary = RunSummary(out=out)
+    try:
+        if options.executor == "local":
+            results: Iterable[ShardSummary] = (run_shard(t, bar_advance) for t in tasks)
+        else:
+            results = map_shards(run_shard, tasks, executor=options.executor,
+                                 ray_num_cpus=options.ray_num_cpus,
+                                 ray_num_gpus=options.ray_num_gpus)
+        for shard in results:
+            shard.merge_into(summary)
+            if options.executor != "local" and bar_advance:
+                bar_advance(shard.traces + sum(shard.rejections.values()) + shard.already_done)
+    finally:
+        if options.executor == "local":
+            close_engines()
+    summary.manifest = write_manifest(out, ingest, options, teachers, tasks)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def write_manifest(out: Path, ingest: StageManifest, options: GenerateOptions,
+                   teachers: TeacherSet, tasks: list[ShardTask]) -> StageManifest:
+    """Describe every complete shard in OUT (all splits generated so far)."""
+    shards = _refs(out, "traces")
+    rejects = _refs(out, "rejects")
+    counts: Counter = Counter()
+    for ref in shards:
+        counts["traces"] += ref.rows
+        counts[f"traces/{Path(ref.name).parent.name}"] += ref.rows
+    for ref in rejects:
+        counts["rejected"] += ref.rows
+        for rejection in iter_records(out / ref.name, Rejection):
+            counts[f"rejected/{rejection.reason}"] += 1
+    samples_dir = options.samples_dir.resolve()
+    generated_splits = {Path(ref.name).parent.name for ref in shards}
+    inputs = [ref for ref in ingest.shards if Path(ref.name).parent.name in generated_splits]
+    manifest = StageManifest(
+        stage="generate", created_at=datetime.now(UTC),
+        image_root=str((samples_dir / ingest.image_root).resolve())
+        if ingest.image_root is not None else None,
+        inputs=inputs, input_dir=str(samples_dir), shards=shards, rejects=rejects,
+        counts=dict(sorted(counts.items())),
+        config={"teacher_set": teachers.describe(), "executor": options.executor,
+                "retry_rejected": options.retry_rejected},
+    )
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def _refs(out: Path, kind: str) -> list[ShardRef]:
+    root = out / kind
+    if not root.exists():
+        return []
+    return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]

