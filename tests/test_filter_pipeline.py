@@ -48,7 +48,8 @@ def run_filter(capsys, gen: Path, store: Path, *extra: str | Path) -> str:
 
 def test_the_same_input_gives_the_same_version_id(inputs, tmp_path: Path, capsys) -> None:
     _, gen = inputs
-    first = run_filter(capsys, gen, tmp_path / "store")
+    first = run_filter(capsys, gen, tmp_path / "store", "--report", tmp_path / "report")
+    assert first[:16] in (tmp_path / "report" / "report.md").read_text()
     code, out, err = cli(capsys, "filter", "--traces", gen, "--store", tmp_path / "store")
     assert out.strip() == first and "already published" in err and "reused 10" in err
     assert run_filter(capsys, gen, tmp_path / "other-store") == first  # scored afresh
@@ -345,3 +346,19 @@ def test_manifest_is_a_valid_dataset_manifest(inputs, tmp_path: Path, capsys) ->
                                              "dedup", "decontamination"}
     assert manifest.counts["correctness:correct"] + manifest.counts["correctness:wrong"] + \
         manifest.counts.get("correctness:unparseable", 0) == manifest.counts["input_traces"]
+
+
+def test_teacher_preference_decides_which_copy_and_which_traces_stay(inputs, tmp_path,
+                                                                   capsys) -> None:
+    """beta's first sample differs from alpha's only in its opening words: with beta
+    preferred it is the copy dedup keeps, and the cap of one keeps nothing else."""
+    _, gen = inputs
+    policy = tmp_path / "prefer-beta.yaml"
+    policy.write_text("rules: {correctness: correct, truncated: false}\n"
+                      "per_item: {max_traces: 1, teacher_preference: [beta, alpha]}\n")
+    store = DatasetStore(tmp_path / "store")
+    version = run_filter(capsys, gen, store.root, "--policy", policy)
+    kept = [r for ref in store.manifest(version).shards
+            for r in iter_records(store.version_dir(version) / ref.name, ScoredTrace)]
+    assert len(kept) == 36 and len({r.sample.id for r in kept}) == 36
+    assert {(r.trace.teacher_id, r.trace.k) for r in kept} == {("beta", 0)}

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.errors import DistillError
 from distill.filter.decontam import EvalIndex
 from distill.filter.policy import Policy
 from distill.filter.score import keys_dtype
@@ -47,7 +48,8 @@ class CacheEntry:
     def keys(self, num_perm: int) -> np.ndarray:
         keys = np.load(self.path / "keys.npy")
         if keys.dtype != keys_dtype(num_perm):
-            raise ValueError(f"{self.path} was scored with other MinHash settings")
+            raise DistillError(f"{self.path} was scored with other MinHash settings; "
+                               "delete it and run again")
         return keys
 
     def row_lines(self) -> list[str]:
