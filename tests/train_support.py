@@ -1,0 +1,39 @@
+"""Shared builders for the training tests: real digits data, real tiny students."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from distill.ingest import IngestOptions, ingest
+from distill.sources.digits import DigitsConfig, iter_digits
+from train.config import TrainConfig
+from train.fixtures import write_dataset_version
+from train.siqvl.build import build_student, load_model_spec
+
+MICRO = "test-micro"
+
+
+def make_ingest(folder: Path, train: int = 48, test: int = 8) -> Path:
+    config = DigitsConfig(seed=0, counts={"train": train, "test": test})
+    ingest(iter_digits(config), IngestOptions(out=folder))
+    return folder
+
+
+def make_dataset(ingest_dir: Path, folder: Path, limit: int | None = None) -> Path:
+    return write_dataset_version(ingest_dir, folder, limit=limit)
+
+
+def micro_student(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_student(load_model_spec(MICRO), seed=seed)
+
+
+def config(**fields) -> TrainConfig:
+    """A fast CPU config on the micro student; fields override."""
+    base = dict(stage="cot", model=MICRO, target="cot", llm="full", max_steps=4, batch_size=4,
+                lr=1e-3, warmup_steps=1, save_every=1000, log_every=1, threads=1,
+                tensorboard=False)
+    base.update(fields)
+    return TrainConfig(**base)

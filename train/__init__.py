@@ -1,0 +1,1 @@
+"""The student: SiQ-VL, its processor, and the optimized training loop (``distill train``)."""

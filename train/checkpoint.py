@@ -1,0 +1,178 @@
+"""Checkpoints that let ``--resume`` continue the very same run.
+
+``RUN/checkpoint-NNNNNN/`` holds the trainable weights (safetensors), the optimizer and
+scheduler states, every RNG state (python, numpy, torch, CUDA; one file per process) and
+the data position (step, epoch, batch in epoch). A checkpoint is written into a hidden
+temp folder and renamed into place, so a kill at any moment leaves either the old set of
+checkpoints or the new one, never a half-written folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from distill.errors import DistillError
+from distill.shards import fsync_dir
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
+WEIGHTS = "trainable.safetensors"
+STATE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    examples_seen: int
+    tokens_seen: int
+    outcome_hash: str
+    last_loss: float | None = None
+
+
+def checkpoint_dir(run: Path, step: int) -> Path:
+    return run / f"checkpoint-{step:06d}"
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    found = [p for p in run.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_RE.match(p.name)
+             and (p / STATE).exists()]
+    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+def trainable_state(model: torch.nn.Module, fsdp: bool = False) -> dict[str, torch.Tensor]:
+    """Trainable weights on the CPU (gathered from every process under FSDP; a collective)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    full = full_model_state(model, fsdp)
+    if full is None:
+        return {}
+    return {name: t.detach().to("cpu").contiguous() for name, t in full.items() if name in names}
+
+
+def full_model_state(model: torch.nn.Module, fsdp: bool) -> dict[str, torch.Tensor] | None:
+    """The whole state dict; under FSDP gathered to the main process (None elsewhere)."""
+    if not fsdp:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    return state or None
+
+
+def optimizer_state(model: torch.nn.Module, optimizer, fsdp: bool) -> dict:
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+    )
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
+        full_state_dict=True, cpu_offload=True))
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler, *, rank: int, world_size: int,
+                    is_main: bool, barrier, keep: int, fsdp: bool = False) -> Path:
+    """Every process writes its RNG state; the main process writes the rest and renames.
+
+    (DDP keeps weights and optimizer states identical on every process.)
+    """
+    final = checkpoint_dir(run, state.step)
+    tmp = run / f".{final.name}.tmp"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
+    optim = optimizer_state(model, optimizer, fsdp)
+    if is_main:
+        save_file(weights, str(tmp / WEIGHTS))
+        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict(),
+                    "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer.pt")
+    barrier()
+    if is_main:
+        (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+        for file in tmp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_dir(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        fsync_dir(run)
+        for old in list_checkpoints(run)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, *, rank: int, world_size: int, outcome_hash: str,
+                    fsdp: bool = False) -> TrainerState:
+    state = TrainerState(**json.loads((path / STATE).read_text(encoding="utf-8")))
+    if state.outcome_hash != outcome_hash:
+        raise DistillError(
+            f"{path} was written by a run with a different config or data; --resume only "
+            "continues the same run (start a new --out, or restore the original config)")
+    weights = load_file(str(path / WEIGHTS))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise DistillError(f"{path} lacks trainable weights {missing[:3]}; was it written by "
+                           "a different stage?")
+    blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    if blob["world_size"] != world_size or blob.get("fsdp", False) != fsdp:
+        raise DistillError(f"{path} was written by {blob['world_size']} process(es)"
+                           f"{' with FSDP' if blob.get('fsdp') else ''}; resume it the same way")
+    if fsdp:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, weights, options=options)
+        set_optimizer_state_dict(model, optimizer, blob["optimizer"], options=options)
+    else:
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    rng_file = path / f"rng-{rank}.pt"
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    return state

@@ -1,0 +1,45 @@
+"""`distill train`: fine-tune the SiQ-VL student (or pretrain its tower, stage 0)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from distill.errors import DistillError
+from distill.progress import console
+
+
+@click.command("train")
+@click.option("--config", "config_path", required=True,
+              help="Train config: a YAML path or a name in data/configs (align, vqa, cot, ...).")
+@click.option("--data", "data", type=click.Path(path_type=Path),
+              help="Dataset version folder (distill filter) or ingest folder (distill ingest).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: checkpoints, metrics.jsonl, manifest.json, final/.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--init", "init", type=click.Path(path_type=Path),
+              help="Start from a saved student (e.g. the previous stage's RUN/final).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field (YAML value; dotted keys: lora.r=8). Repeatable.")
+@click.argument("extra", nargs=-1)
+def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
+                  init: Path | None, overrides: tuple[str, ...], extra: tuple[str, ...]) -> None:
+    """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
+    from train.config import load_config
+    from train.loop import train
+
+    config = load_config(config_path, list(overrides) + list(extra))
+    if config.stage != "vision" and data is None:
+        raise DistillError(f"stage {config.stage!r} needs --data (a dataset version or an "
+                           "ingest folder)")
+    manifest = train(config, data or Path("."), out, resume=resume,
+                     init=str(init) if init else None)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    loss = f"{manifest.final_loss:.4f}" if manifest.final_loss is not None else "n/a"
+    speed = manifest.metrics.get("tokens_per_s")
+    console.print(f"[green]trained[/green] {manifest.stage}: {manifest.steps} steps, final loss "
+                  f"{loss}" + (f", {speed:,.0f} real tokens/s" if speed else "")
+                  + f" -> {out / manifest.checkpoint_path}")

@@ -1,0 +1,159 @@
+"""TrainConfig: one YAML file per stage (``data/configs/*.yaml``), overridable from the CLI.
+
+Every speed layer of the loop is a field here, on by default where it helps:
+precision, length bucketing, kernel fusion (compile, Liger), sequence packing, and the
+system layer (gradient checkpointing, dataloader workers, pinned memory). ``auto`` means
+"decide from the device": e.g. bf16 weights and ``torch.compile`` on a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distill.errors import InputError
+from distill.paths import DATA_DIR
+from schemas import content_hash
+
+CONFIGS_DIR = DATA_DIR / "configs"
+Auto = Literal["auto"]
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1)
+    alpha: float = Field(default=32.0, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides what a run computes (hashed into the RunManifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["vision", "align", "vqa", "cot"] = Field(
+        description="vision: stage 0 tower pretraining; align: stage 1 (projector only); "
+                    "vqa: stage 2 instruction/VQA tuning; cot: stage 3 CoT distillation")
+    model: str = Field(default="tiny-digits",
+                       description="model spec (data/models name or path); unused with --init")
+    vision_path: str | None = Field(default=None, description="override the spec's vision tower")
+    init: str | None = Field(default=None, description="start from this saved student folder")
+    target: Literal["cot", "answer", "gold"] = Field(
+        default="answer", description="cot: trace reasoning + answer; answer: the trace's final "
+                                      "answer only; gold: the sample's gold answer")
+    split: str = Field(default="train", description="split to train on (ingest folders)")
+    llm: Literal["frozen", "lora", "full"] = "frozen"
+    train_projector: bool = True
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+
+    seed: int = 0
+    max_steps: int | None = Field(default=None, ge=1)
+    epochs: float | None = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=32, ge=1, description="examples per optimizer step (global)")
+    micro_batch_size: int | None = Field(default=None, ge=1,
+                                         description="examples per forward pass and process")
+    max_length: int = Field(default=1024, ge=8)
+    lr: float = Field(default=1e-3, gt=0)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+
+    # The five layers of the recipe.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    bucketing: bool = True
+    bucket_window: int = Field(default=64, ge=1, description="batches sorted together")
+    compile: bool | Auto = "auto"
+    liger: bool | Auto = "auto"
+    packing: bool | Auto = "auto"
+    packing_threshold: float = Field(default=0.10, ge=0, le=1)
+    pack_max_tokens: int | Auto = "auto"
+    gradient_checkpointing: bool = False
+    num_workers: int | Auto = "auto"
+    pin_memory: bool | Auto = "auto"
+    threads: int | Auto = "auto"
+    cache_images: bool | Auto = "auto"
+
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    save_every: int = Field(default=200, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    tensorboard: bool | Auto = "auto"
+
+    # Stage 0 (vision) only.
+    vision_steps: int = Field(default=600, ge=1)
+    vision_batch_size: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("give max_steps or epochs")
+        if self.stage == "align" and self.llm != "frozen":
+            raise ValueError("stage 'align' trains the projector only: llm must be 'frozen'")
+        if self.llm == "frozen" and not self.train_projector and self.stage != "vision":
+            raise ValueError("nothing to train: llm is frozen and train_projector is false")
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of "
+                             f"micro_batch_size {self.micro_batch_size}")
+        return self
+
+    def hash(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def prompt_mode(self) -> Literal["cot", "direct"]:
+        return "cot" if self.target == "cot" else "direct"
+
+
+# Fields that change how fast a run goes, not what it computes: a resumed run may change them.
+SPEED_FIELDS = {"compile", "liger", "num_workers", "pin_memory", "threads", "cache_images",
+                "log_every", "tensorboard", "save_every", "keep_checkpoints",
+                "gradient_checkpointing"}
+
+
+def outcome_hash(config: TrainConfig) -> str:
+    return content_hash(config.model_dump(mode="json", exclude=SPEED_FIELDS))
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()
+                ) -> TrainConfig:
+    """A config by path or by name in data/configs, with ``key=value`` overrides (YAML values,
+    dotted keys for nested fields: ``lora.r=8``)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIGS_DIR / f"{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+        raise InputError(f"train config not found (shipped: {known})", file=path,
+                         reason="missing_file") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", file=path, reason="bad_yaml") from None
+    if not isinstance(data, dict):
+        raise InputError("a train config must be a mapping", file=path, reason="bad_config")
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InputError.from_validation(exc, file=path, line=None) from None
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise InputError(f"override {item!r} is not KEY=VALUE", field=key or item,
+                         reason="bad_config")
+    target = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+    target[parts[-1]] = yaml.safe_load(raw) if raw else None

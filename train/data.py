@@ -1,0 +1,126 @@
+"""Reading what to train on: a dataset version (ScoredTrace shards) or an ingest folder
+(Sample shards, gold answers), as a list of ``TrainItem`` (sample + target text).
+
+A dataset version is self-contained: each record embeds its sample, and images resolve
+through the manifest's ``image_root`` (relative to the manifest's folder). Shards are
+checked against the sha256 and row counts in the manifest before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from distill.errors import DistillError, InputError
+from distill.shards import iter_records, read_json_model
+from schemas import DatasetManifest, Sample, ScoredTrace, ShardRef, StageManifest, file_sha256
+from train.siqvl.processing import PromptMode, target_text
+
+TargetMode = Literal["cot", "answer", "gold"]
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One training example before tokenization."""
+
+    sample: Sample
+    target: str
+    mode: PromptMode
+    image_root: Path
+
+
+@dataclass
+class TrainingSet:
+    items: list[TrainItem]
+    kind: Literal["dataset", "ingest"]
+    path: Path
+    version: str | None
+    manifest_sha256: str
+    skipped: int = 0
+
+
+def image_root_of(folder: Path, image_root: str | None) -> Path:
+    if image_root is None or image_root == ".":
+        return folder
+    root = Path(image_root)
+    return root if root.is_absolute() else (folder / root)
+
+
+def _checked_shard(folder: Path, ref: ShardRef, manifest: Path) -> Path:
+    path = folder / ref.name
+    if not path.exists():
+        raise InputError(f"shard {ref.name} listed in the manifest is missing", file=manifest,
+                         field="shards", reason="missing_file")
+    if file_sha256(path) != ref.sha256:
+        raise InputError(f"shard {ref.name} changed since it was published (sha256 mismatch)",
+                         file=manifest, field="shards", reason="shard_changed")
+    return path
+
+
+def load_training_set(path: str | Path, target: TargetMode = "cot",
+                      split: str = "train") -> TrainingSet:
+    """Items from a dataset version folder or an ingest folder (by its manifest's kind)."""
+    folder = Path(path)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise DistillError(f"{folder} has no manifest.json: give a dataset version folder "
+                           "(distill filter) or an ingest folder (distill ingest)")
+    try:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc}", file=manifest_path, reason="bad_json") from None
+    digest = file_sha256(manifest_path)
+    if isinstance(raw, dict) and raw.get("stage") == "ingest":
+        return _from_ingest(folder, manifest_path, target, split, digest)
+    if isinstance(raw, dict) and "version" in raw:
+        return _from_dataset(folder, manifest_path, target, digest)
+    raise InputError("not a dataset version or ingest manifest", file=manifest_path,
+                     reason="bad_manifest")
+
+
+def _from_dataset(folder: Path, manifest_path: Path, target: TargetMode,
+                  digest: str) -> TrainingSet:
+    manifest = read_json_model(manifest_path, DatasetManifest)
+    root = image_root_of(folder, manifest.image_root)
+    items, skipped = [], 0
+    for ref in manifest.shards:
+        shard = _checked_shard(folder, ref, manifest_path)
+        for record in iter_records(shard, ScoredTrace):
+            if record.verdict != "keep":
+                skipped += 1
+                continue
+            trace = record.trace
+            if target == "cot":
+                text, mode = target_text("cot", trace.final_answer, trace.reasoning), "cot"
+            elif target == "answer":
+                text, mode = target_text("direct", trace.final_answer), "direct"
+            else:
+                text, mode = target_text("direct", record.sample.answer), "direct"
+            items.append(TrainItem(record.sample, text, mode, root))
+    if not items:
+        raise DistillError(f"dataset version {manifest.version[:12]} at {folder} has no kept "
+                           "traces to train on")
+    return TrainingSet(items, "dataset", folder, manifest.version, digest, skipped)
+
+
+def _from_ingest(folder: Path, manifest_path: Path, target: TargetMode, split: str,
+                 digest: str) -> TrainingSet:
+    if target == "cot":
+        raise DistillError(f"{folder} is an ingest folder: it has gold answers but no reasoning "
+                           "traces; train on it with target 'gold' (or 'answer'), or train "
+                           "target 'cot' on a dataset version")
+    manifest = read_json_model(manifest_path, StageManifest)
+    root = image_root_of(folder, manifest.image_root)
+    prefix = f"samples/{split}/"
+    refs = [ref for ref in manifest.shards if ref.name.startswith(prefix)]
+    if not refs:
+        splits = sorted({ref.name.split("/")[1] for ref in manifest.shards
+                         if ref.name.startswith("samples/")})
+        raise DistillError(f"{folder} has no split {split!r} (splits: {splits})")
+    items = []
+    for ref in refs:
+        for sample in iter_records(_checked_shard(folder, ref, manifest_path), Sample):
+            items.append(TrainItem(sample, target_text("direct", sample.answer), "direct", root))
+    return TrainingSet(items, "ingest", folder, None, digest)

@@ -1,0 +1,66 @@
+"""Run metrics: one JSON line per logged step in RUN/metrics.jsonl, TensorBoard when installed.
+
+On resume the file is cut back to the checkpoint's step, so the curve a resumed run
+leaves behind is the curve of one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+
+def memory_gb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocator peak on a GPU, peak RSS on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
+class MetricsLog:
+    def __init__(self, path: Path, *, enabled: bool, tensorboard: bool | str,
+                 resume_step: int | None) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._writer = None
+        if not enabled:
+            return
+        if resume_step is not None and path.exists():
+            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        elif resume_step is None and path.exists():
+            path.unlink()
+        want_tb = tensorboard is True or (
+            tensorboard == "auto" and importlib.util.find_spec("tensorboard") is not None)
+        if want_tb:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self._writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]

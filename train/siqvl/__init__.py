@@ -1,0 +1,19 @@
+"""SiQ-VL: a frozen SigLIP/SigLIP-2 vision tower, a pixel-shuffle linear projector, and a
+Qwen2/Qwen2.5 causal LM, as a transformers-compatible model (config, save/load, generate).
+
+Importing this package registers the ``siqvl`` model type with transformers' Auto classes.
+"""
+
+from train.siqvl.configuration import SiQVLConfig
+from train.siqvl.modeling import SiQVLForConditionalGeneration, SiQVLOutput
+from train.siqvl.processing import SiQVLProcessor
+from train.siqvl.projector import PixelShuffleProjector, pixel_shuffle
+
+__all__ = [
+    "PixelShuffleProjector",
+    "SiQVLConfig",
+    "SiQVLForConditionalGeneration",
+    "SiQVLOutput",
+    "SiQVLProcessor",
+    "pixel_shuffle",
+]

@@ -1,0 +1,194 @@
+"""Building a student from a model spec: local pretrained paths (the real use) or small
+configs (tests, the embedded default, GPU benchmarks with real shapes and random weights).
+
+A model spec is a YAML file (see ``data/models/*.yaml``)::
+
+    tokenizer: tiny-tokenizer            # folder; relative to the spec file, or data/models/
+    image_size: 32
+    pixel_shuffle_factor: 2
+    vision: {model_type: siglip2_vision_model, hidden_size: 128, ...}   # or vision_path:
+    llm: {model_type: qwen2, hidden_size: 192, vocab_size: auto, ...}    # or llm_path:
+
+``vision_path`` may point at a SigLIP/SigLIP-2 checkpoint (full or vision-only) or at a
+stage-0 tower saved by ``train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
+Paths are never fetched from a hub: they must exist on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from distill.errors import DistillError, InputError
+from distill.paths import DATA_DIR
+from train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
+from train.siqvl.modeling import SiQVLForConditionalGeneration
+from train.siqvl.processing import ProcessorSettings, SiQVLProcessor
+
+MODELS_DIR = DATA_DIR / "models"
+_SPEC_KEYS = {"tokenizer", "image_size", "pixel_shuffle_factor", "vision_feature_layer",
+              "include_system", "image_mean", "image_std", "vision", "vision_path", "llm",
+              "llm_path", "description"}
+
+
+@dataclass
+class ModelSpec:
+    """Where each part of the student comes from."""
+
+    tokenizer: str
+    image_size: int
+    pixel_shuffle_factor: int = 2
+    vision: dict[str, Any] | None = None
+    vision_path: str | None = None
+    llm: dict[str, Any] | None = None
+    llm_path: str | None = None
+    vision_feature_layer: int = -1
+    include_system: bool = True
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    base_dir: Path = MODELS_DIR
+
+    def resolve(self, path: str) -> Path:
+        """A path as written in the spec: absolute, relative to the spec, or under data/models."""
+        candidate = Path(path).expanduser()
+        if candidate.is_absolute():
+            return candidate
+        for base in (self.base_dir, MODELS_DIR, Path.cwd()):
+            if (base / candidate).exists():
+                return base / candidate
+        return self.base_dir / candidate
+
+
+def load_model_spec(name_or_path: str | Path) -> ModelSpec:
+    """A spec by path, or by name of a file in data/models (``tiny-digits``)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = MODELS_DIR / f"{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+        raise InputError(f"model spec not found (shipped: {known})", file=path,
+                         reason="missing_file") from None
+    return parse_model_spec(data, path)
+
+
+def parse_model_spec(data: Any, path: Path) -> ModelSpec:
+    if not isinstance(data, dict):
+        raise InputError("a model spec must be a mapping", file=path, reason="bad_config")
+    unknown = sorted(set(data) - _SPEC_KEYS)
+    if unknown:
+        raise InputError(f"unknown key; allowed: {sorted(_SPEC_KEYS)}", file=path,
+                         field=unknown[0], reason="bad_config")
+    for key in ("tokenizer", "image_size"):
+        if key not in data:
+            raise InputError("required", file=path, field=key, reason="bad_config")
+    if (data.get("vision") is None) == (data.get("vision_path") is None):
+        raise InputError("give exactly one of 'vision' (a config) or 'vision_path'", file=path,
+                         field="vision", reason="bad_config")
+    if (data.get("llm") is None) == (data.get("llm_path") is None):
+        raise InputError("give exactly one of 'llm' (a config) or 'llm_path'", file=path,
+                         field="llm", reason="bad_config")
+    for key, allowed in (("vision", VISION_MODEL_TYPES), ("llm", TEXT_MODEL_TYPES)):
+        if data.get(key) is not None and data[key].get("model_type") not in allowed:
+            raise InputError(f"model_type must be one of {list(allowed)}", file=path,
+                             field=f"{key}.model_type", reason="bad_config")
+    fields = {k: v for k, v in data.items() if k != "description"}
+    return ModelSpec(**fields, base_dir=path.parent)
+
+
+def _existing(spec: ModelSpec, path: str, what: str) -> Path:
+    resolved = spec.resolve(path)
+    if not resolved.exists():
+        raise DistillError(f"{what} not found at {resolved} (models are only loaded from local "
+                           "folders; nothing is downloaded)")
+    return resolved
+
+
+def vision_config_of(path: Path):
+    """The vision config of a full SigLIP(-2) checkpoint or of a vision-only one."""
+    config = AutoConfig.from_pretrained(path)
+    config = getattr(config, "vision_config", config)
+    if config.model_type not in VISION_MODEL_TYPES:
+        raise DistillError(f"{path} holds a {config.model_type!r} model, not a SigLIP/SigLIP-2 "
+                           "vision tower")
+    return config
+
+
+def load_vision_tower(path: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A pretrained tower from a local folder (the vision half of a full checkpoint works)."""
+    config = vision_config_of(path)
+    tower, info = _vision_class(config).from_pretrained(path, config=config, dtype=dtype,
+                                                       output_loading_info=True)
+    missing = [k for k in info["missing_keys"] if not k.startswith("head.")]
+    if missing:
+        raise DistillError(f"{path} has no weights for {len(missing)} vision tower tensor(s) "
+                           f"(e.g. {missing[0]}): not a SigLIP/SigLIP-2 checkpoint")
+    return tower
+
+
+def _vision_class(config) -> type:
+    from transformers import Siglip2VisionModel, SiglipVisionModel
+
+    return Siglip2VisionModel if config.model_type == "siglip2_vision_model" else SiglipVisionModel
+
+
+def build_student(spec: ModelSpec, *, dtype: torch.dtype = torch.float32,
+                  seed: int = 0) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
+    """A fresh student: pretrained parts where the spec names paths, seeded random elsewhere."""
+    tokenizer = AutoTokenizer.from_pretrained(_existing(spec, spec.tokenizer, "tokenizer"))
+    image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    vision_tower = language_model = None
+    if spec.vision_path is not None:
+        vision_tower = load_vision_tower(_existing(spec, spec.vision_path, "vision tower"), dtype)
+        vision_config = vision_tower.config
+    else:
+        vision_config = AutoConfig.for_model(**spec.vision)
+    if spec.llm_path is not None:
+        llm_dir = _existing(spec, spec.llm_path, "LLM")
+        language_model = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=dtype)
+        text_config = language_model.config
+    else:
+        llm = dict(spec.llm)
+        if llm.get("vocab_size", "auto") == "auto":
+            llm["vocab_size"] = len(tokenizer)
+        text_config = AutoConfig.for_model(**llm)
+    if len(tokenizer) > text_config.vocab_size:
+        raise DistillError(f"the tokenizer has {len(tokenizer)} tokens but the LLM's vocabulary "
+                           f"has {text_config.vocab_size}")
+    config = SiQVLConfig(vision_config=vision_config, text_config=text_config,
+                         image_size=spec.image_size,
+                         pixel_shuffle_factor=spec.pixel_shuffle_factor,
+                         image_token_id=int(image_token_id),
+                         vision_feature_layer=spec.vision_feature_layer)
+    torch.manual_seed(seed)
+    model = SiQVLForConditionalGeneration(config, vision_tower=vision_tower,
+                                          language_model=language_model)
+    model.to(dtype)
+    settings = ProcessorSettings(image_size=spec.image_size,
+                                 num_image_tokens=config.num_image_tokens,
+                                 image_mean=list(spec.image_mean), image_std=list(spec.image_std),
+                                 include_system=spec.include_system)
+    return model, SiQVLProcessor(tokenizer, settings)
+
+
+def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
+                 ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
+    """A saved student (``RUN/final`` or any ``save_student`` folder): model + processor."""
+    directory = Path(directory)
+    if not (directory / "config.json").exists():
+        raise DistillError(f"{directory} is not a saved SiQ-VL model (no config.json)")
+    model = SiQVLForConditionalGeneration.from_pretrained(directory, dtype=dtype)
+    return model, SiQVLProcessor.from_pretrained(directory)
+
+
+def save_student(model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
+                 directory: str | Path) -> None:
+    """Model weights + config + tokenizer + processor settings: one self-contained folder."""
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)

@@ -1,0 +1,54 @@
+"""SiQVLConfig: the vision tower's config, the LLM's config, and how they are joined."""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
+TEXT_MODEL_TYPES = ("qwen2",)
+
+
+class SiQVLConfig(PreTrainedConfig):
+    """A SigLIP/SigLIP-2 vision config + a Qwen2 config + the projector's settings.
+
+    ``image_size`` is the square resolution every image is resized to; with the tower's
+    patch size and the pixel shuffle factor it fixes the number of image tokens.
+    ``image_token_id`` is the placeholder id the processor puts where image features go.
+    """
+
+    model_type = "siqvl"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip2_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_size: int = 224
+    pixel_shuffle_factor: int = 2
+    image_token_id: int = 0
+    vision_feature_layer: int = -1
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = bool(self.text_config.tie_word_embeddings)
+
+    @property
+    def patch_size(self) -> int:
+        patch = self.vision_config.patch_size
+        return int(patch[0] if isinstance(patch, list | tuple) else patch)
+
+    @property
+    def patch_grid(self) -> int:
+        """Patches per side of the (square) image."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        """LLM tokens per image after pixel shuffle."""
+        return (self.patch_grid // self.pixel_shuffle_factor) ** 2
+
+
+AutoConfig.register("siqvl", SiQVLConfig, exist_ok=True)

@@ -1,0 +1,186 @@
+"""SiQVLProcessor: (image, question, rationale, answer) -> input ids, pixel values, labels.
+
+One function builds the prompt for training and for evaluation (``prompt_ids``), so the
+student is always asked in exactly the format it was trained on:
+
+    [system]  the prompt template's system text (if ``include_system``)
+    user      <|vision_start|><|image_pad|> x N<|vision_end|>\\n + the template's user text
+    assistant "<reasoning>\\nAnswer: <answer>" (cot) or "Answer: <answer>" (direct), then EOS
+
+Labels are -100 everywhere but the assistant's tokens (and its closing EOS token), so the
+loss is on the answer only. The chat template is the tokenizer's own (ChatML for Qwen2.5
+and for the tiny local tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from distill.errors import DistillError
+from distill.prompts import PromptTemplate, load_prompt
+from schemas import Sample
+from train.siqvl.modeling import IGNORE_INDEX
+
+PromptMode = Literal["cot", "direct"]
+PROMPT_FILES: dict[str, str] = {"cot": "cot", "direct": "direct"}
+PROCESSOR_CONFIG = "processor_config.json"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized example; ``labels`` is None for a generation prompt."""
+
+    input_ids: list[int]
+    labels: list[int] | None
+
+    @property
+    def num_label_tokens(self) -> int:
+        return 0 if self.labels is None else sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+@dataclass
+class ProcessorSettings:
+    """What, besides the tokenizer, decides the student's input format (saved with it)."""
+
+    image_size: int
+    num_image_tokens: int
+    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_token: str = "<|image_pad|>"
+    vision_start: str = "<|vision_start|>"
+    vision_end: str = "<|vision_end|>"
+    include_system: bool = True
+
+
+def target_text(mode: PromptMode, answer: str, reasoning: str | None = None) -> str:
+    """The assistant's text: reasoning then an answer line (cot), or the answer line alone."""
+    if mode == "cot":
+        reasoning = (reasoning or "").strip()
+        return f"{reasoning}\nAnswer: {answer}" if reasoning else f"Answer: {answer}"
+    return f"Answer: {answer}"
+
+
+class SiQVLProcessor:
+    """Tokenizer + image preprocessing + the chat format of the student."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, settings: ProcessorSettings) -> None:
+        self.tokenizer = tokenizer
+        self.settings = settings
+        missing = [t for t in (settings.image_token, settings.vision_start, settings.vision_end)
+                   if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if missing:
+            raise DistillError(f"the tokenizer has no token(s) {missing}; a SiQ-VL tokenizer "
+                               "needs Qwen2's vision tokens")
+        if tokenizer.eos_token_id is None:
+            raise DistillError("the tokenizer has no EOS token")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._prompts: dict[str, PromptTemplate] = {}
+
+    # -- identity ------------------------------------------------------------------------
+    @property
+    def image_token_id(self) -> int:
+        return int(self.tokenizer.convert_tokens_to_ids(self.settings.image_token))
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def prompt_template(self, mode: PromptMode) -> PromptTemplate:
+        if mode not in PROMPT_FILES:
+            raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(PROMPT_FILES)}")
+        if mode not in self._prompts:
+            self._prompts[mode] = load_prompt(PROMPT_FILES[mode])
+        return self._prompts[mode]
+
+    # -- text ----------------------------------------------------------------------------
+    def messages(self, sample: Sample, mode: PromptMode) -> list[dict[str, str]]:
+        system, user = self.prompt_template(mode).render(sample)
+        s = self.settings
+        content = f"{s.vision_start}{s.image_token}{s.vision_end}\n{user}"
+        messages = [{"role": "user", "content": content}]
+        if s.include_system and system:
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
+    def prompt_ids(self, sample: Sample, mode: PromptMode) -> list[int]:
+        """The generation prompt, with the image placeholder expanded to N image tokens."""
+        text = self.tokenizer.apply_chat_template(self.messages(sample, mode), tokenize=False,
+                                                  add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        image_id = self.image_token_id
+        if ids.count(image_id) != 1:
+            raise DistillError(f"the prompt must hold exactly one image token; it holds "
+                               f"{ids.count(image_id)} (does the question contain "
+                               f"{self.settings.image_token!r}?)")
+        at = ids.index(image_id)
+        return ids[:at] + [image_id] * self.settings.num_image_tokens + ids[at + 1:]
+
+    def encode(self, sample: Sample, mode: PromptMode, target: str | None) -> Encoded:
+        """Prompt ids plus, for training, the target's ids and EOS with their labels."""
+        prompt = self.prompt_ids(sample, mode)
+        if target is None:
+            return Encoded(prompt, None)
+        answer = self.tokenizer(target, add_special_tokens=False).input_ids + [self.eos_token_id]
+        return Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
+
+    # -- images --------------------------------------------------------------------------
+    def image_to_uint8(self, image: Image.Image) -> torch.Tensor:
+        """RGB, resized to the square input size: a (3, H, W) uint8 tensor (cheap to cache)."""
+        size = self.settings.image_size
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 (n, 3, H, W) -> the tower's input: scaled to [0, 1], then mean/std."""
+        mean = torch.tensor(self.settings.image_mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.settings.image_std, device=images.device).view(1, 3, 1, 1)
+        return ((images.float() / 255.0 - mean) / std).to(dtype)
+
+    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.normalize(torch.stack([self.image_to_uint8(im) for im in images]))
+
+    # -- generation batches --------------------------------------------------------------
+    def generation_batch(self, samples: list[Sample], images: list[Image.Image],
+                         mode: PromptMode) -> dict[str, torch.Tensor]:
+        """Left-padded prompts (so every row's next token is at the end) + pixel values."""
+        prompts = [self.prompt_ids(sample, mode) for sample in samples]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "pixel_values": self.pixel_values(images)}
+
+    # -- persistence ---------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / PROCESSOR_CONFIG).write_text(
+            json.dumps(asdict(self.settings), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> SiQVLProcessor:
+        directory = Path(directory)
+        config_path = directory / PROCESSOR_CONFIG
+        if not config_path.exists():
+            raise DistillError(f"{directory} is not a SiQ-VL folder (no {PROCESSOR_CONFIG})")
+        settings = ProcessorSettings(**json.loads(config_path.read_text(encoding="utf-8")))
+        return cls(AutoTokenizer.from_pretrained(directory), settings)
