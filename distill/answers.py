@@ -209,6 +209,28 @@ def judge(predicted: str | None, sample: Sample) -> Correctness:
     return "correct" if normalize_text(predicted) == normalize_text(sample.answer) else "wrong"
 
 
+def canonical_answer(predicted: str | None, sample: Sample) -> str | None:
+    """One spelling per meaning, so answers can be counted and compared (agreement, votes).
+
+    '15', '15.0' and '15 apples' -> '15'; '(B)' and the option's text -> 'B'; 'Yes.' ->
+    'yes'; text -> ``normalize_text``. None when no answer of the asked type is there.
+    LaTeX-ish numbers keep their cleaned text: math-verify judges them, it does not
+    print a canonical form.
+    """
+    if predicted is None or not predicted.strip():
+        return None
+    if sample.answer_type == "number":
+        if _LATEX_HINT.search(predicted):
+            return clean_answer(predicted).replace(" ", "")
+        value = parse_number(predicted)
+        return None if value is None else f"{value + 0.0:.10g}"  # + 0.0: no '-0'
+    if sample.answer_type == "choice":
+        return choice_letter(predicted, sample.choices or [])
+    if sample.answer_type == "yes_no":
+        return yes_no(predicted)
+    return normalize_text(predicted) or None
+
+
 def _judge_number(predicted: str, gold: str) -> Correctness:
     if _LATEX_HINT.search(predicted) or _LATEX_HINT.search(gold):
         return _math_verify(gold, predicted)

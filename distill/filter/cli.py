@@ -1,0 +1,198 @@
+"""`distill filter` and `distill datasets`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from distill.progress import console
+
+STORE_OPTION = click.option("--store", required=True,
+                            type=click.Path(file_okay=False, path_type=Path),
+                            help="The dataset store folder (created on first use).")
+
+
+def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazily
+    if ctx.obj is None:
+        raise click.UsageError("this command needs --store STORE (before the subcommand)")
+    return ctx.obj
+
+
+@click.command("filter")
+@click.option("--traces", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A finished `distill generate` output folder.")
+@STORE_OPTION
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Selection policy YAML (default: data/policies/default.yaml).")
+@click.option("--parent", help="Build on this version (id, unique prefix or 'latest'): keep "
+              "its traces and drop new ones that duplicate them.")
+@click.option("--eval-set", "eval_sets", multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="Drop items that match this eval set (an ingest folder, a folder of "
+              "Sample shards or a .jsonl file); repeatable.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write the run's report (Markdown + PNG) here.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where shards are scored.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+              show_default=True, help="Stop at a malformed trace line, or set it aside in "
+              "the version's rejects.jsonl.")
+@click.option("--refusals", type=click.Path(dir_okay=False, path_type=Path),
+              help="Refusal phrase list (default: data/refusals.txt).")
+def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: str | None,
+                   eval_sets: tuple[Path, ...], report_dir: Path | None, executor: str,
+                   on_error: str, refusals: Path | None) -> None:
+    """Score, select, dedup and decontaminate traces into a dataset version.
+
+    Prints the version id on stdout (the same input and policy always give the same id).
+    """
+    from distill.filter.pipeline import FilterOptions, run_filter
+    from distill.filter.policy import load_policy
+
+    options = FilterOptions(traces=traces, store=store, policy=load_policy(policy_path),
+                            parent=parent, eval_sets=list(eval_sets), report_dir=report_dir,
+                            executor=executor, on_error=on_error,  # type: ignore[arg-type]
+                            refusals=refusals)
+    result = run_filter(options)
+    counts = result.manifest.counts
+    state = "published" if result.created else "already published (same content)"
+    console.print(f"[bold green]{state}[/] dataset version {result.version[:16]}: "
+                  f"{counts.get('kept', 0):,} traces kept ({counts.get('keep', 0):,} of "
+                  f"{counts.get('input_traces', 0):,} new); shards scored {result.scored_shards}, "
+                  f"reused {result.reused_shards}")
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in
+                        sorted(result.manifest.drop_reasons.items(), key=lambda kv: -kv[1])[:6])
+    if reasons:
+        console.print(f"dropped: {reasons}")
+    console.print(f"report: {result.report}")
+    click.echo(result.version)
+
+
+@click.group("datasets")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path),
+              help="The dataset store folder.")
+@click.pass_context
+def datasets_group(ctx: click.Context, store: Path | None) -> None:
+    """List, show, diff, export and verify dataset versions."""
+    from distill.filter.store import DatasetStore
+
+    ctx.obj = DatasetStore(store) if store is not None else None
+
+
+@datasets_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_command(ctx: click.Context, as_json: bool) -> None:
+    """Every version, oldest first."""
+    store = _store(ctx)
+    versions = store.list_versions()
+    if as_json:
+        click.echo(json.dumps([{"version": m.version, "parent": m.parent,
+                                "created_at": m.created_at.isoformat(),
+                                "policy": m.policy.get("name"), "kept": m.counts.get("kept", 0)}
+                               for m in versions], indent=2))
+        return
+    table = Table(title=f"dataset versions in {store.root}")
+    for column in ("version", "created", "parent", "policy", "kept", "new input"):
+        table.add_column(column)
+    for m in versions:
+        table.add_row(m.version[:16], m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      (m.parent or "-")[:12], str(m.policy.get("name")),
+                      f"{m.counts.get('kept', 0):,}", f"{m.counts.get('input_traces', 0):,}")
+    console.print(table)
+
+
+@datasets_group.command("show")
+@click.argument("version")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.pass_context
+def show_command(ctx: click.Context, version: str, as_json: bool) -> None:
+    """A version's manifest: lineage, policy, counts, drop reasons, shards."""
+    store = _store(ctx)
+    manifest = store.manifest(store.resolve(version))
+    if as_json:
+        click.echo(manifest.model_dump_json(indent=2))
+        return
+    folder = store.version_dir(manifest.version)
+    lineage, parent = [], manifest.parent
+    while parent is not None and len(lineage) < 50:
+        lineage.append(parent[:12])
+        parent = store.manifest(parent).parent if store.version_dir(parent).is_dir() else None
+    lines = [
+        f"version     {manifest.version}",
+        f"created     {manifest.created_at.isoformat()}",
+        f"lineage     {' <- '.join([manifest.version[:12], *lineage])}",
+        f"traces      {manifest.trace_dir} ({len(manifest.inputs)} shards)",
+        f"policy      {manifest.policy.get('name')} ({manifest.policy_hash[:16]})",
+        f"teachers    {', '.join(manifest.teachers) or '-'}",
+        f"eval sets   {'; '.join(manifest.eval_sets) or '-'}",
+        f"images      {(folder / (manifest.image_root or '.')).resolve()}",
+        "counts      " + ", ".join(f"{k} {v:,}" for k, v in manifest.counts.items()),
+        "dropped     " + (", ".join(f"{k} {v:,}" for k, v in sorted(
+            manifest.drop_reasons.items(), key=lambda kv: -kv[1])) or "-"),
+        f"data        {len(manifest.shards)} shards, "
+        f"{sum(r.rows for r in manifest.shards):,} rows",
+        f"scored      {len(manifest.scored_shards)} shards, "
+        f"{sum(r.rows for r in manifest.scored_shards):,} rows",
+        "scorers     " + ", ".join(f"{k}={v}" for k, v in sorted(manifest.scorer_versions.items())),
+    ]
+    click.echo("\n".join(lines))
+
+
+@datasets_group.command("diff")
+@click.argument("a")
+@click.argument("b")
+@click.option("--examples", default=3, show_default=True, help="Example traces per reason.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def diff_command(ctx: click.Context, a: str, b: str, examples: int, as_json: bool) -> None:
+    """What B added and removed relative to A, and why."""
+    store = _store(ctx)
+    from distill.filter.diff import diff_versions, format_diff
+
+    diff = diff_versions(store, store.resolve(a), store.resolve(b), examples=examples)
+    click.echo(json.dumps(diff.to_dict(), indent=2) if as_json else format_diff(diff))
+
+
+@datasets_group.command("export")
+@click.argument("version")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl",
+              show_default=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output file (jsonl, parquet) or folder (hf).")
+@click.pass_context
+def export_command(ctx: click.Context, version: str, fmt: str, out: Path) -> None:
+    """Write a version as flat JSONL, Parquet, or a Hugging Face `save_to_disk` folder."""
+    store = _store(ctx)
+    from distill.filter.export import export_version
+
+    resolved = store.resolve(version)
+    rows = export_version(store, resolved, fmt, out)  # type: ignore[arg-type]
+    console.print(f"exported {rows:,} rows of {resolved[:16]} to {out} ({fmt})")
+
+
+@datasets_group.command("verify")
+@click.argument("version", default="latest")
+@click.pass_context
+def verify_command(ctx: click.Context, version: str) -> None:
+    """Check every file of a version against its manifest and its name."""
+    store = _store(ctx)
+    from distill.errors import DistillError
+    from distill.filter.store import verify_version
+
+    resolved = store.resolve(version)
+    problems = verify_version(store, resolved)
+    if problems:
+        raise DistillError(f"version {resolved[:16]} is damaged: " + "; ".join(problems))
+    click.echo(f"ok {resolved}")
+
+
+@datasets_group.command("signals")
+def signals_command() -> None:
+    """The signal vocabulary policies can test (Markdown table)."""
+    from distill.filter.signals import signal_table_markdown
+
+    click.echo(signal_table_markdown())

@@ -1,0 +1,502 @@
+"""`distill filter`: score trace shards, select with a policy, dedup, decontaminate,
+publish an immutable dataset version.
+
+The run, with what makes it restartable:
+
+1. check every input file against its manifest hash;
+2. score each input shard into a cache entry (``distill.filter.score``) -- on the local
+   executor or Ray; finished entries are reused, so a killed run resumes per shard and a
+   new policy re-scores nothing;
+3. selection pass 1: rules, splits, contamination per shard; the survivors' dedup keys
+   (and the parent version's) are spilled to disk (``distill.filter.dedup``);
+4. resolve duplicate groups;
+5. selection pass 2: dedup verdicts, the per-item cap, and the version's shards, written
+   into a temp folder;
+6. name the version by the hash of its content, write manifest and report, rename the
+   folder into ``versions/``. Steps 3-6 are cheap and redone from scratch after a crash.
+
+Memory is bounded by one shard (plus a few bytes per trace in numpy arrays), never by
+the whole input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import DistillError
+from distill.executors import Executor, map_shards
+from distill.filter.decontam import EvalIndex, build_eval_index
+from distill.filter.dedup import (
+    DuplicateFinder,
+    Duplicates,
+    exact_keys,
+    partitions_for,
+    read_rows,
+)
+from distill.filter.inputs import GenerateInput, open_eval_set, open_generate_dir, verify_files
+from distill.filter.minhash import VERSION as MINHASH_VERSION
+from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
+from distill.filter.policy import Policy
+from distill.filter.report import RunStats, write_report
+from distill.filter.score import ScoreTask, cache_key, read_entry_summary, score_shard
+from distill.filter.scorers import DEFAULT_REFUSALS, ScorerSuite, load_refusal_phrases
+from distill.filter.select import STAGE_VERSIONS, CacheEntry, Decision, LengthStats, Selector
+from distill.filter.store import (
+    IMAGE_ROOT_FROM_VERSION,
+    DatasetStore,
+    eval_set_label,
+    version_id,
+)
+from distill.progress import progress_bar
+from distill.shards import ShardWriter, iter_records, shard_name, write_json_atomic
+from schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
+
+INDEX_FORMAT = "1"
+_JSON = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+def index_dtype(num_perm: int) -> np.dtype:
+    return np.dtype([("trace_key", "u1", (32,)), ("text_hash", "<u8"), ("salt", "<u8"),
+                     ("sig", "<u4", (num_perm,))])
+
+
+@dataclass
+class FilterOptions:
+    traces: Path
+    store: Path
+    policy: Policy
+    parent: str | None = None
+    eval_sets: list[Path] = field(default_factory=list)
+    report_dir: Path | None = None
+    executor: Executor = "local"
+    on_error: str = "fail"
+    refusals: Path | None = None
+
+
+@dataclass
+class FilterResult:
+    version: str
+    manifest: DatasetManifest
+    created: bool
+    scored_shards: int
+    reused_shards: int
+    report: Path
+    stats: RunStats
+
+
+def run_filter(options: FilterOptions) -> FilterResult:
+    store = DatasetStore(options.store)
+    with store.lock():
+        store.clean_leftovers()
+        try:
+            return _Run(options, store).run()
+        finally:
+            shutil.rmtree(store.tmp_dir, ignore_errors=True)
+
+
+class _Run:
+    def __init__(self, options: FilterOptions, store: DatasetStore) -> None:
+        self.options = options
+        self.policy = options.policy
+        self.store = store
+        self.hasher = MinHasher()
+        phrases = load_refusal_phrases(options.refusals or DEFAULT_REFUSALS)
+        self.phrases = tuple(phrases)
+        self.suite = ScorerSuite(phrases)
+        self.scorer_versions = {
+            **self.suite.versions,
+            "minhash": f"{MINHASH_VERSION}/perm{self.hasher.num_perm}/"
+                       f"shingle{self.hasher.shingle_words}",
+            **STAGE_VERSIONS,
+        }
+        self.bands, self.rows = lsh_params(self.policy.dedup.threshold, self.hasher.num_perm)
+        self.notes: list[str] = []
+
+    # --- the steps -----------------------------------------------------------------------
+
+    def run(self) -> FilterResult:
+        generate = open_generate_dir(self.options.traces)
+        pairs = verify_files(generate)
+        parent = self.store.resolve(self.options.parent) if self.options.parent else None
+        eval_sets = [open_eval_set(path) for path in self.options.eval_sets]
+        entries, scored, reused = self._score(generate, pairs)
+        self._check_rejects(entries)
+        eval_index = build_eval_index(eval_sets, self.policy.decontamination) \
+            if eval_sets else None
+        if eval_index is not None:
+            self.notes.append(f"eval sets: {eval_index.items:,} items; {eval_index.templates} "
+                              "question template(s) left out of text matching")
+        selector = Selector(self.policy, LengthStats([e.summary for e in entries]), eval_index,
+                            self.hasher.num_perm)
+        staging = self.store.new_tmp("version")
+        work = self.store.new_tmp("work")
+        parent_parts = self._parent_parts(parent)
+        duplicates, trace_keys = self._find_duplicates(entries, selector, parent_parts, work)
+        stats = RunStats()
+        self._count_rejects(generate, entries, stats)
+        outputs = self._write_version(entries, selector, parent, parent_parts, duplicates,
+                                      trace_keys, staging, stats)
+        manifest = self._manifest(generate, pairs, parent, eval_sets, eval_index, outputs,
+                                  duplicates, stats)
+        write_json_atomic(staging / "manifest.json", manifest)
+        self.notes.append(f"scoring: {scored} shard(s) scored, {reused} reused from the cache")
+        report = write_report(staging / "report", manifest, stats, self.notes)
+        if self.options.report_dir is not None:
+            shutil.copytree(staging / "report", self.options.report_dir, dirs_exist_ok=True)
+        created = self.store.publish(staging, manifest.version)
+        if not created:
+            manifest = self.store.manifest(manifest.version)
+        report = self.store.version_dir(manifest.version) / "report" / report.name
+        return FilterResult(manifest.version, manifest, created, scored, reused, report, stats)
+
+    def _score(self, generate: GenerateInput, pairs: list) -> tuple[list[CacheEntry], int, int]:
+        tasks = [ScoreTask(pair=pair, store_root=self.store.root, image_root=generate.image_root,
+                           key=cache_key(pair, self.suite.versions, self.hasher.config),
+                           refusal_phrases=self.phrases, num_perm=self.hasher.num_perm,
+                           shingle_words=self.hasher.shingle_words,
+                           on_error=self.options.on_error) for pair in pairs]
+        todo = [task for task in tasks if read_entry_summary(task.entry_dir) is None]
+        self.store.cache_dir.mkdir(parents=True, exist_ok=True)
+        with progress_bar("score", total=sum(t.pair.trace_ref.rows for t in todo),
+                          unit="traces") as bar:
+            for summary in map_shards(score_shard, todo, executor=self.options.executor):
+                bar.advance(summary["rows"] + summary["rejected"])
+        entries = []
+        for task in tasks:
+            summary = read_entry_summary(task.entry_dir)
+            if summary is None:  # a Ray worker died without raising
+                raise DistillError(f"scoring {task.pair.trace_ref.name} did not finish")
+            entries.append(CacheEntry(task.entry_dir, task.pair.trace_ref.name, summary))
+        return entries, len(todo), len(tasks) - len(todo)
+
+    def _check_rejects(self, entries: list[CacheEntry]) -> None:
+        """With --on-error fail, an entry scored earlier under 'skip' still fails here."""
+        if self.options.on_error != "fail":
+            return
+        for entry in entries:
+            if entry.summary["rejected"]:
+                first = next(iter_records(entry.path / "rejects.jsonl", Rejection))
+                where = f"field '{first.field}': " if first.field else ""
+                raise DistillError(f"{first.location}: {where}{first.message} (use --on-error "
+                                   "skip to set bad lines aside in the version's rejects.jsonl)")
+
+    # --- dedup -------------------------------------------------------------------------
+
+    def _parent_parts(self, parent: str | None) -> list[Path]:
+        if parent is None:
+            return []
+        folder = self.store.version_dir(parent)
+        index = json.loads((folder / "index" / "index.json").read_text(encoding="utf-8"))
+        if index["minhash"] != self.hasher.config or index["format"] != INDEX_FORMAT:
+            raise DistillError(f"parent version {parent[:12]} was indexed with other MinHash "
+                               "settings; rebuild it with this version of distill")
+        return [folder / "index" / ref["name"] for ref in index["parts"]]
+
+    def _keys(self, text_hash: np.ndarray, salt: np.ndarray, signatures: np.ndarray
+              ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+        """(exact keys, band keys, rows that have band keys) under the policy's dedup."""
+        dedup = self.policy.dedup
+        scope = salt if dedup.scope == "image" else None
+        exact = exact_keys(text_hash, scope) if dedup.exact else None
+        rows = np.flatnonzero(has_words(signatures)) if dedup.near else np.empty(0, np.int64)
+        bands = band_keys(signatures[rows], self.bands, self.rows,
+                          None if scope is None else scope[rows]) if len(rows) else None
+        return exact, bands, rows
+
+    def _find_duplicates(self, entries: list[CacheEntry], selector: Selector,
+                         parent_parts: list[Path], work: Path) -> tuple[Duplicates, _TraceKeys]:
+        parent_rows = sum(len(np.load(p, mmap_mode="r")) for p in parent_parts)
+        capacity = max(1, parent_rows + sum(e.summary["rows"] for e in entries))
+        partitions = partitions_for(capacity * (self.bands + 1))
+        finder = DuplicateFinder(work / "keys", partitions=partitions,
+                                 threshold=self.policy.dedup.threshold)
+        trace_keys = _TraceKeys(work / "trace_keys.bin")
+        ordinal = 0
+        for part in parent_parts:
+            arrays = np.load(part)
+            ordinal = self._add(finder, trace_keys, ordinal, arrays["trace_key"],
+                                arrays["text_hash"], arrays["salt"], arrays["sig"])
+        with progress_bar("select", total=len(entries), unit="shards") as bar:
+            for entry in entries:
+                decision = selector.decide(entry)
+                survivors = decision.survivors
+                keys = decision.keys[survivors]
+                hex_keys = [decision.rows[i]["trace_key"] for i in survivors]
+                key_bytes = np.frombuffer(b"".join(bytes.fromhex(k) for k in hex_keys),
+                                          dtype=np.uint8).reshape(-1, 32)
+                ordinal = self._add(finder, trace_keys, ordinal, key_bytes, keys["text_hash"],
+                                    keys["salt"], keys["sig"])
+                bar.advance()
+        return finder.resolve(ordinal), trace_keys
+
+    def _add(self, finder: DuplicateFinder, trace_keys: _TraceKeys, ordinal: int,
+             key_bytes: np.ndarray, text_hash: np.ndarray, salt: np.ndarray,
+             signatures: np.ndarray) -> int:
+        count = len(text_hash)
+        if count == 0:
+            return ordinal
+        ordinals = np.arange(ordinal, ordinal + count, dtype=np.int64)
+        trace_keys.append(key_bytes)
+        exact, bands, rows = self._keys(text_hash, salt, signatures)
+        finder.add_signatures(signatures)
+        finder.add(ordinals, exact=exact)
+        if bands is not None:
+            finder.add(ordinals[rows], bands=bands)
+        return ordinal + count
+
+    # --- the version ----------------------------------------------------------------------
+
+    def _write_version(self, entries: list[CacheEntry], selector: Selector, parent: str | None,
+                       parent_parts: list[Path], duplicates: Duplicates,
+                       trace_keys: _TraceKeys, staging: Path, stats: RunStats) -> _Outputs:
+        outputs = _Outputs(staging, self.hasher.num_perm)
+        if parent is not None:
+            outputs.link_parent(self.store.version_dir(parent), parent_parts)
+        ordinal = outputs.parent_rows
+        with progress_bar("write", total=len(entries), unit="shards") as bar:
+            for entry in entries:
+                outputs.entry_summaries.append(entry.summary)
+                decision = selector.decide(entry)
+                ordinal = self._write_shard(entry, decision, selector, duplicates, trace_keys,
+                                            ordinal, outputs, stats)
+                bar.advance()
+        outputs.close(duplicates, self.hasher.config)
+        outputs.copy_rejects(entries)
+        return outputs
+
+    def _write_shard(self, entry: CacheEntry, decision: Decision, selector: Selector,
+                     duplicates: Duplicates, trace_keys: _TraceKeys, ordinal: int,
+                     outputs: _Outputs, stats: RunStats) -> int:
+        reasons = [list(r) for r in decision.reasons]
+        dedup: dict[int, tuple[str, str]] = {}
+        ordinals = np.arange(ordinal, ordinal + len(decision.survivors))
+        representatives = duplicates.representative[ordinals]
+        repeated = np.flatnonzero(representatives != ordinals)
+        of_keys = trace_keys.lookup(representatives[repeated])
+        for position, of in zip(repeated.tolist(), of_keys, strict=True):
+            index = decision.survivors[position]
+            kind = "exact" if duplicates.exact[ordinals[position]] else "near"
+            dedup[index] = (kind, of)
+            reasons[index].append(f"duplicate:{kind}")
+            outputs.cluster(decision.rows[index], kind, of,
+                            int(representatives[position]) < outputs.parent_rows)
+        ordinal += len(decision.survivors)
+        unique = [i for i in decision.survivors if i not in dedup]
+        for index in selector.apply_item_cap(decision, unique):
+            reasons[index].append("per_item_cap")
+        lines = entry.row_lines()
+        scored = outputs.shard_writer(entry.output_name)
+        kept: list[int] = []
+        for index in decision.order:
+            kind, of = dedup.get(index, ("none", ""))
+            derived = {**decision.derived[index], "duplicate": kind, "duplicate_of": of}
+            verdict = "drop" if reasons[index] else "keep"
+            line = _scored_line(lines[index], derived, verdict, reasons[index])
+            scored.write_line(line)
+            if verdict == "keep":
+                outputs.keep(line)
+                kept.append(index)
+            stats.add(decision.rows[index], verdict, reasons[index])
+        outputs.commit_shard(entry.output_name, decision.keys[kept],
+                             [decision.rows[i]["trace_key"] for i in kept])
+        return ordinal
+
+    def _count_rejects(self, generate: GenerateInput, entries: list[CacheEntry],
+                       stats: RunStats) -> None:
+        for entry in entries:
+            stats.rejects.update(entry.summary.get("reject_reasons", {}))
+        for path in generate.rejects:
+            if path.is_file():
+                stats.generate_rejects.update(r.reason for r in iter_records(path, Rejection))
+
+    def _manifest(self, generate: GenerateInput, pairs: list, parent: str | None,
+                  eval_sets: list, eval_index: EvalIndex | None, outputs: _Outputs,
+                  duplicates: Duplicates, stats: RunStats) -> DatasetManifest:
+        inputs = [pair.trace_ref for pair in pairs]
+        teachers, prompts = set(), {}
+        for entry_summary in outputs.entry_summaries:
+            teachers.update(entry_summary["teachers"])
+            prompts.update(entry_summary["prompts"])
+        if parent is not None:
+            parent_manifest = self.store.manifest(parent)
+            teachers.update(parent_manifest.teachers)
+            prompts = {**parent_manifest.prompts, **prompts}
+        labels = [eval_set_label(s.hash, s.path.resolve()) for s in eval_sets]
+        counts = {
+            "input_traces": stats.verdicts["keep"] + stats.verdicts["drop"],
+            "keep": stats.verdicts["keep"],
+            "drop": stats.verdicts["drop"],
+            "kept_parent": outputs.parent_rows,
+            "kept": outputs.parent_rows + stats.verdicts["keep"],
+            "rejected": sum(stats.rejects.values()),
+            "generate_rejects": sum(stats.generate_rejects.values()),
+            "duplicate_groups": duplicates.groups,
+            **{f"correctness:{k}": v for k, v in sorted(stats.correctness.items())},
+        }
+        identity = {"parent": parent, "inputs": inputs, "policy_hash": self.policy.hash,
+                    "scorer_versions": self.scorer_versions, "eval_sets": labels,
+                    "shards": outputs.data_refs, "scored_shards": outputs.scored_refs}
+        version = version_id(**identity)
+        return DatasetManifest(
+            version=version, parent=parent, created_at=datetime.now(UTC),
+            trace_dir=str(generate.root.resolve()), image_root=IMAGE_ROOT_FROM_VERSION,
+            inputs=inputs, policy=self.policy.as_dict(), policy_hash=self.policy.hash,
+            scorer_versions=self.scorer_versions, teachers=sorted(teachers), prompts=prompts,
+            eval_sets=labels, counts=counts, drop_reasons=dict(stats.primary_reasons),
+            shards=outputs.data_refs, scored_shards=outputs.scored_refs)
+
+
+class _TraceKeys:
+    """Trace keys by ordinal, in a file: appended in order, read back a few at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        path.touch()
+
+    def append(self, key_bytes: np.ndarray) -> None:
+        with open(self.path, "ab") as handle:
+            np.ascontiguousarray(key_bytes, dtype=np.uint8).tofile(handle)
+        self.rows += len(key_bytes)
+
+    def lookup(self, ordinals: np.ndarray) -> list[str]:
+        if len(ordinals) == 0:
+            return []
+        with open(self.path, "rb") as handle:
+            keys = read_rows(handle, ordinals, np.dtype((np.uint8, (32,))))
+        return [bytes(row).hex() for row in keys]
+
+
+def _scored_line(cached: str, derived: dict, verdict: str, reasons: list[str]) -> str:
+    """A ScoredTrace line from a cached row (which ends with its signals object) without
+    parsing the row again: append the run-level signals, the verdict and the reasons."""
+    if not cached.endswith("}}"):
+        raise DistillError("scoring cache row is malformed; delete STORE/cache and rerun")
+    extra = json.dumps(derived, **_JSON)[1:-1]
+    return (cached[:-2] + "," + extra + '},"verdict":"' + verdict + '","reasons":'
+            + json.dumps(reasons, **_JSON) + "}")
+
+
+class _Outputs:
+    """The files of the version being built, in its staging folder."""
+
+    def __init__(self, staging: Path, num_perm: int) -> None:
+        self.staging = staging
+        self.num_perm = num_perm
+        self.data_refs: list[ShardRef] = []
+        self.scored_refs: list[ShardRef] = []
+        self.index_refs: list[ShardRef] = []
+        self.entry_summaries: list[dict] = []
+        self.parent_rows = 0
+        self._scored: ShardWriter | None = None
+        self._data: ShardWriter | None = None
+        self._clusters = ShardWriter(staging / "dedup" / "clusters.jsonl")
+
+    def link_parent(self, parent_dir: Path, parts: list[Path]) -> None:
+        manifest = DatasetManifest.model_validate_json(
+            (parent_dir / "manifest.json").read_text(encoding="utf-8"))
+        for ref, part in zip(manifest.shards, parts, strict=True):
+            index = len(self.data_refs)
+            target = self.staging / "data" / shard_name(index)
+            _link_or_copy(parent_dir / ref.name, target)
+            _link_or_copy(part, self.staging / "index" / f"part-{index:05d}.npy")
+            self.data_refs.append(ShardRef(name=f"data/{shard_name(index)}", sha256=ref.sha256,
+                                           rows=ref.rows))
+            self.index_refs.append(ShardRef(name=f"part-{index:05d}.npy",
+                                            sha256=file_sha256(part), rows=ref.rows))
+            self.parent_rows += ref.rows
+
+    def shard_writer(self, name: str) -> ShardWriter:
+        self._scored = ShardWriter(self.staging / name, flush_every=1 << 30,
+                                   flush_seconds=math.inf)
+        return self._scored
+
+    def keep(self, line: str) -> None:
+        if self._data is None:
+            target = self.staging / "data" / shard_name(len(self.data_refs))
+            self._data = ShardWriter(target, flush_every=1 << 30, flush_seconds=math.inf)
+        self._data.write_line(line)
+
+    def cluster(self, row: dict, kind: str, of: str, of_parent: bool) -> None:
+        self._clusters.write_line(json.dumps({
+            "trace_key": row["trace_key"], "duplicate_of": of, "kind": kind,
+            "sample_id": row["sample_id"], "teacher_id": row["teacher_id"],
+            "of_parent_version": of_parent}, **_JSON))
+
+    def commit_shard(self, name: str, kept_keys: np.ndarray, trace_keys: list[str]) -> None:
+        """Finish one input shard: its scored shard, and its data + index shards if any
+        trace was kept (the index holds the kept traces' dedup keys for child versions)."""
+        assert self._scored is not None
+        ref = self._scored.commit()
+        self.scored_refs.append(ref.model_copy(update={"name": name}))
+        self._scored = None
+        if self._data is None:
+            return
+        ref = self._data.commit()
+        index = len(self.data_refs)
+        self.data_refs.append(ref.model_copy(update={"name": f"data/{shard_name(index)}"}))
+        self._data = None
+        rows = np.zeros(len(trace_keys), dtype=index_dtype(self.num_perm))
+        rows["trace_key"] = np.frombuffer(b"".join(bytes.fromhex(k) for k in trace_keys),
+                                          dtype=np.uint8).reshape(-1, 32)
+        for name_ in ("text_hash", "salt", "sig"):
+            rows[name_] = kept_keys[name_]
+        path = self.staging / "index" / f"part-{index:05d}.npy"
+        _save_npy(path, rows)
+        self.index_refs.append(ShardRef(name=path.name, sha256=file_sha256(path),
+                                        rows=len(rows)))
+
+    def copy_rejects(self, entries: list[CacheEntry]) -> None:
+        """Lines that could not be scored (--on-error skip) go into the version, too."""
+        sources = [e.path / "rejects.jsonl" for e in entries if e.summary["rejected"]]
+        if not sources:
+            return
+        writer = ShardWriter(self.staging / "rejects.jsonl")
+        for source in sources:
+            with open(source, encoding="utf-8") as handle:
+                for line in handle:
+                    writer.write_line(line.rstrip("\n"))
+        writer.commit()
+
+    def close(self, duplicates: Duplicates, minhash: dict) -> None:
+        self._clusters.commit()
+        (self.staging / "index").mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.staging / "index" / "index.json", {
+            "format": INDEX_FORMAT, "minhash": minhash,
+            "parts": [ref.model_dump(mode="json") for ref in self.index_refs]})
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Versions never change, so a child shares its parent's files by hard link."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        with open(target, "rb+") as handle:
+            os.fsync(handle.fileno())
+
+
+def iter_version(store: DatasetStore, version: str) -> Iterator[ScoredTrace]:
+    """Every kept record of a version, validated."""
+    manifest = store.manifest(version)
+    for ref in manifest.shards:
+        yield from iter_records(store.version_dir(version) / ref.name, ScoredTrace)
+

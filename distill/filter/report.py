@@ -1,0 +1,219 @@
+"""The per-run report: counts, why traces were dropped, length histograms, per-teacher
+accuracy. Markdown for people, stats.json for tools, PNG plots (matplotlib, Agg).
+
+Statistics are accumulated in fixed bins while traces stream by, so the report costs no
+memory per trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from schemas import DatasetManifest
+
+# log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
+LENGTH_EDGES = np.concatenate(([0.0], 2.0 ** (np.arange(0, 41) / 2.0)))
+
+
+class RunStats:
+    def __init__(self) -> None:
+        self.verdicts: Counter = Counter()
+        self.correctness: Counter = Counter()
+        self.primary_reasons: Counter = Counter()
+        self.all_reasons: Counter = Counter()
+        self.teachers: dict[str, Counter] = defaultdict(Counter)
+        self.categories: dict[str, Counter] = defaultdict(Counter)
+        self.lengths: dict[str, dict[str, np.ndarray]] = defaultdict(
+            lambda: {"keep": np.zeros(len(LENGTH_EDGES), np.int64),
+                     "drop": np.zeros(len(LENGTH_EDGES), np.int64)})
+        self.duplicates: Counter = Counter()
+        self.rejects: Counter = Counter()
+        self.generate_rejects: Counter = Counter()
+
+    def add(self, row: dict, verdict: str, reasons: list[str]) -> None:
+        signals = row["signals"]
+        self.verdicts[verdict] += 1
+        self.correctness[signals["correctness"]] += 1
+        teacher = self.teachers[row["teacher_id"]]
+        teacher["traces"] += 1
+        teacher[signals["correctness"]] += 1
+        teacher[verdict] += 1
+        self.categories[row["category"]][verdict] += 1
+        if reasons:
+            self.primary_reasons[reasons[0]] += 1
+            self.all_reasons.update(reasons)
+        length = float(signals["length_tokens"])
+        bin_index = int(np.searchsorted(LENGTH_EDGES, length, side="right")) - 1
+        self.lengths[row["category"]][verdict][max(bin_index, 0)] += 1
+
+    def to_dict(self) -> dict:
+        return {
+            "verdicts": dict(self.verdicts),
+            "correctness": dict(self.correctness),
+            "drop_reasons": dict(self.primary_reasons.most_common()),
+            "rule_failures": dict(self.all_reasons.most_common()),
+            "teachers": {t: dict(c) for t, c in sorted(self.teachers.items())},
+            "categories": {c: dict(n) for c, n in sorted(self.categories.items())},
+            "length_edges": LENGTH_EDGES.tolist(),
+            "length_histograms": {c: {v: h.tolist() for v, h in hists.items()}
+                                  for c, hists in sorted(self.lengths.items())},
+            "rejected": dict(self.rejects),
+            "generate_rejects": dict(self.generate_rejects),
+        }
+
+
+def write_report(folder: Path, manifest: DatasetManifest, stats: RunStats,
+                 notes: list[str] | None = None) -> Path:
+    """report.md, stats.json and the plots into ``folder``; returns the Markdown path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = stats.to_dict()
+    (folder / "stats.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n",
+                                       encoding="utf-8")
+    plots = _plots(folder, stats)
+    path = folder / "report.md"
+    path.write_text(_markdown(manifest, stats, plots, notes or []), encoding="utf-8")
+    for written in folder.iterdir():  # published with the version: make it durable too
+        with open(written, "rb") as handle:
+            os.fsync(handle.fileno())
+    return path
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+
+
+def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
+              notes: list[str]) -> str:
+    counts = manifest.counts
+    keep, drop = stats.verdicts["keep"], stats.verdicts["drop"]
+    total = keep + drop
+    lines = [
+        f"# Filter report: dataset version `{manifest.version[:16]}`",
+        "",
+        f"- version: `{manifest.version}`",
+        f"- parent: `{manifest.parent}`" if manifest.parent else "- parent: none",
+        f"- policy: `{manifest.policy.get('name')}` (`{manifest.policy_hash[:16]}`)",
+        f"- input: {manifest.trace_dir} ({len(manifest.inputs)} trace shards)",
+        f"- eval sets: {', '.join(manifest.eval_sets) or 'none'}",
+        "",
+        "## Counts",
+        "",
+        "| | traces |",
+        "|---|---:|",
+        f"| input traces scored | {total:,} |",
+        f"| kept from this input | {keep:,} ({_pct(keep, total)}) |",
+        f"| dropped | {drop:,} ({_pct(drop, total)}) |",
+        f"| kept from the parent version | {counts.get('kept_parent', 0):,} |",
+        f"| rows in this version | {counts.get('kept', 0):,} |",
+        f"| input lines rejected (unreadable) | {sum(stats.rejects.values()):,} |",
+        f"| rejected earlier by generate | {sum(stats.generate_rejects.values()):,} |",
+        f"| duplicate groups | {counts.get('duplicate_groups', 0):,} |",
+        "",
+        "Correctness of the input traces: " + ", ".join(
+            f"{k} {v:,} ({_pct(v, total)})" for k, v in sorted(stats.correctness.items())),
+        "",
+        "## Why traces were dropped",
+        "",
+        "First reason of each dropped trace (rules in policy order, then contamination, "
+        "duplicates, the per-item cap):",
+        "",
+        "| reason | traces | share of input |",
+        "|---|---:|---:|",
+    ]
+    for reason, n in stats.primary_reasons.most_common():
+        lines.append(f"| `{reason}` | {n:,} | {_pct(n, total)} |")
+    lines += ["", "Every failed check (a trace can fail several):", "",
+              "| check | traces |", "|---|---:|"]
+    for reason, n in stats.all_reasons.most_common():
+        lines.append(f"| `{reason}` | {n:,} |")
+    if stats.rejects or stats.generate_rejects:
+        lines += ["", "Rejected lines by reason: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted((stats.rejects + stats.generate_rejects).items()))]
+    lines += ["", "## Teachers", "",
+              "| teacher | traces | correct | wrong | unparseable | accuracy | kept |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for teacher, c in sorted(stats.teachers.items()):
+        lines.append(f"| `{teacher}` | {c['traces']:,} | {c['correct']:,} | {c['wrong']:,} | "
+                     f"{c['unparseable']:,} | {_pct(c['correct'], c['traces'])} | "
+                     f"{c['keep']:,} |")
+    lines += ["", "## Categories", "", "| category | kept | dropped |", "|---|---:|---:|"]
+    for category, c in sorted(stats.categories.items()):
+        lines.append(f"| `{category}` | {c['keep']:,} | {c['drop']:,} |")
+    lines += ["", "## Lengths (tokens)", "", "| category | kept median | dropped median |",
+              "|---|---:|---:|"]
+    for category, hists in sorted(stats.lengths.items()):
+        lines.append(f"| `{category}` | {_median(hists['keep'])} | {_median(hists['drop'])} |")
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _median(hist: np.ndarray) -> str:
+    total = int(hist.sum())
+    if total == 0:
+        return "-"
+    index = int(np.searchsorted(np.cumsum(hist), (total + 1) / 2))
+    return f"~{LENGTH_EDGES[index]:.0f}"
+
+
+def _plots(folder: Path, stats: RunStats) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    if stats.lengths:
+        categories = sorted(stats.lengths)
+        fig, axes = plt.subplots(len(categories), 1, figsize=(7, 2.2 * len(categories)),
+                                 squeeze=False)
+        centers = np.arange(len(LENGTH_EDGES))
+        for ax, category in zip(axes[:, 0], categories, strict=True):
+            hists = stats.lengths[category]
+            ax.bar(centers, hists["keep"], color="tab:green", label="kept")
+            ax.bar(centers, hists["drop"], bottom=hists["keep"], color="tab:red",
+                   label="dropped", alpha=0.7)
+            ax.set_title(category, fontsize=9)
+            ticks = centers[::4]
+            ax.set_xticks(ticks, [f"{LENGTH_EDGES[t]:.0f}" for t in ticks], fontsize=7)
+            ax.set_ylabel("traces", fontsize=8)
+        axes[0, 0].legend(fontsize=8)
+        axes[-1, 0].set_xlabel("length (tokens, log bins)")
+        fig.tight_layout()
+        fig.savefig(folder / "lengths.png", dpi=90)
+        plt.close(fig)
+        written.append("lengths.png")
+    if stats.primary_reasons:
+        reasons = stats.primary_reasons.most_common(20)
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(reasons) + 1))
+        ax.barh([r for r, _ in reasons][::-1], [n for _, n in reasons][::-1], color="tab:red")
+        ax.set_xlabel("dropped traces (first reason)")
+        fig.tight_layout()
+        fig.savefig(folder / "drop_reasons.png", dpi=90)
+        plt.close(fig)
+        written.append("drop_reasons.png")
+    if stats.teachers:
+        teachers = sorted(stats.teachers)
+        accuracy = [stats.teachers[t]["correct"] / max(1, stats.teachers[t]["traces"])
+                    for t in teachers]
+        kept = [stats.teachers[t]["keep"] / max(1, stats.teachers[t]["traces"])
+                for t in teachers]
+        fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(teachers)), 3))
+        x = np.arange(len(teachers))
+        ax.bar(x - 0.2, accuracy, 0.4, label="accuracy", color="tab:blue")
+        ax.bar(x + 0.2, kept, 0.4, label="kept share", color="tab:green")
+        ax.set_xticks(x, teachers, rotation=20, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "teachers.png", dpi=90)
+        plt.close(fig)
+        written.append("teachers.png")
+    return written

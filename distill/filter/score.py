@@ -1,0 +1,244 @@
+"""Scoring one input shard into a cache entry: every trace joined with its sample, with
+all per-trace and per-item signals and its MinHash signature.
+
+An entry is named by the hash of what decides its content (the two input shards'
+sha256, the scorer versions, the MinHash settings), is built in a temp folder and
+renamed into place when complete: a rerun skips finished entries (resume per shard),
+and any policy reuses them (no re-scoring).
+
+Entry files::
+
+    rows.jsonl     ScoredTrace records without verdict (sample with its pooled image,
+                   trace, signals), in (sample position, teacher, k, trace key) order
+    select.jsonl   what selection reads per row: ids, category, image hash, question,
+                   signals (small, so selection never parses whole traces)
+    keys.npy       per row: sample position, exact text hash, image salt, signature
+    rejects.jsonl  input lines that could not be scored (--on-error skip)
+    entry.json     a summary: counts, length statistics, teachers, prompts
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import InputError
+from distill.filter.inputs import ShardPair
+from distill.filter.minhash import MinHasher
+from distill.filter.scorers import ItemAnswer, ScorerSuite, score_item
+from distill.filter.store import DatasetStore
+from distill.shards import (
+    ShardWriter,
+    fsync_dir,
+    iter_lines,
+    iter_records,
+    parse_line,
+    write_json_atomic,
+)
+from schemas import Rejection, Sample, Trace, content_hash
+
+CACHE_FORMAT = "1"
+_JSON = {"separators": (",", ":"), "ensure_ascii": False}
+
+
+def keys_dtype(num_perm: int) -> np.dtype:
+    return np.dtype([("pos", "<i8"), ("text_hash", "<u8"), ("salt", "<u8"),
+                     ("sig", "<u4", (num_perm,))])
+
+
+def image_salt(sha256: str) -> int:
+    return int(sha256[:16], 16)
+
+
+def dedup_text(question: str, reasoning: str, final_answer: str) -> str:
+    """What exact and near dedup compare: question, reasoning and final answer."""
+    return f"{question}\n{reasoning}\n{final_answer}"
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Everything one shard's scoring needs; plain data, so it can travel to Ray."""
+
+    pair: ShardPair
+    store_root: Path
+    image_root: Path | None
+    key: str
+    refusal_phrases: tuple[str, ...]
+    num_perm: int
+    shingle_words: int
+    on_error: str  # "fail" | "skip"
+
+    @property
+    def entry_dir(self) -> Path:
+        return DatasetStore(self.store_root).cache_dir / self.key
+
+
+def cache_key(pair: ShardPair, scorer_versions: dict[str, str], minhash: dict) -> str:
+    return content_hash({"format": CACHE_FORMAT, "traces": pair.trace_ref.sha256,
+                         "samples": pair.sample_sha256, "scorers": scorer_versions,
+                         "minhash": minhash})
+
+
+def read_entry_summary(entry_dir: Path) -> dict | None:
+    path = entry_dir / "entry.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def score_shard(task: ScoreTask) -> dict:
+    """Score one shard into its cache entry (or reuse a finished entry); its summary."""
+    summary = read_entry_summary(task.entry_dir)
+    if summary is not None:
+        return {**summary, "reused": True}
+    store = DatasetStore(task.store_root)
+    tmp = task.entry_dir.with_name(f".tmp-{task.key}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        summary = _score_into(task, store, tmp)
+        os.rename(tmp, task.entry_dir)
+        fsync_dir(task.entry_dir.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {**summary, "reused": False}
+
+
+@dataclass
+class _Scored:
+    pos: int
+    trace: Trace
+    sample_json: str
+    sample: Sample
+    signals: dict
+
+
+def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path) -> dict:
+    pair = task.pair
+    samples: dict[str, tuple[int, Sample]] = {}
+    for pos, sample in enumerate(iter_records(pair.sample_path, Sample)):
+        samples[sample.id] = (pos, sample)
+    suite = ScorerSuite(task.refusal_phrases)
+    pooled: dict[str, tuple[Sample, str]] = {}
+    touched: set[Path] = set()
+    scored: list[_Scored] = []
+    rejects: list[Rejection] = []
+    for number, line in iter_lines(pair.trace_path):
+        try:
+            trace = parse_line(line, Trace, file=pair.trace_path, line=number)
+            pos, sample = _sample_of(trace, samples, pair.trace_path, number)
+        except InputError as error:
+            if task.on_error == "fail":
+                raise
+            rejects.append(Rejection(stage="filter", key=error.location or pair.trace_ref.name,
+                                     reason=error.reason, message=error.message,
+                                     location=error.location, field=error.field,
+                                     raw=Rejection.clip(line.rstrip("\n"))))
+            continue
+        if sample.id not in pooled:
+            image, folder = store.add_image(sample.image, task.image_root)
+            if folder is not None:
+                touched.add(folder)
+            pooled_sample = sample.model_copy(update={"image": image})
+            pooled[sample.id] = (pooled_sample, pooled_sample.model_dump_json())
+        pooled_sample, sample_json = pooled[sample.id]
+        scored.append(_Scored(pos, trace, sample_json, pooled_sample,
+                              suite.score_trace(trace, sample)))
+    for folder in sorted(touched):
+        fsync_dir(folder)
+    _add_agreement(scored)
+    scored.sort(key=lambda s: (s.pos, s.trace.teacher_id, s.trace.k, s.trace.trace_key))
+    _write_entry(task, tmp, scored, rejects)
+    summary = _summary(task, scored, rejects)
+    write_json_atomic(tmp / "entry.json", summary)
+    return summary
+
+
+def _sample_of(trace: Trace, samples: dict[str, tuple[int, Sample]], file: Path,
+               line: int) -> tuple[int, Sample]:
+    found = samples.get(trace.sample_id)
+    if found is None:
+        raise InputError(f"sample {trace.sample_id!r} is not in the matching sample shard",
+                         file=file, line=line, field="sample_id", reason="unknown_sample")
+    if found[1].content_hash() != trace.sample_hash:
+        raise InputError("the sample changed since this trace was generated (sample_hash "
+                         "differs)", file=file, line=line, field="sample_hash",
+                         reason="sample_changed")
+    return found
+
+
+def _add_agreement(scored: list[_Scored]) -> None:
+    items: dict[str, list[_Scored]] = defaultdict(list)
+    for row in scored:
+        items[row.trace.sample_id].append(row)
+    for rows in items.values():
+        answers = [ItemAnswer(r.trace.teacher_id, str(r.signals["answer_canonical"]),
+                              r.signals["correctness"] == "correct") for r in rows]
+        for row, signals in zip(rows, score_item(answers), strict=True):
+            row.signals.update(signals)
+
+
+def _write_entry(task: ScoreTask, tmp: Path, scored: list[_Scored],
+                 rejects: list[Rejection]) -> None:
+    hasher = MinHasher(num_perm=task.num_perm, shingle_words=task.shingle_words)
+    texts = [dedup_text(r.sample.question, r.trace.reasoning, r.trace.final_answer)
+             for r in scored]
+    signatures, text_hashes = hasher.signatures(texts)
+    keys = np.zeros(len(scored), dtype=keys_dtype(task.num_perm))
+    keys["pos"] = [r.pos for r in scored]
+    keys["text_hash"] = text_hashes
+    keys["salt"] = np.array([image_salt(r.sample.image.sha256) for r in scored], dtype=np.uint64)
+    keys["sig"] = signatures
+    with open(tmp / "keys.npy", "wb") as handle:
+        np.save(handle, keys)
+        handle.flush()
+        os.fsync(handle.fileno())
+    rows = ShardWriter(tmp / "rows.jsonl", flush_every=1 << 30, flush_seconds=math.inf)
+    select = ShardWriter(tmp / "select.jsonl", flush_every=1 << 30, flush_seconds=math.inf)
+    for row in scored:
+        signals = json.dumps(row.signals, **_JSON)
+        rows.write_line('{"schema_version":1,"sample":' + row.sample_json + ',"trace":'
+                        + row.trace.model_dump_json() + ',"signals":' + signals + "}")
+        sample = row.sample
+        select.write_line(json.dumps({
+            "sample_id": sample.id, "split": sample.split, "category": sample.category,
+            "image": sample.image.sha256, "question": sample.question,
+            "choices": sample.choices, "teacher_id": row.trace.teacher_id, "k": row.trace.k,
+            "trace_key": row.trace.trace_key, "prompt_id": row.trace.prompt_id,
+            "prompt_hash": row.trace.prompt_hash, "signals": row.signals}, **_JSON))
+    rows.commit()
+    select.commit()
+    if rejects:
+        writer = ShardWriter(tmp / "rejects.jsonl")
+        for reject in rejects:
+            writer.write(reject)
+        writer.commit()
+
+
+def _summary(task: ScoreTask, scored: list[_Scored], rejects: list[Rejection]) -> dict:
+    lengths: dict[str, list[float]] = {}
+    for row in scored:
+        group = f"{row.sample.split}/{row.sample.category}"
+        value = math.log1p(float(row.signals["length_tokens"]))
+        stats = lengths.setdefault(group, [0.0, 0.0, 0.0])
+        stats[0] += 1
+        stats[1] += value
+        stats[2] += value * value
+    return {
+        "key": task.key,
+        "trace_shard": task.pair.trace_ref.name,
+        "rows": len(scored),
+        "rejected": len(rejects),
+        "reject_reasons": dict(Counter(r.reason for r in rejects)),
+        "length_stats": lengths,
+        "teachers": sorted({r.trace.teacher_id for r in scored}),
+        "prompts": {r.trace.prompt_id: r.trace.prompt_hash for r in scored},
+    }
