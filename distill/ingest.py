@@ -13,6 +13,7 @@ everything succeeded: a failed run leaves nothing that looks like a finished dat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections import Counter
@@ -272,29 +273,35 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
               help="Map a Sample field to a dataset column (hf).")
 @click.option("--counts", help="Items per split for digits, e.g. train=8000,val=400,test=600.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the digits set.")
+@click.option("--categories", help="Question categories of the digits set, comma-separated "
+              "(default: all of sum, max_minus_min, count_even, sum_is_even).")
 @click.option("--limit", type=int, help="At most this many items per split (easy-vqa).")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this (decompression-bomb guard).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, image_mode: str,
                    image_root: Path | None, on_error: str, columns: tuple[str, ...],
-                   counts: str | None, seed: int, limit: int | None, max_pixels: int,
-                   overwrite: bool) -> None:
+                   counts: str | None, seed: int, categories: str | None, limit: int | None,
+                   max_pixels: int, overwrite: bool) -> None:
     """Read items from SOURCE (jsonl PATH, hf PATH, easy-vqa, digits) into Sample shards."""
     options = IngestOptions(out=out, shard_size=shard_size, images=image_mode,  # type: ignore[arg-type]
                             on_error=on_error, max_pixels=max_pixels,  # type: ignore[arg-type]
                             overwrite=overwrite)
+    category_list = tuple(c.strip() for c in categories.split(",")) if categories else None
     rows, total = open_source(source, path, image_root=image_root, columns=_parse_columns(columns),
-                              counts=_parse_counts(counts), seed=seed, limit=limit)
+                              counts=_parse_counts(counts), seed=seed, limit=limit,
+                              categories=category_list)
     options.source_config = {"source": source, "path": str(path) if path else None, "seed": seed,
-                             "counts": _parse_counts(counts), "limit": limit}
+                             "counts": _parse_counts(counts), "limit": limit,
+                             "categories": list(category_list) if category_list else None}
     summary = ingest(rows, options, description=f"ingest {source}", total=total)
     print_summary(summary)
 
 
 def open_source(source: str, path: Path | None, *, image_root: Path | None = None,
                 columns: dict[str, str] | None = None, counts: dict[str, int] | None = None,
-                seed: int = 0, limit: int | None = None) -> tuple[Iterable[SourceRow], int | None]:
+                seed: int = 0, limit: int | None = None, categories: tuple[str, ...] | None = None,
+                ) -> tuple[Iterable[SourceRow], int | None]:
     """The rows of a named source, and their number when known up front."""
     if source in ("jsonl", "hf") and path is None:
         raise DistillError(f"'distill ingest {source}' needs a PATH")
@@ -314,5 +321,9 @@ def open_source(source: str, path: Path | None, *, image_root: Path | None = Non
         return iter_easy_vqa(limit_per_split=limit), None
     from distill.sources.digits import DigitsConfig, iter_digits
 
-    config = DigitsConfig(seed=seed, counts=counts) if counts else DigitsConfig(seed=seed)
+    config = DigitsConfig(seed=seed)
+    if counts:
+        config = dataclasses.replace(config, counts=counts)
+    if categories:
+        config = dataclasses.replace(config, categories=categories)
     return iter_digits(config), sum(config.counts.values())

@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from distill.errors import DistillError
 from distill.sources.base import RawItem
 
 SOURCE = "sklearn-digits"
@@ -108,7 +109,8 @@ def iter_digits(config: DigitsConfig) -> Iterator[RawItem]:
     """Every item of every split, in a fixed order."""
     unknown = set(config.categories) - set(QUESTIONS)
     if unknown:
-        raise ValueError(f"unknown digits categories {sorted(unknown)}; known: {sorted(QUESTIONS)}")
+        raise DistillError(f"unknown digits categories {sorted(unknown)}; "
+                           f"known: {sorted(QUESTIONS)}")
     pools = source_pools(config.seed)
     images, labels = _load()
     for split, count in config.counts.items():
