@@ -13,12 +13,12 @@ import pytest
 from distill.answers import parse_number
 from distill.cli import main
 from distill.errors import DistillError
+from distill.evalsets import load_eval_set
 from distill.ingest import IngestOptions, ingest
 from distill.shards import read_json_model
 from distill.sources.digits import DigitsConfig, iter_digits
 from schemas import EvalResult
 from train.evaluate.compare import compare_results, load_results
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.predictors import PredictorOptions, load_predictor
 from train.evaluate.runner import evaluate
 

@@ -14,6 +14,7 @@ import torch
 
 from distill.cli import main
 from distill.errors import DistillError, InputError
+from distill.evalsets import load_eval_set
 from distill.ingest import IngestOptions, ingest
 from distill.shards import read_json_model
 from distill.sources.digits import DigitsConfig, iter_digits
@@ -21,7 +22,6 @@ from schemas import EvalResult
 from tests.conftest import write_jsonl
 from tests.helpers.tiny_llava import build_tiny_llava
 from train.evaluate.cache import GenerationCache
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.predictors import Predictor, PredictorOptions, load_predictor
 from train.evaluate.runner import evaluate
 

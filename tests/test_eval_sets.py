@@ -14,11 +14,11 @@ import pytest
 
 from distill.cli import main
 from distill.errors import InputError
+from distill.evalsets import load_eval_set
 from distill.ingest import IngestOptions, ingest
 from distill.sources.digits import DigitsConfig, iter_digits
 from tests.conftest import png_bytes, write_jsonl
 from train.evaluate.converters import iter_converted
-from train.evaluate.evalset import load_eval_set
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from distill.cli import main
+from distill.evalsets import load_eval_set
 from distill.shards import read_json_model
 from schemas import EvalResult
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.lineage import trace_lineage
 
 # The student lives in the train package; its modules are imported where they are used.

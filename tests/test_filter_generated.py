@@ -27,7 +27,7 @@ def test_filter_publishes_a_version_from_generated_traces(generated, tmp_path: P
                                                           capsys) -> None:
     ingest, gen = generated
     args = ["filter", "--traces", str(gen), "--store", str(tmp_path / "store"),
-            "--eval-set", str(ingest / "samples" / "test")]
+            "--eval-set", f"{ingest}:test"]
     assert main(args) == 0
     version = capsys.readouterr().out.strip()
     store = DatasetStore(tmp_path / "store")

@@ -187,7 +187,7 @@ def test_decontamination_drops_eval_items_by_image_question_and_near_question(
     store = DatasetStore(tmp_path / "store")
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules: {correctness: correct}\ndecontamination: {near_threshold: 0.5}\n")
-    version = run_filter(capsys, gen, store.root, "--eval-set", tmp_path / "eval",
+    version = run_filter(capsys, gen, store.root, "--eval-set", f"{tmp_path / 'eval'}:train",
                          "--policy", policy)
     manifest = store.manifest(version)
     folder = store.version_dir(version)
@@ -198,8 +198,8 @@ def test_decontamination_drops_eval_items_by_image_question_and_near_question(
     assert verdicts["item-1"] == ("question", ["contaminated:question"])
     assert verdicts["item-2"] == ("question_near", ["contaminated:question_near"])
     assert verdicts["item-3"] == ("none", [])
-    assert manifest.eval_sets and manifest.eval_sets[0].split()[1] == str(
-        (tmp_path / "eval").resolve())
+    assert manifest.eval_sets and manifest.eval_sets[0].split()[1] == (
+        f"{(tmp_path / 'eval').resolve()}:train")
     without = run_filter(capsys, gen, store.root, "--policy", policy)
     assert without != version and store.manifest(without).counts["keep"] == 4
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
+from distill.evalsets import load_eval_set
 from distill.ingest import IngestOptions, ingest
 from distill.shards import ShardWriter, read_json_model, shard_ref, write_json_atomic
 from distill.sources.digits import DigitsConfig, iter_digits
@@ -28,7 +29,6 @@ from schemas import (
     make_trace_key,
 )
 from train.evaluate.cache import CachedGeneration, input_hash
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.lineage import trace_lineage
 from train.evaluate.metrics import summarize
 from train.evaluate.predictors.base import model_fingerprint
@@ -99,8 +99,8 @@ def chain(tmp_path: Path) -> dict[str, Path]:
         version=version, created_at=NOW, trace_dir=os.path.relpath(generate, version_dir),
         image_root=str(data), inputs=[trace_ref], policy={"name": "default"},
         policy_hash=content_hash({"name": "default"}), scorer_versions={"correct": "1"},
-        teachers=["digits-cot"], prompts={"cot": "a" * 64}, eval_sets=[f"{'e' * 64} {data}"],
-        counts={"keep": len(traces)},
+        teachers=["digits-cot"], prompts={"cot": "a" * 64},
+        eval_sets=[f"{load_eval_set(data).hash} {data}"], counts={"keep": len(traces)},
         shards=[shard_ref(version_dir / "data" / "part-00000.jsonl", version_dir)]))
 
     _run(tmp_path / "runs" / "stage1", "stage1-run", "1", version_dir, version, None)

@@ -30,9 +30,8 @@ def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazil
 @click.option("--parent", help="Build on this version (id, unique prefix or 'latest'): keep "
               "its traces and drop new ones that duplicate them.")
 @click.option("--eval-set", "eval_sets", multiple=True,
-              type=click.Path(exists=True, path_type=Path),
-              help="Drop items that match this eval set (an ingest folder, a folder of "
-              "Sample shards or a .jsonl file); repeatable.")
+              help="Drop items that match this eval set: an ingest folder (its test split), "
+              "DIR:SPLIT, or a .jsonl file of Samples; repeatable.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write the run's report (Markdown + PNG) here.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
@@ -43,7 +42,7 @@ def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazil
 @click.option("--refusals", type=click.Path(dir_okay=False, path_type=Path),
               help="Refusal phrase list (default: data/refusals.txt).")
 def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: str | None,
-                   eval_sets: tuple[Path, ...], report_dir: Path | None, executor: str,
+                   eval_sets: tuple[str, ...], report_dir: Path | None, executor: str,
                    on_error: str, refusals: Path | None) -> None:
     """Score, select, dedup and decontaminate traces into a dataset version.
 

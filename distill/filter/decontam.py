@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.filter.inputs import EvalSet
+from distill.evalsets import EvalSet
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Decontamination
+from distill.filter.store import eval_set_label
 
 VERSION = "1"
 QUESTION_SHINGLE_WORDS = 3
@@ -85,10 +86,11 @@ class EvalIndex:
 def build_eval_index(eval_sets: Iterable[EvalSet], settings: Decontamination) -> EvalIndex:
     """Index every eval item's image hash and (non-template) question text."""
     eval_sets = list(eval_sets)
-    index = EvalIndex(settings, [s.hash for s in eval_sets], [s.label for s in eval_sets])
+    index = EvalIndex(settings, [s.hash for s in eval_sets],
+                      [eval_set_label(s.hash, s.spec) for s in eval_sets])
     texts: list[str] = []
     for eval_set in eval_sets:
-        for sample in eval_set.samples():
+        for sample in eval_set.samples:
             index.images.add(sample.image.sha256)
             texts.append(question_text(sample.question, sample.choices))
     index.items = len(texts)

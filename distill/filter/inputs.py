@@ -8,13 +8,12 @@ with its sample only ever needs one sample shard in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from distill.errors import DistillError, InputError
-from distill.shards import iter_records, read_json_model
-from schemas import Sample, ShardRef, StageManifest, content_hash, file_sha256
+from distill.errors import InputError
+from distill.shards import read_json_model
+from schemas import ShardRef, StageManifest, file_sha256
 
 
 @dataclass(frozen=True)
@@ -118,46 +117,3 @@ def verify_files(generate: GenerateInput) -> list[ShardPair]:
                              reason="input_changed")
         checked.append(ShardPair(pair.trace_ref, pair.trace_path, pair.sample_path, digest))
     return checked
-
-
-# --- eval sets ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """Sample shards to keep out of training data, named by a hash of their content."""
-
-    path: Path
-    shards: list[Path]
-    hash: str
-
-    def samples(self) -> Iterator[Sample]:
-        for shard in self.shards:
-            yield from iter_records(shard, Sample)
-
-    @property
-    def label(self) -> str:
-        return f"{self.path} (sha256 {self.hash[:16]})"
-
-
-def open_eval_set(path: Path | str) -> EvalSet:
-    """An ingest folder (all its shards), a folder of Sample shards, or one .jsonl file."""
-    path = Path(path)
-    if path.is_file():
-        shards = [path]
-        names = [path.name]
-    elif (path / "manifest.json").is_file():
-        manifest = read_json_model(path / "manifest.json", StageManifest)
-        shards = [path / ref.name for ref in sorted(manifest.shards, key=lambda r: r.name)]
-        names = [ref.name for ref in sorted(manifest.shards, key=lambda r: r.name)]
-    elif path.is_dir():
-        shards = sorted(p for p in path.rglob("*.jsonl") if p.is_file())
-        names = [p.relative_to(path).as_posix() for p in shards]
-    else:
-        raise DistillError(f"eval set {path} not found (give an ingest folder, a folder of "
-                           "Sample shards or a .jsonl file)")
-    if not shards:
-        raise DistillError(f"eval set {path} holds no Sample shards")
-    digest = content_hash([[name, file_sha256(shard)] for name, shard in
-                           zip(names, shards, strict=True)])
-    return EvalSet(path, shards, digest)

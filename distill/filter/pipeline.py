@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import DistillError
+from distill.evalsets import load_eval_set
 from distill.executors import Executor, map_shards
 from distill.filter.decontam import EvalIndex, build_eval_index
 from distill.filter.dedup import (
@@ -42,7 +43,7 @@ from distill.filter.dedup import (
     partitions_for,
     read_rows,
 )
-from distill.filter.inputs import GenerateInput, open_eval_set, open_generate_dir, verify_files
+from distill.filter.inputs import GenerateInput, open_generate_dir, verify_files
 from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Policy
@@ -75,7 +76,7 @@ class FilterOptions:
     store: Path
     policy: Policy
     parent: str | None = None
-    eval_sets: list[Path] = field(default_factory=list)
+    eval_sets: list[str | Path] = field(default_factory=list)  # eval set specs
     report_dir: Path | None = None
     executor: Executor = "local"
     on_error: str = "fail"
@@ -127,7 +128,7 @@ class _Run:
         generate = open_generate_dir(self.options.traces)
         pairs = verify_files(generate)
         parent = self.store.resolve(self.options.parent) if self.options.parent else None
-        eval_sets = [open_eval_set(path) for path in self.options.eval_sets]
+        eval_sets = [load_eval_set(spec) for spec in self.options.eval_sets]
         entries, scored, reused = self._score(generate, pairs)
         self._check_rejects(entries)
         eval_index = build_eval_index(eval_sets, self.policy.decontamination) \
@@ -330,7 +331,7 @@ class _Run:
             parent_manifest = self.store.manifest(parent)
             teachers.update(parent_manifest.teachers)
             prompts = {**parent_manifest.prompts, **prompts}
-        labels = [eval_set_label(s.hash, s.path.resolve()) for s in eval_sets]
+        labels = [eval_set_label(s.hash, s.spec) for s in eval_sets]
         counts = {
             "input_traces": stats.verdicts["keep"] + stats.verdicts["drop"],
             "keep": stats.verdicts["keep"],

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.errors import DistillError
+from distill.evalsets import load_eval_set
 from distill.shards import write_json_atomic
 from train.evaluate.cache import default_cache_dir
 from train.evaluate.converters import FORMATS, ConvertStats, iter_converted, slug
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.runner import (
     DEFAULT_CHUNK,
     LARGE_CHUNK,

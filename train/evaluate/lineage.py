@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 from distill.errors import DistillError
+from distill.evalsets import load_eval_set
+from distill.filter.store import eval_set_hash as eval_set_hash_of
 from distill.shards import read_json_model
 from schemas import (
     DatasetManifest,
@@ -27,7 +29,6 @@ from schemas import (
     StageManifest,
     file_sha256,
 )
-from train.evaluate.evalset import load_eval_set
 from train.evaluate.predictors.base import model_fingerprint
 
 Status = Literal["ok", "broken", "not recorded"]
@@ -98,7 +99,7 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
                                                     "run of ours behind it"], recorded=False))
         return links
     run_path = resolve(result_path.parent, result.model.run_manifest)
-    links.extend(_run_chain(run_path, verify=verify, eval_set=result.eval_set))
+    links.extend(_run_chain(run_path, verify=verify, eval_set_hash=result.eval_set_hash))
     return links
 
 
@@ -155,7 +156,7 @@ def run_manifest_of(checkpoint: Path) -> Path:
     return own if own.is_file() else checkpoint.parent / "manifest.json"
 
 
-def _run_chain(run_path: Path, *, verify: bool, eval_set: str) -> list[Link]:
+def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str) -> list[Link]:
     links: list[Link] = []
     seen: set[Path] = set()
     current: Path | None = run_path
@@ -176,7 +177,7 @@ def _run_chain(run_path: Path, *, verify: bool, eval_set: str) -> list[Link]:
         if not checkpoint.exists():
             link.problems.append(f"checkpoint missing: {checkpoint}")
         links.extend(_dataset_chain(run, current, verify=verify, full=first,
-                                    eval_set=eval_set))
+                                    eval_set_hash=eval_set_hash))
         parent = run.parent_checkpoint
         current = run_manifest_of(resolve(current.parent, parent)) if parent else None
         first = False
@@ -184,7 +185,7 @@ def _run_chain(run_path: Path, *, verify: bool, eval_set: str) -> list[Link]:
 
 
 def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool,
-                   eval_set: str) -> list[Link]:
+                   eval_set_hash: str) -> list[Link]:
     if run.dataset_path is None:
         return [Link("dataset", None, details=["the run names no dataset"],
                      recorded=run.dataset_version is not None)]
@@ -202,7 +203,7 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
                         + ", ".join(f"{k}={v}" for k, v in sorted(dataset.counts.items())))
     if dataset.eval_sets:
         link.details.append(f"decontaminated against {', '.join(dataset.eval_sets)}")
-    link.details.append(_decontamination_note(dataset, eval_set))
+    link.details.append(_decontamination_note(dataset, eval_set_hash))
     if run.dataset_version and run.dataset_version != dataset.version:
         link.problems.append(f"version mismatch: the run trained on {run.dataset_version[:12]}, "
                              f"this manifest is {dataset.version[:12]}")
@@ -213,19 +214,17 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
     return [link, *_stage_chain(dataset, manifest_path, verify=verify)]
 
 
-def _decontamination_note(dataset: DatasetManifest, eval_set: str) -> str:
-    """Whether the dataset was decontaminated against the folder the eval read.
+def _decontamination_note(dataset: DatasetManifest, eval_set_hash: str) -> str:
+    """Whether the dataset was decontaminated against the very items the eval scored.
 
-    Eval set labels are ``"<hash> <path>"`` (or a bare path); not being listed is a
-    warning, not a broken link: the data may still be clean.
+    A manifest names each eval set as ``"<content hash> <spec>"``; matching the hash makes
+    this independent of where the files lie. Not being listed is a warning, not a broken
+    link: the data may still be clean.
     """
-    folder = os.path.normpath(eval_set.rsplit(":", 1)[0] if not Path(eval_set).exists()
-                              else eval_set)
-    listed = {os.path.normpath(label.split(" ", 1)[-1]) for label in dataset.eval_sets}
-    if folder in listed:
+    if eval_set_hash in {eval_set_hash_of(label) for label in dataset.eval_sets}:
         return "decontaminated against the evaluated set"
-    return (f"warning: not decontaminated against the evaluated set {folder}: its items "
-            "may overlap the training data")
+    return ("warning: not decontaminated against the evaluated set: its items may overlap "
+            "the training data")
 
 
 def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) -> list[Link]:

@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.errors import DistillError
+from distill.evalsets import EvalSet, load_eval_set
 from distill.images import decode_image, read_image_bytes
 from schemas import EvalResult
 from train.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
-from train.evaluate.evalset import EvalSet, load_eval_set
 
 DEFAULT_MAX_FLIPS = 200
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from distill.answers import judge, parse_output
+from distill.evalsets import EvalSet
 from distill.progress import progress_bar
 from schemas import EvalItem, EvalResult, Sample, content_hash
 from train.evaluate.cache import CachedGeneration, GenerationCache, input_hash
-from train.evaluate.evalset import EvalSet
 from train.evaluate.metrics import summarize
 from train.evaluate.predictors.base import (
     Generation,

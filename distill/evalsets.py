@@ -1,4 +1,4 @@
-"""Eval sets: the Samples a model is scored on, loaded from an ingest folder or a JSONL file.
+"""Eval sets: the Samples a model is scored on (eval) and kept out of training (filter).
 
 An eval set is named by a *spec*: ``DIR`` or ``DIR:SPLIT`` for an ingest folder
 (``manifest.json`` + ``samples/<split>/*.jsonl``; split ``test`` by default), or a path to a
