@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
 
 from distill.errors import DistillError
+
+# One progress display: ours. Hugging Face's own tqdm bars (loading and writing weights)
+# would interleave with it; this must be set before transformers is imported.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 # name -> "module:attribute" of a click command; each stage owns its own command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {

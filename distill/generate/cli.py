@@ -42,9 +42,15 @@ def generate_command(samples_dir: Path, teacher_set: str, out: Path, splits: str
         executor=executor, flush_every=flush_every,  # type: ignore[arg-type]
         flush_seconds=flush_seconds, retry_rejected=retry_rejected,
         ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus)
+    generate_with_progress(options)
+
+
+def generate_with_progress(options: GenerateOptions) -> RunSummary:
+    """Run generation behind a traces/s progress bar, then print the summary."""
     with progress_bar("generate", unit="traces") as bar:
         summary = run_generate(options, bar_advance=bar.advance, on_total=bar.set_total)
     print_summary(summary)
+    return summary
 
 
 def print_summary(summary: RunSummary) -> None:
