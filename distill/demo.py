@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
+from distill.config_files import load_named_yaml
 from distill.errors import DistillError, InputError
 from distill.paths import DATA_DIR
 from distill.progress import console
@@ -61,11 +61,9 @@ class DemoPlan(_Strict):
     eval_batch_size: int = 64
 
 
-def load_plan(path: Path) -> DemoPlan:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("demo plan not found", file=path, reason="missing_file") from None
+def load_plan(name_or_path: str | Path) -> DemoPlan:
+    """A plan by path, or by name of a YAML file in data/ (``demo``, ``demo-quick``)."""
+    data, path = load_named_yaml(name_or_path, DATA_DIR, "demo plan")
     try:
         plan = DemoPlan.model_validate(data)
     except ValidationError as exc:

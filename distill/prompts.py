@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
-import yaml
 
+from distill.config_files import load_named_yaml
 from distill.errors import InputError
 from distill.paths import PROMPTS_DIR
 from schemas import Sample, content_hash
@@ -62,17 +62,7 @@ class PromptTemplate:
 
 def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PROMPTS_DIR / f"{name_or_path}.yaml"
-    try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        known = sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
-        raise InputError(f"prompt file not found (prompts shipped: {known})", file=path,
-                         reason="missing_file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=path, reason="bad_yaml") from None
+    data, path = load_named_yaml(name_or_path, PROMPTS_DIR, "prompt file")
     return parse_prompt(data, path)
 
 

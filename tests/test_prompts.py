@@ -55,5 +55,5 @@ def test_bad_prompt_files_fail_naming_file_and_field(tmp_path: Path, text, field
 
 
 def test_unknown_prompt_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(InputError, match=r"prompts shipped: \['cot', 'direct', 'think'\]"):
+    with pytest.raises(InputError, match=r"shipped: \['cot', 'direct', 'think'\]"):
         load_prompt("nonexistent")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from distill.config_files import load_named_yaml
 from distill.errors import InputError
 from distill.paths import DATA_DIR
 from schemas import content_hash
@@ -126,17 +127,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
                 ) -> TrainConfig:
     """A config by path or by name in data/configs, with ``key=value`` overrides (YAML values,
     dotted keys for nested fields: ``lora.r=8``)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIGS_DIR / f"{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        known = sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
-        raise InputError(f"train config not found (shipped: {known})", file=path,
-                         reason="missing_file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=path, reason="bad_yaml") from None
+    data, path = load_named_yaml(name_or_path, CONFIGS_DIR, "train config")
+    data = data or {}
     if not isinstance(data, dict):
         raise InputError("a train config must be a mapping", file=path, reason="bad_config")
     for item in overrides:

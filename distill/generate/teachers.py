@@ -26,9 +26,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from distill.config_files import load_named_yaml
 from distill.errors import DistillError, InputError
 from distill.generate.engines import engine_class
 from distill.generate.engines.base import Engine, EngineOptions
@@ -121,17 +121,7 @@ class TeacherSet:
 
 def load_teacher_set(name_or_path: str | Path) -> TeacherSet:
     """A teacher set by path, or by name of a file in data/teachers (``digits``)."""
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = TEACHERS_DIR / f"{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        shipped = sorted(p.stem for p in TEACHERS_DIR.glob("*.yaml"))
-        raise InputError(f"teacher set not found (shipped: {shipped})", file=path,
-                         reason="missing_file") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", file=path, reason="bad_yaml") from None
+    data, path = load_named_yaml(name_or_path, TEACHERS_DIR, "teacher set")
     return parse_teacher_set(data, path)
 
 

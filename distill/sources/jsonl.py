@@ -81,9 +81,9 @@ def row_to_item(row: dict[str, Any], *, file: str, line: int | None, image_root:
     return RawItem(fields=fields, file=file, line=line, image_bytes=data)
 
 
-def iter_jsonl(path: Path, image_root: Path | None = None) -> Iterator[SourceRow]:
-    """Rows of a JSONL file; bad lines are yielded as InputErrors in their place."""
-    image_root = image_root or path.parent
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
+    """(line number, object) for each line of a user's JSONL file; a line that is not a
+    JSON object is yielded as an InputError in its place, so callers can skip or stop."""
     with open(path, encoding="utf-8", newline="\n") as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
@@ -98,8 +98,19 @@ def iter_jsonl(path: Path, image_root: Path | None = None) -> Iterator[SourceRow
                 yield InputError(f"each line must be a JSON object, got {type(row).__name__}",
                                  file=path, line=number, reason="bad_json")
                 continue
-            try:
-                yield row_to_item(row, file=str(path), line=number, image_root=image_root,
-                                  default_id=f"{path.stem}-{number}", default_source=path.name)
-            except InputError as exc:
-                yield exc
+            yield number, row
+
+
+def iter_jsonl(path: Path, image_root: Path | None = None) -> Iterator[SourceRow]:
+    """Rows of a JSONL file; bad lines are yielded as InputErrors in their place."""
+    image_root = image_root or path.parent
+    for entry in iter_json_objects(path):
+        if isinstance(entry, InputError):
+            yield entry
+            continue
+        number, row = entry
+        try:
+            yield row_to_item(row, file=str(path), line=number, image_root=image_root,
+                              default_id=f"{path.stem}-{number}", default_source=path.name)
+        except InputError as exc:
+            yield exc

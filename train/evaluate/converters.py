@@ -35,6 +35,7 @@ from typing import Any
 
 from distill.errors import InputError
 from distill.sources.base import RawItem, SourceRow
+from distill.sources.jsonl import iter_json_objects
 from schemas.sample import CHOICE_LETTERS
 
 # A longer image string is base64 data (TSV), not a path.
@@ -74,20 +75,11 @@ def read_rows(path: Path) -> Iterator[Row | InputError]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[Row | InputError]:
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield InputError(f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                 file=path, line=number, reason="bad_json")
-                continue
-            if not isinstance(data, dict):
-                yield InputError("each line must be a JSON object", file=path, line=number,
-                                 reason="bad_json")
-                continue
+    for entry in iter_json_objects(path):
+        if isinstance(entry, InputError):
+            yield entry
+        else:
+            number, data = entry
             yield Row(data, str(path), number, str(number))
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from distill.config_files import load_named_yaml
 from distill.errors import DistillError, InputError
 from distill.paths import DATA_DIR
 from train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
@@ -66,15 +66,7 @@ class ModelSpec:
 
 def load_model_spec(name_or_path: str | Path) -> ModelSpec:
     """A spec by path, or by name of a file in data/models (``tiny-digits``)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = MODELS_DIR / f"{name_or_path}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        known = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
-        raise InputError(f"model spec not found (shipped: {known})", file=path,
-                         reason="missing_file") from None
+    data, path = load_named_yaml(name_or_path, MODELS_DIR, "model spec")
     return parse_model_spec(data, path)
 
 
