@@ -225,18 +225,16 @@ def parse_line(text: str, model: type[M], *, file: Path | str, line: int) -> M:
         raise InputError.from_validation(exc, file=file, line=line) from None
 
 
-def write_json_atomic(path: Path | str, value: BaseModel | dict | list) -> None:
-    """Write a manifest or small JSON file so that readers see the old or the new, never half."""
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Replace a file so that readers see the old content or the new, never half of it:
+    temp file, fsync, rename, fsync of the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(value, BaseModel):
-        text = value.model_dump_json(indent=2)
-    else:
-        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -244,6 +242,37 @@ def write_json_atomic(path: Path | str, value: BaseModel | dict | list) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _raise_io(exc, path)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files that writers of ``path`` killed mid-write left behind.
+
+    A temp file carries its writer's pid; one whose writer is gone can never be renamed
+    into place, so it is only clutter that a user might mistake for data.
+    """
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json_atomic(path: Path | str, value: BaseModel | dict | list) -> None:
+    """Write a manifest or small JSON file atomically (see ``write_bytes_atomic``)."""
+    if isinstance(value, BaseModel):
+        text = value.model_dump_json(indent=2)
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 
 
 def read_json_model(path: Path | str, model: type[M]) -> M:

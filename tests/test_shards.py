@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,16 @@ def test_json_files_are_replaced_atomically(tmp_path: Path) -> None:
     write_json_atomic(path, {"version": 2})
     assert path.read_text().strip().endswith("}") and '"version": 2' in path.read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_temp_files_of_killed_writers_are_swept_on_the_next_write(tmp_path: Path) -> None:
+    """A writer killed between creating its temp file and renaming it leaves clutter;
+    the next write of that file removes it, but never a live writer's temp file."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".manifest.json.tmp-{dead.stdout.strip()}"
+    live = tmp_path / f".manifest.json.tmp-{os.getppid()}"
+    stale.write_text('{"half": ')
+    live.write_text('{"in progress": ')
+    write_json_atomic(tmp_path / "manifest.json", {"version": 3})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "manifest.json"]

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -50,6 +50,7 @@ from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
 from distill.images import ImageError, read_image_bytes
 from distill.shards import (
     ShardWriter,
+    count_lines,
     fsync_dir,
     iter_lines,
     iter_records,
@@ -58,6 +59,7 @@ from distill.shards import (
     read_json_model,
     repair_partial,
     shard_ref,
+    write_bytes_atomic,
     write_json_atomic,
 )
 from schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
@@ -213,27 +215,11 @@ def _prepare_partials(task: ShardTask) -> tuple[set[str], int]:
         rejections = _rejections(rejects_partial)
         keep = [r for key, r in rejections.items()
                 if key not in done and not _retryable(r, task.retry_rejected)]
-        if len(keep) != count_lines_quick(rejects_partial):
-            _rewrite(rejects_partial, keep)
+        if len(keep) != count_lines(rejects_partial):
+            write_bytes_atomic(rejects_partial,
+                               b"".join(r.model_dump_json().encode() + b"\n" for r in keep))
         done.update(r.key for r in keep)
     return done, repaired
-
-
-def count_lines_quick(path: Path) -> int:
-    with open(path, "rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def _rewrite(path: Path, records: Sequence[Rejection]) -> None:
-    """Replace a partial file's content atomically (temp, fsync, rename)."""
-    tmp = path.with_name(path.name + ".rewrite")
-    with open(tmp, "wb") as handle:
-        for record in records:
-            handle.write(record.model_dump_json().encode() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 # --- one shard ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from pathlib import Path
 
 import jinja2
@@ -16,6 +15,7 @@ from rich.table import Table
 from distill.errors import DistillError
 from distill.evalsets import EvalSet, load_eval_set
 from distill.images import decode_image, read_image_bytes
+from distill.shards import write_bytes_atomic
 from schemas import EvalResult
 from train.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
 
@@ -370,6 +370,4 @@ def write_reports(comparison: Comparison, out: Path, *,
 
 def _write_text(path: Path, text: str) -> None:
     """Readers see the old page or the new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
