@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from distill.errors import DistillError
+from distill.errors import DistillError, disk_full_from
 
 # One progress display: ours. Hugging Face's own tqdm bars (loading and writing weights)
 # would interleave with it; this must be set before transformers is imported.
@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except DistillError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
+        return 2
+    except Exception as exc:
+        full = disk_full_from(exc)
+        if full is None:
+            raise
+        click.secho(f"error: {full}", fg="red", err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("interrupted; finished shards are kept, rerun the command to resume", err=True)

@@ -6,7 +6,9 @@ status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -89,3 +91,45 @@ def require_extra(module: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the optional dependency '{module}', which is not installed "
             f"({exc}). Install it with: pip install 'distill-vlm[{extra}]'"
         ) from None
+
+
+class DiskFullError(DistillError):
+    """The file system ran out of space; completed work is intact and a rerun resumes."""
+
+    def __init__(self, path: str | Path | None = None, *,
+                 rerun: str = "run the same command again to resume") -> None:
+        self.path = path
+        where = f" while writing {path}" if path else ""
+        super().__init__(
+            f"no space left on device{where}; finished work is intact: free some space and "
+            f"{rerun}"
+        )
+
+
+_OUT_OF_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How libraries that do their own I/O say it: safetensors (Rust), numpy's short writes.
+_OUT_OF_SPACE_TEXT = re.compile(
+    r"No space left on device|Disk quota exceeded|os error (28|122)\b"
+    r"|\d+ requested and \d+ written"
+)
+
+
+def disk_full_from(exc: BaseException) -> DiskFullError | None:
+    """The DiskFullError behind ``exc`` (or anything in its chain), else None.
+
+    Stages write through many libraries (our shards, safetensors, numpy, transformers'
+    ``save_pretrained``); each reports a full disk its own way. The CLI asks this one
+    question instead of wrapping every write.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFullError):
+            return current
+        if getattr(current, "errno", None) in _OUT_OF_SPACE_ERRNOS or (
+            _OUT_OF_SPACE_TEXT.search(str(current))
+        ):
+            return DiskFullError(getattr(current, "filename", None))
+        current = current.__cause__ or current.__context__
+    return None

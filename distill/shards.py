@@ -12,7 +12,6 @@ The invariants every stage relies on:
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from distill.errors import DistillError, InputError
+from distill.errors import DiskFullError, DistillError, InputError, disk_full_from
 from schemas import ShardRef, file_sha256
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,10 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class DiskFullError(DistillError):
-    """The file system ran out of space; completed work is intact and a rerun resumes."""
-
-
 def _raise_io(exc: OSError, path: Path) -> None:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise DiskFullError(
-            f"no space left on device while writing {path}; finished shards are intact, "
-            "free some space and run the same command again to resume"
-        ) from exc
+    """Name the file when a write fails for lack of space; other errors pass unchanged."""
+    if disk_full_from(exc) is not None:
+        raise DiskFullError(path) from exc
     raise exc
 
 
@@ -158,12 +151,22 @@ class ShardWriter:
         return ShardRef(name=self.final_path.name, sha256=digest, rows=rows)
 
     def close(self) -> None:
-        """Leave the partial shard in place for a later resume (no commit)."""
-        if not self._handle.closed:
+        """Leave the partial shard in place for a later resume (no commit).
+
+        After a failed write (a full disk) the buffer still holds bytes that cannot be
+        written; closing then fails again for the same reason, which ``flush`` already
+        reported, so that second error is dropped. The partial shard may end in a torn
+        line, which the next open repairs.
+        """
+        if self._handle.closed:
+            return
+        try:
+            self.flush()
+        finally:
             try:
-                self.flush()
-            finally:
                 self._handle.close()
+            except OSError:
+                log.debug("closing %s after a failed write", self.path, exc_info=True)
 
     def __enter__(self) -> ShardWriter:
         return self

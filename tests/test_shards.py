@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import InputError
+from distill.errors import InputError, disk_full_from
 from distill.shards import (
     DiskFullError,
     ShardWriter,
@@ -120,3 +120,25 @@ def test_temp_files_of_killed_writers_are_swept_on_the_next_write(tmp_path: Path
     live.write_text('{"in progress": ')
     write_json_atomic(tmp_path / "manifest.json", {"version": 3})
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "manifest.json"]
+
+
+@pytest.mark.parametrize("raised", [
+    OSError(errno.ENOSPC, "No space left on device", "/data/x.jsonl"),
+    OSError(errno.EDQUOT, "Disk quota exceeded"),
+    RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    OSError("100000 requested and 8176 written"),  # numpy's short write
+])
+def test_every_library_s_way_of_saying_disk_full_is_recognised(raised: Exception) -> None:
+    try:
+        try:
+            raise raised
+        except Exception as inner:
+            raise RuntimeError("saving the checkpoint failed") from inner
+    except RuntimeError as outer:
+        full = disk_full_from(outer)
+    assert full is not None and "free some space" in str(full)
+
+
+def test_other_errors_are_not_mistaken_for_a_full_disk() -> None:
+    assert disk_full_from(OSError(errno.EACCES, "Permission denied")) is None
+    assert disk_full_from(ValueError("28 items")) is None

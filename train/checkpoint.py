@@ -118,6 +118,21 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
+    try:
+        _write_checkpoint(tmp, final, run, state, model, optimizer, scheduler, rank=rank,
+                          world_size=world_size, is_main=is_main, barrier=barrier, keep=keep,
+                          fsdp=fsdp)
+    except BaseException:
+        if is_main:  # a full disk or a crash: the earlier checkpoints stay, the half goes
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write_checkpoint(tmp: Path, final: Path, run: Path, state: TrainerState,
+                      model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, *,
+                      rank: int, world_size: int, is_main: bool, barrier, keep: int,
+                      fsdp: bool) -> None:
     save_state(rng_state(), tmp / f"rng-{rank}")
     weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
     optim = optimizer_state(model, optimizer, fsdp)
@@ -138,7 +153,6 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         for old in list_checkpoints(run)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()
-    return final
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from distill.errors import DistillError
+from distill.errors import DiskFullError, DistillError, disk_full_from
 from distill.progress import console
 
 
@@ -34,8 +34,15 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     if config.stage != "vision" and data is None:
         raise DistillError(f"stage {config.stage!r} needs --data (a dataset version or an "
                            "ingest folder)")
-    manifest = train(config, data or Path("."), out, resume=resume,
-                     init=str(init) if init else None)
+    try:
+        manifest = train(config, data or Path("."), out, resume=resume,
+                         init=str(init) if init else None)
+    except Exception as exc:
+        full = disk_full_from(exc)
+        if full is None:
+            raise
+        raise DiskFullError(full.path, rerun="run the same command with --resume to continue "
+                            "from the last checkpoint") from exc
     if os.environ.get("RANK", "0") != "0":
         return
     loss = f"{manifest.final_loss:.4f}" if manifest.final_loss is not None else "n/a"
