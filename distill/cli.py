@@ -70,7 +70,8 @@ def _not_built(name: str) -> click.Command:
 def cli(verbose: int) -> None:
     """Offline chain-of-thought distillation for small vision-language models."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        force=True)  # the CLI owns logging, also when called twice in one process
 
 
 def main(argv: list[str] | None = None) -> int:

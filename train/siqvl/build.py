@@ -16,6 +16,7 @@ Paths are never fetched from a hub: they must exist on disk.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,10 +174,41 @@ def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
                  ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
     """A saved student (``RUN/final`` or any ``save_student`` folder): model + processor."""
     directory = Path(directory)
-    if not (directory / "config.json").exists():
-        raise DistillError(f"{directory} is not a saved SiQ-VL model (no config.json)")
-    model = SiQVLForConditionalGeneration.from_pretrained(directory, dtype=dtype)
+    _require_siqvl_folder(directory)
+    try:
+        model, info = SiQVLForConditionalGeneration.from_pretrained(
+            directory, dtype=dtype, output_loading_info=True)
+    except RuntimeError as exc:  # weight shapes that differ from the config's
+        raise DistillError(f"{directory}: the weights do not fit the model its config.json "
+                           f"describes; was the folder written by another model? ({exc})"
+                           ) from None
+    except OSError as exc:  # no weights file, or one that cannot be read
+        raise DistillError(f"{directory}: cannot load the student's weights ({exc})") from None
+    misfits = {kind: names for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+               if (names := sorted(map(str, info.get(kind) or [])))}
+    if misfits:  # transformers would start those weights from random values, silently
+        detail = "; ".join(f"{kind.replace('_', ' ')}: {names[:3]}"
+                           + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                           for kind, names in misfits.items())
+        raise DistillError(f"{directory}: the weights do not fit the model its config.json "
+                           f"describes ({detail}); was the folder written by another model?")
     return model, SiQVLProcessor.from_pretrained(directory)
+
+
+def _require_siqvl_folder(directory: Path) -> None:
+    """Refuse another model's checkpoint before transformers half-loads it with a warning."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise DistillError(f"{directory} is not a saved SiQ-VL model (no config.json)")
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise DistillError(f"{config_file} is not a valid model config ({exc})") from None
+    if model_type != SiQVLConfig.model_type:
+        raise DistillError(
+            f"{directory} holds a {model_type!r} model, not a SiQ-VL student "
+            f"(model_type {SiQVLConfig.model_type!r}); give a folder written by distill "
+            "train (RUN/final) or build a student from a model spec instead")
 
 
 def save_student(model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
