@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from distill.shards import write_bytes_atomic
+
 
 def memory_gb(device: torch.device) -> float:
     """Peak memory of this process: CUDA allocator peak on a GPU, peak RSS on a CPU."""
@@ -32,9 +34,7 @@ class MetricsLog:
         if not enabled:
             return
         if resume_step is not None and path.exists():
-            keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+            _cut_to_step(path, resume_step)
         elif resume_step is None and path.exists():
             path.unlink()
         want_tb = tensorboard is True or (
@@ -64,3 +64,15 @@ def read_metrics(path: Path) -> list[dict]:
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
+
+
+def _cut_to_step(path: Path, step: int) -> None:
+    """Keep the records up to the checkpoint a resume starts from.
+
+    A kill can tear the last line mid-write; text after the last newline is dropped, never
+    parsed.
+    """
+    complete = path.read_text(encoding="utf-8").split("\n")[:-1]
+    keep = [line for line in complete
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    write_bytes_atomic(path, "".join(line + "\n" for line in keep).encode("utf-8"))
