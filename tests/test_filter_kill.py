@@ -73,14 +73,16 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gen
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sigkill_at_random_points_then_rerun_gives_the_same_version(generated: Path,
-                                                                     tmp_path: Path) -> None:
+                                                                     tmp_path: Path,
+                                                                     seed: int) -> None:
     """Kills land in each phase: while scoring (after a random number of finished shards),
     during selection and publishing (once the staging folder exists), and at a random
     time; the rerun publishes the uninterrupted run's version."""
     reference, duration = run(generated, tmp_path / "reference")
     shards = len(list((generated / "traces" / "train").glob("*.jsonl")))
-    rng = random.Random(0)
+    rng = random.Random(seed)
     finished_shards = rng.randint(1, shards - 1)
     delay = rng.uniform(0.3, 0.9) * duration
 
@@ -103,6 +105,8 @@ def test_sigkill_at_random_points_then_rerun_gives_the_same_version(generated: P
         assert version == reference, name
         assert find_half_written(store) == [] and not store.tmp_dir.exists()
     assert {"scoring", "selection"} <= set(killed)
+    print(f"\nfilter kill seed {seed}: {len(killed)} SIGKILLs ({', '.join(killed)}), "
+          f"every rerun published {reference}")
 
 
 def test_half_written_files_are_detected(generated: Path, tmp_path: Path) -> None:

@@ -78,3 +78,5 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(setup, tmp_path, seed
     assert content_set(traces) == expected  # timing aside, the same traces
     assert not leftovers(out)
     assert (out / "manifest.json").exists()
+    print(f"\ngenerate kill seed {seed}: {killed_mid_run} SIGKILLs, {expected_count} outputs, "
+          f"0 lost, 0 duplicated")

@@ -92,6 +92,10 @@ def test_faults_end_as_traces_or_rejections_exactly_once(samples_dir, reader, tm
             assert gap >= 0.95, f"Retry-After: 1 not honoured ({gap:.2f} s)"
     assert 2 <= server.max_in_flight <= 4
     assert server.auth_headers == {f"Bearer {SECRET}"}
+    tried = Counter(a for actions in server.actions.values() for a in actions if a != "ok")
+    print(f"\nengine faults: {sum(tried.values())} on {requested} requests "
+          f"({dict(sorted(tried.items()))}); {len(traces)} traces + {len(rejects)} "
+          "rejections, 0 lost, 0 twice")
 
     # Next run, a healthy server: transient rejections are retried, permanent ones are not.
     with EngineServer(reader) as healthy:
