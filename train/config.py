@@ -72,7 +72,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     bucketing: bool = True
     bucket_window: int = Field(default=64, ge=1, description="batches sorted together")
-    compile: bool | Auto = "auto"
+    # Off by default: on an H100 at Qwen2.5-0.5B shapes, compiling took ~330 s and the
+    # compiled loop was not faster (bench/RESULTS.md, GPU). "auto" = on for CUDA.
+    compile: bool | Auto = False
     liger: bool | Auto = "auto"
     packing: bool | Auto = "auto"
     packing_threshold: float = Field(default=0.10, ge=0, le=1)

@@ -3,8 +3,9 @@
 1. precision: weights loaded in bf16 on a GPU (not only autocast); trainable adapters and
    the projector keep fp32 master weights; the vision tower runs under ``no_grad``.
 2. batching: length bucketing (``train.batching.epoch_plan``).
-3. kernel fusion: ``torch.compile`` of the LLM backbone only (the number of images per
-   batch changes, the LLM's input is always one embedding tensor), Liger when installed.
+3. kernel fusion: Liger when installed; ``torch.compile`` of the LLM backbone only when
+   asked (the number of images per batch changes, the LLM's input is always one embedding
+   tensor).
 4. packing: examples concatenated with per-example position ids, no cross-attention;
    ``auto`` turns it on when padding after bucketing stays above ``packing_threshold``.
 5. system: no gradient checkpointing unless asked, dataloader workers, pinned memory.
