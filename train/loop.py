@@ -355,7 +355,8 @@ def run_steps(ctx: RunContext, model, engine, processor: SiQVLProcessor,
     trainable = [p for p in model.parameters() if p.requires_grad]
     window = {"tokens": 0, "examples": 0, "time": 0.0, "padded": 0, "loss": 0.0, "n": 0}
     started = time.perf_counter()
-    with progress_bar(f"train {config.stage}", total=ctx.total_steps, unit="steps") as bar:
+    # Named after the run folder: several runs of one stage (the demo's students) stay apart.
+    with progress_bar(f"train {ctx.out.name}", total=ctx.total_steps, unit="steps") as bar:
         bar.advance(state.step)
         for plan in plans:
             t0 = time.perf_counter()
