@@ -89,7 +89,7 @@ def footprint_kib(folder: Path) -> int:
     return pages * PAGE // 1024
 
 
-def no_leftovers(root: Path) -> list[Path]:
+def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
 
 
@@ -124,7 +124,7 @@ def test_ingest_keeps_the_previous_folder_and_completes_after_space_is_freed(dis
     assert distill(*command).returncode == 0
     rows = [s for p in sorted(out.glob("samples/*/part-*.jsonl")) for s in iter_records(p, Sample)]
     assert len(rows) == 70
-    assert not no_leftovers(disk.root)
+    assert not leftovers(disk.root)
 
 
 def test_generate_keeps_finished_shards_and_resumes_to_the_same_traces(disk, inputs):
@@ -143,7 +143,7 @@ def test_generate_keeps_finished_shards_and_resumes_to_the_same_traces(disk, inp
     assert len(traces) == len({t.trace_key for t in traces}) == len(expected_traces)
     assert content_set(traces) == content_set(expected_traces)
     assert len(rejects) == len(expected_rejects)
-    assert not no_leftovers(disk.root)
+    assert not leftovers(disk.root)
 
 
 def test_filter_keeps_published_versions_and_republishes_the_same_id(disk, inputs, tmp_path):
@@ -163,15 +163,13 @@ def test_filter_keeps_published_versions_and_republishes_the_same_id(disk, input
     again = distill(*command)
     assert again.returncode == 0, again.stderr
     assert again.stdout.split()[-1] == reference.stdout.split()[-1]  # the version id
-    assert not no_leftovers(disk.root)
+    assert not leftovers(disk.root)
 
 
 def test_train_keeps_its_checkpoints_and_resumes_to_the_same_weights(disk, inputs, tmp_path):
-    data = tmp_path / "dataset"
     made = distill("filter", "--traces", inputs["generated"], "--store", tmp_path / "store")
     assert made.returncode == 0, made.stderr
-    version = tmp_path / "store" / "versions"
-    data = next(version.iterdir())
+    data = next((tmp_path / "store" / "versions").iterdir())
     args = ["--config", "cot", "--data", str(data), "--set", "model=test-micro", "--set",
             "llm=full", "--set", "max_steps=8", "--set", "batch_size=4", "--set",
             "save_every=2", "--set", "keep_checkpoints=2", "--set", "threads=1", "--set",
@@ -186,7 +184,7 @@ def test_train_keeps_its_checkpoints_and_resumes_to_the_same_weights(disk, input
     assert "--resume" in failed.stderr
     kept = list_checkpoints(run)
     assert kept and not (run / "final").exists()
-    assert not no_leftovers(disk.root)  # the half-written checkpoint was removed
+    assert not leftovers(disk.root)  # the half-written checkpoint was removed
     disk.free_all()
     resumed = distill("train", *args, "--out", run, "--resume")
     assert resumed.returncode == 0, resumed.stderr
