@@ -15,6 +15,8 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,41 +120,40 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    try:
-        _write_checkpoint(tmp, final, run, state, model, optimizer, scheduler, rank=rank,
-                          world_size=world_size, is_main=is_main, barrier=barrier, keep=keep,
-                          fsdp=fsdp)
-    except BaseException:
-        if is_main:  # a full disk or a crash: the earlier checkpoints stay, the half goes
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _discarded_on_failure(tmp, is_main):
+        save_state(rng_state(), tmp / f"rng-{rank}")
+        weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
+        optim = optimizer_state(model, optimizer, fsdp)
+        if is_main:
+            save_file(weights, str(tmp / WEIGHTS))
+            save_state({"optimizer": optim, "scheduler": scheduler.state_dict(),
+                        "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer")
+        barrier()
+        if is_main:
+            (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n",
+                                     encoding="utf-8")
+            for file in tmp.iterdir():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+            fsync_dir(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            fsync_dir(run)
+            for old in list_checkpoints(run)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        barrier()
     return final
 
 
-def _write_checkpoint(tmp: Path, final: Path, run: Path, state: TrainerState,
-                      model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, *,
-                      rank: int, world_size: int, is_main: bool, barrier, keep: int,
-                      fsdp: bool) -> None:
-    save_state(rng_state(), tmp / f"rng-{rank}")
-    weights = trainable_state(model, fsdp)  # collectives under FSDP: every process calls
-    optim = optimizer_state(model, optimizer, fsdp)
-    if is_main:
-        save_file(weights, str(tmp / WEIGHTS))
-        save_state({"optimizer": optim, "scheduler": scheduler.state_dict(),
-                    "world_size": world_size, "fsdp": fsdp}, tmp / "optimizer")
-    barrier()
-    if is_main:
-        (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
-        for file in tmp.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        fsync_dir(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        fsync_dir(run)
-        for old in list_checkpoints(run)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier()
+@contextmanager
+def _discarded_on_failure(tmp: Path, is_main: bool) -> Iterator[None]:
+    """A full disk or a crash mid-write: the earlier checkpoints stay, the half goes."""
+    try:
+        yield
+    except BaseException:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
