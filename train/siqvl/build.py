@@ -16,7 +16,6 @@ Paths are never fetched from a hub: they must exist on disk.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from distill.config_files import load_named_yaml
 from distill.errors import DistillError, InputError
 from distill.paths import DATA_DIR
+from train.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
 from train.siqvl.modeling import SiQVLForConditionalGeneration
 from train.siqvl.processing import ProcessorSettings, SiQVLProcessor
@@ -197,17 +197,11 @@ def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
 
 def _require_siqvl_folder(directory: Path) -> None:
     """Refuse another model's checkpoint before transformers half-loads it with a warning."""
-    config_file = directory / "config.json"
-    if not config_file.is_file():
-        raise DistillError(f"{directory} is not a saved SiQ-VL model (no config.json)")
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise DistillError(f"{config_file} is not a valid model config ({exc})") from None
-    if model_type != SiQVLConfig.model_type:
+    model_type = read_model_type(directory)
+    if model_type != SIQVL_MODEL_TYPE:
         raise DistillError(
             f"{directory} holds a {model_type!r} model, not a SiQ-VL student "
-            f"(model_type {SiQVLConfig.model_type!r}); give a folder written by distill "
+            f"(model_type {SIQVL_MODEL_TYPE!r}); give a folder written by distill "
             "train (RUN/final) or build a student from a model spec instead")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from train.model_folders import SIQVL_MODEL_TYPE
+
 VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
 TEXT_MODEL_TYPES = ("qwen2",)
 
@@ -17,7 +19,7 @@ class SiQVLConfig(PreTrainedConfig):
     ``image_token_id`` is the placeholder id the processor puts where image features go.
     """
 
-    model_type = "siqvl"
+    model_type = SIQVL_MODEL_TYPE
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip2_vision_model"),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),

@@ -19,11 +19,10 @@ from train.evaluate.predictors.base import (
     Predictor,
     model_fingerprint,
     model_key,
-    read_model_type,
 )
+from train.model_folders import SIQVL_MODEL_TYPE, read_model_type
 
 KINDS = ("siqvl", "hf", "engine")
-SIQVL_MODEL_TYPE = "siqvl"
 
 __all__ = ["MODES", "Generation", "Mode", "PredictorOptions", "Predictor", "load_predictor",
            "model_fingerprint", "model_key", "parse_model_spec"]

@@ -8,7 +8,6 @@ image-text-to-text model and a teacher engine of the generate stage are scored t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from distill.errors import InputError
 from distill.images import load_image
 from distill.prompts import PromptTemplate, load_prompt
 from schemas import ModelRef, Sample, content_hash, file_sha256
+from train.model_folders import SIQVL_MODEL_TYPE, read_model_type
 
 Mode = Literal["cot", "direct"]
 MODES: tuple[Mode, ...] = ("cot", "direct")
@@ -87,20 +87,6 @@ def mode_prompt(mode: Mode, override: str | Path | None = None) -> PromptTemplat
     return load_prompt(override or DEFAULT_PROMPTS[mode])
 
 
-def read_model_type(folder: Path) -> str | None:
-    """``model_type`` from a model folder's config.json (None when absent)."""
-    config = folder / "config.json"
-    if not config.is_file():
-        raise InputError("not a model folder: it has no config.json", file=folder,
-                         reason="missing_file")
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"config.json is not a JSON object: {exc}", file=config,
-                         reason="bad_json") from None
-    return value if isinstance(value, str) else None
-
-
 def check_image_text_model(folder: Path) -> str:
     """The model type of a local transformers image-text-to-text model folder, or a clear
     error for anything else (a SiQ-VL checkpoint, a text-only LM, no model at all)."""
@@ -109,7 +95,7 @@ def check_image_text_model(folder: Path) -> str:
     )
 
     model_type = read_model_type(folder)
-    if model_type == "siqvl":
+    if model_type == SIQVL_MODEL_TYPE:
         raise InputError(f"this is a SiQ-VL checkpoint; evaluate it with --model "
                          f"siqvl:{folder}", file=folder, reason="wrong_model")
     if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:

@@ -21,14 +21,11 @@ from train.evaluate.predictors.base import (
     load_sample_image,
     mode_prompt,
     model_fingerprint,
-    read_model_type,
 )
+from train.model_folders import SIQVL_MODEL_TYPE, read_model_type
 
 if TYPE_CHECKING:
     from train.evaluate.predictors import PredictorOptions
-
-SIQVL_MODEL_TYPE = "siqvl"
-
 
 def locate_checkpoint(path: Path) -> tuple[Path, Path | None]:
     """(checkpoint folder, its run's manifest.json or None) for a run or checkpoint path.
@@ -44,15 +41,16 @@ def locate_checkpoint(path: Path) -> tuple[Path, Path | None]:
             others = sorted(p.name for p in path.glob("checkpoint-*") if p.is_dir())
             raise InputError(f"this run has no final/ checkpoint yet; name one of {others} "
                              "explicitly", file=path, reason="missing_file")
-        return final, path / "manifest.json"
-    model_type = read_model_type(path)
+        checkpoint, manifest = final, path / "manifest.json"
+    else:
+        checkpoint, manifest = path, path.parent / "manifest.json"
+    model_type = read_model_type(checkpoint)
     if model_type != SIQVL_MODEL_TYPE:
         raise InputError(f"this is a '{model_type}' checkpoint, not a SiQ-VL checkpoint "
                          f"(model_type '{SIQVL_MODEL_TYPE}'); evaluate it with --model "
-                         f"hf:{path}", file=path / "config.json", field="model_type",
-                         reason="wrong_model")
-    manifest = path.parent / "manifest.json"
-    return path, manifest if manifest.is_file() else None
+                         f"hf:{checkpoint}", file=checkpoint / "config.json",
+                         field="model_type", reason="wrong_model")
+    return checkpoint, manifest if manifest.is_file() else None
 
 
 class SiqvlPredictor:
@@ -60,10 +58,6 @@ class SiqvlPredictor:
 
     def __init__(self, path: Path, options: PredictorOptions) -> None:
         self.checkpoint, self.run_manifest_path = locate_checkpoint(path)
-        if read_model_type(self.checkpoint) != SIQVL_MODEL_TYPE:
-            raise InputError(f"this is a '{read_model_type(self.checkpoint)}' checkpoint, not "
-                             "a SiQ-VL checkpoint", file=self.checkpoint / "config.json",
-                             field="model_type", reason="wrong_model")
         self.options = options
 
     @cached_property
