@@ -48,7 +48,14 @@ from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Policy
 from distill.filter.report import RunStats, write_report
-from distill.filter.score import ScoreTask, cache_key, read_entry_summary, score_shard
+from distill.filter.score import (
+    JSON_COMPACT,
+    ScoreTask,
+    cache_key,
+    read_entry_summary,
+    save_npy,
+    score_shard,
+)
 from distill.filter.scorers import DEFAULT_REFUSALS, ScorerSuite, load_refusal_phrases
 from distill.filter.select import STAGE_VERSIONS, CacheEntry, Decision, LengthStats, Selector
 from distill.filter.store import (
@@ -62,7 +69,6 @@ from distill.shards import ShardWriter, iter_records, shard_name, write_json_ato
 from schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
 
 INDEX_FORMAT = "1"
-_JSON = {"separators": (",", ":"), "ensure_ascii": False}
 
 
 def index_dtype(num_perm: int) -> np.dtype:
@@ -382,9 +388,9 @@ def _scored_line(cached: str, derived: dict, verdict: str, reasons: list[str]) -
     parsing the row again: append the run-level signals, the verdict and the reasons."""
     if not cached.endswith("}}"):
         raise DistillError("scoring cache row is malformed; delete STORE/cache and rerun")
-    extra = json.dumps(derived, **_JSON)[1:-1]
+    extra = json.dumps(derived, **JSON_COMPACT)[1:-1]
     return (cached[:-2] + "," + extra + '},"verdict":"' + verdict + '","reasons":'
-            + json.dumps(reasons, **_JSON) + "}")
+            + json.dumps(reasons, **JSON_COMPACT) + "}")
 
 
 class _Outputs:
@@ -431,7 +437,7 @@ class _Outputs:
         self._clusters.write_line(json.dumps({
             "trace_key": row["trace_key"], "duplicate_of": of, "kind": kind,
             "sample_id": row["sample_id"], "teacher_id": row["teacher_id"],
-            "of_parent_version": of_parent}, **_JSON))
+            "of_parent_version": of_parent}, **JSON_COMPACT))
 
     def commit_shard(self, name: str, kept_keys: np.ndarray, trace_keys: list[str]) -> None:
         """Finish one input shard: its scored shard, and its data + index shards if any
@@ -452,7 +458,7 @@ class _Outputs:
         for name_ in ("text_hash", "salt", "sig"):
             rows[name_] = kept_keys[name_]
         path = self.staging / "index" / f"part-{index:05d}.npy"
-        _save_npy(path, rows)
+        save_npy(path, rows)
         self.index_refs.append(ShardRef(name=path.name, sha256=file_sha256(path),
                                         rows=len(rows)))
 
@@ -474,14 +480,6 @@ class _Outputs:
         write_json_atomic(self.staging / "index" / "index.json", {
             "format": INDEX_FORMAT, "minhash": minhash,
             "parts": [ref.model_dump(mode="json") for ref in self.index_refs]})
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

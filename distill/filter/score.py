@@ -45,12 +45,21 @@ from distill.shards import (
 from schemas import Rejection, Sample, Trace, content_hash
 
 CACHE_FORMAT = "1"
-_JSON = {"separators": (",", ":"), "ensure_ascii": False}
+JSON_COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
 
 
 def keys_dtype(num_perm: int) -> np.dtype:
     return np.dtype([("pos", "<i8"), ("text_hash", "<u8"), ("salt", "<u8"),
                      ("sig", "<u4", (num_perm,))])
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write an array and fsync it (cache entries and versions are renamed into place after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        np.save(handle, array)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def image_salt(sha256: str) -> int:
@@ -197,14 +206,11 @@ def _write_entry(task: ScoreTask, tmp: Path, scored: list[_Scored],
     keys["text_hash"] = text_hashes
     keys["salt"] = np.array([image_salt(r.sample.image.sha256) for r in scored], dtype=np.uint64)
     keys["sig"] = signatures
-    with open(tmp / "keys.npy", "wb") as handle:
-        np.save(handle, keys)
-        handle.flush()
-        os.fsync(handle.fileno())
+    save_npy(tmp / "keys.npy", keys)
     rows = ShardWriter(tmp / "rows.jsonl", flush_every=1 << 30, flush_seconds=math.inf)
     select = ShardWriter(tmp / "select.jsonl", flush_every=1 << 30, flush_seconds=math.inf)
     for row in scored:
-        signals = json.dumps(row.signals, **_JSON)
+        signals = json.dumps(row.signals, **JSON_COMPACT)
         rows.write_line('{"schema_version":1,"sample":' + row.sample_json + ',"trace":'
                         + row.trace.model_dump_json() + ',"signals":' + signals + "}")
         sample = row.sample
@@ -213,7 +219,7 @@ def _write_entry(task: ScoreTask, tmp: Path, scored: list[_Scored],
             "image": sample.image.sha256, "question": sample.question,
             "choices": sample.choices, "teacher_id": row.trace.teacher_id, "k": row.trace.k,
             "trace_key": row.trace.trace_key, "prompt_id": row.trace.prompt_id,
-            "prompt_hash": row.trace.prompt_hash, "signals": row.signals}, **_JSON))
+            "prompt_hash": row.trace.prompt_hash, "signals": row.signals}, **JSON_COMPACT))
     rows.commit()
     select.commit()
     if rejects:
