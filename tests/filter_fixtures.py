@@ -7,11 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import numpy as np
-
 from bench.filter_data import make_trace, write_generate_dir
 from distill.ingest import IngestOptions, ingest
-from distill.sources.digits import DigitsConfig, digit_images, iter_digits
+from distill.sources.digits import DigitsConfig, digits_of, iter_digits
 from schemas import Sample, Trace
 
 
@@ -20,11 +18,6 @@ def ingest_digits(out: Path, counts: dict[str, int], shard_size: int = 10,
     config = DigitsConfig(seed=seed, counts=counts)
     ingest(iter_digits(config), IngestOptions(out=out, shard_size=shard_size))
     return out
-
-
-def digits_of(sample: Sample) -> list[int]:
-    _, labels = digit_images(np.array(sample.meta["source_indices"]))
-    return [int(label) for label in labels]
 
 
 def reasoning(sample: Sample, style: int = 0) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from distill.shards import ShardWriter, iter_records, read_json_model, shard_name, write_json_atomic
-from distill.sources.digits import digit_images
+from distill.sources.digits import digits_of
 from schemas import (
     DatasetManifest,
     Sample,
@@ -30,7 +30,7 @@ ORACLE_TEACHER = "oracle-digits"
 
 def oracle_reasoning(sample: Sample) -> str:
     """A correct rationale for a digits sample, from the labels of its source scans."""
-    digits = [int(d) for d in digit_images(list(sample.meta["source_indices"]))[1]]
+    digits = digits_of(sample)
     listed = ", ".join(map(str, digits[:-1])) + f" and {digits[-1]}"
     lines = [f"The digits are {listed}."]
     if sample.category in ("sum", "sum_is_even"):

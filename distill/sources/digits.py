@@ -19,6 +19,7 @@ from PIL import Image
 
 from distill.errors import DistillError
 from distill.sources.base import RawItem
+from schemas import Sample
 
 SOURCE = "sklearn-digits"
 GRID = 2  # cells per side
@@ -80,6 +81,13 @@ def digit_images(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(images in 0..16 ink units, labels) of the given source scans."""
     images, labels = _load()
     return images[indices], labels[indices]
+
+
+def digits_of(sample: Sample) -> list[int]:
+    """The true digits of an ingested digits item, from the labels of its source scans
+    (what a perfect reader would see; fixtures build correct rationales from it)."""
+    _, labels = digit_images(np.array(sample.meta["source_indices"]))
+    return [int(label) for label in labels]
 
 
 def render(cells: list[tuple[int, np.ndarray]]) -> Image.Image:
