@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +14,15 @@ from pathlib import Path
 import pytest
 from filter_fixtures import build_generate_dir, faulty_teachers
 
+from bench.filter_reliability import command as filter_command
 from distill.filter.store import DatasetStore, find_half_written
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def filter_cmd(gen: Path, store: Path) -> list[str]:
-    return [sys.executable, "-m", "distill", "filter", "--traces", str(gen), "--store",
-            str(store)]
-
-
 def run(gen: Path, store: Path) -> tuple[str, float]:
     start = time.monotonic()
-    done = subprocess.run(filter_cmd(gen, store), cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run(filter_command(gen, store), cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "DISTILL_PROGRESS": "0"}, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip(), time.monotonic() - start
@@ -36,7 +31,7 @@ def run(gen: Path, store: Path) -> tuple[str, float]:
 def run_and_kill_when(gen: Path, store: DatasetStore, reached, timeout: float = 120) -> bool:
     """Start filter and SIGKILL it as soon as ``reached(store)`` holds (polled every few
     ms); False if the run finished first."""
-    process = subprocess.Popen(filter_cmd(gen, store.root), cwd=ROOT,
+    process = subprocess.Popen(filter_command(gen, store.root), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "DISTILL_PROGRESS": "0"})
     deadline = time.monotonic() + timeout
