@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from distill.errors import DistillError, InputError
 from distill.images import ImageError, resolve_image_path
-from distill.shards import count_lines, fsync_dir, read_json_model
+from distill.shards import count_lines, fsync_dir, read_json_model, write_bytes_atomic
 from schemas import DatasetManifest, ImageRef, ShardRef, content_hash, file_sha256, sha256_hex
 
 IMAGE_ROOT_FROM_VERSION = "../../images"
@@ -189,13 +189,11 @@ class DatasetStore:
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         tmp.unlink(missing_ok=True)
         try:
-            os.link(source, tmp)
+            os.link(source, tmp)  # no copy when the ingest folder is on the same disk
         except OSError:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
+            write_bytes_atomic(target, data)
+        else:
+            os.replace(tmp, target)
         return pooled, target.parent
 
 
