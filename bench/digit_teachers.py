@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
-from distill.answers import judge  # noqa: E402
+from distill.core.answers import judge  # noqa: E402
+from distill.core.paths import DATA_DIR  # noqa: E402
+from distill.core.shards import iter_records  # noqa: E402
 from distill.generate.runner import GenerateOptions, run_generate  # noqa: E402
-from distill.ingest import IngestOptions, ingest, open_source  # noqa: E402
-from distill.paths import DATA_DIR  # noqa: E402
-from distill.shards import iter_records  # noqa: E402
-from schemas import Sample, Trace  # noqa: E402
+from distill.ingest.pipeline import IngestOptions, ingest, open_source  # noqa: E402
+from distill.schemas import Sample, Trace  # noqa: E402
 
 
 def _accuracy(root: Path, samples: dict[str, Sample], teachers: Path, name: str):

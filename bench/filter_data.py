@@ -17,9 +17,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from distill.answers import parse_output
-from distill.shards import ShardWriter, iter_records, read_json_model, shard_name, write_json_atomic
-from schemas import (
+from distill.core.answers import parse_output
+from distill.core.shards import (
+    ShardWriter,
+    iter_records,
+    read_json_model,
+    shard_name,
+    write_json_atomic,
+)
+from distill.schemas import (
     ImageRef,
     Rejection,
     Sample,

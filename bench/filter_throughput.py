@@ -47,8 +47,8 @@ SHARDS_AT_LARGEST = 40  # every size is a whole number of equal shards
 def build_inputs(workdir: Path, sizes: list[int]) -> dict[int, Path]:
     """One generate folder for the largest size; smaller sizes list a prefix of its shards."""
     from bench.filter_data import realistic_traces, synthetic_ingest, write_generate_dir
-    from distill.shards import read_json_model, write_json_atomic
-    from schemas import StageManifest
+    from distill.core.shards import read_json_model, write_json_atomic
+    from distill.schemas import StageManifest
 
     largest = max(sizes)
     planted: list[tuple[str, str]] = []
@@ -81,10 +81,10 @@ def build_inputs(workdir: Path, sizes: list[int]) -> dict[int, Path]:
 def dedup_texts(gen: Path, out: Path) -> int:
     """question + reasoning + final answer of every trace, one JSON line each: the text
     both near-dup methods compare."""
+    from distill.core.shards import iter_records
     from distill.filter.inputs import open_generate_dir
     from distill.filter.score import dedup_text
-    from distill.shards import iter_records
-    from schemas import Sample, Trace
+    from distill.schemas import Sample, Trace
 
     generate = open_generate_dir(gen)
     count = 0

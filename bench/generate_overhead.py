@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
+from distill.core.shards import ShardWriter, partial_path  # noqa: E402
 from distill.generate.engines.base import (  # noqa: E402
     ChatRequest,
     Completion,
@@ -38,8 +39,7 @@ from distill.generate.engines.base import (  # noqa: E402
     RequestResults,
 )
 from distill.generate.runner import GenerateOptions, run_generate  # noqa: E402
-from distill.ingest import IngestOptions, ingest, open_source  # noqa: E402
-from distill.shards import ShardWriter, partial_path  # noqa: E402
+from distill.ingest.pipeline import IngestOptions, ingest, open_source  # noqa: E402
 
 CANNED = ("The image shows 3 digits: 4, 7 and 1.\nAdding them: 4 + 7 = 11, 11 + 1 = 12.\n"
           "Answer: 12")

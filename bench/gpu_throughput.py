@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from train_throughput import BASELINE, make_dataset, measure  # noqa: E402
 
-from distill.paths import DATA_DIR  # noqa: E402
+from distill.core.paths import DATA_DIR  # noqa: E402
 
 REAL_SPEC = DATA_DIR / "models" / "qwen2.5-0.5b-siglip2-base-random.yaml"
 REFERENCE = {"stage1": 100_923, "stage2": 86_080}

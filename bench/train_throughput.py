@@ -38,13 +38,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from distill.ingest import IngestOptions, ingest  # noqa: E402
-from distill.sources.digits import DigitsConfig, iter_digits  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.fixtures import write_dataset_version  # noqa: E402
-from train.loop import train  # noqa: E402
-from train.metrics import read_metrics  # noqa: E402
-from train.tokenizer import TINY_TOKENIZER_DIR, training_corpus  # noqa: E402
+from distill.ingest.pipeline import IngestOptions, ingest  # noqa: E402
+from distill.ingest.sources.digits import DigitsConfig, iter_digits  # noqa: E402
+from distill.train.config import TrainConfig  # noqa: E402
+from distill.train.loop import train  # noqa: E402
+from distill.train.metrics import read_metrics  # noqa: E402
+from distill.train.tokenizer import TINY_TOKENIZER_DIR, training_corpus  # noqa: E402
+from tests.helpers.train_fixtures import write_dataset_version  # noqa: E402
 
 SIZES = {
     "full": dict(image_size=64, vision_hidden=128, vision_layers=2, llm_hidden=256,
@@ -81,8 +81,8 @@ def trace_lengths(n: int, median: float, seed: int, source: Path | None) -> np.n
     if source is not None:
         from transformers import AutoTokenizer
 
-        from train.data import load_training_set
-        from train.siqvl.processing import SiQVLProcessor  # noqa: F401
+        from distill.train.data import load_training_set
+        from distill.train.siqvl.processing import SiQVLProcessor  # noqa: F401
 
         tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
         targets = [item.target for item in load_training_set(source, "cot").items]

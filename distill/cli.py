@@ -1,5 +1,6 @@
-"""The ``distill`` command. Subcommands live with the stage they drive and are imported
-only when called, so ``distill --help`` stays fast and optional extras stay optional."""
+"""The ``distill`` command, an entry point: the only layer (with the demo) that may import
+every stage. Subcommands live with the stage they drive and are imported only when called,
+so ``distill --help`` stays fast and optional extras stay optional."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 import click
 
-from distill.errors import DistillError, disk_full_from
+from distill.core.errors import DistillError, disk_full_from
 
 # One progress display: ours. Hugging Face's own tqdm bars (loading and writing weights)
 # would interleave with it; this must be set before transformers is imported.
@@ -18,16 +19,21 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 # name -> "module:attribute" of a click command; each stage owns its own command.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("distill.ingest:ingest_command", "Read items into partitioned Sample shards."),
+    "ingest": ("distill.ingest.cli:ingest_command", "Read items into partitioned Sample shards."),
     "generate": ("distill.generate.cli:generate_command", "Run teachers over Sample shards."),
     "filter": ("distill.filter.cli:filter_command", "Score, dedup and publish a dataset version."),
     "datasets": ("distill.filter.cli:datasets_group", "List, show, diff, export dataset versions."),
-    "train": ("train.cli:train_command", "Fine-tune the SiQ-VL student on a dataset version."),
-    "eval": ("train.evaluate.cli:eval_command", "Score a model on an eval set."),
-    "compare": ("train.evaluate.cli:compare_command", "Compare eval results side by side."),
-    "lineage": ("train.evaluate.cli:lineage_command", "Print an eval result's lineage chain."),
+    "train": ("distill.train.cli:train_command", "Fine-tune the SiQ-VL student on a dataset."),
+    "eval": ("distill.evaluate.cli:eval_command", "Score a model on an eval set."),
+    "compare": ("distill.evaluate.cli:compare_command", "Compare eval results side by side."),
+    "lineage": ("distill.evaluate.cli:lineage_command", "Print an eval result's lineage chain."),
     "demo": ("distill.demo:demo_command", "Run the whole pipeline on the embedded digits data."),
-    "schemas": ("schemas.cli:schemas_group", "Export the record schemas as JSON Schema."),
+    "schemas": ("distill.schemas.cli:schemas_group", "Export the record schemas as JSON Schema."),
+}
+# Commands of one stage shown under another's group: `distill eval convert` turns a
+# benchmark's files into an eval set, which is ingestion's job.
+SUBCOMMAND_EXTRAS: dict[str, dict[str, str]] = {
+    "eval": {"convert": "distill.ingest.cli:convert_command"},
 }
 
 
@@ -40,15 +46,10 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in SUBCOMMANDS:
             return None
-        target, _ = SUBCOMMANDS[name]
-        module_name, attribute = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                return _not_built(name)
-            raise
-        return getattr(module, attribute)
+        command = _load(SUBCOMMANDS[name][0])
+        for sub_name, target in SUBCOMMAND_EXTRAS.get(name, {}).items():
+            command.add_command(_load(target), sub_name)  # type: ignore[attr-defined]
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, SUBCOMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -56,13 +57,11 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
-def _not_built(name: str) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def missing(args: tuple[str, ...]) -> None:
-        raise DistillError(f"'distill {name}' is not available in this version yet")
-
-    return missing
+def _load(target: str) -> click.Command:
+    """Import a subcommand. Its module imports optional extras lazily (``require_extra``
+    names the extra to install), so any ImportError here is a real bug and shows itself."""
+    module_name, attribute = target.split(":")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 @click.group(cls=LazyGroup)

@@ -24,10 +24,10 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.table import Table
 
-from distill.config_files import load_named_yaml
-from distill.errors import DistillError, InputError
-from distill.paths import DATA_DIR
-from distill.progress import console
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import DistillError, InputError
+from distill.core.paths import DATA_DIR
+from distill.core.progress import console
 
 DEFAULT_PLAN = DATA_DIR / "demo.yaml"
 QUICK_PLAN = DATA_DIR / "demo-quick.yaml"
@@ -116,8 +116,9 @@ class DemoRun:
 
 
 def run_ingest(run: DemoRun) -> None:
-    from distill.ingest import IngestOptions, ingest, print_summary
-    from distill.sources.digits import DigitsConfig, iter_digits
+    from distill.ingest.cli import print_summary
+    from distill.ingest.pipeline import IngestOptions, ingest
+    from distill.ingest.sources.digits import DigitsConfig, iter_digits
 
     if (run.ingest_dir / "manifest.json").exists():
         console.print(f"[dim]already done: {run.ingest_dir}")
@@ -159,9 +160,9 @@ def run_filter(run: DemoRun) -> Path:
 def train_stage(config_name: str, overrides: dict[str, Any], data: Path | None,
                 out: Path) -> None:
     """Train one stage, resuming a partial run and skipping a finished one."""
-    from train.checkpoint import latest_checkpoint
-    from train.config import load_config
-    from train.loop import train
+    from distill.train.checkpoint import latest_checkpoint
+    from distill.train.config import load_config
+    from distill.train.loop import train
 
     if (out / "final" / "config.json").exists() and (out / "manifest.json").exists():
         console.print(f"[dim]already done: {out}")
@@ -188,12 +189,12 @@ def run_student(run: DemoRun, name: str, dataset: Path, vision: Path) -> None:
 def run_eval(run: DemoRun, name: str) -> Path:
     import torch
 
-    from distill.evalsets import load_eval_set
-    from distill.shards import read_json_model, write_json_atomic
-    from schemas import RunManifest
-    from train.config import TrainConfig
-    from train.evaluate.predictors import PredictorOptions, load_predictor
-    from train.evaluate.runner import evaluate
+    from distill.core.evalsets import load_eval_set
+    from distill.core.predictors import PredictorOptions, load_predictor
+    from distill.core.shards import read_json_model, write_json_atomic
+    from distill.evaluate.runner import evaluate
+    from distill.schemas import RunManifest
+    from distill.train.config import TrainConfig
 
     torch.set_num_threads(1)  # small batched decoding: one thread is fastest on small CPUs
     run_dir = run.run_dir(name)
@@ -217,8 +218,8 @@ def run_eval(run: DemoRun, name: str) -> Path:
 
 
 def run_compare(run: DemoRun) -> dict[str, Path]:
-    from train.evaluate.compare import compare_results, load_results
-    from train.evaluate.report import print_comparison, write_reports
+    from distill.evaluate.compare import compare_results, load_results
+    from distill.evaluate.report import print_comparison, write_reports
 
     names = list(run.plan.students)
     results = load_results([run.result_path(name) for name in names])
@@ -229,7 +230,7 @@ def run_compare(run: DemoRun) -> dict[str, Path]:
 
 def check_lineage(run: DemoRun) -> list[str]:
     """Every result must trace back, unbroken, to the traces and the ingested samples."""
-    from train.evaluate.lineage import trace_lineage
+    from distill.evaluate.lineage import trace_lineage
 
     lines = []
     for name in run.plan.students:
@@ -248,8 +249,8 @@ def check_lineage(run: DemoRun) -> list[str]:
 
 def student_budget(run_dir: Path) -> dict[str, float]:
     """Steps, examples, tokens and training seconds of a finished run (from its logs)."""
-    from distill.shards import read_json_model
-    from schemas import RunManifest
+    from distill.core.shards import read_json_model
+    from distill.schemas import RunManifest
 
     manifest = read_json_model(run_dir / "manifest.json", RunManifest)
     last: dict[str, Any] = {}
@@ -264,8 +265,8 @@ def student_budget(run_dir: Path) -> dict[str, float]:
 
 def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
                        lineage: list[str]) -> Path:
-    from distill.shards import read_json_model
-    from schemas import EvalResult
+    from distill.core.shards import read_json_model
+    from distill.schemas import EvalResult
 
     rows = []
     for name, student in run.plan.students.items():

@@ -1,15 +1,15 @@
 """Pydantic records: the only contract between the toolkit's stages (see DESIGN.md)."""
 
-from schemas.base import SCHEMA_VERSION, Record
-from schemas.dataset_manifest import DatasetManifest
-from schemas.eval_result import EvalItem, EvalResult, ModelRef
-from schemas.hashing import canonical_json, content_hash, file_sha256, sha256_hex
-from schemas.manifest import ShardRef, StageManifest
-from schemas.rejection import Rejection
-from schemas.run_manifest import RunManifest
-from schemas.sample import ImageRef, Sample
-from schemas.scored_trace import ScoredTrace
-from schemas.trace import SamplingParams, Trace, make_trace_key
+from distill.schemas.base import SCHEMA_VERSION, Record
+from distill.schemas.dataset_manifest import DatasetManifest
+from distill.schemas.eval_result import EvalItem, EvalResult, ModelRef
+from distill.schemas.hashing import canonical_json, content_hash, file_sha256, sha256_hex
+from distill.schemas.manifest import ShardRef, StageManifest
+from distill.schemas.rejection import Rejection
+from distill.schemas.run_manifest import RunManifest
+from distill.schemas.sample import ImageRef, Sample
+from distill.schemas.scored_trace import ScoredTrace
+from distill.schemas.trace import SamplingParams, Trace, make_trace_key
 
 # Every record kind a file of ours may hold, by the name used in `distill schemas export`.
 RECORD_TYPES: dict[str, type[Record]] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from schemas import RECORD_TYPES
+from distill.schemas import RECORD_TYPES
 
 
 def export_schemas(out_dir: Path) -> list[Path]:

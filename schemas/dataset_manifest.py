@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import Field, JsonValue
 
-from schemas.base import NonEmptyStr, Record, Sha256Hex
-from schemas.manifest import ShardRef
+from distill.schemas.base import NonEmptyStr, Record, Sha256Hex
+from distill.schemas.manifest import ShardRef
 
 
 class DatasetManifest(Record):
@@ -34,3 +35,14 @@ class DatasetManifest(Record):
     drop_reasons: dict[str, int] = Field(default_factory=dict)
     shards: list[ShardRef]
     scored_shards: list[ShardRef] = Field(default_factory=list)
+
+
+def eval_set_label(digest: str, path: Path | str) -> str:
+    """How ``DatasetManifest.eval_sets`` names an eval set: its content hash, then where it
+    was read from (the path is for people; the hash is what lineage and versions compare)."""
+    return f"{digest} {path}"
+
+
+def eval_set_hash(label: str) -> str:
+    """The content hash of an ``eval_sets`` entry (see ``eval_set_label``)."""
+    return label.split(" ", 1)[0]

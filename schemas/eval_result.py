@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, JsonValue
 
-from schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
+from distill.schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
 
 Correctness = Literal["correct", "wrong", "unparseable"]
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator
 
-from schemas.base import NonEmptyStr, Part, Record, Sha256Hex
-from schemas.sample import check_relative_path
+from distill.schemas.base import NonEmptyStr, Part, Record, Sha256Hex
+from distill.schemas.sample import check_relative_path
 
 
 class ShardRef(Part):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.base import NonEmptyStr, Record
+from distill.schemas.base import NonEmptyStr, Record
 
 Stage = Literal["ingest", "generate", "filter", "train", "eval"]
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, JsonValue
 
-from schemas.base import NonEmptyStr, Record, Sha256Hex
+from distill.schemas.base import NonEmptyStr, Record, Sha256Hex
 
 
 class RunManifest(Record):

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator, model_validator
 
-from schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
-from schemas.hashing import content_hash
+from distill.schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
+from distill.schemas.hashing import content_hash
 
 AnswerType = Literal["number", "choice", "text", "yes_no"]
 CHOICE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -21,7 +21,7 @@ def check_relative_path(path: str) -> str:
     """Refuse any image path that could leave its dataset root by its spelling alone.
 
     Symlinks that point outside the root are caught when the path is resolved on disk
-    (``distill.images.resolve_image_path``); this check needs no file system. Plain string
+    (``distill.core.images.resolve_image_path``); this check needs no file system. Plain string
     tests (no pathlib): it runs for every image of every stage.
     """
     if not path or path != path.strip():

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Record, Scalar
-from schemas.sample import Sample
-from schemas.trace import Trace
+from distill.schemas.base import Record, Scalar
+from distill.schemas.sample import Sample
+from distill.schemas.trace import Trace
 
 Verdict = Literal["keep", "drop"]
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
-from schemas.hashing import content_hash
+from distill.schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256Hex
+from distill.schemas.hashing import content_hash
 
 FinishReason = Literal["stop", "length", "other"]
 

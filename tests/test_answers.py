@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distill.answers import (
+from distill.core.answers import (
     choice_letter,
     clean_answer,
     judge,
@@ -16,8 +16,8 @@ from distill.answers import (
     parse_output,
     yes_no,
 )
-from schemas import ImageRef, Sample
-from schemas.sample import CHOICE_LETTERS
+from distill.schemas import ImageRef, Sample
+from distill.schemas.sample import CHOICE_LETTERS
 
 _IMAGE = ImageRef(path="a.png", sha256="0" * 64)
 _CHOICES = ["30°", "45°", "60°", "90°"]

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from distill.cli import main
-from schemas import file_sha256
+from distill.schemas import file_sha256
 from tests.conftest import png_bytes, write_jsonl
 from tests.helpers.generate import builtin_teacher, make_ingest, write_teachers
 
@@ -170,8 +170,8 @@ def train_init_with_weights_that_do_not_fit(world: World, tmp: Path) -> list[str
     """A SiQ-VL folder whose weights file lost a tensor (or came from another run)."""
     from safetensors.torch import load_file, save_file
 
+    from distill.train.siqvl.build import save_student
     from tests.train_support import micro_student
-    from train.siqvl.build import save_student
 
     folder = tmp / "student"
     save_student(*micro_student(), folder)

@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from distill.cli import main
-from distill.errors import InputError
-from train.evaluate.compare import compare_results, load_results
-from train.evaluate.metrics import mcnemar_exact
-from train.evaluate.report import to_html, to_markdown, write_reports
+from distill.core.errors import InputError
+from distill.evaluate.compare import compare_results, load_results
+from distill.evaluate.metrics import mcnemar_exact
+from distill.evaluate.report import to_html, to_markdown, write_reports
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 RESULT_A, RESULT_B = FIXTURES / "result_a.json", FIXTURES / "result_b.json"
@@ -104,7 +104,7 @@ def test_html_escapes_outputs_and_embeds_images(comparison) -> None:
 
 
 def test_results_on_different_items_pair_only_shared_ones(tmp_path: Path) -> None:
-    from schemas import EvalResult
+    from distill.schemas import EvalResult
 
     result = EvalResult.model_validate_json(RESULT_B.read_text())
     fewer = result.model_copy(update={"items": result.items[3:], "eval_set_hash": "1" * 64})
@@ -167,7 +167,7 @@ def test_html_page_opens_in_headless_chromium(comparison, tmp_path: Path) -> Non
 
 
 def test_large_images_are_shrunk_for_the_page() -> None:
-    from train.evaluate.report import MAX_EMBED_SIDE, _data_url
+    from distill.evaluate.report import MAX_EMBED_SIDE, _data_url
 
     big = io.BytesIO()
     Image.effect_noise((1600, 1200), 60).convert("RGB").save(big, format="PNG")

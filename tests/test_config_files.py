@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from distill.config_files import load_named_yaml
-from distill.errors import InputError
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import InputError
+from distill.core.paths import DATA_DIR
 from distill.generate.teachers import load_teacher_set
-from distill.paths import DATA_DIR
-from train.config import load_config
-from train.siqvl.build import load_model_spec
+from distill.train.config import load_config
+from distill.train.siqvl.build import load_model_spec
 
 
 def test_a_bare_name_finds_the_shipped_file() -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
+from distill.core.shards import iter_records, read_json_model
 from distill.demo import QUICK_PLAN, load_plan
-from distill.shards import iter_records, read_json_model
-from schemas import (
+from distill.evaluate.lineage import trace_lineage
+from distill.schemas import (
     DatasetManifest,
     EvalResult,
     Rejection,
@@ -20,7 +21,6 @@ from schemas import (
     StageManifest,
     Trace,
 )
-from train.evaluate.lineage import trace_lineage
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,10 @@ import numpy as np
 from PIL import Image
 
 from distill.cli import main
-from distill.shards import iter_records, read_json_model
-from distill.sources.digits import (
-    GRID,
-    QUESTIONS,
-    SCALE,
-    DigitsConfig,
-    digit_images,
-    gold_answer,
-    iter_digits,
-    source_pools,
-)
-from schemas import Sample, StageManifest
+from distill.core.digits import GRID, QUESTIONS, SCALE, digit_images, gold_answer, source_pools
+from distill.core.shards import iter_records, read_json_model
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.schemas import Sample, StageManifest
 
 SMALL = DigitsConfig(seed=3, counts={"train": 300, "val": 40, "test": 120})
 

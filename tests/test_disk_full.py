@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from distill.shards import iter_records
-from schemas import Sample, file_sha256
+from distill.core.shards import iter_records
+from distill.schemas import Sample, file_sha256
+from distill.train.checkpoint import list_checkpoints
 from tests.helpers.generate import (
     builtin_teacher,
     content_set,
@@ -28,7 +29,6 @@ from tests.helpers.generate import (
     read_outputs,
     write_teachers,
 )
-from train.checkpoint import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = 4096

@@ -10,17 +10,17 @@ from typing import ClassVar
 
 import pytest
 
-from distill.answers import parse_number
 from distill.cli import main
-from distill.errors import DistillError
-from distill.evalsets import load_eval_set
-from distill.ingest import IngestOptions, ingest
-from distill.shards import read_json_model
-from distill.sources.digits import DigitsConfig, iter_digits
-from schemas import EvalResult
-from train.evaluate.compare import compare_results, load_results
-from train.evaluate.predictors import PredictorOptions, load_predictor
-from train.evaluate.runner import evaluate
+from distill.core.answers import parse_number
+from distill.core.errors import DistillError
+from distill.core.evalsets import load_eval_set
+from distill.core.predictors import PredictorOptions, load_predictor
+from distill.core.shards import read_json_model
+from distill.evaluate.compare import compare_results, load_results
+from distill.evaluate.runner import evaluate
+from distill.ingest.pipeline import IngestOptions, ingest
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.schemas import EvalResult
 
 engines = pytest.importorskip("distill.generate.engines.builtin",
                               reason="the generate stage's engines")
@@ -97,7 +97,7 @@ class _FlakyReader(engines.BuiltinDigitsEngine):
 
 
 def test_engine_failures(digits: Path, tmp_path: Path, capsys) -> None:
-    from distill.images import read_image_bytes
+    from distill.core.images import read_image_bytes
 
     eval_set = load_eval_set(digits)
     victim = eval_set.samples[70]  # in the second chunk of 50

@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from schemas import ImageRef, Sample
-from train.evaluate.cache import CachedGeneration
-from train.evaluate.metrics import (
+from distill.evaluate.cache import CachedGeneration
+from distill.evaluate.metrics import (
     bootstrap_accuracy_ci,
     compare_paired,
     mcnemar_exact,
     summarize,
 )
-from train.evaluate.runner import score
+from distill.evaluate.runner import score
+from distill.schemas import ImageRef, Sample
 
 
 @pytest.mark.parametrize(("right_to_wrong", "wrong_to_right", "expected"), [

@@ -13,17 +13,17 @@ import pytest
 import torch
 
 from distill.cli import main
-from distill.errors import DistillError, InputError
-from distill.evalsets import load_eval_set
-from distill.ingest import IngestOptions, ingest
-from distill.shards import read_json_model
-from distill.sources.digits import DigitsConfig, iter_digits
-from schemas import EvalResult
+from distill.core.errors import DistillError, InputError
+from distill.core.evalsets import load_eval_set
+from distill.core.predictors import Predictor, PredictorOptions, load_predictor
+from distill.core.shards import read_json_model
+from distill.evaluate.cache import GenerationCache
+from distill.evaluate.runner import evaluate
+from distill.ingest.pipeline import IngestOptions, ingest
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.schemas import EvalResult
 from tests.conftest import write_jsonl
 from tests.helpers.tiny_llava import build_tiny_llava
-from train.evaluate.cache import GenerationCache
-from train.evaluate.predictors import Predictor, PredictorOptions, load_predictor
-from train.evaluate.runner import evaluate
 
 MAX_NEW = 12
 

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.cli import main
-from distill.errors import InputError
-from distill.evalsets import load_eval_set
-from distill.ingest import IngestOptions, ingest
-from distill.sources.digits import DigitsConfig, iter_digits
+from distill.core.errors import InputError
+from distill.core.evalsets import load_eval_set
+from distill.ingest.converters import iter_converted
+from distill.ingest.pipeline import IngestOptions, ingest
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
 from tests.conftest import png_bytes, write_jsonl
-from train.evaluate.converters import iter_converted
 
 
 @pytest.fixture(scope="module")

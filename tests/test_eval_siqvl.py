@@ -10,21 +10,21 @@ import pytest
 import torch
 
 from distill.cli import main
-from distill.evalsets import load_eval_set
-from distill.shards import read_json_model
-from schemas import EvalResult
-from train.evaluate.lineage import trace_lineage
+from distill.core.evalsets import load_eval_set
+from distill.core.shards import read_json_model
+from distill.evaluate.lineage import trace_lineage
+from distill.schemas import EvalResult
 
 # The student lives in the train package; its modules are imported where they are used.
-pytest.importorskip("train.siqvl.build", reason="the SiQ-VL student (train package)")
+pytest.importorskip("distill.train.siqvl.build", reason="the SiQ-VL student (train package)")
 
 MAX_NEW = 40
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> dict[str, Path]:
+    from distill.train.loop import train
     from tests.train_support import config, make_dataset, make_ingest
-    from train.loop import train
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -54,8 +54,8 @@ def test_tiny_student_eval_compare_and_lineage(student, capsys) -> None:
     # The student learned the answer format: its outputs are mostly parseable.
     assert cot.metrics["unparseable_rate"] <= 0.5
     # The predictor adds nothing to the train package's own generation.
-    from train.inference import generate_answers
-    from train.siqvl.build import load_student
+    from distill.train.inference import generate_answers
+    from distill.train.siqvl.build import load_student
 
     model, processor = load_student(run / "final")
     eval_set = load_eval_set(student["ingest"])

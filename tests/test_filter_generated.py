@@ -9,9 +9,9 @@ import pytest
 from filter_fixtures import ingest_digits
 
 from distill.cli import main
+from distill.core.shards import iter_records, read_json_model
 from distill.filter.store import DatasetStore, verify_version
-from distill.shards import iter_records, read_json_model
-from schemas import ScoredTrace, StageManifest
+from distill.schemas import ScoredTrace, StageManifest
 
 
 @pytest.fixture(scope="module")

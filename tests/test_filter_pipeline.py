@@ -18,11 +18,11 @@ from filter_fixtures import (
 
 from bench.filter_data import make_trace, write_generate_dir
 from distill.cli import main
+from distill.core.images import read_image_bytes
+from distill.core.shards import iter_records, read_json_model
 from distill.filter.signals import SIGNALS
 from distill.filter.store import DatasetStore, verify_version
-from distill.images import read_image_bytes
-from distill.shards import iter_records, read_json_model
-from schemas import DatasetManifest, Sample, ScoredTrace, StageManifest, file_sha256
+from distill.schemas import DatasetManifest, Sample, ScoredTrace, StageManifest, file_sha256
 
 STRICT = Path(__file__).resolve().parents[1] / "data" / "policies" / "strict.yaml"
 
@@ -314,7 +314,7 @@ def test_export_jsonl_parquet_and_hf(inputs, tmp_path: Path, capsys) -> None:
 
 
 def test_generate_rejections_are_counted(tmp_path: Path, capsys) -> None:
-    from schemas import Rejection
+    from distill.schemas import Rejection
 
     def with_rejects(sample: Sample) -> list:
         return [make_trace(sample, "t", 0, good_text(sample)),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import InputError
+from distill.core.errors import InputError
 from distill.filter.policy import POLICIES_DIR, load_policy, parse_policy, policy_from_dict
 from distill.filter.signals import SIGNALS
 

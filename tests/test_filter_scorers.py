@@ -8,7 +8,8 @@ import pytest
 from filter_fixtures import good_text, ingest_digits, reasoning, wrong_answer
 
 from bench.filter_data import make_trace
-from distill.answers import canonical_answer
+from distill.core.answers import canonical_answer
+from distill.core.shards import iter_records
 from distill.filter.scorers import (
     ItemAnswer,
     ScorerSuite,
@@ -16,8 +17,7 @@ from distill.filter.scorers import (
     score_item,
     tag_structure,
 )
-from distill.shards import iter_records
-from schemas import ImageRef, Sample
+from distill.schemas import ImageRef, Sample
 
 
 @pytest.fixture(scope="module")

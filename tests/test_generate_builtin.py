@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.answers import judge, parse_output
+from distill.core.answers import judge, parse_output
+from distill.core.digits import QUESTIONS, render
+from distill.core.images import read_image_bytes
+from distill.core.prompts import load_prompt
+from distill.core.shards import iter_records
 from distill.generate.engines.base import ChatRequest
 from distill.generate.engines.builtin import (
     BuiltinDigitsEngine,
@@ -16,11 +20,7 @@ from distill.generate.engines.builtin import (
     question_kind,
     read_cells,
 )
-from distill.images import read_image_bytes
-from distill.prompts import load_prompt
-from distill.shards import iter_records
-from distill.sources.digits import QUESTIONS, render
-from schemas import Sample, SamplingParams
+from distill.schemas import Sample, SamplingParams
 from tests.helpers.generate import make_ingest
 
 

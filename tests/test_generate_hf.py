@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from distill.core.images import read_image_bytes
+from distill.core.prompts import load_prompt
+from distill.core.shards import iter_records
 from distill.generate.engines.base import ChatRequest, Completion
 from distill.generate.engines.hf import HFEngine, HFOptions
 from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions
 from distill.generate.runner import GenerateOptions, run_generate
-from distill.images import read_image_bytes
-from distill.prompts import load_prompt
-from distill.shards import iter_records
-from schemas import Sample, SamplingParams
+from distill.schemas import Sample, SamplingParams
 from tests.helpers.generate import make_ingest, read_outputs, write_teachers
 from tests.helpers.openai_server import EngineServer
 from tests.helpers.tiny_vlm import build_tiny_vlm

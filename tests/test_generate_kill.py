@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from distill.core.shards import iter_records
 from distill.generate.runner import GenerateOptions, run_generate
-from distill.shards import iter_records
-from schemas import Rejection, Trace
+from distill.schemas import Rejection, Trace
 from tests.helpers.generate import (
     builtin_teacher,
     content_set,

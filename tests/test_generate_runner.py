@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.errors import DistillError, InputError
+from distill.core.digits import QUESTIONS
+from distill.core.errors import DistillError, InputError
+from distill.core.images import read_image_bytes
+from distill.core.shards import iter_records, partial_path, read_json_model
 from distill.generate.runner import GenerateOptions, run_generate
 from distill.generate.teachers import load_teacher_set
-from distill.images import read_image_bytes
-from distill.shards import iter_records, partial_path, read_json_model
-from distill.sources.digits import QUESTIONS
-from schemas import Rejection, Sample, StageManifest, Trace
+from distill.schemas import Rejection, Sample, StageManifest, Trace
 from tests.helpers.generate import (
     builtin_teacher,
     content_set,
@@ -101,7 +101,7 @@ def test_torn_tail_of_a_partial_shard_is_cut_not_parsed(samples_dir, teachers, t
     partial_path(shard).write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
     shard.unlink()
     (out / "rejects/train/part-00001.jsonl").unlink()
-    with caplog.at_level(logging.WARNING, logger="distill.shards"):
+    with caplog.at_level(logging.WARNING, logger="distill.core.shards"):
         summary = run_generate(GenerateOptions(samples_dir, str(teachers), out))
     assert summary.repaired_bytes > 0
     assert any("torn last line" in r.message for r in caplog.records)
@@ -127,8 +127,8 @@ def test_unanswerable_output_is_an_unparseable_rejection_with_its_text(tmp_path,
     """A blank grid: the readers say they see no digits; no answer, so no trace."""
     import json
 
-    from distill.ingest import IngestOptions, ingest, open_source
-    from distill.sources.digits import render
+    from distill.core.digits import render
+    from distill.ingest.pipeline import IngestOptions, ingest, open_source
 
     render([]).save(tmp_path / "blank.png", format="PNG")
     rows = [{"id": "blank-1", "image": "blank.png", "question": QUESTIONS["sum"][0],

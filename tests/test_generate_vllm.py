@@ -22,14 +22,14 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 vllm = pytest.importorskip("vllm")
 
+from distill.core.images import read_image_bytes  # noqa: E402
+from distill.core.prompts import load_prompt  # noqa: E402
+from distill.core.shards import iter_records  # noqa: E402
 from distill.generate.engines.base import ChatRequest, Completion  # noqa: E402
 from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions  # noqa: E402
 from distill.generate.runner import GenerateOptions, engine_for, run_generate  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
-from distill.images import read_image_bytes  # noqa: E402
-from distill.prompts import load_prompt  # noqa: E402
-from distill.shards import iter_records  # noqa: E402
-from schemas import Sample, SamplingParams  # noqa: E402
+from distill.schemas import Sample, SamplingParams  # noqa: E402
 from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
 from tests.helpers.tiny_vlm import build_tiny_vlm  # noqa: E402
 

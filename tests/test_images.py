@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from distill.images import ImageError, decode_image, read_image_bytes, resolve_image_path
-from schemas import ImageRef, sha256_hex
+from distill.core.images import ImageError, decode_image, read_image_bytes, resolve_image_path
+from distill.schemas import ImageRef, sha256_hex
 from tests.conftest import png_bytes
 
 

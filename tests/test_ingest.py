@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.errors import InputError
-from distill.ingest import IngestOptions, ingest, open_source
-from distill.shards import iter_records, read_json_model
-from schemas import Rejection, Sample, StageManifest, file_sha256, sha256_hex
+from distill.core.errors import InputError
+from distill.core.shards import iter_records, read_json_model
+from distill.ingest.pipeline import IngestOptions, ingest, open_source
+from distill.schemas import Rejection, Sample, StageManifest, file_sha256, sha256_hex
 from tests.conftest import png_bytes, write_jsonl
 
 
@@ -163,7 +163,7 @@ def test_a_saved_datasets_dataset_keeps_original_image_bytes(image_dir: Path, tm
 def test_parquet_and_imagefolder_datasets(image_dir: Path, tmp_path: Path) -> None:
     parquet_dir = tmp_path / "pq"
     parquet_dir.mkdir()
-    hf_dataset_dict(image_dir)["train"].to_parquet(str(parquet_dir / "train.parquet"))
+    hf_dataset_dict(image_dir)["train"].to_parquet(str(parquet_dir / "distill.train.parquet"))
     run_ingest("hf", parquet_dir, tmp_path / "out_pq")
     assert len(samples_in(tmp_path / "out_pq")) == 2
     folder = tmp_path / "imagefolder"

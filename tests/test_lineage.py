@@ -12,11 +12,16 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
-from distill.evalsets import load_eval_set
-from distill.ingest import IngestOptions, ingest
-from distill.shards import ShardWriter, read_json_model, shard_ref, write_json_atomic
-from distill.sources.digits import DigitsConfig, iter_digits
-from schemas import (
+from distill.core.evalsets import load_eval_set
+from distill.core.predictors import model_fingerprint
+from distill.core.shards import ShardWriter, read_json_model, shard_ref, write_json_atomic
+from distill.evaluate.cache import CachedGeneration, input_hash
+from distill.evaluate.lineage import trace_lineage
+from distill.evaluate.metrics import summarize
+from distill.evaluate.runner import score
+from distill.ingest.pipeline import IngestOptions, ingest
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.schemas import (
     DatasetManifest,
     EvalResult,
     ModelRef,
@@ -28,11 +33,6 @@ from schemas import (
     content_hash,
     make_trace_key,
 )
-from train.evaluate.cache import CachedGeneration, input_hash
-from train.evaluate.lineage import trace_lineage
-from train.evaluate.metrics import summarize
-from train.evaluate.predictors.base import model_fingerprint
-from train.evaluate.runner import score
 
 NOW = datetime(2025, 5, 1, tzinfo=UTC)
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import InputError
-from distill.paths import PROMPTS_DIR
-from distill.prompts import load_prompt
-from schemas import ImageRef, Sample
+from distill.core.errors import InputError
+from distill.core.paths import PROMPTS_DIR
+from distill.core.prompts import load_prompt
+from distill.schemas import ImageRef, Sample
 
 SAMPLE = Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
                 question="Which animal is shown?", choices=["cat", "dog"], answer="B",

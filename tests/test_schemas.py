@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from schemas import (
+from distill.schemas import (
     RECORD_TYPES,
     DatasetManifest,
     EvalItem,
@@ -27,7 +27,7 @@ from schemas import (
     content_hash,
     make_trace_key,
 )
-from schemas.cli import export_schemas
+from distill.schemas.cli import export_schemas
 
 SHA = "ab" * 32
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from distill.errors import DistillError
-from distill.paths import REPO_ROOT
-from train.checkpoint import rng_state, set_rng_state
-from train.safe_state import load_state, save_state
+from distill.core.errors import DistillError
+from distill.core.paths import REPO_ROOT
+from distill.train.checkpoint import rng_state, set_rng_state
+from distill.train.safe_state import load_state, save_state
 
 UNSAFE_CALLS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("joblib", "load"),
                 ("dill", "load"), ("cloudpickle", "load"), ("cloudpickle", "loads")}

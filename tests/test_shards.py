@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import InputError, disk_full_from
-from distill.shards import (
+from distill.core.errors import InputError, disk_full_from
+from distill.core.shards import (
     DiskFullError,
     ShardWriter,
     iter_records,
     partial_path,
     write_json_atomic,
 )
-from schemas import Rejection, file_sha256
+from distill.schemas import Rejection, file_sha256
 
 
 def rejection(i: int) -> Rejection:

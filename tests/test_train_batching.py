@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.train_support import micro_student
-from train.batching import (
+from distill.train.batching import (
     Example,
     epoch_plan,
     pack_collate,
@@ -15,7 +14,8 @@ from train.batching import (
     padding_fraction,
     split_micro,
 )
-from train.siqvl.modeling import IGNORE_INDEX
+from distill.train.siqvl.modeling import IGNORE_INDEX
+from tests.train_support import micro_student
 
 torch.set_num_threads(1)
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from distill.train.metrics import read_metrics
 from tests.train_support import make_dataset, make_ingest
-from train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--config", "cot", "--set", "model=test-micro", "--set", "llm=full",

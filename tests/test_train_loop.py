@@ -15,17 +15,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.errors import DistillError, InputError
-from distill.shards import read_json_model
-from schemas import RunManifest
+from distill.core.errors import DistillError, InputError
+from distill.core.shards import read_json_model
+from distill.schemas import RunManifest
+from distill.train.config import load_config
+from distill.train.data import load_training_set
+from distill.train.loop import TrainingDivergedError, prepare_model, train
+from distill.train.lora import apply_lora, load_adapter, merge_lora, save_adapter
+from distill.train.metrics import read_metrics
+from distill.train.runtime import Runtime
+from distill.train.siqvl.build import load_student, save_student
 from tests.train_support import config, make_dataset, make_ingest, micro_student
-from train.config import load_config
-from train.data import load_training_set
-from train.loop import TrainingDivergedError, prepare_model, train
-from train.lora import apply_lora, load_adapter, merge_lora, save_adapter
-from train.metrics import read_metrics
-from train.runtime import Runtime
-from train.siqvl.build import load_student, save_student
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_frozen_parts_get_no_gradients_and_do_not_change(data, llm):
     model, processor = prepare_model(cfg, Runtime(torch.device("cpu"), torch.float32), None)
     before = _snapshot(model)
     items = load_training_set(data["dataset"], "answer").items[:4]
-    from train.batching import EncodedDataset, pad_collate
+    from distill.train.batching import EncodedDataset, pad_collate
 
     dataset = EncodedDataset(items, processor, 512)
     batch = pad_collate([dataset[i] for i in range(4)], processor.pad_token_id)

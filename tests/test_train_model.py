@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
+from distill.train.siqvl import SiQVLConfig, SiQVLForConditionalGeneration, pixel_shuffle
+from distill.train.siqvl.build import load_student, load_vision_tower, save_student
+from distill.train.siqvl.projector import PatchGridError
 from tests.train_support import micro_student
-from train.siqvl import SiQVLConfig, SiQVLForConditionalGeneration, pixel_shuffle
-from train.siqvl.build import load_student, load_vision_tower, save_student
-from train.siqvl.projector import PatchGridError
 
 torch.set_num_threads(1)
 
@@ -136,7 +136,7 @@ def test_generate_batched_left_padded_matches_step_by_step_greedy():
 
 
 def test_chunked_loss_matches_the_whole_loss_and_its_gradients(monkeypatch):
-    import train.siqvl.modeling as modeling
+    import distill.train.siqvl.modeling as modeling
 
     model, processor = micro_student(seed=4)
     ids = torch.tensor([[1] + [processor.image_token_id] * 4 + list(range(20, 60))] * 2)

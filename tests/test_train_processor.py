@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from distill.sources.digits import DigitsConfig, iter_digits
-from schemas import ImageRef, Sample
-from train.siqvl.modeling import IGNORE_INDEX
-from train.siqvl.processing import ProcessorSettings, SiQVLProcessor, target_text
-from train.tokenizer import TINY_TOKENIZER_DIR, build_tokenizer
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.schemas import ImageRef, Sample
+from distill.train.siqvl.modeling import IGNORE_INDEX
+from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor, target_text
+from distill.train.tokenizer import TINY_TOKENIZER_DIR, build_tokenizer
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.errors import DistillError
-from distill.sources.digits import digit_images, source_pools
-from train.config import TrainConfig
-from train.siqvl.build import load_model_spec, load_vision_tower
-from train.vision_pretrain import BLANK, composite_batch, pretrain_vision
+from distill.core.digits import digit_images, source_pools
+from distill.core.errors import DistillError
+from distill.train.config import TrainConfig
+from distill.train.siqvl.build import load_model_spec, load_vision_tower
+from distill.train.vision_pretrain import BLANK, composite_batch, pretrain_vision
 
 torch.set_num_threads(1)
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from distill.ingest import IngestOptions, ingest
-from distill.sources.digits import DigitsConfig, iter_digits
-from train.config import TrainConfig
-from train.fixtures import write_dataset_version
-from train.siqvl.build import build_student, load_model_spec
+from distill.ingest.pipeline import IngestOptions, ingest
+from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.train.config import TrainConfig
+from distill.train.siqvl.build import build_student, load_model_spec
+from tests.helpers.train_fixtures import write_dataset_version
 
 MICRO = "test-micro"
 

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from distill.images import load_image
-from train.data import TrainItem
-from train.siqvl.modeling import IGNORE_INDEX
-from train.siqvl.processing import SiQVLProcessor
+from distill.core.images import load_image
+from distill.train.data import TrainItem
+from distill.train.siqvl.modeling import IGNORE_INDEX
+from distill.train.siqvl.processing import SiQVLProcessor
 
 
 @dataclass(frozen=True)

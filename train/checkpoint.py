@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill.errors import DistillError
-from distill.shards import fsync_dir
-from train.safe_state import load_state, save_state
+from distill.core.errors import DistillError
+from distill.core.shards import fsync_dir
+from distill.train.safe_state import load_state, save_state
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
 WEIGHTS = "trainable.safetensors"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from distill.errors import DiskFullError, DistillError, disk_full_from
-from distill.progress import console
+from distill.core.errors import DiskFullError, DistillError, disk_full_from
+from distill.core.progress import console
 
 
 @click.command("train")
@@ -27,8 +27,8 @@ from distill.progress import console
 def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                   init: Path | None, overrides: tuple[str, ...], extra: tuple[str, ...]) -> None:
     """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
-    from train.config import load_config
-    from train.loop import train
+    from distill.train.config import load_config
+    from distill.train.loop import train
 
     config = load_config(config_path, list(overrides) + list(extra))
     if config.stage != "vision" and data is None:

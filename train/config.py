@@ -14,10 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from distill.config_files import load_named_yaml
-from distill.errors import InputError
-from distill.paths import DATA_DIR
-from schemas import content_hash
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import InputError
+from distill.core.paths import DATA_DIR
+from distill.schemas import content_hash
 
 CONFIGS_DIR = DATA_DIR / "configs"
 Auto = Literal["auto"]

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from distill.errors import DistillError, InputError
-from distill.shards import iter_records, read_json_model
-from schemas import DatasetManifest, Sample, ScoredTrace, ShardRef, StageManifest, file_sha256
-from train.siqvl.processing import PromptMode, target_text
+from distill.core.errors import DistillError, InputError
+from distill.core.shards import iter_records, read_json_model
+from distill.schemas import (
+    DatasetManifest,
+    Sample,
+    ScoredTrace,
+    ShardRef,
+    StageManifest,
+    file_sha256,
+)
+from distill.train.siqvl.processing import PromptMode, target_text
 
 TargetMode = Literal["cot", "answer", "gold"]
 

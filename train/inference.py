@@ -8,7 +8,7 @@ Eval needs no knowledge of SiQ-VL's internals::
 
 The prompt is built by the same ``SiQVLProcessor.prompt_ids`` used in training; rows are
 left-padded so that every row's next token sits at the end, and decoding keeps a KV cache.
-Answer extraction is the eval stage's job (``distill.answers``).
+Answer extraction is the eval stage's job (``distill.core.answers``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from distill.images import load_image
-from schemas import Sample
-from train.siqvl.modeling import SiQVLForConditionalGeneration
-from train.siqvl.processing import PromptMode, SiQVLProcessor
+from distill.core.images import load_image
+from distill.schemas import Sample
+from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
+from distill.train.siqvl.processing import PromptMode, SiQVLProcessor
 
 
 @torch.no_grad()

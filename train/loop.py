@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.errors import DistillError
-from distill.progress import progress_bar
-from distill.shards import read_json_model, write_json_atomic
-from schemas import RunManifest, content_hash
-from train import checkpoint as ckpt
-from train.batching import (
+from distill.core.errors import DistillError
+from distill.core.progress import progress_bar
+from distill.core.shards import read_json_model, write_json_atomic
+from distill.schemas import RunManifest, content_hash
+from distill.train import checkpoint as ckpt
+from distill.train.batching import (
     Batch,
     EncodedDataset,
     epoch_plan,
@@ -44,20 +44,20 @@ from train.batching import (
     padding_fraction,
     split_micro,
 )
-from train.config import TrainConfig, outcome_hash
-from train.data import TrainingSet, load_training_set
-from train.lora import apply_lora, has_lora, merge_lora, save_adapter
-from train.metrics import MetricsLog, memory_gb
-from train.runtime import Runtime, setup_runtime, teardown_runtime
-from train.siqvl.build import (
+from distill.train.config import TrainConfig, outcome_hash
+from distill.train.data import TrainingSet, load_training_set
+from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
+from distill.train.metrics import MetricsLog, memory_gb
+from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
+from distill.train.siqvl.build import (
     build_student,
     load_model_spec,
     load_student,
     load_vision_tower,
     save_student,
 )
-from train.siqvl.modeling import SiQVLForConditionalGeneration
-from train.siqvl.processing import SiQVLProcessor
+from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
+from distill.train.siqvl.processing import SiQVLProcessor
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDatase
 def apply_kernel_layers(model: SiQVLForConditionalGeneration, layers: Layers) -> None:
     lm = model.causal_lm()
     if layers.liger:
-        from distill.errors import require_extra
+        from distill.core.errors import require_extra
 
         liger = require_extra("liger_kernel.transformers", "liger", "Liger kernels")
         liger.apply_liger_kernel_to_qwen2(model=lm, rope=True, rms_norm=True, swiglu=True,
@@ -252,7 +252,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
           init: str | None = None) -> RunManifest:
     """Run (or resume) one training stage; returns the RunManifest written to OUT."""
     if config.stage == "vision":
-        from train.vision_pretrain import pretrain_vision
+        from distill.train.vision_pretrain import pretrain_vision
 
         return pretrain_vision(config, Path(out), resume=resume)
     out = Path(out)
@@ -521,6 +521,6 @@ def unsharded_copy(model: SiQVLForConditionalGeneration, state: dict | None,
 
 
 def _read_metrics(out: Path) -> list[dict]:
-    from train.metrics import read_metrics
+    from distill.train.metrics import read_metrics
 
     return read_metrics(out / "metrics.jsonl")

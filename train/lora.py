@@ -11,8 +11,8 @@ from pathlib import Path
 
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from train.config import LoraSettings
-from train.siqvl.modeling import SiQVLForConditionalGeneration
+from distill.train.config import LoraSettings
+from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
 
 
 def has_lora(model: SiQVLForConditionalGeneration) -> bool:

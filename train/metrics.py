@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from distill.shards import write_bytes_atomic
+from distill.core.shards import write_bytes_atomic
 
 
 def memory_gb(device: torch.device) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from train.config import TrainConfig
+from distill.train.config import TrainConfig
 
 
 @dataclass

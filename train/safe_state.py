@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 
 
 def save_state(state: Any, prefix: Path) -> list[Path]:

@@ -20,9 +20,9 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from distill.paths import DATA_DIR, PROMPTS_DIR
-from distill.prompts import load_prompt
-from schemas import ImageRef, Sample
+from distill.core.paths import DATA_DIR, PROMPTS_DIR
+from distill.core.prompts import load_prompt
+from distill.schemas import ImageRef, Sample
 
 TINY_TOKENIZER_DIR = DATA_DIR / "models" / "tiny-tokenizer"
 VOCAB_SIZE = 1024
@@ -41,7 +41,7 @@ CHAT_TEMPLATE = (
 
 def _prompt_texts() -> list[str]:
     """Every shipped prompt rendered for every question kind the digits data asks."""
-    from distill.sources.digits import QUESTIONS
+    from distill.core.digits import QUESTIONS
 
     texts = []
     dummy = ImageRef(path="x.png", sha256="0" * 64)

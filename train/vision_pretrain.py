@@ -24,16 +24,16 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from distill.errors import DistillError
-from distill.progress import console, progress_bar
-from distill.shards import write_json_atomic
-from distill.sources.digits import GRID, digit_images, render, source_pools
-from schemas import RunManifest, content_hash
-from train.config import TrainConfig
-from train.runtime import default_threads
-from train.siqvl.build import load_model_spec
-from train.siqvl.modeling import patchify
-from train.siqvl.projector import pixel_shuffle
+from distill.core.digits import GRID, digit_images, render, source_pools
+from distill.core.errors import DistillError
+from distill.core.progress import console, progress_bar
+from distill.core.shards import write_json_atomic
+from distill.schemas import RunManifest, content_hash
+from distill.train.config import TrainConfig
+from distill.train.runtime import default_threads
+from distill.train.siqvl.build import load_model_spec
+from distill.train.siqvl.modeling import patchify
+from distill.train.siqvl.projector import pixel_shuffle
 
 BLANK = 10
 
@@ -83,7 +83,7 @@ def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> 
         if not resume:
             raise DistillError(f"{out} already holds a finished vision run; pass --resume to "
                                "reuse it or choose another --out")
-        from distill.shards import read_json_model
+        from distill.core.shards import read_json_model
 
         return read_json_model(out / "manifest.json", RunManifest)
     spec = load_model_spec(config.model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from distill.progress import console
+from distill.core.progress import console
 
 STORE_OPTION = click.option("--store", required=True,
                             type=click.Path(file_okay=False, path_type=Path),
@@ -179,7 +179,7 @@ def export_command(ctx: click.Context, version: str, fmt: str, out: Path) -> Non
 def verify_command(ctx: click.Context, version: str) -> None:
     """Check every file of a version against its manifest and its name."""
     store = _store(ctx)
-    from distill.errors import DistillError
+    from distill.core.errors import DistillError
     from distill.filter.store import verify_version
 
     resolved = store.resolve(version)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from distill.evalsets import EvalSet
+from distill.core.evalsets import EvalSet
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Decontamination
-from distill.filter.store import eval_set_label
+from distill.schemas.dataset_manifest import eval_set_label
 
 VERSION = "1"
 QUESTION_SHINGLE_WORDS = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.filter.store import DatasetStore
-from schemas import DatasetManifest
+from distill.schemas import DatasetManifest
 
 _TRACE_KEY = re.compile(r'"trace_key":"([0-9a-f]{64})"')
 

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
+from distill.core.images import read_image_bytes
+from distill.core.shards import iter_records
 from distill.filter.signals import SIGNALS
 from distill.filter.store import DatasetStore
-from distill.images import read_image_bytes
-from distill.shards import iter_records
-from schemas import ScoredTrace
+from distill.schemas import ScoredTrace
 
 ExportFormat = Literal["jsonl", "parquet", "hf"]
 _BATCH = 1024

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from distill.errors import InputError
-from distill.shards import read_json_model
-from schemas import ShardRef, StageManifest, file_sha256
+from distill.core.errors import InputError
+from distill.core.shards import read_json_model
+from distill.schemas import ShardRef, StageManifest, file_sha256
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DistillError
-from distill.evalsets import load_eval_set
-from distill.executors import Executor, map_shards
+from distill.core.errors import DistillError
+from distill.core.evalsets import load_eval_set
+from distill.core.executors import Executor, map_shards
+from distill.core.progress import progress_bar
+from distill.core.shards import ShardWriter, iter_records, shard_name, write_json_atomic
 from distill.filter.decontam import EvalIndex, build_eval_index
 from distill.filter.dedup import (
     DuplicateFinder,
@@ -61,12 +63,10 @@ from distill.filter.select import STAGE_VERSIONS, CacheEntry, Decision, LengthSt
 from distill.filter.store import (
     IMAGE_ROOT_FROM_VERSION,
     DatasetStore,
-    eval_set_label,
     version_id,
 )
-from distill.progress import progress_bar
-from distill.shards import ShardWriter, iter_records, shard_name, write_json_atomic
-from schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
+from distill.schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
+from distill.schemas.dataset_manifest import eval_set_label
 
 INDEX_FORMAT = "1"
 

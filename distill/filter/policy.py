@@ -44,11 +44,11 @@ from typing import Any
 
 import yaml
 
-from distill.errors import InputError
+from distill.core.errors import InputError
+from distill.core.paths import DATA_DIR
 from distill.filter.signals import SIGNALS, Signal
-from distill.paths import DATA_DIR
-from schemas import content_hash
-from schemas.base import Scalar
+from distill.schemas import content_hash
+from distill.schemas.base import Scalar
 
 POLICIES_DIR = DATA_DIR / "policies"
 DEFAULT_POLICY = POLICIES_DIR / "default.yaml"

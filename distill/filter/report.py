@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas import DatasetManifest
+from distill.schemas import DatasetManifest
 
 # log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
 LENGTH_EDGES = np.concatenate(([0.0], 2.0 ** (np.arange(0, 41) / 2.0)))

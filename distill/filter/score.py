@@ -29,12 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import InputError
-from distill.filter.inputs import ShardPair
-from distill.filter.minhash import MinHasher
-from distill.filter.scorers import ItemAnswer, ScorerSuite, score_item
-from distill.filter.store import DatasetStore
-from distill.shards import (
+from distill.core.errors import InputError
+from distill.core.shards import (
     ShardWriter,
     fsync_dir,
     iter_lines,
@@ -42,7 +38,11 @@ from distill.shards import (
     parse_line,
     write_json_atomic,
 )
-from schemas import Rejection, Sample, Trace, content_hash
+from distill.filter.inputs import ShardPair
+from distill.filter.minhash import MinHasher
+from distill.filter.scorers import ItemAnswer, ScorerSuite, score_item
+from distill.filter.store import DatasetStore
+from distill.schemas import Rejection, Sample, Trace, content_hash
 
 CACHE_FORMAT = "1"
 JSON_COMPACT = {"separators": (",", ":"), "ensure_ascii": False}

@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.answers import ParsedOutput, canonical_answer, judge, parse_output
-from distill.errors import InputError
-from distill.paths import DATA_DIR
-from schemas import Sample, Trace, sha256_hex
-from schemas.base import Scalar
+from distill.core.answers import ParsedOutput, canonical_answer, judge, parse_output
+from distill.core.errors import InputError
+from distill.core.paths import DATA_DIR
+from distill.schemas import Sample, Trace, sha256_hex
+from distill.schemas.base import Scalar
 
 Signals = dict[str, Scalar]
 DEFAULT_REFUSALS = DATA_DIR / "refusals.txt"

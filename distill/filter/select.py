@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 from distill.filter.decontam import EvalIndex
 from distill.filter.policy import Policy
 from distill.filter.score import keys_dtype

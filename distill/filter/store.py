@@ -35,10 +35,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from distill.errors import DistillError, InputError
-from distill.images import ImageError, resolve_image_path
-from distill.shards import count_lines, fsync_dir, read_json_model, write_bytes_atomic
-from schemas import DatasetManifest, ImageRef, ShardRef, content_hash, file_sha256, sha256_hex
+from distill.core.errors import DistillError, InputError
+from distill.core.images import ImageError, resolve_image_path
+from distill.core.shards import count_lines, fsync_dir, read_json_model, write_bytes_atomic
+from distill.schemas import (
+    DatasetManifest,
+    ImageRef,
+    ShardRef,
+    content_hash,
+    file_sha256,
+    sha256_hex,
+)
+from distill.schemas.dataset_manifest import eval_set_hash
 
 IMAGE_ROOT_FROM_VERSION = "../../images"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -59,15 +67,6 @@ def version_id(*, parent: str | None, inputs: list[ShardRef], policy_hash: str,
         "shards": [ref.model_dump(mode="json") for ref in shards],
         "scored_shards": [ref.model_dump(mode="json") for ref in scored_shards],
     })
-
-
-def eval_set_label(digest: str, path: Path | str) -> str:
-    """How a manifest names an eval set: its content hash, then where it was read from."""
-    return f"{digest} {path}"
-
-
-def eval_set_hash(label: str) -> str:
-    return label.split(" ", 1)[0]
 
 
 class DatasetStore:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from distill.core.progress import console, progress_bar
 from distill.generate.runner import GenerateOptions, RunSummary, run_generate
-from distill.progress import console, progress_bar
 
 
 @click.command("generate")

@@ -36,19 +36,11 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from distill.answers import parse_output
-from distill.errors import DistillError, InputError
-from distill.executors import Executor, map_shards
-from distill.generate.engines.base import (
-    ChatRequest,
-    Completion,
-    Engine,
-    EngineFailure,
-    RequestResults,
-)
-from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
-from distill.images import ImageError, read_image_bytes
-from distill.shards import (
+from distill.core.answers import parse_output
+from distill.core.errors import DistillError, InputError
+from distill.core.executors import Executor, map_shards
+from distill.core.images import ImageError, read_image_bytes
+from distill.core.shards import (
     ShardWriter,
     count_lines,
     fsync_dir,
@@ -62,7 +54,15 @@ from distill.shards import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
+from distill.generate.engines.base import (
+    ChatRequest,
+    Completion,
+    Engine,
+    EngineFailure,
+    RequestResults,
+)
+from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
+from distill.schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
 
 log = logging.getLogger(__name__)
 

@@ -28,14 +28,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distill.config_files import load_named_yaml
-from distill.errors import DistillError, InputError
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import DistillError, InputError
+from distill.core.paths import DATA_DIR
+from distill.core.prompts import PromptTemplate, load_prompt
 from distill.generate.engines import engine_class
 from distill.generate.engines.base import Engine, EngineOptions
-from distill.paths import DATA_DIR
-from distill.prompts import PromptTemplate, load_prompt
-from schemas import SamplingParams, content_hash
-from schemas.base import Identifier
+from distill.schemas import SamplingParams, content_hash
+from distill.schemas.base import Identifier
 
 TEACHERS_DIR = DATA_DIR / "teachers"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from distill.ingest import IngestOptions, ingest, open_source
-from distill.shards import iter_records
-from schemas import Rejection, Trace
+from distill.core.shards import iter_records
+from distill.ingest.pipeline import IngestOptions, ingest, open_source
+from distill.schemas import Rejection, Trace
 
 
 def make_ingest(out: Path, counts: dict[str, int], shard_size: int = 1000,

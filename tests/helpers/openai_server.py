@@ -23,7 +23,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from distill.generate.engines.base import ChatRequest, Completion, Engine
-from schemas import SamplingParams
+from distill.schemas import SamplingParams
 
 # (identity, attempt number from 1) -> action
 FaultPlan = Callable[[str, int], str]

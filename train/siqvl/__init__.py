@@ -4,10 +4,10 @@ Qwen2/Qwen2.5 causal LM, as a transformers-compatible model (config, save/load, 
 Importing this package registers the ``siqvl`` model type with transformers' Auto classes.
 """
 
-from train.siqvl.configuration import SiQVLConfig
-from train.siqvl.modeling import SiQVLForConditionalGeneration, SiQVLOutput
-from train.siqvl.processing import SiQVLProcessor
-from train.siqvl.projector import PixelShuffleProjector, pixel_shuffle
+from distill.train.siqvl.configuration import SiQVLConfig
+from distill.train.siqvl.modeling import SiQVLForConditionalGeneration, SiQVLOutput
+from distill.train.siqvl.processing import SiQVLProcessor
+from distill.train.siqvl.projector import PixelShuffleProjector, pixel_shuffle
 
 __all__ = [
     "PixelShuffleProjector",

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from distill.config_files import load_named_yaml
-from distill.errors import DistillError, InputError
-from distill.paths import DATA_DIR
-from train.model_folders import SIQVL_MODEL_TYPE, read_model_type
-from train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
-from train.siqvl.modeling import SiQVLForConditionalGeneration
-from train.siqvl.processing import ProcessorSettings, SiQVLProcessor
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import DistillError, InputError
+from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
+from distill.core.paths import DATA_DIR
+from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
+from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
+from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
 
 MODELS_DIR = DATA_DIR / "models"
 _SPEC_KEYS = {"tokenizer", "image_size", "pixel_shuffle_factor", "vision_feature_layer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from train.model_folders import SIQVL_MODEL_TYPE
+from distill.core.model_folders import SIQVL_MODEL_TYPE
 
 VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
 TEXT_MODEL_TYPES = ("qwen2",)

@@ -19,8 +19,8 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from train.siqvl.configuration import SiQVLConfig
-from train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
+from distill.train.siqvl.configuration import SiQVLConfig
+from distill.train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
 
 IGNORE_INDEX = -100
 

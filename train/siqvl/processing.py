@@ -24,10 +24,10 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from distill.errors import DistillError
-from distill.prompts import PromptTemplate, load_prompt
-from schemas import Sample
-from train.siqvl.modeling import IGNORE_INDEX
+from distill.core.errors import DistillError
+from distill.core.prompts import PromptTemplate, load_prompt
+from distill.schemas import Sample
+from distill.train.siqvl.modeling import IGNORE_INDEX
 
 PromptMode = Literal["cot", "direct"]
 PROMPT_FILES: dict[str, str] = {"cot": "cot", "direct": "direct"}

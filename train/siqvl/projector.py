@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 
 
 class PatchGridError(DistillError):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib
 
-from distill.errors import DistillError
+from distill.core.errors import DistillError
 from distill.generate.engines.base import Engine
 
 ENGINES: dict[str, str] = {

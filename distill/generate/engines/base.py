@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas import SamplingParams
-from schemas.trace import FinishReason
+from distill.schemas import SamplingParams
+from distill.schemas.trace import FinishReason
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from threadpoolctl import ThreadpoolController
 
+from distill.core.digits import CELL, GRID, IMAGE_SIZE, SCALE, digit_images, source_pools
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,
@@ -36,8 +37,7 @@ from distill.generate.engines.base import (
     RequestResults,
     Result,
 )
-from distill.sources.digits import CELL, GRID, IMAGE_SIZE, SCALE, digit_images, source_pools
-from schemas import SamplingParams
+from distill.schemas import SamplingParams
 
 Reader = Literal["knn", "logreg"]
 # A cell whose total ink (0..16 units a pixel, 64 pixels) is below this is blank; the

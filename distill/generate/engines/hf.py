@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distill.errors import require_extra
+from distill.core.errors import require_extra
+from distill.core.images import ImageError, decode_image
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,
@@ -28,7 +29,6 @@ from distill.generate.engines.base import (
     RequestResults,
     Result,
 )
-from distill.images import ImageError, decode_image
 
 
 class HFOptions(EngineOptions):

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from distill.errors import require_extra
+from distill.core.errors import require_extra
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,

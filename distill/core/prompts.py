@@ -1,0 +1,95 @@
+"""Prompt templates as data: YAML files in prompts/, each named by its content hash.
+
+A template holds a system prompt, a user template (Jinja2, strict: an unknown
+placeholder is an error at load time, not a silently empty string) and the answer format
+the parser expects. The hash of the parsed file goes into every trace, so changing a
+prompt makes new trace keys and old traces stay attributable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import jinja2.meta
+
+from distill.core.config_files import load_named_yaml
+from distill.core.errors import InputError
+from distill.core.paths import PROMPTS_DIR
+from distill.schemas import Sample, content_hash
+from distill.schemas.sample import CHOICE_LETTERS
+
+AnswerFormat = Literal["answer_line", "think_tags", "direct"]
+
+# The only names a user template may use.
+PLACEHOLDERS = frozenset({"question", "choices", "answer_type", "category"})
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                          autoescape=False)
+_KEYS = {"id", "description", "system", "user", "answer_format"}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One prompt: ``render(sample)`` gives the (system, user) texts for a chat request."""
+
+    id: str
+    system: str
+    user: str
+    answer_format: AnswerFormat
+    description: str = ""
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash({"system": self.system, "user": self.user,
+                             "answer_format": self.answer_format})
+
+    @cached_property
+    def _template(self) -> jinja2.Template:
+        return _ENV.from_string(self.user)
+
+    def render(self, sample: Sample) -> tuple[str, str]:
+        choices = None
+        if sample.choices:
+            choices = "\n".join(f"{CHOICE_LETTERS[i]}. {text}"
+                                for i, text in enumerate(sample.choices))
+        user = self._template.render(question=sample.question, choices=choices,
+                                     answer_type=sample.answer_type, category=sample.category)
+        return self.system, user.strip()
+
+
+def load_prompt(name_or_path: str | Path) -> PromptTemplate:
+    """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml)."""
+    data, path = load_named_yaml(name_or_path, PROMPTS_DIR, "prompt file")
+    return parse_prompt(data, path)
+
+
+def parse_prompt(data: Any, path: Path) -> PromptTemplate:
+    if not isinstance(data, dict):
+        raise InputError("a prompt file must be a mapping", file=path, reason="bad_prompt")
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise InputError(f"unknown key; allowed keys are {sorted(_KEYS)}", file=path,
+                         field=unknown[0], reason="bad_prompt")
+    for key in ("id", "user", "answer_format"):
+        if not isinstance(data.get(key), str) or not data[key].strip():
+            raise InputError("required, a non-empty string", file=path, field=key,
+                             reason="bad_prompt")
+    if data["answer_format"] not in ("answer_line", "think_tags", "direct"):
+        raise InputError("must be one of answer_line, think_tags, direct", file=path,
+                         field="answer_format", reason="bad_prompt")
+    try:
+        names = jinja2.meta.find_undeclared_variables(_ENV.parse(data["user"]))
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"template syntax error: {exc.message}", file=path,
+                         line=exc.lineno, field="user", reason="bad_prompt") from None
+    unknown_names = sorted(names - PLACEHOLDERS)
+    if unknown_names:
+        raise InputError(f"unknown placeholder(s) {unknown_names}; available: "
+                         f"{sorted(PLACEHOLDERS)}", file=path, field="user",
+                         reason="bad_prompt")
+    return PromptTemplate(id=data["id"], system=str(data.get("system", "")).strip(),
+                          user=data["user"], answer_format=data["answer_format"],
+                          description=str(data.get("description", "")).strip())

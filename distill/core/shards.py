@@ -1,0 +1,291 @@
+"""Durable JSONL shards: written to a temp file, fsynced, then renamed.
+
+The invariants every stage relies on:
+
+* a file named ``part-NNNNN.jsonl`` is complete: it only appears by an atomic rename
+  after its bytes were fsynced;
+* work in progress lives in ``part-NNNNN.jsonl.partial``, flushed and fsynced every
+  ``flush_every`` records or ``flush_seconds`` seconds, so a restart loses at most that;
+* a crash can only leave a torn *last* line in a partial shard; reopening the shard
+  cuts it off (and says so) instead of parsing it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from distill.core.errors import DiskFullError, DistillError, InputError, disk_full_from
+from distill.schemas import ShardRef, file_sha256
+
+log = logging.getLogger(__name__)
+
+SHARD_SUFFIX = ".jsonl"
+PARTIAL_SUFFIX = ".partial"
+M = TypeVar("M", bound=BaseModel)
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}{SHARD_SUFFIX}"
+
+
+def partial_path(final_path: Path) -> Path:
+    return final_path.with_name(final_path.name + PARTIAL_SUFFIX)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: fsync the directory that holds the entry."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _raise_io(exc: OSError, path: Path) -> None:
+    """Name the file when a write fails for lack of space; other errors pass unchanged."""
+    if disk_full_from(exc) is not None:
+        raise DiskFullError(path) from exc
+    raise exc
+
+
+def repair_partial(path: Path) -> int:
+    """Cut a torn last line (no trailing newline) off a partial shard; return bytes cut."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline; everything after it is a torn write.
+        block = 1 << 16
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut != -1:
+                keep = start + cut + 1
+                break
+            end = start
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+    log.warning("repaired %s: cut a torn last line of %d bytes left by a crash", path, size - keep)
+    return size - keep
+
+
+class ShardWriter:
+    """Append records to a partial shard, then ``commit()`` it into place atomically.
+
+    Reopening a partial shard after a crash repairs its tail and appends after the
+    records already there; callers use ``existing_lines()`` to learn which work is done.
+    """
+
+    def __init__(
+        self, final_path: Path | str, *, flush_every: int = 256, flush_seconds: float = 5.0
+    ) -> None:
+        self.final_path = Path(final_path)
+        self.path = partial_path(self.final_path)
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.final_path.exists():
+            raise DistillError(f"{self.final_path} is already complete; refusing to rewrite it")
+        self.repaired_bytes = repair_partial(self.path) if self.path.exists() else 0
+        self._handle = open(self.path, "ab")  # noqa: SIM115 - closed in commit/close
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def existing_lines(self) -> Iterator[str]:
+        """Lines already in the partial shard (after repair), e.g. to collect done keys."""
+        self._handle.flush()
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line
+
+    def write(self, record: BaseModel) -> None:
+        self.write_line(record.model_dump_json())
+
+    def write_line(self, line: str) -> None:
+        try:
+            self._handle.write(line.encode("utf-8") + b"\n")
+        except OSError as exc:
+            _raise_io(exc, self.path)
+        self._pending += 1
+        if (
+            self._pending >= self.flush_every
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Make everything written so far durable (survives kill -9 and power loss)."""
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as exc:
+            _raise_io(exc, self.path)
+        self._pending = 0
+        self._last_flush = time.monotonic()
+
+    def commit(self) -> ShardRef:
+        """fsync, rename to the final name, fsync the directory; return the shard's ref."""
+        self.flush()
+        self._handle.close()
+        rows = count_lines(self.path)
+        digest = file_sha256(self.path)
+        os.replace(self.path, self.final_path)
+        fsync_dir(self.final_path.parent)
+        return ShardRef(name=self.final_path.name, sha256=digest, rows=rows)
+
+    def close(self) -> None:
+        """Leave the partial shard in place for a later resume (no commit).
+
+        After a failed write (a full disk) the buffer still holds bytes that cannot be
+        written; closing then fails again for the same reason, which ``flush`` already
+        reported, so that second error is dropped. The partial shard may end in a torn
+        line, which the next open repairs.
+        """
+        if self._handle.closed:
+            return
+        try:
+            self.flush()
+        finally:
+            try:
+                self._handle.close()
+            except OSError:
+                log.debug("closing %s after a failed write", self.path, exc_info=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def shard_ref(path: Path, relative_to: Path) -> ShardRef:
+    """Describe a finished shard for a manifest."""
+    return ShardRef(
+        name=path.relative_to(relative_to).as_posix(),
+        sha256=file_sha256(path),
+        rows=count_lines(path),
+    )
+
+
+def iter_lines(path: Path | str) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each non-blank line of a finished JSONL file.
+
+    A finished file whose last line has no newline was torn by something other than our
+    writer (our writers only rename complete files); that is reported, never parsed.
+    """
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith("\n") and line.strip():
+                raise InputError(
+                    "last line is truncated (no newline at end of file): the file was cut "
+                    "off mid-write",
+                    file=path,
+                    line=number,
+                    reason="truncated_file",
+                )
+            if line.strip():
+                yield number, line
+
+
+def iter_records(path: Path | str, model: type[M]) -> Iterator[M]:
+    """Validate every line of a shard against ``model``; errors name file, line and field."""
+    for number, line in iter_lines(path):
+        yield parse_line(line, model, file=path, line=number)
+
+
+def parse_line(text: str, model: type[M], *, file: Path | str, line: int) -> M:
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise InputError(
+                f"not valid JSON ({exc.errors()[0]['msg']})", file=file, line=line,
+                reason="bad_json",
+            ) from None
+        raise InputError.from_validation(exc, file=file, line=line) from None
+
+
+def write_bytes_atomic(path: Path | str, data: bytes) -> None:
+    """Replace a file so that readers see the old content or the new, never half of it:
+    temp file, fsync, rename, fsync of the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        _raise_io(exc, path)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files that writers of ``path`` killed mid-write left behind.
+
+    A temp file carries its writer's pid; one whose writer is gone can never be renamed
+    into place, so it is only clutter that a user might mistake for data.
+    """
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_json_atomic(path: Path | str, value: BaseModel | dict | list) -> None:
+    """Write a manifest or small JSON file atomically (see ``write_bytes_atomic``)."""
+    if isinstance(value, BaseModel):
+        text = value.model_dump_json(indent=2)
+    else:
+        text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+
+
+def read_json_model(path: Path | str, model: type[M]) -> M:
+    """Load a manifest-like JSON file with a clear error on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", file=path, reason="missing_file") from None
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise InputError.from_validation(exc, file=path, line=None) from None

@@ -1,0 +1,205 @@
+"""`distill eval`, `distill compare` and `distill lineage`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from distill.core.errors import DistillError
+from distill.core.evalsets import load_eval_set
+from distill.core.paths import slug
+from distill.core.shards import write_json_atomic
+from distill.evaluate.cache import default_cache_dir
+from distill.evaluate.runner import (
+    DEFAULT_CHUNK,
+    LARGE_CHUNK,
+    EvalRun,
+    evaluate,
+    preferred_chunk_size,
+)
+
+
+def _stdout() -> Console:
+    """Reports go to stdout (progress bars and warnings go to stderr)."""
+    return Console(highlight=False)
+
+
+def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    import yaml
+
+    parsed = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
+                                     param_hint="--engine-option")
+        parsed.append((key, yaml.safe_load(value) if value else ""))
+    return tuple(parsed)
+
+
+def result_file_name(run: EvalRun, eval_set_name: str) -> str:
+    result = run.result
+    return (f"{slug(result.model.name)}-{slug(eval_set_name)}-{result.mode}-"
+            f"{result.result_id[:8]}.json")
+
+
+def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
+    table = Table(title="eval results")
+    for name in ("model", "eval set", "mode", "n", "acc % [95% CI]", "unparsed %", "tok/s",
+                 "new", "cached"):
+        table.add_column(name, justify="left" if name in ("model", "eval set", "mode")
+                         else "right")
+    for run, set_name, _ in rows:
+        m = run.result.metrics
+        table.add_row(run.result.model.name, set_name, run.result.mode, str(int(m["n"])),
+                      f"{100 * m['accuracy']:.1f} [{100 * m['accuracy_ci_low']:.1f}, "
+                      f"{100 * m['accuracy_ci_high']:.1f}]",
+                      f"{100 * m['unparseable_rate']:.1f}", f"{m['tokens_per_s']:.0f}",
+                      str(run.generated), str(run.reused))
+    console = _stdout()
+    console.print(table)
+    for _, _, path in rows:
+        console.print(f"wrote {path}")
+
+
+@click.group("eval", invoke_without_command=True)
+@click.option("--model", "model_spec", metavar="SPEC",
+              help="siqvl:PATH (run or checkpoint), hf:PATH (local transformers model), "
+                   "engine:ENGINE:MODEL (e.g. engine:builtin:knn) or engine:TEACHERSET#ID "
+                   "(e.g. engine:digits#logreg); a bare PATH is recognised by its files.")
+@click.option("--data", "data_specs", multiple=True, metavar="EVALSET",
+              help="An ingest folder (DIR or DIR:SPLIT, default split test) or a JSONL file "
+                   "of Samples. Repeat for several eval sets.")
+@click.option("--split", help="Split of the ingest folder(s) (default: test).")
+@click.option("--image-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder image paths are relative to (default: from the eval set).")
+@click.option("--mode", "modes", multiple=True, type=click.Choice(["cot", "direct"]),
+              help="cot (reason, then answer) and/or direct (answer only). Default: cot.")
+@click.option("--out", default=Path("runs/eval"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the EvalResult JSON files.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Generation cache (default: $DISTILL_EVAL_CACHE or ~/.cache/distill/eval).")
+@click.option("--no-cache", is_flag=True, help="Generate everything, store nothing.")
+@click.option("--batch-size", default=8, show_default=True, help="Samples per generate batch.")
+@click.option("--max-new-tokens", default=512, show_default=True)
+@click.option("--dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "bfloat16", "float16", "float32"]))
+@click.option("--device", help="cuda, cuda:1, cpu (default: cuda when available).")
+@click.option("--prompt", help="Prompt file or name in prompts/ (hf/engine; default: the "
+                               "mode's prompt, prompts/cot.yaml or prompts/direct.yaml).")
+@click.option("--chunk-size", type=int,
+              help=f"Items generated between two durable cache writes (default "
+                   f"{DEFAULT_CHUNK}; {LARGE_CHUNK} for engines that batch best when they "
+                   "see everything, like vLLM).")
+@click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the engine (engine:...), e.g. base_url=http://host:8000/v1; "
+                   "the value is read as YAML (numbers, booleans).")
+@click.option("--threads", type=int, help="CPU threads for torch (on a busy or small "
+                                          "machine, 1 is often fastest).")
+@click.pass_context
+def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[str, ...],
+                 split: str | None, image_root: Path | None, modes: tuple[str, ...], out: Path,
+                 cache_dir: Path | None, no_cache: bool, batch_size: int, max_new_tokens: int,
+                 dtype: str, device: str | None, prompt: str | None, chunk_size: int | None,
+                 engine_options: tuple[str, ...], threads: int | None) -> None:
+    """Score a model on eval sets; every item keeps its raw output, extracted answer and
+    judgment. Re-runs only generate for items the cache lacks.
+
+    \b
+    distill eval --model siqvl:runs/stage2 --data work/digits --mode cot --mode direct
+    distill eval convert mathvista testmini.json --out evalsets/mathvista
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model_spec or not data_specs:
+        raise click.UsageError("--model and at least one --data are required "
+                               "(or a subcommand: convert)")
+    from distill.core.predictors import PredictorOptions, load_predictor
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
+    predictor = load_predictor(model_spec, PredictorOptions(
+        batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype, device=device,
+        prompt=prompt, engine_options=_parse_options(engine_options)))
+    cache = None if no_cache else (cache_dir or default_cache_dir())
+    rows = []
+    try:
+        for eval_set in eval_sets:
+            for mode in modes or ("cot",):
+                run = evaluate(predictor, eval_set, mode, cache_dir=cache,  # type: ignore[arg-type]
+                               chunk_size=chunk_size or preferred_chunk_size(predictor))
+                path = out / result_file_name(run, eval_set.name)
+                write_json_atomic(path, run.result)
+                rows.append((run, eval_set.name, path))
+    finally:
+        predictor.close()
+    _print_runs(rows)
+
+
+def _expand_results(paths: tuple[Path, ...]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                raise DistillError(f"{path} holds no result files (*.json)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+@click.command("compare")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Write compare.md, accuracy.png and compare.html (flipped items) here.")
+@click.option("--baseline", default=0, show_default=True,
+              help="Index of the result the others are compared with (0 = the first named).")
+@click.option("--max-flips", default=200, show_default=True,
+              help="Flipped items listed per direction and pair.")
+def compare_command(results: tuple[Path, ...], out: Path | None, baseline: int,
+                    max_flips: int) -> None:
+    """Put eval RESULTS (files, or folders of them) side by side: accuracy per category,
+    deltas with paired tests, and the items that flipped."""
+    from distill.evaluate.compare import compare_results, load_results
+    from distill.evaluate.report import print_comparison, write_reports
+
+    comparison = compare_results(load_results(_expand_results(results)), baseline=baseline)
+    console = _stdout()
+    print_comparison(comparison, console)
+    if out is not None:
+        paths = write_reports(comparison, out, max_flips=max_flips)
+        for kind, path in paths.items():
+            console.print(f"{kind}: {path}")
+
+
+@click.command("lineage")
+@click.argument("result", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-verify", is_flag=True, help="Skip re-hashing shards and checkpoints.")
+def lineage_command(result: Path, no_verify: bool) -> None:
+    """Print the chain behind an eval RESULT: eval set, checkpoint, run, dataset version,
+    traces (teachers, prompts) and ingested samples, flagging every broken link."""
+    from distill.evaluate.lineage import trace_lineage
+
+    links = trace_lineage(result, verify=not no_verify)
+    console = _stdout()
+    marks = {"ok": "[green]ok[/]", "broken": "[red]BROKEN[/]", "not recorded": "[dim]-[/]"}
+    for depth, link in enumerate(links):
+        indent = "  " * min(depth, 1)
+        console.print(f"{indent}[bold]{link.kind}[/] {marks[link.status]} "
+                      f"{link.path or ''}")
+        for detail in link.details:
+            console.print(f"{indent}    {detail}")
+        for problem in link.problems:
+            console.print(f"{indent}    [red]! {problem}[/]")
+    broken = [link for link in links if link.status == "broken"]
+    if broken:
+        raise DistillError(f"lineage has {len(broken)} broken link(s): "
+                           + ", ".join(link.kind for link in broken))

@@ -1,0 +1,140 @@
+"""Several EvalResults side by side: accuracy per category, deltas against a baseline with
+paired tests, and the items that flipped between two runs.
+
+Items are paired by sample id (and gold answer: the same id with another gold answer is a
+different item and is left out of the pairing, counted in ``mismatched``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from distill.core.errors import DistillError, InputError
+from distill.core.shards import read_json_model
+from distill.evaluate.metrics import PairedComparison, compare_paired
+from distill.schemas import EvalItem, EvalResult
+
+Direction = Literal["right_to_wrong", "wrong_to_right"]
+
+
+@dataclass(frozen=True)
+class LoadedResult:
+    path: Path
+    result: EvalResult
+    label: str
+
+    @property
+    def eval_set_name(self) -> str:
+        return eval_set_name(self.result.eval_set)
+
+
+@dataclass(frozen=True)
+class Flip:
+    """An item one run got right and the other did not (unparseable counts as not right)."""
+
+    direction: Direction
+    before: EvalItem  # the baseline's item
+    after: EvalItem
+
+    @property
+    def sample_id(self) -> str:
+        return self.before.sample_id
+
+
+@dataclass
+class PairReport:
+    """Run ``b`` against the baseline ``a`` on their shared items."""
+
+    a: LoadedResult
+    b: LoadedResult
+    overall: PairedComparison
+    per_category: dict[str, PairedComparison]
+    flips: list[Flip]
+    only_in_a: int
+    only_in_b: int
+    mismatched: int
+    same_eval_set: bool
+
+    def flips_of(self, direction: Direction) -> list[Flip]:
+        return [flip for flip in self.flips if flip.direction == direction]
+
+
+@dataclass
+class Comparison:
+    results: list[LoadedResult]
+    categories: list[str]
+    pairs: list[PairReport] = field(default_factory=list)
+
+
+def load_results(paths: list[Path]) -> list[LoadedResult]:
+    """Read result files (clear errors) and give each a short, unique label."""
+    if not paths:
+        raise DistillError("compare needs at least one result file")
+    loaded = [(path, read_json_model(path, EvalResult)) for path in paths]
+    several_sets = len({result.eval_set_hash for _, result in loaded}) > 1
+    labels: list[str] = []
+    for _, result in loaded:
+        label = f"{result.model.name} ({result.mode})"
+        if several_sets:
+            label += f" on {eval_set_name(result.eval_set)}"
+        labels.append(label)
+    for index, label in enumerate(labels):
+        if labels.count(label) > 1:
+            labels[index] = f"{label} [{paths[index].stem}]"
+    return [LoadedResult(path=path, result=result, label=label)
+            for (path, result), label in zip(loaded, labels, strict=True)]
+
+
+def eval_set_name(spec: str) -> str:
+    """'digits:test' for an ingest folder spec, the file stem for a JSONL file."""
+    path = Path(spec)
+    if ":" in path.name:
+        folder, _, split = path.name.rpartition(":")
+        return f"{folder}:{split}"
+    return path.stem
+
+
+def compare_results(results: list[LoadedResult], *, baseline: int = 0) -> Comparison:
+    """Every result against the baseline (default: the first one named)."""
+    if not 0 <= baseline < len(results):
+        raise DistillError(f"--baseline {baseline} is out of range: {len(results)} result(s)")
+    categories = sorted({category for loaded in results
+                         for category in loaded.result.per_category}
+                        | {item.category for loaded in results for item in loaded.result.items})
+    comparison = Comparison(results=results, categories=categories)
+    base = results[baseline]
+    for index, other in enumerate(results):
+        if index != baseline:
+            comparison.pairs.append(pair_report(base, other))
+    return comparison
+
+
+def pair_report(a: LoadedResult, b: LoadedResult) -> PairReport:
+    items_a = {item.sample_id: item for item in a.result.items}
+    items_b = {item.sample_id: item for item in b.result.items}
+    shared = [sid for sid in items_a if sid in items_b]
+    mismatched = [sid for sid in shared if items_a[sid].gold != items_b[sid].gold]
+    paired = [sid for sid in shared if items_a[sid].gold == items_b[sid].gold]
+    if not paired:
+        raise InputError(f"no items in common between {a.path} and {b.path} (different eval "
+                         "sets?)", file=b.path, reason="config_error")
+    right_a = {sid: items_a[sid].correctness == "correct" for sid in paired}
+    right_b = {sid: items_b[sid].correctness == "correct" for sid in paired}
+    per_category: dict[str, PairedComparison] = {}
+    for category in sorted({items_a[sid].category for sid in paired}):
+        ids = [sid for sid in paired if items_a[sid].category == category]
+        per_category[category] = compare_paired([right_a[s] for s in ids],
+                                                [right_b[s] for s in ids])
+    flips = [
+        Flip("right_to_wrong" if right_a[sid] else "wrong_to_right", items_a[sid], items_b[sid])
+        for sid in paired if right_a[sid] != right_b[sid]
+    ]
+    return PairReport(
+        a=a, b=b, overall=compare_paired([right_a[s] for s in paired],
+                                         [right_b[s] for s in paired]),
+        per_category=per_category, flips=flips,
+        only_in_a=len(items_a) - len(shared), only_in_b=len(items_b) - len(shared),
+        mismatched=len(mismatched), same_eval_set=a.result.eval_set_hash == b.result.eval_set_hash,
+    )

@@ -1,0 +1,127 @@
+"""Accuracy with confidence intervals, and paired tests for two runs on the same items.
+
+Intervals are percentile bootstrap intervals: ``N_RESAMPLES`` = 10,000 resamples, seed
+``SEED`` = 0, level 95%. Because every outcome is 0/1 (an unparseable answer counts as not
+correct), the mean of a resample of n items is distributed exactly as Binomial(n, p)/n
+(paired differences in {-1, 0, +1}: as a multinomial), so we draw those counts directly:
+the same distribution as resampling items, at a fraction of the cost, and reproducible.
+
+Flips between two runs are tested with McNemar's exact test (a two-sided binomial test on
+the discordant pairs), which is exact at any sample size; the paired bootstrap gives the
+interval of the accuracy difference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from distill.core.answers import parse_output
+from distill.schemas import EvalItem
+
+N_RESAMPLES = 10_000
+SEED = 0
+LEVEL = 0.95
+
+
+def bootstrap_accuracy_ci(correct: int, n: int, *, n_resamples: int = N_RESAMPLES,
+                          seed: int = SEED, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of an accuracy of ``correct`` out of ``n``."""
+    if n <= 0:
+        raise ValueError("an accuracy interval needs at least one item")
+    rng = np.random.default_rng(seed)
+    draws = rng.binomial(n, correct / n, size=n_resamples) / n
+    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
+    """Two-sided exact McNemar p-value: under 'no difference' each flip is a fair coin."""
+    n = right_to_wrong + wrong_to_right
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(right_to_wrong, wrong_to_right) + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact big-integer division, no overflow
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Run B against run A on the same items (B - A)."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    right_to_wrong: int  # A correct, B not
+    wrong_to_right: int  # A not correct, B correct
+    delta: float
+    delta_ci_low: float
+    delta_ci_high: float
+    mcnemar_p: float
+    bootstrap_p: float
+
+
+def compare_paired(a: Sequence[bool], b: Sequence[bool], *, n_resamples: int = N_RESAMPLES,
+                   seed: int = SEED, level: float = LEVEL) -> PairedComparison:
+    """Delta of accuracy with a paired bootstrap interval, McNemar's exact p-value, and
+    the bootstrap's two-sided p-value (share of resampled deltas on the far side of 0)."""
+    if len(a) != len(b):
+        raise ValueError("paired outcomes need the same items in both runs")
+    n = len(a)
+    if n == 0:
+        raise ValueError("a paired comparison needs at least one shared item")
+    minus = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+    plus = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [minus / n, (n - minus - plus) / n, plus / n],
+                             size=n_resamples)
+    deltas = (counts[:, 2] - counts[:, 0]) / n
+    low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
+    below, above = float(np.mean(deltas <= 0)), float(np.mean(deltas >= 0))
+    return PairedComparison(
+        n=n, accuracy_a=sum(a) / n, accuracy_b=sum(b) / n, right_to_wrong=minus,
+        wrong_to_right=plus, delta=(plus - minus) / n, delta_ci_low=float(low),
+        delta_ci_high=float(high), mcnemar_p=mcnemar_exact(minus, plus),
+        bootstrap_p=min(1.0, 2 * min(below, above)),
+    )
+
+
+def reasoning_words(raw_output: str) -> int:
+    """Length of the reasoning part of an output, in whitespace-separated words."""
+    return len(parse_output(raw_output).reasoning.split())
+
+
+def accuracy_block(items: Sequence[EvalItem]) -> dict[str, float]:
+    """n, accuracy with its interval, and the unparseable rate of a group of items."""
+    n = len(items)
+    correct = sum(1 for item in items if item.correctness == "correct")
+    low, high = bootstrap_accuracy_ci(correct, n)
+    unparseable = sum(1 for item in items if item.correctness == "unparseable")
+    return {"n": float(n), "correct": float(correct), "accuracy": correct / n,
+            "ci_low": low, "ci_high": high, "unparseable_rate": unparseable / n}
+
+
+def summarize(items: Sequence[EvalItem]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Overall metrics and per-category accuracy blocks of a scored run."""
+    overall = accuracy_block(items)
+    tokens = sum(item.output_tokens for item in items)
+    seconds = sum(item.latency_s for item in items)
+    metrics = {
+        **{("accuracy_" + key if key in ("ci_low", "ci_high") else key): value
+           for key, value in overall.items()},
+        "mean_output_tokens": tokens / len(items),
+        "mean_reasoning_words": sum(reasoning_words(item.raw_output) for item in items)
+        / len(items),
+        "generation_s": seconds,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "ci_level": LEVEL,
+        "bootstrap_resamples": float(N_RESAMPLES),
+    }
+    groups: dict[str, list[EvalItem]] = defaultdict(list)
+    for item in items:
+        groups[item.category].append(item)
+    per_category = {category: accuracy_block(group) for category, group in sorted(groups.items())}
+    return metrics, per_category

@@ -1,0 +1,123 @@
+"""Score one model on one eval set in one mode: generate what is not cached, judge all.
+
+The result's id is the content hash of (model fingerprint, eval set hash, generation
+config, mode): the same id means the same question asked of the same model the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from distill.core.answers import judge, parse_output
+from distill.core.evalsets import EvalSet
+from distill.core.predictors import (
+    Generation,
+    Mode,
+    Predictor,
+    chunked,
+    model_identity,
+    model_key,
+)
+from distill.core.progress import progress_bar
+from distill.evaluate.cache import CachedGeneration, GenerationCache, input_hash
+from distill.evaluate.metrics import summarize
+from distill.schemas import EvalItem, EvalResult, Sample, content_hash
+
+DEFAULT_CHUNK = 64
+LARGE_CHUNK = 2048
+
+
+def preferred_chunk_size(predictor: Predictor) -> int:
+    """Items per predict call: small chunks keep little work at risk; engines that batch
+    best over everything (``default_batch_size = None``, e.g. vLLM) get large ones."""
+    engine_cls = getattr(predictor, "engine_cls", None)
+    if engine_cls is not None and engine_cls.default_batch_size is None:
+        return LARGE_CHUNK
+    return DEFAULT_CHUNK
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    result: EvalResult
+    generated: int  # items the model was run on
+    reused: int  # items taken from the cache
+
+
+def result_id(predictor: Predictor, eval_set: EvalSet, mode: Mode) -> str:
+    model = predictor.model_ref
+    return content_hash({"model": model_identity(model),
+                         "eval_set": eval_set.hash,
+                         "generation": predictor.generation_config(mode), "mode": mode})
+
+
+def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
+             cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK) -> EvalRun:
+    """Run the model on the items the cache lacks (durably, chunk by chunk), then score."""
+    generation = predictor.generation_config(mode)
+    key = model_key(predictor.model_ref, generation)
+    outputs: dict[str, CachedGeneration] = {}
+    if cache_dir is None:
+        generated = _generate(predictor, eval_set, mode, list(eval_set.samples), outputs, None,
+                              chunk_size)
+    else:
+        description = {"model": predictor.model_ref.model_dump(mode="json"),
+                       "generation": generation}
+        with GenerationCache(cache_dir, key, description) as cache:
+            todo = []
+            for sample in eval_set.samples:
+                hit = cache.get(sample)
+                if hit is None:
+                    todo.append(sample)
+                else:
+                    outputs[hit.input_hash] = hit
+            generated = _generate(predictor, eval_set, mode, todo, outputs, cache, chunk_size)
+    items = [score(sample, outputs[input_hash(sample)]) for sample in eval_set.samples]
+    metrics, per_category = summarize(items)
+    result = EvalResult(
+        result_id=result_id(predictor, eval_set, mode), created_at=datetime.now(UTC),
+        model=predictor.model_ref, eval_set=eval_set.spec, eval_set_hash=eval_set.hash,
+        mode=mode, generation=generation, metrics=metrics, per_category=per_category,
+        items=items,
+    )
+    return EvalRun(result=result, generated=generated, reused=len(items) - generated)
+
+
+def _generate(predictor: Predictor, eval_set: EvalSet, mode: Mode, todo: list[Sample],
+              outputs: dict[str, CachedGeneration], cache: GenerationCache | None,
+              chunk_size: int) -> int:
+    if not todo:
+        return 0
+    label = f"eval {predictor.model_ref.name} {mode} on {eval_set.name}"
+    with progress_bar(label, total=len(todo), unit="items") as bar:
+        for chunk in chunked(todo, chunk_size):
+            generations = predictor.predict(chunk, eval_set.image_root, mode)
+            if len(generations) != len(chunk):
+                raise RuntimeError(f"predictor returned {len(generations)} outputs for "
+                                   f"{len(chunk)} samples")
+            for sample, generation in zip(chunk, generations, strict=True):
+                entry = _entry(sample, generation)
+                outputs[entry.input_hash] = entry
+                if cache is not None:
+                    cache.put(entry)
+            if cache is not None:
+                cache.flush()
+            bar.advance(len(chunk))
+    return len(todo)
+
+
+def _entry(sample: Sample, generation: Generation) -> CachedGeneration:
+    return CachedGeneration(input_hash=input_hash(sample), sample_id=sample.id,
+                            text=generation.text, output_tokens=generation.output_tokens,
+                            latency_s=generation.latency_s,
+                            finish_reason=generation.finish_reason)
+
+
+def score(sample: Sample, output: CachedGeneration) -> EvalItem:
+    """Extract the answer from the raw output and judge it against the gold answer."""
+    extracted = parse_output(output.text).final_answer
+    return EvalItem(sample_id=sample.id, category=sample.category, gold=sample.answer,
+                    raw_output=output.text, extracted=extracted,
+                    correctness=judge(extracted, sample), output_tokens=output.output_tokens,
+                    latency_s=output.latency_s)

@@ -1,0 +1,247 @@
+"""Ingestion: read items from a source and write validated, partitioned Sample shards.
+
+Output layout (all paths in the manifest are relative to OUT)::
+
+    OUT/manifest.json                    StageManifest(stage="ingest")
+    OUT/samples/<split>/part-00000.jsonl Sample records, `shard_size` a shard
+    OUT/images/ab/ab12...ef.png          copied images, named by sha256 (copy mode)
+    OUT/rejects.jsonl                    Rejection records (--on-error skip)
+
+Ingestion writes into a staging folder beside OUT and renames it into place only when
+everything succeeded: a failed run leaves nothing that looks like a finished dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from distill.core.errors import DistillError, InputError
+from distill.core.images import (
+    DEFAULT_MAX_PIXELS,
+    decode_image,
+    image_format_suffix,
+    resolve_image_path,
+)
+from distill.core.progress import progress_bar
+from distill.core.shards import ShardWriter, shard_name, write_json_atomic
+from distill.ingest.sources.base import RawItem, SourceRow
+from distill.schemas import ImageRef, Rejection, Sample, ShardRef, StageManifest, sha256_hex
+
+ImageMode = Literal["copy", "reference", "inline"]
+OnError = Literal["fail", "skip"]
+
+
+@dataclass
+class IngestOptions:
+    out: Path
+    shard_size: int = 1000
+    images: ImageMode = "copy"
+    on_error: OnError = "fail"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    overwrite: bool = False
+    source_config: dict = field(default_factory=dict)
+
+
+@dataclass
+class IngestSummary:
+    out: Path
+    counts: Counter = field(default_factory=Counter)  # (split, category) -> n
+    rejects: Counter = field(default_factory=Counter)  # reason -> n
+    manifest: StageManifest | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+class _SplitShards:
+    """Rotating shard writers, one sequence per split."""
+
+    def __init__(self, root: Path, shard_size: int) -> None:
+        self.root, self.shard_size = root, shard_size
+        self.writers: dict[str, ShardWriter] = {}
+        self.rows: Counter = Counter()
+        self.finished: list[ShardRef] = []
+
+    def write(self, sample: Sample) -> None:
+        split = sample.split
+        if split in self.writers and self.rows[split] % self.shard_size == 0:
+            self._commit(split)
+        if split not in self.writers:
+            index = self.rows[split] // self.shard_size
+            self.writers[split] = ShardWriter(self.root / "samples" / split / shard_name(index),
+                                              flush_every=4096)
+        self.writers[split].write(sample)
+        self.rows[split] += 1
+
+    def _commit(self, split: str) -> None:
+        writer = self.writers.pop(split)
+        ref = writer.commit()
+        name = writer.final_path.relative_to(self.root).as_posix()
+        self.finished.append(ref.model_copy(update={"name": name}))
+
+    def commit_all(self) -> list[ShardRef]:
+        for split in list(self.writers):
+            self._commit(split)
+        return sorted(self.finished, key=lambda ref: ref.name)
+
+
+def _image_ref(item: RawItem, options: IngestOptions, staging: Path,
+               reference_root: list[Path]) -> ImageRef:
+    """Read, validate and place the item's image; returns the ref the Sample will hold."""
+    def located(exc: InputError) -> InputError:
+        return InputError(exc.message, file=item.file, line=item.line,
+                          field=exc.field or "image", reason=exc.reason)
+
+    try:
+        if item.image_bytes is not None:
+            data, disk_path = item.image_bytes, None
+        else:
+            if item.image_root is None or item.image_path is None:
+                raise InputError("row has no image", field="image", reason="missing_image")
+            disk_path = resolve_image_path(item.image_root, item.image_path)
+            data = disk_path.read_bytes()
+        decode_image(data, max_pixels=options.max_pixels)
+    except InputError as exc:
+        raise located(exc) from None
+    digest = sha256_hex(data)
+    if options.images == "inline":
+        return ImageRef.inline(data, digest)
+    if options.images == "reference" and disk_path is not None:
+        root = Path(item.image_root).resolve()  # type: ignore[arg-type]
+        if reference_root and reference_root[0] != root:
+            raise InputError(f"--images reference needs one image root; saw {reference_root[0]} "
+                             f"and {root} (use --images copy)", file=item.file, line=item.line,
+                             field="image", reason="config_error")
+        reference_root[:1] = [root]
+        return ImageRef(path=disk_path.relative_to(root).as_posix(), sha256=digest)
+    relative = f"images/{digest[:2]}/{digest}{image_format_suffix(data)}"
+    target = staging / relative
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return ImageRef(path=relative, sha256=digest)
+
+
+def _to_sample(item: RawItem, ref: ImageRef) -> Sample:
+    try:
+        return Sample.model_validate({**item.fields, "image": ref})
+    except ValidationError as exc:
+        raise InputError.from_validation(exc, file=item.file, line=item.line) from None
+
+
+def _rejection(error: InputError) -> Rejection:
+    return Rejection(stage="ingest", key=error.location or "unknown", reason=error.reason,
+                     message=error.message, location=error.location, field=error.field)
+
+
+def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: str = "ingest",
+           total: int | None = None) -> IngestSummary:
+    """Validate every row, write shards and a manifest; atomic as a whole."""
+    out = options.out
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
+    staging = out.parent / f".{out.name}.ingest-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    summary = IngestSummary(out=out)
+    try:
+        manifest = _ingest_into(rows, options, staging, summary, description, total)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    summary.manifest = manifest
+    return summary
+
+
+def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Path,
+                 summary: IngestSummary, description: str, total: int | None) -> StageManifest:
+    shards = _SplitShards(staging, options.shard_size)
+    rejects: ShardWriter | None = None
+    seen_ids: dict[str, str] = {}
+    reference_root: list[Path] = []
+    with progress_bar(description, total=total, unit="items") as bar:
+        for row in rows:
+            bar.advance()
+            try:
+                if isinstance(row, InputError):
+                    raise row
+                sample = _to_sample(row, _image_ref(row, options, staging, reference_root))
+                if sample.id in seen_ids:
+                    raise InputError(f"duplicate id {sample.id!r} (first seen at "
+                                     f"{seen_ids[sample.id]})", file=row.file, line=row.line,
+                                     field="id", reason="duplicate_id")
+                seen_ids[sample.id] = row.location
+            except InputError as error:
+                if options.on_error == "fail":
+                    raise
+                rejects = rejects or ShardWriter(staging / "rejects.jsonl")
+                rejects.write(_rejection(error))
+                summary.rejects[error.reason] += 1
+                continue
+            shards.write(sample)
+            summary.counts[(sample.split, sample.category)] += 1
+    if summary.total == 0:
+        raise DistillError("no valid items were read; nothing to write")
+    shard_refs = shards.commit_all()
+    reject_refs = []
+    if rejects is not None:
+        reject_refs = [rejects.commit()]
+    image_root = str(reference_root[0]) if reference_root else "."
+    counts = {f"{split}/{category}": n for (split, category), n in sorted(summary.counts.items())}
+    counts["samples"] = summary.total
+    counts["rejected"] = sum(summary.rejects.values())
+    manifest = StageManifest(
+        stage="ingest", created_at=datetime.now(UTC), image_root=image_root,
+        shards=shard_refs, rejects=reject_refs, counts=counts,
+        config={"shard_size": options.shard_size, "images": options.images,
+                "on_error": options.on_error, "source": options.source_config},
+    )
+    write_json_atomic(staging / "manifest.json", manifest)
+    return manifest
+
+
+def open_source(source: str, path: Path | None, *, image_root: Path | None = None,
+                columns: dict[str, str] | None = None, counts: dict[str, int] | None = None,
+                seed: int = 0, limit: int | None = None, categories: tuple[str, ...] | None = None,
+                ) -> tuple[Iterable[SourceRow], int | None]:
+    """The rows of a named source, and their number when known up front."""
+    if source in ("jsonl", "hf") and path is None:
+        raise DistillError(f"'distill ingest {source}' needs a PATH")
+    if source == "jsonl":
+        from distill.ingest.sources.jsonl import iter_jsonl
+
+        if not path.is_file():  # type: ignore[union-attr]
+            raise InputError("file not found", file=path, reason="missing_file")
+        return iter_jsonl(path, image_root), None  # type: ignore[arg-type]
+    if source == "hf":
+        from distill.ingest.sources.hf import iter_hf
+
+        return iter_hf(path, columns), None  # type: ignore[arg-type]
+    if source == "easy-vqa":
+        from distill.ingest.sources.easy_vqa import iter_easy_vqa
+
+        return iter_easy_vqa(limit_per_split=limit), None
+    from distill.ingest.sources.digits import DigitsConfig, iter_digits
+
+    config = DigitsConfig(seed=seed)
+    if counts:
+        config = dataclasses.replace(config, counts=counts)
+    if categories:
+        config = dataclasses.replace(config, categories=categories)
+    return iter_digits(config), sum(config.counts.values())

@@ -1,0 +1,116 @@
+"""Items from a JSONL file in the toolkit's input format (one JSON object a line).
+
+Each line: ``id`` (optional: derived from file and line), ``image`` (a path relative to
+the image root, default the file's folder) or ``image_b64``, ``question``, ``answer``
+(a string; a JSON number is accepted for numeric answers), optional ``choices``,
+``answer_type`` (inferred when absent), ``category``, ``source``, ``split``, ``meta``.
+Unknown keys are errors: a typo never silently loses a field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distill.core.errors import InputError
+from distill.ingest.sources.base import RawItem, SourceRow
+
+ALLOWED_KEYS = {
+    "id", "image", "image_b64", "question", "answer", "choices", "answer_type",
+    "category", "source", "split", "meta",
+}
+
+
+def infer_answer_type(answer: str, choices: list[str] | None) -> str:
+    """Sensible default when a file does not say: choices -> choice, yes/no, number, text."""
+    if choices:
+        return "choice"
+    if answer.strip().lower() in ("yes", "no"):
+        return "yes_no"
+    try:
+        float(answer.replace(",", ""))
+        return "number"
+    except ValueError:
+        return "text"
+
+
+def row_to_item(row: dict[str, Any], *, file: str, line: int | None, image_root: Path,
+                default_id: str, default_source: str) -> RawItem:
+    """Map one input row to a RawItem; wrong shapes raise InputError naming the field."""
+    def fail(field: str, message: str) -> InputError:
+        return InputError(message, file=file, line=line, field=field, reason="schema_error")
+
+    unknown = sorted(set(row) - ALLOWED_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown field; allowed fields are {sorted(ALLOWED_KEYS)}")
+    answer = row.get("answer")
+    if isinstance(answer, bool):
+        raise fail("answer", "must be a string, got a boolean (write \"yes\" or \"no\")")
+    if isinstance(answer, int | float):
+        answer = str(answer)
+    fields: dict[str, Any] = {
+        key: row[key]
+        for key in ("id", "question", "choices", "answer_type", "category", "split", "meta")
+        if key in row
+    }
+    fields["answer"] = answer
+    fields.setdefault("id", default_id)
+    fields.setdefault("category", "default")
+    fields["source"] = row.get("source", default_source)
+    if "answer_type" not in fields and isinstance(answer, str):
+        choices = row.get("choices") if isinstance(row.get("choices"), list) else None
+        fields["answer_type"] = infer_answer_type(answer, choices)
+    has_path, has_b64 = "image" in row, "image_b64" in row
+    if has_path == has_b64:
+        raise fail("image", "each row needs exactly one of 'image' (a path) or 'image_b64'")
+    if has_path:
+        if not isinstance(row["image"], str):
+            raise fail("image", f"must be a path string, got {type(row['image']).__name__}")
+        return RawItem(fields=fields, file=file, line=line, image_path=row["image"],
+                       image_root=image_root)
+    if not isinstance(row["image_b64"], str):
+        raise fail("image_b64", "must be a base64 string")
+    try:
+        data = base64.b64decode(row["image_b64"], validate=True)
+    except binascii.Error as exc:
+        raise fail("image_b64", f"not valid base64: {exc}") from None
+    return RawItem(fields=fields, file=file, line=line, image_bytes=data)
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
+    """(line number, object) for each line of a user's JSONL file; a line that is not a
+    JSON object is yielded as an InputError in its place, so callers can skip or stop."""
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield InputError(f"not valid JSON: {exc.msg} (column {exc.colno})",
+                                 file=path, line=number, reason="bad_json")
+                continue
+            if not isinstance(row, dict):
+                yield InputError(f"each line must be a JSON object, got {type(row).__name__}",
+                                 file=path, line=number, reason="bad_json")
+                continue
+            yield number, row
+
+
+def iter_jsonl(path: Path, image_root: Path | None = None) -> Iterator[SourceRow]:
+    """Rows of a JSONL file; bad lines are yielded as InputErrors in their place."""
+    image_root = image_root or path.parent
+    for entry in iter_json_objects(path):
+        if isinstance(entry, InputError):
+            yield entry
+            continue
+        number, row = entry
+        try:
+            yield row_to_item(row, file=str(path), line=number, image_root=image_root,
+                              default_id=f"{path.stem}-{number}", default_source=path.name)
+        except InputError as exc:
+            yield exc
