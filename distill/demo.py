@@ -187,26 +187,23 @@ def run_student(run: DemoRun, name: str, dataset: Path, vision: Path) -> None:
 
 
 def run_eval(run: DemoRun, name: str) -> Path:
-    import torch
-
     from distill.core.evalsets import load_eval_set
-    from distill.core.predictors import PredictorOptions, load_predictor
+    from distill.core.predictors import PredictorOptions
     from distill.core.shards import read_json_model, write_json_atomic
-    from distill.evaluate.runner import evaluate
+    from distill.evaluate.runner import evaluate_model
     from distill.schemas import RunManifest
     from distill.train.config import TrainConfig
 
-    torch.set_num_threads(1)  # small batched decoding: one thread is fastest on small CPUs
     run_dir = run.run_dir(name)
     manifest = read_json_model(run_dir / "manifest.json", RunManifest)
     mode = TrainConfig.model_validate(manifest.config).prompt_mode()
     eval_set = load_eval_set(f"{run.ingest_dir}:{run.plan.eval_split}")
-    predictor = load_predictor(f"siqvl:{run_dir}", PredictorOptions(
-        batch_size=run.plan.eval_batch_size, max_new_tokens=run.plan.max_new_tokens))
-    try:
-        result = evaluate(predictor, eval_set, mode, cache_dir=run.out / "eval-cache").result
-    finally:
-        predictor.close()
+    options = PredictorOptions(batch_size=run.plan.eval_batch_size,
+                               max_new_tokens=run.plan.max_new_tokens)
+    # Small batched decoding: one thread is fastest on small CPUs.
+    [(_, evaluated)] = evaluate_model(f"siqvl:{run_dir}", options, [eval_set], [mode],
+                                      cache_dir=run.out / "eval-cache", threads=1)
+    result = evaluated.result
     path = run.result_path(name)
     write_json_atomic(path, result)
     metrics = result.metrics
