@@ -1,4 +1,4 @@
-"""Pydantic records: the only contract between the toolkit's stages (see DESIGN.md)."""
+"""Pydantic records: the only contract between the toolkit's stages (README, "Architecture")."""
 
 from distill.schemas.base import SCHEMA_VERSION, Record
 from distill.schemas.dataset_manifest import DatasetManifest
