@@ -13,6 +13,7 @@ and shuts itself down after ``max_lifetime_s`` even if a test forgets to.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
@@ -74,7 +75,7 @@ class EngineServer:
 
     def __init__(self, engine: Engine, *, faults: FaultPlan | None = None,
                  hang_s: float = 2.0, latency_s: float = 0.0, retry_after: str = "1",
-                 echo_auth: bool = False,
+                 echo_auth: bool = False, port: int = 0,
                  max_lifetime_s: float = 300.0) -> None:
         self.engine = engine
         self.faults = faults
@@ -83,6 +84,10 @@ class EngineServer:
         self.retry_after = retry_after
         self.echo_auth = echo_auth
         self.max_lifetime_s = max_lifetime_s
+        self.port = port  # 0: any free port; a restarted server passes its old one
+        self.connections: set[socket.socket] = set()  # open client connections (for kill)
+        self.dead = False
+        self.answered: Counter = Counter()  # identity -> answers sent whole
         self.lock = threading.Lock()
         self.engine_lock = threading.Lock()
         self.in_flight = 0
@@ -102,7 +107,8 @@ class EngineServer:
 
     def __enter__(self) -> EngineServer:
         handler = _make_handler(self)
-        self._server = _Server(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", self.port), handler)
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         self._timer = threading.Timer(self.max_lifetime_s, self.stop)
@@ -116,10 +122,21 @@ class EngineServer:
             self._server.server_close()
             self._server = None
 
+    def kill(self) -> None:
+        """Die like a crashed server: stop listening and cut every open connection, so
+        requests in flight get no answer."""
+        self.dead = True  # handlers still running answer no more
+        with self.lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.stop()
+
     def __exit__(self, *exc: object) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.stop()
+        self.kill()
 
     # -- request handling -----------------------------------------------------------------
 
@@ -179,6 +196,17 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server.lock:
+                server.connections.discard(self.connection)
+            with contextlib.suppress(OSError):  # a connection the test cut
+                super().finish()
+
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None,
                   content_type: str = "application/json") -> None:
             self.send_response(status)
@@ -220,7 +248,11 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
             echo = f" (you sent {auth})" if server.echo_auth and auth else ""
             if action == "ok":
                 time.sleep(server.latency_s)
+                if server.dead:
+                    raise ConnectionResetError("killed")
                 self._send(200, json.dumps(server.answer(body)).encode())
+                with server.lock:
+                    server.answered[request_identity(body)] += 1
             elif action == "429":
                 self._send(429, f'{{"error": "rate limited{echo}"}}'.encode(),
                            {"Retry-After": server.retry_after})
