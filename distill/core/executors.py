@@ -27,7 +27,6 @@ partial files.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,14 +100,16 @@ def _close(worker: object) -> None:
 
 class ShardActor:
     """The callable class of the actor pool: one worker per actor, built when the actor
-    starts, reused for every batch of shards the actor is given."""
+    starts, reused for every batch of shards the actor is given. The task list (small
+    plain data) travels once per actor; rows carry task indices."""
 
-    def __init__(self, make_worker: WorkerFactory) -> None:
+    def __init__(self, make_worker: WorkerFactory, tasks: Sequence[Any]) -> None:
+        self.tasks = tasks
         self.worker = make_worker()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        results = [pickle.dumps(self.worker(pickle.loads(task))) for task in batch["task"]]
-        return {"index": list(batch["index"]), "result": results}
+        indices = [int(index) for index in batch["index"]]
+        return {"index": indices, "result": [self.worker(self.tasks[i]) for i in indices]}
 
     def __del__(self) -> None:  # Ray Data deletes the callable when the actor shuts down
         worker = getattr(self, "worker", None)
@@ -174,11 +175,12 @@ def _map_on_ray(make_worker: WorkerFactory, tasks: list[T], options: RayOptions
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.execution_options.verbose_progress = False
-    rows = [{"index": index, "task": pickle.dumps(task)} for index, task in enumerate(tasks)]
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+    dataset = ray.data.from_items([{"index": index} for index in range(len(tasks))],
+                                  override_num_blocks=len(tasks))
     results = dataset.map_batches(
-        ShardActor, fn_constructor_kwargs={"make_worker": make_worker}, batch_size=1,
+        ShardActor, fn_constructor_kwargs={"make_worker": make_worker, "tasks": tasks},
+        batch_size=1, batch_format="default",
         concurrency=pool_size(options, len(tasks)), **actor_resources(options),
     ).take_all()
     for row in sorted(results, key=lambda row: int(row["index"])):
-        yield pickle.loads(row["result"])
+        yield row["result"]

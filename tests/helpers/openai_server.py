@@ -174,11 +174,14 @@ class EngineServer:
             [outcome] = list(self.engine.generate([request]))
         result = outcome.results[0]
         assert isinstance(result, Completion), result
-        usage = {}
-        if result.prompt_tokens is not None and result.completion_tokens is not None:
-            usage = {"prompt_tokens": result.prompt_tokens,
-                     "completion_tokens": result.completion_tokens,
-                     "total_tokens": result.prompt_tokens + result.completion_tokens}
+        # Servers always report usage (clients like Curator read it); an engine that
+        # counts no tokens (the digit readers) is reported as whitespace words.
+        prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else \
+            len(f"{system} {user}".split())
+        completion_tokens = result.completion_tokens \
+            if result.completion_tokens is not None else len(result.text.split())
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"),
                 "choices": [{"index": 0, "finish_reason": result.finish_reason,
@@ -243,6 +246,9 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
         def _handle(self, body: dict, auth: str) -> None:
             if not self.path.endswith("/chat/completions"):
                 self._send(404, b'{"error": "not found"}')
+                return
+            if not body.get("messages"):  # as OpenAI answers a probe (Curator sends one)
+                self._send(400, b'{"error": {"message": "Empty input messages"}}')
                 return
             _, action = server.decide(body)
             echo = f" (you sent {auth})" if server.echo_auth and auth else ""
