@@ -75,12 +75,15 @@ class EngineServer:
 
     def __init__(self, engine: Engine, *, faults: FaultPlan | None = None,
                  hang_s: float = 2.0, latency_s: float = 0.0, retry_after: str = "1",
-                 echo_auth: bool = False, port: int = 0,
+                 echo_auth: bool = False, port: int = 0, slots: int | None = None,
                  max_lifetime_s: float = 300.0) -> None:
         self.engine = engine
         self.faults = faults
         self.hang_s = hang_s
         self.latency_s = latency_s  # a model's think time, spent outside the engine lock
+        # A server's capacity: at most this many requests think at once (a GPU's batch);
+        # None: unbounded.
+        self.slots = threading.Semaphore(slots) if slots else None
         self.retry_after = retry_after
         self.echo_auth = echo_auth
         self.max_lifetime_s = max_lifetime_s
@@ -253,7 +256,11 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
             _, action = server.decide(body)
             echo = f" (you sent {auth})" if server.echo_auth and auth else ""
             if action == "ok":
-                time.sleep(server.latency_s)
+                if server.slots is not None:
+                    with server.slots:
+                        time.sleep(server.latency_s)
+                else:
+                    time.sleep(server.latency_s)
                 if server.dead:
                     raise ConnectionResetError("killed")
                 self._send(200, json.dumps(server.answer(body)).encode())
