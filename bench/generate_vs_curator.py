@@ -7,7 +7,9 @@ protocol, ``tests/helpers/openai_server.py``, with the same think time per reque
 very same requests (the toolkit's rendered prompt and image data URL; the same sampling
 and seed), at the same concurrency. Figures:
 
-* requests/s for a whole run (process start to exit, and inside the call);
+* requests/s for a whole run: from process start to exit ("wall", which counts each
+  tool's start-up), and from the first request the server saw to the last ("serving");
+  the most requests the server had in flight at once;
 * SIGKILL once half the answers are in, then the same command again: records lost,
   duplicated (in the tool's final output) and re-asked (requests the server saw beyond
   one per item).
@@ -136,7 +138,8 @@ def throughput(tool: Tool, server: EngineServer, items: int) -> dict[str, float]
     first = min(min(times) for times in server.times.values())
     last = max(max(times) for times in server.times.values())
     return {"wall_s": wall, "req_per_s_wall": items / wall,
-            "req_per_s_serving": items / max(1e-9, last - first)}
+            "req_per_s_serving": items / max(1e-9, last - first),
+            "max_in_flight": server.max_in_flight}
 
 
 def kill_and_rerun(tool: Tool, server: EngineServer, items: int, rng: random.Random) -> dict:
@@ -175,7 +178,6 @@ def main() -> int:
     seeds = [1] if args.quick else [1, 2, 3]
     root = Path(tempfile.mkdtemp(prefix="vs-curator-"))
     reader = BuiltinDigitsEngine("knn", BuiltinOptions())
-    rows: list[tuple[str, str, str]] = []
     try:
         samples_dir = make_ingest(root / "ingest", {"val": items}, shard_size=100)
 
@@ -207,15 +209,15 @@ def main() -> int:
             results[tool.name]["kills"] = kills
         print(f"\n{items} items, concurrency {args.concurrency}, server think time "
               f"{args.latency * 1000:.0f} ms, {len(seeds)} SIGKILL + rerun each")
-        print(f"{'tool':36} {'req/s wall':>10} {'req/s serving':>13} {'killed':>6} "
-              f"{'lost':>5} {'dup':>5} {'re-asked':>9}")
+        print(f"{'tool':36} {'req/s wall':>10} {'req/s serving':>13} {'in flight':>9} "
+              f"{'killed':>6} {'lost':>5} {'dup':>5} {'re-asked':>9}")
         for name, result in results.items():
             t, k = result["throughput"], result["kills"]
             print(f"{name:36} {t['req_per_s_wall']:10.1f} {t['req_per_s_serving']:13.1f} "
+                  f"{t['max_in_flight']:9d} "
                   f"{sum(x['killed'] for x in k):6d} {sum(x['lost'] for x in k):5d} "
                   f"{sum(x['duplicated'] for x in k):5d} "
                   f"{'/'.join(str(x['re_asked']) for x in k):>9}")
-            rows.append((name, json.dumps(t), json.dumps(k)))
         lost = sum(x["lost"] for r in results.values() for x in r["kills"])
         print(f"records lost (all tools, all kills): {lost}")
     finally:

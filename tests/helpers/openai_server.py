@@ -225,7 +225,11 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", 0))
-            body = json.loads(self.rfile.read(length))
+            try:
+                body = json.loads(self.rfile.read(length))
+            except (ValueError, OSError):  # a connection cut mid-body (a killed server)
+                self.close_connection = True
+                return
             auth = self.headers.get("Authorization", "")
             with server.lock:
                 server.in_flight += 1
