@@ -44,19 +44,13 @@ from distill.core.executors import DEFAULT_RAY_CPUS, Executor, RayOptions, map_s
 from distill.core.images import ImageError, read_image_bytes
 from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import (
-    DuplicateKeyError,
     ShardWriter,
-    count_lines,
-    dedupe_lines,
     fsync_dir,
     iter_records,
     iter_unique,
     parse_line,
-    partial_path,
     read_json_model,
-    repair_partial,
     shard_ref,
-    write_bytes_atomic,
     write_json_atomic,
 )
 from distill.generate.engines.base import (
@@ -66,6 +60,13 @@ from distill.generate.engines.base import (
     EngineFailure,
     RequestResults,
 )
+from distill.generate.shard_files import (
+    ShardTask,
+    complete_shard_retries,
+    duplicated,
+    prepare_partials,
+    reopen,
+)
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
 from distill.schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
 
@@ -73,29 +74,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 EngineSource = Callable[[Teacher], Engine]
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one shard needs; plain data so it can travel to a Ray worker."""
-
-    split: str
-    name: str
-    input_path: str
-    out: str
-    image_root: str | None
-    teacher_set: str
-    flush_every: int = 256
-    flush_seconds: float = 5.0
-    retry_rejected: bool = False
-
-    @property
-    def traces_path(self) -> Path:
-        return Path(self.out) / "traces" / self.split / self.name
-
-    @property
-    def rejects_path(self) -> Path:
-        return Path(self.out) / "rejects" / self.split / self.name
 
 
 @dataclass
@@ -209,77 +187,6 @@ def cached_teacher_set(path: str) -> TeacherSet:
     return _teacher_set(path, os.stat(path).st_mtime_ns)
 
 
-# --- what is already on disk -------------------------------------------------------------
-
-
-def _trace_keys(path: Path) -> set[str]:
-    """The keys of a traces file (each once: a repeated key is refused with its line)."""
-    return {key for _, _, key in iter_unique(path, "trace_key")}
-
-
-def _duplicated(task: ShardTask) -> bool:
-    """Does a complete shard hold a key twice (in its traces, its rejects, or both)? Such
-    a shard was written by two runs at once; it is repaired, never trusted."""
-    try:
-        traces = _trace_keys(task.traces_path)
-        rejected = {key for _, _, key in iter_unique(task.rejects_path, "key")} \
-            if task.rejects_path.exists() else set()
-    except DuplicateKeyError as exc:
-        log.warning("%s; repairing the shard", exc)
-        return True
-    both = traces & rejected
-    if both:
-        log.warning("%s and %s both hold key %s; repairing the shard", task.traces_path,
-                    task.rejects_path, min(both))
-    return bool(both)
-
-
-def _rejections(path: Path) -> dict[str, Rejection]:
-    """Rejections by key; a later line for the same key wins."""
-    return {r.key: r for r in iter_records(path, Rejection)}
-
-
-def _retryable(rejection: Rejection, retry_rejected: bool) -> bool:
-    return retry_rejected or not rejection.permanent
-
-
-def _reopen(task: ShardTask) -> None:
-    """Turn a complete shard back into a partial one. Traces first: from that moment the
-    shard is incomplete, so a crash before the rejects move is picked up by
-    ``_prepare_partials`` (which moves a final rejects file of an incomplete shard)."""
-    for final in (task.traces_path, task.rejects_path):
-        if final.exists():
-            os.replace(final, partial_path(final))
-            fsync_dir(final.parent)
-
-
-def _prepare_partials(task: ShardTask) -> tuple[set[str], int, int]:
-    """Repair torn tails, drop duplicated traces and rejections that will be retried;
-    return the done keys, the bytes cut and the duplicated lines removed."""
-    traces_partial = partial_path(task.traces_path)
-    rejects_partial = partial_path(task.rejects_path)
-    if task.rejects_path.exists():  # a crash between committing rejects and traces
-        os.replace(task.rejects_path, rejects_partial)
-        fsync_dir(task.rejects_path.parent)
-    repaired = 0
-    done: set[str] = set()
-    removed = 0
-    if traces_partial.exists():
-        repaired += repair_partial(traces_partial)
-        removed = dedupe_lines(traces_partial, "trace_key")
-        done = _trace_keys(traces_partial)
-    if rejects_partial.exists():
-        repaired += repair_partial(rejects_partial)
-        rejections = _rejections(rejects_partial)
-        keep = [r for key, r in rejections.items()
-                if key not in done and not _retryable(r, task.retry_rejected)]
-        if len(keep) != count_lines(rejects_partial):
-            write_bytes_atomic(rejects_partial,
-                               b"".join(r.model_dump_json().encode() + b"\n" for r in keep))
-        done.update(r.key for r in keep)
-    return done, repaired, removed
-
-
 # --- one shard ---------------------------------------------------------------------------
 
 
@@ -308,12 +215,12 @@ def _run_shard(task: ShardTask, progress: Progress | None,
                engine_for: EngineSource) -> ShardSummary:
     summary = ShardSummary(task.split, task.name)
     if task.traces_path.exists():
-        if not _duplicated(task) and not _complete_shard_retries(task):
+        if not duplicated(task) and not complete_shard_retries(task):
             summary.skipped_complete = True
             return summary
-        _reopen(task)
+        reopen(task)
         summary.reopened = True
-    done, summary.repaired_bytes, summary.duplicates_removed = _prepare_partials(task)
+    done, summary.repaired_bytes, summary.duplicates_removed = prepare_partials(task)
     teachers = cached_teacher_set(task.teacher_set)
     work = _plan_work(task, teachers, done, summary)
     if progress and summary.already_done:
@@ -324,16 +231,6 @@ def _run_shard(task: ShardTask, progress: Progress | None,
             _run_teacher(output, teacher, engine_for(teacher), items)
         output.commit()
     return summary
-
-
-def _complete_shard_retries(task: ShardTask) -> bool:
-    """Does a complete shard hold rejections this run should retry?"""
-    if partial_path(task.rejects_path).exists():  # a reopening cut short: finish it
-        return True
-    if not task.rejects_path.exists():
-        return False
-    return any(_retryable(r, task.retry_rejected)
-               for r in iter_records(task.rejects_path, Rejection))
 
 
 def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
