@@ -72,7 +72,10 @@ class Holder:
 
     @classmethod
     def me(cls) -> Holder:
-        command = " ".join(shlex.quote(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]])
+        program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+        # `python -m distill` runs distill/__main__.py: name the package, not the file.
+        name = program.parent.name if program.name == "__main__.py" else program.name
+        command = " ".join(shlex.quote(arg) for arg in [name, *sys.argv[1:]])
         return cls(os.getpid(), socket.gethostname(), command,
                    datetime.now(UTC).isoformat(timespec="seconds"))
 
