@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.executors import RayOptions, actor_resources, map_shards
+from distill.core.executors import RayOptions, map_shards
 from tests.helpers.ray_workers import PlacementProbe
 
 ray = pytest.importorskip("ray")
@@ -34,8 +34,12 @@ def test_each_actor_gets_its_own_gpu_and_keeps_its_worker(two_gpu_ray):
 
 
 def test_tensor_parallel_actors_get_a_placement_group_of_gpu_bundles(two_gpu_ray):
-    args = actor_resources(RayOptions(num_cpus=0.5, tensor_parallel=2))
-    assert args["num_gpus"] == 0 and "ray_remote_args_fn" in args
-    [result, *_] = list(map_shards(PlacementProbe, [0, 1], executor="ray",
-                                   ray=RayOptions(num_cpus=0.5, tensor_parallel=2, actors=1)))
+    from ray.util import placement_group_table
+
+    options = RayOptions(num_cpus=0.5, tensor_parallel=2, actors=1)
+    [result, *_] = list(map_shards(PlacementProbe, [0, 1], executor="ray", ray=options))
     assert result["bundles"] == [{"GPU": 1.0, "CPU": 0.5}] * 2
+    # The pool's groups are gone when it is done: a second pool gets the same GPUs.
+    assert {g["state"] for g in placement_group_table().values()} == {"REMOVED"}
+    [again, *_] = list(map_shards(PlacementProbe, [0], executor="ray", ray=options))
+    assert again["bundles"] == result["bundles"]

@@ -137,28 +137,52 @@ def actor_gpus(options: RayOptions) -> float:
     return float(options.tensor_parallel) if options.tensor_parallel > 1 else options.num_gpus
 
 
-def actor_resources(options: RayOptions) -> dict[str, Any]:
-    """``map_batches`` resource arguments for one actor (see the module docstring)."""
+def actor_resources(options: RayOptions, groups: PlacementGroups | None = None
+                    ) -> dict[str, Any]:
+    """``map_batches`` resource arguments for one actor (see the module docstring); with
+    tensor parallelism, ``groups`` hands each actor its placement group."""
     args: dict[str, Any] = {"num_cpus": options.num_cpus}
     if options.tensor_parallel > 1:
-        bundles = [{"GPU": 1.0, "CPU": options.num_cpus}] * options.tensor_parallel
-
-        def placement() -> dict[str, Any]:
-            import ray
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            group = ray.util.placement_group(bundles, strategy="STRICT_PACK")
-            return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-                group, placement_group_capture_child_tasks=True)}
-
+        if groups is None:
+            raise ValueError("tensor_parallel > 1 needs the pool's placement groups")
         args["num_gpus"] = 0
-        args["ray_remote_args_fn"] = placement
+        args["ray_remote_args_fn"] = groups.next_strategy
         return args
     if options.num_gpus:
         args["num_gpus"] = options.num_gpus
     if options.spread:
         args["ray_remote_args_fn"] = _spread
     return args
+
+
+class PlacementGroups:
+    """One placement group of ``tensor_parallel`` one-GPU bundles on one node
+    (STRICT_PACK) per actor of the pool, made before the pool starts and removed when it
+    is done. Ray Data asks for an actor's scheduling each time it starts one (a restarted
+    actor too); handing out the pool's groups in turn, instead of making a group per ask,
+    never leaves a group holding GPUs that no actor will use."""
+
+    def __init__(self, count: int, options: RayOptions) -> None:
+        import ray
+
+        bundles = [{"GPU": 1.0, "CPU": options.num_cpus}] * options.tensor_parallel
+        self.groups = [ray.util.placement_group(bundles, strategy="STRICT_PACK")
+                       for _ in range(count)]
+        self.handed = 0
+
+    def next_strategy(self) -> dict[str, Any]:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = self.groups[self.handed % len(self.groups)]
+        self.handed += 1
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+            group, placement_group_capture_child_tasks=True)}
+
+    def remove(self) -> None:
+        import ray
+
+        for group in self.groups:
+            ray.util.remove_placement_group(group)
 
 
 def _spread() -> dict[str, Any]:
@@ -177,10 +201,16 @@ def _map_on_ray(make_worker: WorkerFactory, tasks: list[T], options: RayOptions
     context.execution_options.verbose_progress = False
     dataset = ray.data.from_items([{"index": index} for index in range(len(tasks))],
                                   override_num_blocks=len(tasks))
-    results = dataset.map_batches(
-        ShardActor, fn_constructor_kwargs={"make_worker": make_worker, "tasks": tasks},
-        batch_size=1, batch_format="default",
-        concurrency=pool_size(options, len(tasks)), **actor_resources(options),
-    ).take_all()
+    size = pool_size(options, len(tasks))
+    groups = PlacementGroups(size, options) if options.tensor_parallel > 1 else None
+    try:
+        results = dataset.map_batches(
+            ShardActor, fn_constructor_kwargs={"make_worker": make_worker, "tasks": tasks},
+            batch_size=1, batch_format="default", concurrency=size,
+            **actor_resources(options, groups),
+        ).take_all()
+    finally:
+        if groups is not None:
+            groups.remove()
     for row in sorted(results, key=lambda row: int(row["index"])):
         yield row["result"]
