@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from distill.core.answers.text import MAX_STATEMENT_CHARS, clean_answer, matching_brace
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
+from distill.schemas import Sample
 
 # Longer outputs keep their end: the answer is there.
 MAX_TEXT_CHARS = 262_144
@@ -72,7 +73,7 @@ _CLOSING_CUE = re.compile(
 _NEGATIVE = re.compile(r"\b(?:incorrect|wrong|isn't|aren't|cannot|can't|no longer)\b|"
                        r"(?<!,)[ \t]not\b", re.IGNORECASE)
 _SENTENCE_SPLIT = re.compile(r"(?:[^.!?\n]|[.!?](?=\S))+(?:[.!?]+|$|(?=\n))")
-_YES_NO_START = re.compile(r"^(?:yes|no)\b", re.IGNORECASE)
+_YES_NO_START = re.compile(r"^(?:(?:so|thus|therefore|hence)[, ]+)?(?:yes|no)\b", re.IGNORECASE)
 _BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
 _MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
 _DISPLAY_OPEN = ("\\[", "$$")
@@ -106,13 +107,15 @@ class _Statement:
     explicit: bool = True  # marked as the answer (counts even when it does not read)
 
 
-def parse_output(text: str, spec: AnswerSpec | None = None, *, answer_format: str | None = None,
+def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
+                 answer_format: str | None = None,
                  finish_reason: str | None = None) -> ParsedOutput:
     """Split raw model text into reasoning and final answer (see the module docstring).
 
     ``spec`` (the item's answer type and options) lets unmarked closing sentences count
     and fills ``canonical``; without it only marked statements and a short bare reply
     are answers."""
+    spec = None if spec is None else AnswerSpec.of(spec)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]
     opens, closes = _OPEN.findall(text), list(_CLOSE.finditer(text))

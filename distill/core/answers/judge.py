@@ -41,7 +41,13 @@ WRONG_REASONS = {
 }
 REASONS = {"correct": "matches the gold answer", **UNPARSEABLE_REASONS, **WRONG_REASONS}
 _NEGATION_WORDS = {"not", "no", "never", "neither", "nor", "none", "or"}
-TEXT_CONTAINS_EXTRA_WORDS = 4
+# A text answer may wrap the gold phrase in a few words of its own ('dark blue' for
+# 'blue'), or in any number of words restating the question ("India had the highest GDP
+# growth in 2021" for 'India').
+TEXT_CONTAINS_EXTRA_WORDS = 2
+_FUNCTION_WORDS = frozenset({"is", "was", "are", "were", "it", "its", "it's", "answer", "has",
+                             "had", "have", "of", "in", "on", "at", "to", "this", "that",
+                             "shown", "image", "figure", "chart", "picture", "here"})
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,12 @@ def _compare(value: Value, gold: Value, spec: AnswerSpec, predicted: str, gold_t
         return "correct" if value.canonical == gold.canonical else "wrong_option"
     if spec.answer_type == "yes_no":
         return "correct" if value.canonical == gold.canonical else "wrong_yes_no"
-    return "correct" if _text_match(value, gold, predicted, gold_text) else "wrong_text"
+    return ("correct" if _text_match(value, gold, predicted, gold_text, spec.question_words)
+            else "wrong_text")
 
 
 def _compare_numbers(predicted: Number, gold: Number, spec: AnswerSpec) -> str:
-    if numbers_match(predicted, gold, precision=spec.precision,
-                     relative_tolerance=spec.relative_tolerance):
+    if _numbers_match(predicted, gold, spec):
         return "correct"
     target = gold.value
     if target and abs(predicted.value - target) <= 0.01 * abs(target):
@@ -124,7 +130,19 @@ def _compare_numbers(predicted: Number, gold: Number, spec: AnswerSpec) -> str:
     return "wrong_value"
 
 
-def _text_match(value: Value, gold: Value, predicted: str, gold_text: str) -> bool:
+def _numbers_match(predicted: Number, gold: Number, spec: AnswerSpec) -> bool:
+    """``numbers_match`` with the item's precision and tolerance, the prediction also
+    taken in the scale the question names ('How many million units?': 1,250,000 is
+    1.25)."""
+    candidates = [predicted, *(Number(predicted.value / scale, predicted.decimals)
+                               for scale in spec.scales)]
+    return any(numbers_match(candidate, gold, precision=spec.precision,
+                             relative_tolerance=spec.relative_tolerance)
+               for candidate in candidates)
+
+
+def _text_match(value: Value, gold: Value, predicted: str, gold_text: str,
+                question_words: frozenset[str] = frozenset()) -> bool:
     """Free text: equal after ``normalize_text``; or both numbers that match; or the gold
     phrase stated whole in a short answer with no negation or alternative ('the circle'
     ~ 'circle', 'a red circle' ~ 'red circle'); or, for formulas, shown equal by
@@ -135,10 +153,12 @@ def _text_match(value: Value, gold: Value, predicted: str, gold_text: str) -> bo
         return numbers_match(value.number, gold.number)
     words = value.canonical.split()
     gold_words = gold.canonical.split()
-    if gold_words and f" {gold.canonical} " in f" {value.canonical} " \
-            and len(words) <= len(gold_words) + TEXT_CONTAINS_EXTRA_WORDS \
-            and not _NEGATION_WORDS & set(words) - set(gold_words):
-        return True
+    if gold_words and f" {gold.canonical} " in f" {value.canonical} ":
+        extra = set(words) - set(gold_words)
+        if not extra & _NEGATION_WORDS and (
+                len(words) <= len(gold_words) + TEXT_CONTAINS_EXTRA_WORDS
+                or extra <= question_words | _FUNCTION_WORDS):
+            return True
     if looks_symbolic(gold_text) and looks_symbolic(predicted):
         return symbolically_equal(gold_text, predicted)
     return False
@@ -171,11 +191,10 @@ def same_answer(a: str | None, b: str | None, spec: Sample | AnswerSpec) -> bool
         return True
     if spec.answer_type == "number":
         assert first.number is not None and second.number is not None
-        return any(numbers_match(x, y, precision=spec.precision,
-                                 relative_tolerance=spec.relative_tolerance)
-                   for x, y in ((first.number, second.number), (second.number, first.number)))
+        return (_numbers_match(first.number, second.number, spec)
+                or _numbers_match(second.number, first.number, spec))
     if spec.answer_type == "text":
-        return _text_match(first, second, a or "", b or "") or \
-            _text_match(second, first, b or "", a or "")
+        return (_text_match(first, second, a or "", b or "", spec.question_words)
+                or _text_match(second, first, b or "", a or "", spec.question_words))
     return False
 

@@ -59,6 +59,7 @@ _NEGATED = re.compile(
 _EQUALS = re.compile(r"=|≈|\\approx")
 _COPULA = re.compile(r"\b(?:is|was|are|were|equals|becomes)\b", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^()]*\)")
+_RATIO = re.compile(r"(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)")
 _YEAR_CONTEXT = re.compile(r"\b(?:in|since|from|by|during|until|year|after|before)\s+(\d{4})\b",
                            re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
@@ -107,6 +108,9 @@ def read_number(statement: str, given: tuple[float, ...] = ()) -> Number | NotAN
     if _DOUBT.search(text):
         return NotANumber("hedged")
     text = _focus(text, given)
+    ratio = _RATIO.fullmatch(text.strip(" ."))
+    if ratio and float(ratio.group(2)):
+        return Number(float(ratio.group(1)) / float(ratio.group(2)), None)
     found = scan_numbers(text)
     if not found:
         word = _number_word(text)
@@ -172,10 +176,11 @@ def _fresh(text: str, given: tuple[float, ...]) -> bool:
 
 
 def _number_word(text: str) -> int | None:
-    """'three', 'Twenty-five': a short answer that is one number word (up to 99)."""
+    """'three', 'Twenty-five', 'There are three people': one number word (up to 99). In
+    a longer sentence 'one' is too often a pronoun ('the one on the left') to count."""
     words = [w for w in _NUMBER_WORD.findall(text.lower()) if w not in ("a", "an", "the")]
     if len(words) > 4:
-        return None
+        words = [w for w in words if w != "one"]
     values = []
     for word in words:
         head, _, tail = word.partition("-")

@@ -79,7 +79,7 @@ def _letters_named(raw: str, text: str, choices: list[str] | tuple[str, ...]) ->
         named.update(match.group(1) for match in pattern.finditer(text))
     for match in _BOLD.finditer(_NEGATED.sub(" ", raw)):
         named.add(match.group(1) or match.group(2))
-    if not named and len(text.split()) <= 4:
+    if len(text.split()) <= 4:
         for match in _LONE.finditer(text):
             letter = match.group(1)
             after = text[match.end():].lstrip()

@@ -27,6 +27,9 @@ from distill.schemas.sample import AnswerType
 PRECISION_KEY = "precision"
 TOLERANCE_KEY = "relative_tolerance"
 
+_SCALE_WORDS = {"thousand": 1e3, "thousands": 1e3, "million": 1e6, "millions": 1e6,
+                "billion": 1e9, "billions": 1e9}
+_WORD = re.compile(r"[a-z]+")
 _TEXT_DOUBT = re.compile(r"\b(?:cannot|can't|unable to) (?:be )?(?:determine|tell|say|see)\b|"
                          r"\bnot sure\b|\bunclear\b", re.IGNORECASE)
 
@@ -43,6 +46,10 @@ class AnswerSpec:
     relative_tolerance: float | None = None
     # Numbers the question states: a reply restating them is read by the number it adds.
     given: tuple[float, ...] = ()
+    # Scales the question names ("How many million units"): 1,250,000 is 1.25 of them.
+    scales: tuple[float, ...] = ()
+    # The question's words: a text answer may restate them around the gold phrase.
+    question_words: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, sample: Sample | AnswerSpec) -> AnswerSpec:
@@ -57,8 +64,12 @@ class AnswerSpec:
 @lru_cache(maxsize=4096)
 def _spec(answer_type: AnswerType, choices: tuple[str, ...], precision: int | None,
           tolerance: float | None, question: str) -> AnswerSpec:
-    given = tuple(number.value for number in scan_numbers(question[:2000])) if question else ()
-    return AnswerSpec(answer_type, choices, precision, tolerance, given)
+    question = question[:2000]
+    given = tuple(number.value for number in scan_numbers(question)) if question else ()
+    words = frozenset(normalize_text(question).split()) if answer_type == "text" else frozenset()
+    scales = tuple(sorted({_SCALE_WORDS[w] for w in _WORD.findall(question.lower())
+                           if w in _SCALE_WORDS})) if answer_type == "number" else ()
+    return AnswerSpec(answer_type, choices, precision, tolerance, given, scales, words)
 
 
 def _meta_int(value: object) -> int | None:
