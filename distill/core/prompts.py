@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -21,8 +21,7 @@ from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
 from distill.schemas import Sample, content_hash
 from distill.schemas.sample import CHOICE_LETTERS
-
-AnswerFormat = Literal["answer_line", "think_tags", "direct"]
+from distill.schemas.trace import AnswerFormat
 
 # The only names a user template may use.
 PLACEHOLDERS = frozenset({"question", "choices", "answer_type", "category"})
@@ -93,3 +92,20 @@ def parse_prompt(data: Any, path: Path) -> PromptTemplate:
     return PromptTemplate(id=data["id"], system=str(data.get("system", "")).strip(),
                           user=data["user"], answer_format=data["answer_format"],
                           description=str(data.get("description", "")).strip())
+
+
+def builtin_answer_format(prompt_id: str | None,
+                          prompt_hash: str | None) -> AnswerFormat | None:
+    """The answer format of a prompt of prompts/ named by id, when its hash is the one
+    recorded (a trace or an eval result written before formats were recorded); None for
+    any other prompt: then the judge's general reading applies."""
+    if not prompt_id or not prompt_hash:
+        return None
+    path = PROMPTS_DIR / f"{prompt_id}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        prompt = load_prompt(path)
+    except InputError:
+        return None
+    return prompt.answer_format if prompt.hash == prompt_hash else None

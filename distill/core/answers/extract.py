@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from distill.core.answers.text import MAX_STATEMENT_CHARS, clean_answer, matching_brace
+from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
 from distill.schemas import Sample
 
@@ -44,8 +44,7 @@ LEAD_MAX_CHARS = 30
 SENTENCE_MAX_WORDS = 40
 SENTENCE_MAX_CHARS = 300
 
-_OPEN = re.compile(r"<(think|thinking|reasoning)\s*>", re.IGNORECASE)
-_CLOSE = re.compile(r"</(think|thinking|reasoning)\s*>", re.IGNORECASE)
+_TAG_NAMES = ("think", "thinking", "reasoning")
 _ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer\s*>", re.IGNORECASE)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -60,7 +59,8 @@ _LINE_LEAD = re.compile(r"[ \t>#*_\-]*$")
 _HEADING = re.compile(r"^[ \t>#*_]*" + _LABEL_WORDS + r"[ \t*_#]*$", re.IGNORECASE | re.MULTILINE)
 # "the answer is X", "the correct option is (B)", "my choice would be C", "I choose B".
 _SENTENCE = re.compile(
-    r"\b(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
+    r"\b(?:(?:the|my|final|correct|best|right)[ \t]+)*"
+    r"(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
     r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
     r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b",
     re.IGNORECASE)
@@ -118,20 +118,19 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     spec = None if spec is None else AnswerSpec.of(spec)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]
-    opens, closes = _OPEN.findall(text), list(_CLOSE.finditer(text))
+    tags = _think_tags(text)
+    opens, closes = tags.opens, tags.closes
     has_tags = bool(opens or closes)
-    balanced = len(opens) == len(closes)
+    balanced = opens == closes
     think, region, in_think = "", text, False
     if closes:
-        last = closes[-1]
-        before = text[:last.start()]
-        first_open = _OPEN.search(before)
-        think = before[first_open.end():] if first_open else before
-        region = text[last.end():]
+        before = text[:tags.last_close[0]]
+        think = before[tags.first_open[1]:] if tags.first_open else before
+        region = text[tags.last_close[1]:]
         if not region.strip():
             region, in_think = think, True
     elif opens:
-        region = text[_OPEN.search(text).end():]  # type: ignore[union-attr]
+        region = text[tags.first_open[1]:]  # type: ignore[index]
 
     def result(statement: _Statement | None, reason: str, canonical: str | None = None,
                answer: str | None = None) -> ParsedOutput:
@@ -164,6 +163,36 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     if not statement.explicit and spec.answer_type in ("choice", "yes_no"):
         answer = value.canonical  # "Thus, B is correct." is recorded as the pick, "B"
     return result(statement, "ok", value.canonical, answer)
+
+
+@dataclass(frozen=True)
+class _ThinkTags:
+    opens: int
+    closes: int
+    first_open: tuple[int, int] | None  # (start, end) of the first opening tag
+    last_close: tuple[int, int]  # (start, end) of the last closing tag; (0, 0) if none
+
+
+def _think_tags(text: str) -> _ThinkTags:
+    """Thinking tags found by plain string search (C speed on any length, unlike a regex
+    that builds one match object per tag)."""
+    if "<" not in text:
+        return _ThinkTags(0, 0, None, (0, 0))
+    lowered = text.lower()
+    opens = closes = 0
+    first_open: tuple[int, int] | None = None
+    last_close = (-1, -1)
+    for name in _TAG_NAMES:
+        open_tag, close_tag = f"<{name}>", f"</{name}>"
+        opens += lowered.count(open_tag)
+        closes += lowered.count(close_tag)
+        found = lowered.find(open_tag)
+        if found != -1 and (first_open is None or found < first_open[0]):
+            first_open = (found, found + len(open_tag))
+        found = lowered.rfind(close_tag)
+        if found > last_close[0]:
+            last_close = (found, found + len(close_tag))
+    return _ThinkTags(opens, closes, first_open, last_close if closes else (0, 0))
 
 
 def _reasoning_around(region: str, statement: _Statement | None) -> str:
@@ -246,8 +275,11 @@ def _boxes(text: str) -> list[_Statement]:
     """``\\boxed{..}`` contents; boxes joined only by a separator form one statement
     ('\\boxed{3} and \\boxed{5}' names two answers, '\\boxed{3} or \\boxed{5}' hedges)."""
     out: list[_Statement] = []
+    pairs: dict[int, int] | None = None
     for match in _BOX.finditer(text):
-        end = matching_brace(text, match.end() - 1)
+        if pairs is None:
+            pairs = brace_pairs(text)
+        end = pairs.get(match.end() - 1)
         if end is None:
             continue
         content = text[match.end():end][:MAX_STATEMENT_CHARS]

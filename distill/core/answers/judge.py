@@ -12,7 +12,7 @@ from typing import Literal
 
 from distill.core.answers.extract import ParsedOutput, parse_output
 from distill.core.answers.numbers import Number, numbers_match
-from distill.core.answers.symbolic import looks_symbolic, symbolically_equal
+from distill.core.answers.symbolic import formulas_equal, looks_symbolic
 from distill.core.answers.values import AnswerSpec, NoValue, Value, gold_value, read_value
 from distill.schemas import Sample
 
@@ -145,8 +145,8 @@ def _text_match(value: Value, gold: Value, predicted: str, gold_text: str,
                 question_words: frozenset[str] = frozenset()) -> bool:
     """Free text: equal after ``normalize_text``; or both numbers that match; or the gold
     phrase stated whole in a short answer with no negation or alternative ('the circle'
-    ~ 'circle', 'a red circle' ~ 'red circle'); or, for formulas, shown equal by
-    math-verify."""
+    ~ 'circle', 'a red circle' ~ 'red circle'); or, for formulas, the same compact
+    spelling (see ``symbolic``)."""
     if value.canonical == gold.canonical:
         return True
     if value.number is not None and gold.number is not None:
@@ -160,7 +160,7 @@ def _text_match(value: Value, gold: Value, predicted: str, gold_text: str,
                 or extra <= question_words | _FUNCTION_WORDS):
             return True
     if looks_symbolic(gold_text) and looks_symbolic(predicted):
-        return symbolically_equal(gold_text, predicted)
+        return formulas_equal(gold_text, predicted)
     return False
 
 

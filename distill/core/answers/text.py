@@ -74,6 +74,19 @@ def matching_brace(text: str, open_index: int, limit: int = 2000) -> int | None:
     return None
 
 
+def brace_pairs(text: str) -> dict[int, int]:
+    """Every ``{`` of ``text`` that is closed, mapped to its ``}``: one linear pass, so
+    finding the end of many boxes costs no more than reading the text once."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    for index, char in enumerate(text):
+        if char == "{":
+            stack.append(index)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = index
+    return pairs
+
+
 def strip_latex(text: str) -> str:
     """Plain text of a LaTeX-ish answer: boxes, math delimiters, ``\\text{}``, spacing and
     sizing commands go; ``^\\circ`` becomes '°', ``\\%`` '%', ``\\$`` '$', ``{,}`` ','.
