@@ -59,6 +59,7 @@ _NEGATED = re.compile(
 _EQUALS = re.compile(r"=|≈|\\approx")
 _COPULA = re.compile(r"\b(?:is|was|are|were|equals|becomes)\b", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^()]*\)")
+_SIMPLE = re.compile(r"-?\d{1,15}(?:\.(\d{1,15}))?")
 _RATIO = re.compile(r"(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)")
 _YEAR_CONTEXT = re.compile(r"\b(?:in|since|from|by|during|until|year|after|before)\s+(\d{4})\b",
                            re.IGNORECASE)
@@ -102,6 +103,9 @@ def read_number(statement: str, given: tuple[float, ...] = ()) -> Number | NotAN
 
     ``given``: numbers of the question itself; a reply that restates them ("2 objects
     are preferred by more than 7 people") is read by the number it adds."""
+    simple = _SIMPLE.fullmatch(statement.strip())
+    if simple:  # the common case, '26' or '-3.5': no reading rules needed
+        return Number(float(simple.group(0)), len(simple.group(1) or ""))
     text = plain(statement)
     if not text:
         return NotANumber("empty_answer")
@@ -290,7 +294,7 @@ class _Parser:
         if skip_space:
             while pos < len(self.text) and self.text[pos] == " ":
                 pos += 1
-        return self.text[pos] if pos < len(self.text) else ""
+        return self.text[pos] if pos < len(self.text) else "\x00"  # never `in` an operator set
 
     def skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] == " ":

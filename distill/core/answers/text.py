@@ -29,6 +29,8 @@ _MATH_DELIMITERS = re.compile(r"\\[()\[\]]|\$\$?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_TAG = re.compile(r"</?answer\s*>", re.IGNORECASE)
 _MARKDOWN = re.compile(r"\*\*|__|`+")
+# Characters clean_answer may take off; an answer without any is returned as it is.
+_DECORATION = re.compile(r"[*_`\"'$\\<]|[.。!]$")
 _SPACES = re.compile(r"\s+")
 _ARTICLES = {"a", "an", "the"}
 # Punctuation removed by normalize_text; the degree sign goes too ("45°" ~ "45").
@@ -127,6 +129,8 @@ def clean_answer(answer: str) -> str:
     This is what a trace records as its final answer and an eval item as its extracted
     answer: what the model said, readable, not yet interpreted."""
     value = clip(answer).strip()
+    if not _DECORATION.search(value):
+        return value
     for _ in range(3):
         value = _ANSWER_TAG.sub("", value).strip()
         boxed = _BOXED.match(value)

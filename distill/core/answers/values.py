@@ -17,7 +17,7 @@ from distill.core.answers.numbers import (
     scan_numbers,
 )
 from distill.core.answers.options import NoOption, read_choice, read_yes_no
-from distill.core.answers.text import normalize_text, plain
+from distill.core.answers.text import MAX_STATEMENT_CHARS, normalize_text, plain
 from distill.schemas import Sample
 from distill.schemas.sample import AnswerType
 
@@ -55,7 +55,7 @@ class AnswerSpec:
     def of(cls, sample: Sample | AnswerSpec) -> AnswerSpec:
         if isinstance(sample, AnswerSpec):
             return sample
-        return _spec(sample.answer_type, tuple(sample.choices or ()),
+        return _spec(sample.answer_type, tuple(sample.choices) if sample.choices else (),
                      _meta_int(sample.meta.get(PRECISION_KEY)),
                      _meta_float(sample.meta.get(TOLERANCE_KEY)),
                      sample.question if sample.answer_type in ("number", "text") else "")
@@ -106,6 +106,15 @@ def read_value(statement: str | None, spec: AnswerSpec) -> Value | NoValue:
     """The typed value of an answer statement, or why it has none."""
     if statement is None or not statement.strip():
         return NoValue("no_answer")
+    if len(statement) > MAX_STATEMENT_CHARS:
+        statement = statement[:MAX_STATEMENT_CHARS]
+    return _read_value(statement, spec)
+
+
+@lru_cache(maxsize=65536)
+def _read_value(statement: str, spec: AnswerSpec) -> Value | NoValue:
+    """Cached: generate reads an answer and filter or eval judge it again; teachers repeat
+    the same short answers across traces."""
     if spec.answer_type == "number":
         number = read_number(statement, spec.given)
         if isinstance(number, NotANumber):
