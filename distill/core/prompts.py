@@ -9,7 +9,7 @@ prompt makes new trace keys and old traces stay attributable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ def parse_prompt(data: Any, path: Path) -> PromptTemplate:
                           description=str(data.get("description", "")).strip())
 
 
+@lru_cache(maxsize=256)
 def builtin_answer_format(prompt_id: str | None,
                           prompt_hash: str | None) -> AnswerFormat | None:
     """The answer format of a prompt of prompts/ named by id, when its hash is the one

@@ -160,7 +160,7 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     value = read_value(answer, spec)
     if isinstance(value, NoValue):
         return result(statement, value.reason, answer=answer)
-    if not statement.explicit and spec.answer_type in ("choice", "yes_no"):
+    if statement.kind == "closing" and spec.answer_type in ("choice", "yes_no"):
         answer = value.canonical  # "Thus, B is correct." is recorded as the pick, "B"
     return result(statement, "ok", value.canonical, answer)
 
@@ -221,7 +221,7 @@ def _format_statement(region: str, answer_format: str | None,
         return None
     label = _LABEL.search(last_line)
     if label is not None and _LINE_LEAD.fullmatch(last_line[:label.start()]) is not None:
-        content = last_line[label.end():].strip()
+        content = _first_sentence(last_line[label.end():].strip(" \t*_"))
         if content and "\\boxed" not in content:
             return _Statement("answer_line", line_start, len(stripped), content)
         return None
