@@ -59,6 +59,9 @@ from distill.core.answers import judge_output  # noqa: E402
 from distill.schemas import ImageRef, Sample  # noqa: E402
 
 CORPUS = ROOT / "tests" / "fixtures" / "answers" / "corpus.jsonl"
+# Written after the judge was frozen, graded before it was run, never used to change it:
+# not in the test suite (where every case must pass), measured here only.
+HOLDOUT = ROOT / "tests" / "fixtures" / "answers" / "holdout.jsonl"
 LETTERS = "ABCDEFGH"
 UNPARSEABLE = "unparseable"
 
@@ -594,7 +597,14 @@ def main() -> None:
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    cases = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    for path in (CORPUS, HOLDOUT):
+        cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        print(f"=== {path.name} ===")
+        report(cases)
+        print()
+
+
+def report(cases: list[dict]) -> None:
     rng = random.Random(0)
     judges = {
         "distill": ours,
@@ -608,20 +618,23 @@ def main() -> None:
         grader = case["verdict"]
         for name, run in judges.items():
             verdict, score = run(case)
-            for key in (case["answer_type"], "overall"):
+            for key in (case["answer_type"], "overall", "@" + case["benchmark"]):
                 three[name][key].append(verdict == grader)
                 binary[name][key].append((score == 1.0) == (grader == "correct"))
     types = ["number", "choice", "yes_no", "text", "overall"]
     counts = {t: len(three["distill"][t]) for t in types}
     print(f"answer judging vs careful graders: {len(cases)} cases "
           f"({', '.join(f'{t} {counts[t]}' for t in types[:-1])})")
-    for title, table in (("3-way agreement (correct / wrong / unparseable)", three),
-                         ("binary agreement (correct vs not)", binary)):
+    benchmarks = sorted(k for k in three["distill"] if k.startswith("@"))
+    for title, table, columns in (
+            ("3-way agreement by answer type (correct / wrong / unparseable)", three, types),
+            ("binary agreement by answer type (correct vs not)", binary, types),
+            ("binary agreement by benchmark", binary, benchmarks)):
         print(f"\n{title}")
-        print(f"{'judge':<22}" + "".join(f"{t:>10}" for t in types))
+        print(f"{'judge':<22}" + "".join(f"{t.lstrip('@'):>11}" for t in columns))
         for name in judges:
-            row = "".join(f"{100 * sum(table[name][t]) / len(table[name][t]):>9.1f}%"
-                          for t in types)
+            row = "".join(f"{100 * sum(table[name][t]) / len(table[name][t]):>10.1f}%"
+                          for t in columns)
             print(f"{name:<22}{row}")
 
 
