@@ -13,12 +13,15 @@ from test_answer_corpus import CASES, corpus_sample
 from distill.cli import main
 from distill.core.answers import (
     AnswerSpec,
+    Number,
     canonical_answer,
     judge_answer,
+    read_number,
     read_output,
     same_answer,
     verdict_of,
 )
+from distill.core.answers.numbers import NotANumber
 from distill.core.evalsets import load_eval_set
 from distill.core.prompts import builtin_answer_format, load_prompt
 from distill.evaluate.cache import CachedGeneration
@@ -162,3 +165,34 @@ def test_answers_report_on_an_eval_result(tmp_path: Path,
     for reason in ("hedged", "truncated", "no_answer"):
         assert f"unparseable / {reason}: 1" in report
     assert "answers read from: boxed 1" in report
+
+
+# --- numbers as models write them ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1.2 \\times 10^{5}", 1.2e5), ("1.2e5", 1.2e5), ("3.0×10⁻⁴ m", 3.0e-4), ("6.02E23", 6.02e23),
+    ("\\frac{\\sqrt{3}}{2}", 3 ** 0.5 / 2), ("-\\frac{3}{4}", -0.75), ("\\dfrac{1}{8}", 0.125),
+    ("2\\sqrt{3}", 2 * 3 ** 0.5), ("\\frac{\\pi}{2}", 3.141592653589793 / 2),
+    ("5 cm^2", 5.0), ("12 cm²", 12.0), ("$1,200", 1200.0), ("1{,}200", 1200.0),
+    ("−7 °C", -7.0), ("45^\\circ", 45.0), ("twenty-five", 25.0), ("x = 4", 4.0),
+    ("\\text{approximately } 3.5\\ \\text{kg}", 3.5), ("5:2", 2.5),
+    ("In 2015, it was 42.", 42.0), ("42 (up from 30)", 42.0), ("10 because 2 x 5 = 10", 10.0),
+])
+def test_numbers_as_models_write_them(text: str, value: float) -> None:
+    number = read_number(text)
+    assert isinstance(number, Number) and number.value == pytest.approx(value, rel=1e-9)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("3 or 4", "hedged"), ("between 10 and 12", "hedged"), ("10-12", "hedged"),
+    ("3 apples and 4 pears", "multiple_answers"), ("cannot be determined", "hedged"),
+    ("many", "not_a_number"), ("", "empty_answer"), ("1/0", "not_a_number"),
+])
+def test_what_is_not_one_number(text: str, reason: str) -> None:
+    assert read_number(text) == NotANumber(reason)
+
+
+def test_percent_and_scale_words_keep_both_meanings() -> None:
+    assert read_number("45%").values == (45.0, 0.45)
+    assert read_number("1.2 million").values == (1.2e6, 1.2)

@@ -23,6 +23,7 @@ on the last line, after ``</think>`` for ``think_tags``, the whole one-line repl
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 
 from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
@@ -45,6 +46,7 @@ SENTENCE_MAX_WORDS = 40
 SENTENCE_MAX_CHARS = 300
 
 _TAG_NAMES = ("think", "thinking", "reasoning")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer\s*>", re.IGNORECASE)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -178,7 +180,7 @@ def _think_tags(text: str) -> _ThinkTags:
     that builds one match object per tag)."""
     if "<" not in text:
         return _ThinkTags(0, 0, None, (0, 0))
-    lowered = text.lower()
+    lowered = text.translate(_ASCII_LOWER)  # str.lower() may change the length
     opens = closes = 0
     first_open: tuple[int, int] | None = None
     last_close = (-1, -1)
