@@ -1,6 +1,6 @@
 """Answer judging against careful human graders: this project's judge and faithful ports of
 the judge-free extraction of lmms-eval and VLMEvalKit, on the same hand-written corpus of
-reasoning-VLM outputs (tests/fixtures/answers/corpus.jsonl, 318 cases).
+reasoning-VLM outputs (tests/fixtures/answers/corpus.jsonl, and a held-out set).
 
     PYTHONPATH=$PWD python bench/answer_extraction.py
 
