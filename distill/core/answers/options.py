@@ -24,8 +24,7 @@ class NoOption:
 
 _HEDGE = re.compile(r"\b(?:or|either|maybe|perhaps|possibly|between)\b", re.IGNORECASE)
 _DOUBT = re.compile(r"\b(?:cannot|can ?not|can't|unable to) (?:be )?(?:determine|tell|say|"
-                    r"answer|see)|\bnot (?:sure|certain)\b|\bnone of (?:the|these)\b|"
-                    r"\bunclear\b", re.IGNORECASE)
+                    r"answer|see)|\bnot (?:sure|certain)\b|\bunclear\b", re.IGNORECASE)
 # "not (A)", "rather than option C": an option ruled out is not the one picked.
 _NEGATED = re.compile(r"\b(?:not|rather than|instead of|except|unlike)\s+(?:options?\s+|"
                       r"choices?\s+)?\(?[A-Z]\)?(?![A-Za-z])")
