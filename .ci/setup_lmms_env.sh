@@ -14,7 +14,7 @@ PYTHON=${PYTHON:-python3.11}
 
 ready() {
   "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
-import importlib.metadata as md, lmms_eval, pytest, distill
+import importlib.metadata as md, lmms_eval, pytest, distill, tests.train_support
 from lmms_eval.models import get_model
 assert any(ep.name == "siqvl" for ep in md.entry_points(group="lmms_eval.models"))
 PY
@@ -38,5 +38,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # ('operator torchvision::nms does not exist'); lmms-eval's core (evaluator, tasks, the chat
 # model API) never imports it, and transformers skips it when it is absent.
 "${PIP[@]}" uninstall -y -q torchvision
+# latex2sympy2 (an lmms-eval dependency) installs its own test files as a top-level package
+# named `tests`, which would shadow this repository's tests/ (a namespace package).
+rm -rf "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tests"
 ready
 echo "lmms env ready in $VENV ($(( $(date +%s) - started )) s to build)"

@@ -55,7 +55,6 @@ class HarnessRun(Part):
     """The finished run of another harness an EvalResult was imported from."""
 
     harness: HarnessName
-    version: str | None = None  # the harness's version, when its files record it
     task: NonEmptyStr  # lmms-eval task name / VLMEvalKit dataset name
     model: str | None = None  # the harness's model name (--model / VLMEvalKit model)
     model_args: str | None = None  # lmms-eval --model_args, when recorded

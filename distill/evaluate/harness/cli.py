@@ -143,7 +143,6 @@ def lmms_task_command(data_spec: str, split: str | None, out: Path, mode: str,
     eval_set = load_eval_set(data_spec, split=split)
     path = write_lmms_task(eval_set, out, mode=mode, name=name,  # type: ignore[arg-type]
                            max_new_tokens=max_new_tokens)
-    console = Console(highlight=False)
-    console.print(f"wrote task {path.stem} ({len(eval_set.samples)} items): {path}")
-    console.print(f"run it: lmms-eval --include_path {path.parent} --tasks {path.stem} "
-                  "--model MODEL --model_args ... --log_samples --output_path OUT")
+    click.echo(f"wrote task {path.stem} ({len(eval_set.samples)} items): {path}")
+    click.echo(f"run it: lmms-eval --include_path {path.parent} --tasks {path.stem} "
+               "--model MODEL --model_args ... --log_samples --output_path OUT")

@@ -65,8 +65,7 @@ def import_rows(rows: list[HarnessRow], run: HarnessRun, eval_set: EvalSet, *, m
                                 "eval_set": eval_set.hash, "mode": mode}),
         created_at=datetime.now(UTC), model=model, eval_set=eval_set.spec,
         eval_set_hash=eval_set.hash, mode=mode,
-        generation={"harness": run.harness, "task": run.task, "version": run.version,
-                    "model_args": run.model_args},
+        generation={"harness": run.harness, "task": run.task, "model_args": run.model_args},
         metrics=metrics, per_category=per_category, items=items)
     missing = [sample.id for sample in eval_set.samples if sample.id not in row_of]
     return ImportOutcome(result=result, problems=matching.problems, missing=missing)

@@ -19,6 +19,9 @@ per-document metrics (``process_results``):
 * 0.3.x: ``doc_id, doc (without image fields), target, arguments, resps (list of lists),
   filtered_resps (list), doc_hash, prompt_hash, target_hash, input`` and the metrics.
 
+The results file's ``lmms_eval_version`` is not recorded: it is ``branch@sha`` of the git
+repository lmms-eval was started in (``get_lmms_eval_version_string``), not lmms-eval's.
+
 A metric is a number, or a dict: MMStar writes ``{"<category>": {...}, "average":
 {"question_id", "l2_category", "score"}}``; the item's id then comes from ``question_id``
 (or ``sample_id``/``index``/``pid``/``id``) in that dict.
@@ -124,7 +127,6 @@ def read_lmms_run(path: Path, task: str | None = None, metric: str | None = None
     model_args = config.get("model_args")
     run = HarnessRun(
         harness="lmms-eval", task=samples.task,
-        version=as_text(results.get("lmms_eval_version")) if results else None,
         model=as_text(config.get("model")) or samples.path.parent.name,
         model_args=model_args if isinstance(model_args, str) else
         (json.dumps(model_args, sort_keys=True) if model_args else None),
