@@ -24,11 +24,12 @@ class HarnessScore(Part):
     """
 
     harness: HarnessName
-    metric: str | None = None
-    score: float | None = None
-    extracted: str | None = None
-    # Where the row came from: "file:line" (JSONL, TSV) or "file:row N" (xlsx, JSON).
-    source: NonEmptyStr
+    metric: str | None = Field(default=None, description="the harness's metric name")
+    score: float | None = Field(default=None, description="the harness's per-item score")
+    extracted: str | None = Field(default=None, description="the answer the harness read")
+    source: NonEmptyStr = Field(description="where the row came from: 'file:N', N the line "
+                                            "of a JSONL, the row of an xlsx/TSV (header = "
+                                            "row 1) or the record of a JSON list (from 1)")
 
     @property
     def correct(self) -> bool | None:
@@ -48,7 +49,8 @@ class EvalItem(Part):
     latency_s: float = Field(ge=0.0)
     # Set on items imported from another harness's run (distill eval import): that harness's
     # own verdict, so compare can list where it and our judge disagree. None otherwise.
-    harness: HarnessScore | None = None
+    harness: HarnessScore | None = Field(
+        default=None, description="imported items only: the other harness's own verdict")
 
 
 class HarnessRun(Part):
@@ -73,7 +75,8 @@ class ModelRef(Part):
     # Content hash of the weights/config files evaluated (None for a remote engine), so
     # lineage can tell whether the checkpoint on disk is still the one that was scored.
     fingerprint: Sha256Hex | None = None
-    harness_run: HarnessRun | None = None  # set when kind is "harness"
+    harness_run: HarnessRun | None = Field(
+        default=None, description="kind 'harness': the run the result was imported from")
 
 
 class EvalResult(Record):
