@@ -111,3 +111,44 @@ def test_student_in_lmms_eval_matches_distill_eval(student, capsys) -> None:
         assert disagreement.reason.split(":")[0] in markdown
     statuses = {link.kind: link.status for link in trace_lineage(theirs_file)}
     assert statuses["model"] == "ok" and statuses["run"] == "ok"
+
+
+def test_any_single_image_chat_task_is_asked_with_the_students_prompt(student) -> None:
+    """A task that is not ours: the messages' text becomes the question, their image the
+    image, and the student answers as generate_answers does for that Sample."""
+    from lmms_eval.api.instance import Instance
+    from PIL import Image
+
+    from distill.core.errors import DistillError
+    from distill.core.evalsets import load_eval_set
+    from distill.train.inference import generate_answers
+    from distill.train.lmms_model import SiqvlChat, sample_from_messages
+
+    eval_set = load_eval_set(student["ingest"])
+    sample = eval_set.samples[0]
+    image = Image.open(eval_set.image_root / sample.image.path).convert("RGB")
+    doc = {"question": sample.question}
+
+    def doc_to_messages(doc: dict) -> list[dict]:
+        return [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                {"role": "user", "content": [{"type": "image", "url": image},
+                                             {"type": "text", "text": doc["question"]}]}]
+
+    model = SiqvlChat(pretrained=str(student["run"]), batch_size=2, threads=1)
+    model.task_dict = {"foreign": {"test": [doc]}}
+    request = Instance(request_type="generate_until", idx=0,
+                       arguments=("ctx", doc_to_messages, {"max_new_tokens": 12}, 0,
+                                  "foreign", "test"),
+                       metadata={"task": "foreign", "doc_id": 0, "repeats": 1})
+    (answer,) = model.generate_until([request])
+    asked = sample_from_messages(doc_to_messages(doc), "foreign-0")
+    assert asked.question == sample.question  # the system turn is not part of the question
+    (expected,) = generate_answers(model.model, model.processor, [asked], None, mode="cot",
+                                   max_new_tokens=12, batch_size=2)
+    assert answer.text == expected[0] and answer.token_counts.output_tokens == expected[1]
+
+    two_images = [{"role": "user", "content": [{"type": "image", "url": image},
+                                               {"type": "image", "url": image},
+                                               {"type": "text", "text": "Compare."}]}]
+    with pytest.raises(DistillError, match="single-image questions; x holds 2 images"):
+        sample_from_messages(two_images, "x")
