@@ -38,7 +38,7 @@ from typing import Any
 
 from distill.core.errors import InputError
 from distill.core.shards import iter_lines
-from distill.evaluate.harness.rows import HarnessRow, as_score, as_text
+from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
 from distill.schemas import HarnessRun, file_sha256
 
 SAMPLES_NAME = re.compile(r"^(?P<date>.+?)_samples_(?P<task>.+)\.jsonl$")
@@ -139,11 +139,7 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
     path = samples.results_path
     if not path.is_file():
         return None
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno,
-                         reason="bad_json") from None
+    results = read_json(path)
     if not isinstance(results, dict):
         raise InputError("an lmms-eval results file holds a JSON object", file=path,
                          reason="bad_json")

@@ -19,7 +19,6 @@ multiple choice (vlmeval/dataset/image_mcq.py) ``{stem}_{judge}_result.xlsx`` wi
 from __future__ import annotations
 
 import csv
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
-from distill.evaluate.harness.rows import HarnessRow, as_score, as_text
+from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
 from distill.schemas import HarnessRun, file_sha256
 
 SUFFIXES = (".xlsx", ".tsv", ".json")
@@ -96,11 +95,7 @@ def _tsv(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _json(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno,
-                         reason="bad_json") from None
+    loaded = read_json(path)
     if not isinstance(loaded, list):
         raise InputError("a VLMEvalKit .json prediction file is a list of records",
                          file=path, reason="bad_json")
