@@ -258,3 +258,24 @@ def test_lmms_task_over_an_eval_set_scores_itself(tmp_path: Path, eval_set_file:
     assert right["distill_exact_match"]["score"] == 1.0
     assert wrong["distill_exact_match"]["score"] == 0.0
     assert right["distill_exact_match"]["sample_id"] == "mmstar-101"
+
+
+def test_match_by_position_when_the_harness_numbers_items_its_own_way(
+        tmp_path: Path, eval_set_file: Path, capsys) -> None:
+    rows = hf.vlm_rows(OUTPUTS)
+    for number, row in enumerate(rows):
+        row["index"] = number  # the harness's own numbering, not the benchmark's ids
+    path = hf.write_tsv(tmp_path / "M" / "M_MMStar.tsv", rows)
+    code, _ = _import(["vlmevalkit", str(path), "--data", str(eval_set_file)],
+                      tmp_path / "results")
+    assert code == 2 and f"{path}:2: no item has id or source id '0'" in capsys.readouterr().err
+    code, result = _import(["vlmevalkit", str(path), "--data", str(eval_set_file), "--match",
+                            "position"], tmp_path / "results")
+    assert code == 0 and [item.raw_output for item in result.items] == list(OUTPUTS.values())
+    # Position with its checks: rows out of order match nothing, they are not reordered.
+    rows[0], rows[1] = rows[1], rows[0]
+    swapped = hf.write_tsv(tmp_path / "S" / "S_MMStar.tsv", rows)
+    code, _ = _import(["vlmevalkit", str(swapped), "--data", str(eval_set_file), "--match",
+                       "position"], tmp_path / "other")
+    assert code == 2 and f"{swapped}:2: gold answer 'A' differs from item 'mmstar-101'" in \
+        capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from distill.core.evalsets import load_eval_set
 from distill.core.shards import write_json_atomic
@@ -29,6 +30,12 @@ def _common(function):  # noqa: ANN001, ANN202 - a click decorator stack
         click.option("--out", default=Path("runs/eval"), show_default=True,
                      type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for the EvalResult JSON file."),
+        click.option("--match", "match_by", default="auto", show_default=True,
+                     type=click.Choice(["auto", "id", "position"]),
+                     help="How rows find items: by the id the row carries (our id or the "
+                          "benchmark's, meta.source_id), else by position (auto); by id only;"
+                          " or by position only (when the harness numbers items its own way)."
+                          " Each match is checked against the gold answer and question."),
         click.option("--allow-unmatched", is_flag=True,
                      help="Import the rows that match and list the others (default: stop "
                           "at the first row that matches no item)."),
@@ -39,10 +46,12 @@ def _common(function):  # noqa: ANN001, ANN202 - a click decorator stack
 
 
 def _finish(rows: list[HarnessRow], run: HarnessRun, data_spec: str, split: str | None,
-            mode: str, name: str | None, out: Path, allow_unmatched: bool) -> None:
+            mode: str, name: str | None, out: Path, match_by: str,
+            allow_unmatched: bool) -> None:
     eval_set = load_eval_set(data_spec, split=split)
     outcome = import_rows(rows, run, eval_set, mode=mode,  # type: ignore[arg-type]
-                          allow_unmatched=allow_unmatched, name=name)
+                          allow_unmatched=allow_unmatched, name=name,
+                          match_by=match_by)  # type: ignore[arg-type]
     path = out / result_file_name(outcome.result, eval_set.name)
     write_json_atomic(path, outcome.result)
     _report(outcome, path)
@@ -65,7 +74,7 @@ def _report(outcome: ImportOutcome, path: Path) -> None:
         line += "; the harness kept no per-item score"
     console.print(line)
     for problem in outcome.problems:
-        console.print(f"[yellow]left out {problem}")
+        console.print(f"[yellow]left out {escape(str(problem))}")
     if outcome.missing:
         console.print(f"[yellow]{len(outcome.missing)} item(s) of the eval set have no row "
                       f"(first: {', '.join(outcome.missing[:5])})")
@@ -91,13 +100,13 @@ def import_group() -> None:
 @_common
 def import_lmms_command(path: Path, task: str | None, metric: str | None, data_spec: str,
                         split: str | None, mode: str, name: str | None, out: Path,
-                        allow_unmatched: bool) -> None:
+                        match_by: str, allow_unmatched: bool) -> None:
     """Import an lmms-eval --log_samples run: PATH is its --output_path folder, the
     {model} folder inside it, or one {date}_samples_{task}.jsonl file."""
     from distill.evaluate.harness.lmms_eval import read_lmms_run
 
     run = read_lmms_run(path, task=task, metric=metric)
-    _finish(run.rows, run.run, data_spec, split, mode, name, out, allow_unmatched)
+    _finish(run.rows, run.run, data_spec, split, mode, name, out, match_by, allow_unmatched)
 
 
 @import_group.command("vlmevalkit")
@@ -110,12 +119,12 @@ def import_lmms_command(path: Path, task: str | None, metric: str | None, data_s
 @_common
 def import_vlmevalkit_command(prediction: Path, scores: Path | None, task: str | None,
                               data_spec: str, split: str | None, mode: str, name: str | None,
-                              out: Path, allow_unmatched: bool) -> None:
+                              out: Path, match_by: str, allow_unmatched: bool) -> None:
     """Import a VLMEvalKit prediction file ({model}_{dataset}.xlsx, .tsv or .json)."""
     from distill.evaluate.harness.vlmevalkit import read_vlmevalkit
 
     run = read_vlmevalkit(prediction, scores=scores, dataset=task)
-    _finish(run.rows, run.run, data_spec, split, mode, name, out, allow_unmatched)
+    _finish(run.rows, run.run, data_spec, split, mode, name, out, match_by, allow_unmatched)
 
 
 @click.command("lmms-task")

@@ -19,7 +19,7 @@ from distill.core.evalsets import EvalSet
 from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from distill.core.predictors import Mode, model_fingerprint
 from distill.evaluate.cache import CachedGeneration, input_hash
-from distill.evaluate.harness.matching import RowProblem, match_rows
+from distill.evaluate.harness.matching import MatchBy, RowProblem, match_rows
 from distill.evaluate.harness.rows import HarnessRow
 from distill.evaluate.metrics import summarize
 from distill.evaluate.runner import score
@@ -42,10 +42,11 @@ class ImportOutcome:
 
 
 def import_rows(rows: list[HarnessRow], run: HarnessRun, eval_set: EvalSet, *, mode: Mode,
-                allow_unmatched: bool = False, name: str | None = None) -> ImportOutcome:
+                allow_unmatched: bool = False, name: str | None = None,
+                match_by: MatchBy = "auto") -> ImportOutcome:
     """Match, judge and summarize; any unmatched or ambiguous row is an error naming its
     file and row unless ``allow_unmatched`` (then it is left out and listed)."""
-    matching = match_rows(rows, eval_set)
+    matching = match_rows(rows, eval_set, match_by)
     if matching.problems and not allow_unmatched:
         first = matching.problems[0]
         more = len(matching.problems) - 1

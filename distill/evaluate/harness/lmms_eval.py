@@ -184,6 +184,13 @@ def _first_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _one_text(value: Any) -> str | None:
+    """A parsed answer as text: MMMU keeps ``parsed_pred`` as a one-element list."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return as_text(value)
+
+
 def _row(path: Path, number: int, data: dict[str, Any], metric: str | None,
          metric_names: list[str]) -> HarnessRow:
     doc_id = data.get("doc_id")
@@ -204,8 +211,8 @@ def _row(path: Path, number: int, data: dict[str, Any], metric: str | None,
                 for field in _ID_FIELDS if as_text(source.get(field)) is not None), None)
     question = next((as_text(doc.get(field)) for field in _QUESTION_FIELDS
                      if as_text(doc.get(field)) is not None), None)
-    extracted = next((as_text(details.get(field)) for field in _EXTRACTED_FIELDS
-                      if as_text(details.get(field)) is not None), None)
+    extracted = next((_one_text(details.get(field)) for field in _EXTRACTED_FIELDS
+                      if _one_text(details.get(field)) is not None), None)
     if extracted is None and filtered is not None and filtered != output:
         extracted = filtered
     return HarnessRow(

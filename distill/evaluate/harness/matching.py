@@ -6,7 +6,10 @@ The rule, in order:
    ``index``/``pid``/``question_id``), it must equal exactly one item's ``id`` or
    ``meta.source_id`` (what our converters record). Otherwise the row's **position**
    (lmms-eval's ``doc_id``, which restarts per task; a spreadsheet's row order) names the
-   item at that position of the eval set.
+   item at that position of the eval set. ``by="position"`` uses the position even when
+   the row has an id (a harness whose ids are its own numbering, e.g. VLMEvalKit's
+   ``index`` of a dataset our converter read from another copy); ``by="id"`` refuses rows
+   without one.
 2. **Check.** When the row kept a gold answer, it must agree with the item's (same text,
    ignoring case and spacing; a choice's letter or its text; the same number). When it kept
    the question (or the prompt holding it), one must contain the other, ignoring case and
@@ -21,6 +24,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Literal
 
 from distill.core.evalsets import EvalSet
 from distill.evaluate.harness.rows import HarnessRow
@@ -86,7 +90,10 @@ def _keys(sample: Sample) -> set[str]:
     return keys
 
 
-def match_rows(rows: list[HarnessRow], eval_set: EvalSet) -> Matching:
+MatchBy = Literal["auto", "id", "position"]
+
+
+def match_rows(rows: list[HarnessRow], eval_set: EvalSet, by: MatchBy = "auto") -> Matching:
     """Pair rows with items by the module's rule; every other row becomes a RowProblem."""
     samples = eval_set.samples
     by_key: dict[str, list[Sample]] = defaultdict(list)
@@ -96,7 +103,7 @@ def match_rows(rows: list[HarnessRow], eval_set: EvalSet) -> Matching:
     candidates: list[tuple[HarnessRow, Sample]] = []
     problems: list[RowProblem] = []
     for row in rows:
-        found, reason = _candidate(row, samples, by_key)
+        found, reason = _candidate(row, samples, by_key, by)
         if found is None:
             problems.append(RowProblem(row, reason))
         elif not gold_agrees(row.target, found):
@@ -123,9 +130,11 @@ def match_rows(rows: list[HarnessRow], eval_set: EvalSet) -> Matching:
     return Matching(pairs=pairs, problems=problems)
 
 
-def _candidate(row: HarnessRow, samples: tuple[Sample, ...],
-               by_key: dict[str, list[Sample]]) -> tuple[Sample | None, str]:
-    if row.key is not None:
+def _candidate(row: HarnessRow, samples: tuple[Sample, ...], by_key: dict[str, list[Sample]],
+               by: MatchBy) -> tuple[Sample | None, str]:
+    if by == "id" and row.key is None:
+        return None, "the row has no id to match by (--match id)"
+    if row.key is not None and by != "position":
         found = by_key.get(row.key, [])
         if len(found) == 1:
             return found[0], ""
