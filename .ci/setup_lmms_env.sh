@@ -13,11 +13,12 @@ VENV=${LMMS_VENV:-$ROOT/.venv-lmms}
 PYTHON=${PYTHON:-python3.11}
 
 ready() {
-  "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
+  (cd "$ROOT" && "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import importlib.metadata as md, lmms_eval, pytest, distill, tests.train_support
 from lmms_eval.models import get_model
 assert any(ep.name == "siqvl" for ep in md.entry_points(group="lmms_eval.models"))
 PY
+  )
 }
 
 if [ -x "$VENV/bin/python" ] && ready; then

@@ -87,6 +87,9 @@ def test_lmms_eval_07_run_keeps_both_verdicts_and_compare_lists_disagreements(
         assert "the harness scored 0 (average)" in row
     html = (tmp_path / "cmp" / "compare.html").read_text()
     assert 'data-sample-id="mmstar-103"' in html
+    # Lineage reads it: the eval set is found, and no training run of ours is claimed.
+    assert main(["lineage", str(results_file)]) == 0
+    assert "a harness model: no training run of ours behind it" in capsys.readouterr().out
 
 
 def test_lmms_eval_03_layout_matches_by_doc_id_and_question(tmp_path: Path,
