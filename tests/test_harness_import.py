@@ -282,3 +282,30 @@ def test_match_by_position_when_the_harness_numbers_items_its_own_way(
                        "position"], tmp_path / "other")
     assert code == 2 and f"{swapped}:2: gold answer 'A' differs from item 'mmstar-101'" in \
         capsys.readouterr().err
+
+
+def test_vlmevalkit_json_predictions_on_an_eval_set_converted_from_its_tsv(
+        tmp_path: Path) -> None:
+    """The everyday path: VLMEvalKit's own MMStar.tsv converted by `distill eval convert`
+    (ids from its index column), its PRED_FORMAT=json predictions imported by id."""
+    import base64
+
+    from tests.conftest import png_bytes
+
+    header = "index\tquestion\tA\tB\tC\tD\tanswer\tcategory\tl2_category\timage"
+    lines = [header]
+    for seed, (index, stem, options, gold, category, l2) in enumerate(hf.ITEMS):
+        image = base64.b64encode(png_bytes(seed, size=(40, 40))).decode()
+        lines.append("\t".join([str(index), stem, *options, gold, category, l2, image]))
+    (tmp_path / "MMStar.tsv").write_text("\n".join(lines) + "\n")
+    assert main(["eval", "convert", "mmstar", str(tmp_path / "MMStar.tsv"), "--out",
+                 str(tmp_path / "evalsets" / "mmstar")]) == 0
+    prediction = tmp_path / "outputs" / "MyVLM" / "T20260801" / "MyVLM_MMStar.json"
+    prediction.parent.mkdir(parents=True)
+    prediction.write_text(json.dumps(hf.vlm_rows(OUTPUTS), indent=4))
+    code, result = _import(["vlmevalkit", str(prediction), "--data",
+                            str(tmp_path / "evalsets" / "mmstar")], tmp_path / "results")
+    assert code == 0 and result.model.name == "vlmevalkit:MyVLM"
+    assert [item.sample_id for item in result.items] == [f"mmstar-{i}" for i in OUTPUTS]
+    assert [item.harness.source for item in result.items] == [f"{prediction}:{n}"
+                                                              for n in range(1, 5)]

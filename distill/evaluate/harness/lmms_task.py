@@ -11,7 +11,8 @@ then ``lmms-eval --include_path tasks --tasks distill_digits_test_cot --model ..
 format is lmms-eval's YAML task config (lmms_eval/api/task.py ``TaskConfig``; ``!function
 module.name`` resolved beside the YAML; EvolvingLMMs-Lab/lmms-eval v0.7.2 cb45ac4d).
 
-Each doc holds the prompt our ``--mode`` uses (system and user text, rendered from
+Paths in the task are absolute (the JSONL, the images): after moving the eval set, write the
+task again. Each doc holds the prompt our ``--mode`` uses (system and user text, rendered from
 prompts/<mode>.yaml), the image's absolute path, the gold answer, and the Sample record
 itself (``distill_sample``), so the SiQ-VL adapter asks the student exactly what ``distill
 eval`` asks it. The task scores itself with a small self-contained exact match (the last
