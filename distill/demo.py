@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, model_validator
 from rich.table import Table
 
-from distill.core.config_files import load_named_yaml
-from distill.core.errors import DistillError, InputError
+from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
+from distill.core.errors import DistillError
 from distill.core.paths import DATA_DIR
 from distill.core.progress import console
 
@@ -33,8 +33,8 @@ DEFAULT_PLAN = DATA_DIR / "demo.yaml"
 QUICK_PLAN = DATA_DIR / "demo-quick.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+class _Strict(ConfigFile):
+    model_config = ConfigFile.model_config | {"strict": True}
 
 
 class StudentPlan(_Strict):
@@ -60,18 +60,17 @@ class DemoPlan(_Strict):
     max_new_tokens: int = 96
     eval_batch_size: int = 64
 
+    @model_validator(mode="after")
+    def _baseline_is_a_student(self) -> DemoPlan:
+        if self.baseline not in self.students:
+            raise KeyProblem(("baseline",), f"baseline {self.baseline!r} is not one of the "
+                                            f"students {sorted(self.students)}")
+        return self
+
 
 def load_plan(name_or_path: str | Path) -> DemoPlan:
     """A plan by path, or by name of a YAML file in data/ (``demo``, ``demo-quick``)."""
-    data, path = load_named_yaml(name_or_path, DATA_DIR, "demo plan")
-    try:
-        plan = DemoPlan.model_validate(data)
-    except ValidationError as exc:
-        raise InputError.from_validation(exc, file=path, line=None) from None
-    if plan.baseline not in plan.students:
-        raise InputError(f"baseline {plan.baseline!r} is not one of the students "
-                         f"{sorted(plan.students)}", file=path, field="baseline")
-    return plan
+    return load_config_file(name_or_path, DATA_DIR, "demo plan", DemoPlan)[0]
 
 
 @dataclass
@@ -144,12 +143,9 @@ def run_filter(run: DemoRun) -> Path:
     from distill.filter.policy import load_policy
     from distill.filter.store import DatasetStore
 
-    policy_path = Path(run.plan.policy)
-    if not policy_path.suffix:
-        policy_path = DATA_DIR / "policies" / f"{run.plan.policy}.yaml"
     eval_sets = [f"{run.ingest_dir}:{split}" for split in run.plan.decontaminate]
     result = run_filter(FilterOptions(traces=run.traces_dir, store=run.store_dir,
-                                      policy=load_policy(policy_path), eval_sets=eval_sets))
+                                      policy=load_policy(run.plan.policy), eval_sets=eval_sets))
     counts = result.manifest.counts
     console.print(f"dataset version [bold]{result.version[:16]}[/bold]: "
                   f"{counts.get('keep', 0):,} of {counts.get('input_traces', 0):,} traces kept; "
@@ -160,11 +156,11 @@ def run_filter(run: DemoRun) -> Path:
 def train_stage(config_name: str, overrides: dict[str, Any], data: Path | None,
                 out: Path) -> None:
     """Train one stage, resuming a partial run and skipping a finished one."""
-    from distill.train.checkpoint import latest_checkpoint
+    from distill.train.checkpoint import is_finished, latest_checkpoint
     from distill.train.config import load_config
     from distill.train.loop import train
 
-    if (out / "final" / "config.json").exists() and (out / "manifest.json").exists():
+    if is_finished(out):
         console.print(f"[dim]already done: {out}")
         return
     config = load_config(config_name, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
@@ -187,26 +183,23 @@ def run_student(run: DemoRun, name: str, dataset: Path, vision: Path) -> None:
 
 
 def run_eval(run: DemoRun, name: str) -> Path:
-    import torch
-
     from distill.core.evalsets import load_eval_set
-    from distill.core.predictors import PredictorOptions, load_predictor
+    from distill.core.predictors import PredictorOptions
     from distill.core.shards import read_json_model, write_json_atomic
-    from distill.evaluate.runner import evaluate
+    from distill.evaluate.runner import evaluate_model
     from distill.schemas import RunManifest
     from distill.train.config import TrainConfig
 
-    torch.set_num_threads(1)  # small batched decoding: one thread is fastest on small CPUs
     run_dir = run.run_dir(name)
     manifest = read_json_model(run_dir / "manifest.json", RunManifest)
     mode = TrainConfig.model_validate(manifest.config).prompt_mode()
     eval_set = load_eval_set(f"{run.ingest_dir}:{run.plan.eval_split}")
-    predictor = load_predictor(f"siqvl:{run_dir}", PredictorOptions(
-        batch_size=run.plan.eval_batch_size, max_new_tokens=run.plan.max_new_tokens))
-    try:
-        result = evaluate(predictor, eval_set, mode, cache_dir=run.out / "eval-cache").result
-    finally:
-        predictor.close()
+    options = PredictorOptions(batch_size=run.plan.eval_batch_size,
+                               max_new_tokens=run.plan.max_new_tokens)
+    # Small batched decoding: one thread is fastest on small CPUs.
+    [(_, evaluated)] = evaluate_model(f"siqvl:{run_dir}", options, [eval_set], [mode],
+                                      cache_dir=run.out / "eval-cache", threads=1)
+    result = evaluated.result
     path = run.result_path(name)
     write_json_atomic(path, result)
     metrics = result.metrics

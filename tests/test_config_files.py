@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.config_files import load_named_yaml
+from distill.core.config_files import read_yaml_file
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
 from distill.generate.teachers import load_teacher_set
@@ -16,8 +16,9 @@ from distill.train.siqvl.build import load_model_spec
 
 
 def test_a_bare_name_finds_the_shipped_file() -> None:
-    data, path = load_named_yaml("digits", DATA_DIR / "teachers", "teacher set")
-    assert path == DATA_DIR / "teachers" / "digits.yaml" and "teachers" in data
+    document = read_yaml_file("digits", DATA_DIR / "teachers", "teacher set")
+    assert document.path == DATA_DIR / "teachers" / "digits.yaml"
+    assert "teachers" in document.data
 
 
 @pytest.mark.parametrize("loader", [load_teacher_set, load_config, load_model_spec])

@@ -14,7 +14,7 @@ from distill.filter.signals import SIGNALS
 @pytest.mark.parametrize("path", sorted(POLICIES_DIR.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_policies_load_and_round_trip(path: Path) -> None:
     policy = load_policy(path)
-    assert policy.rules and all(rule.signal in SIGNALS for rule in policy.rules)
+    assert policy.rules and all(signal in SIGNALS for signal in policy.rules)
     again = policy_from_dict(policy.as_dict())
     assert again.hash == policy.hash
 

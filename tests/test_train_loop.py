@@ -187,12 +187,18 @@ def test_a_changed_shard_is_refused(data, tmp_path):
 def test_config_errors_name_the_file_and_field(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("stage: cot\nlearning_rate: 0.1\n")
-    with pytest.raises(InputError, match=r"bad.yaml: field 'learning_rate': unknown field"):
+    with pytest.raises(InputError, match=r"bad.yaml:2: field 'learning_rate': unknown key"):
+        load_config(path)
+    path.write_text("stage: cot\nllm: lorra\n")
+    with pytest.raises(InputError, match=r"bad.yaml:2: field 'llm': .*did you mean 'lora'"):
         load_config(path)
     cfg = load_config("cot", ["lora.r=4", "max_steps=7"])
     assert cfg.lora.r == 4 and cfg.max_steps == 7
     with pytest.raises(InputError, match="projector only"):
         load_config("align", ["llm=lora"])
+    # A bad value from the command line is named as an override, not as a line of the file.
+    with pytest.raises(InputError, match=r"cot.yaml: field 'lr': .*from the override 'lr=-1'"):
+        load_config("cot", ["lr=-1"])
 
 
 def _cli(args: list[str]) -> subprocess.Popen:

@@ -15,7 +15,7 @@ import os
 import random
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +42,38 @@ class TrainerState:
     tokens_seen: int
     outcome_hash: str
     last_loss: float | None = None
+
+
+FINAL = "final"
+
+
+def is_finished(run: Path) -> bool:
+    """A run is finished when its final model and its manifest are both in place: the
+    final folder is renamed into place whole, and the manifest naming it comes after."""
+    return (run / FINAL / "config.json").exists() and (run / "manifest.json").exists()
+
+
+def save_final(run: Path, write: Callable[[Path], None]) -> Path:
+    """Write the final model through ``write(folder)`` into a temp folder, make it durable,
+    and rename it to RUN/final: a kill leaves the old final model or the new one, whole."""
+    final, tmp = run / FINAL, run / f".{FINAL}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _discarded_on_failure(tmp, is_main=True):
+        write(tmp)
+        _fsync_tree(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        fsync_dir(run)
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    for directory in sorted({p.parent for p in folder.rglob("*")} | {folder}):
+        fsync_dir(directory)
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -132,10 +164,7 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
         if is_main:
             (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n",
                                      encoding="utf-8")
-            for file in tmp.iterdir():
-                with open(file, "rb") as handle:
-                    os.fsync(handle.fileno())
-            fsync_dir(tmp)
+            _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             fsync_dir(run)

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distill.core.config_files import load_named_yaml
+from distill.core.config_files import read_yaml_file, validate
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
 from distill.schemas import content_hash
@@ -128,20 +128,21 @@ def outcome_hash(config: TrainConfig) -> str:
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                 ) -> TrainConfig:
     """A config by path or by name in data/configs, with ``key=value`` overrides (YAML values,
-    dotted keys for nested fields: ``lora.r=8``)."""
-    data, path = load_named_yaml(name_or_path, CONFIGS_DIR, "train config")
-    data = data or {}
+    dotted keys for nested fields: ``lora.r=8``). A bad override is named as such."""
+    document = read_yaml_file(name_or_path, CONFIGS_DIR, "train config")
+    data = document.data or {}
     if not isinstance(data, dict):
-        raise InputError("a train config must be a mapping", file=path, reason="bad_config")
+        raise InputError("a train config must be a mapping", file=document.path,
+                         reason="bad_config")
     for item in overrides:
-        apply_override(data, item)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise InputError.from_validation(exc, file=path, line=None) from None
+        where = apply_override(data, item)
+        document.lines.pop(where, None)
+        document.origins[where] = f"override {item!r}"
+    return validate(document, TrainConfig, data=data)
 
 
-def apply_override(data: dict[str, Any], item: str) -> None:
+def apply_override(data: dict[str, Any], item: str) -> tuple[str, ...]:
+    """Set ``key=value`` in ``data``; returns the key's path."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise InputError(f"override {item!r} is not KEY=VALUE", field=key or item,
@@ -151,3 +152,4 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     for part in parts[:-1]:
         target = target.setdefault(part, {})
     target[parts[-1]] = yaml.safe_load(raw) if raw else None
+    return tuple(parts)

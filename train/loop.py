@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from distill.train.data import TrainingSet, load_training_set
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
 from distill.train.metrics import MetricsLog, memory_gb
 from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
+from distill.train.schedule import lr_factor
 from distill.train.siqvl.build import (
     build_student,
     load_model_spec,
@@ -174,14 +174,6 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, runtime: Runtime
     return optimizer, scheduler, warmup
 
 
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """Linear warmup, then cosine decay from 1 to ``min_ratio`` at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 # -- data ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepPlan:
@@ -266,7 +258,7 @@ def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: boo
 
 def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
            init: str | None) -> RunManifest:
-    if resume and (out / "final" / "config.json").exists():
+    if resume and ckpt.is_finished(out):
         log.warning("%s already finished; nothing to resume", out)
         return read_json_model(out / "manifest.json", RunManifest)
     torch.manual_seed(config.seed)
@@ -304,12 +296,13 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
     metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
                          tensorboard=config.tensorboard,
                          resume_step=state.step if latest is not None else None)
-    context = RunContext(config, runtime, training_set, out, init, data_key, layers, total, fsdp)
+    context = RunContext(config, runtime, training_set, out, init, data_key, layers, total,
+                         micro, fsdp)
+    parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
     if runtime.is_main and latest is None:
         write_manifest(context, state, "none", None)
     try:
-        state = run_steps(context, model, engine, processor, dataset, optimizer, scheduler,
-                          state, metrics, micro)
+        state = run_steps(context, parts, state, metrics)
     finally:
         metrics.close()
     return finish(context, model, processor, state)
@@ -325,7 +318,21 @@ class RunContext:
     run_key: str
     layers: Layers
     total_steps: int
+    micro_batch_size: int
     fsdp: bool = False
+
+
+@dataclass
+class TrainingParts:
+    """The live objects of a run: the student (and its DDP/FSDP wrapper, ``engine``, which
+    runs the forward pass), its processor, the encoded data, the optimizer and schedule."""
+
+    model: SiQVLForConditionalGeneration
+    engine: torch.nn.Module
+    processor: SiQVLProcessor
+    dataset: EncodedDataset
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
 
 
 def wrap_distributed(model: torch.nn.Module, config: TrainConfig, runtime: Runtime):
@@ -342,12 +349,14 @@ def wrap_distributed(model: torch.nn.Module, config: TrainConfig, runtime: Runti
                                    else None)
 
 
-def run_steps(ctx: RunContext, model, engine, processor: SiQVLProcessor,
-              dataset: EncodedDataset, optimizer, scheduler, state: ckpt.TrainerState,
-              metrics: MetricsLog, micro: int) -> ckpt.TrainerState:
+def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
+              metrics: MetricsLog) -> ckpt.TrainerState:
     config, runtime, layers = ctx.config, ctx.runtime, ctx.layers
-    plans = plan_steps(dataset, config, runtime, micro, state.step, ctx.total_steps)
-    loader = DataLoader(MicroBatches(dataset, plans, layers, processor.pad_token_id),
+    model, engine, processor = parts.model, parts.engine, parts.processor
+    optimizer, scheduler = parts.optimizer, parts.scheduler
+    plans = plan_steps(parts.dataset, config, runtime, ctx.micro_batch_size, state.step,
+                       ctx.total_steps)
+    loader = DataLoader(MicroBatches(parts.dataset, plans, layers, processor.pad_token_id),
                         batch_size=None, shuffle=False, num_workers=layers.num_workers,
                         pin_memory=layers.pin_memory,
                         persistent_workers=False, prefetch_factor=4 if layers.num_workers else None)
@@ -485,15 +494,13 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
                                runtime.is_main)
     manifest = None
     if runtime.is_main:
-        final = ctx.out / "final"
-        tmp = ctx.out / ".final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        if has_lora(model):
-            save_adapter(model, tmp / "adapter")
-            merge_lora(model)
-        save_student(model, processor, tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        def write(folder: Path) -> None:
+            if has_lora(model):
+                save_adapter(model, folder / "adapter")
+                merge_lora(model)
+            save_student(model, processor, folder)
+
+        ckpt.save_final(ctx.out, write)
         records = [r for r in _read_metrics(ctx.out)]
         summary = {"tokens_per_s": float(np.mean([r["tokens_per_s"] for r in records]))
                    if records else 0.0,

@@ -13,8 +13,6 @@ initialization from the seed.
 
 from __future__ import annotations
 
-import math
-import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +27,10 @@ from distill.core.errors import DistillError
 from distill.core.progress import console, progress_bar
 from distill.core.shards import write_json_atomic
 from distill.schemas import RunManifest, content_hash
+from distill.train.checkpoint import is_finished, save_final
 from distill.train.config import TrainConfig
 from distill.train.runtime import default_threads
+from distill.train.schedule import lr_factor
 from distill.train.siqvl.build import load_model_spec
 from distill.train.siqvl.modeling import patchify
 from distill.train.siqvl.projector import pixel_shuffle
@@ -79,7 +79,7 @@ class CellClassifier(nn.Module):
 
 def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> RunManifest:
     """Train and save the tower to OUT/final; a finished run is not redone."""
-    if (out / "final" / "config.json").exists() and (out / "manifest.json").exists():
+    if is_finished(out):
         if not resume:
             raise DistillError(f"{out} already holds a finished vision run; pass --resume to "
                                "reuse it or choose another --out")
@@ -107,8 +107,7 @@ def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup,
-                                 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+        optimizer, lambda step: lr_factor(step, warmup, steps, min_ratio=0.0))
     started = time.perf_counter()
     loss_value = float("nan")
     model.train()
@@ -132,11 +131,7 @@ def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> 
     accuracy = cell_accuracy(model, val_images, val_labels, config.seed, spec.image_size)
     console.print(f"vision tower: cell accuracy on the val pool {accuracy:.3f} "
                   f"({steps} steps, {seconds:.0f}s)")
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tower.save_pretrained(tmp)
-    shutil.rmtree(out / "final", ignore_errors=True)
-    tmp.rename(out / "final")
+    save_final(out, tower.save_pretrained)
     manifest = RunManifest(
         run_id=config.hash()[:16], created_at=datetime.now(UTC), stage="vision",
         dataset_version=None, dataset_path=f"embedded:digits/source_pools({config.seed})[train]",

@@ -11,15 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import jinja2.meta
+from pydantic import field_validator
 
-from distill.core.config_files import load_named_yaml
+from distill.core.config_files import ConfigFile, load_config_file
 from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
 from distill.schemas import Sample, content_hash
+from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
 from distill.schemas.trace import AnswerFormat
 
@@ -27,7 +28,33 @@ from distill.schemas.trace import AnswerFormat
 PLACEHOLDERS = frozenset({"question", "choices", "answer_type", "category"})
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                           autoescape=False)
-_KEYS = {"id", "description", "system", "user", "answer_format"}
+
+
+class PromptFile(ConfigFile):
+    """A prompt file as written: checked when loaded, so a typo in a placeholder is an error
+    naming the file, not a silently empty string in every request."""
+
+    id: Identifier
+    description: str = ""
+    system: str = ""
+    user: str
+    answer_format: AnswerFormat
+
+    @field_validator("user")
+    @classmethod
+    def _template_uses_known_placeholders(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty template")
+        try:
+            names = jinja2.meta.find_undeclared_variables(_ENV.parse(value))
+        except jinja2.TemplateSyntaxError as exc:
+            raise ValueError(f"template syntax error on its line {exc.lineno}: "
+                             f"{exc.message}") from None
+        unknown = sorted(names - PLACEHOLDERS)
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; available: "
+                             f"{sorted(PLACEHOLDERS)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -61,37 +88,10 @@ class PromptTemplate:
 
 def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml)."""
-    data, path = load_named_yaml(name_or_path, PROMPTS_DIR, "prompt file")
-    return parse_prompt(data, path)
-
-
-def parse_prompt(data: Any, path: Path) -> PromptTemplate:
-    if not isinstance(data, dict):
-        raise InputError("a prompt file must be a mapping", file=path, reason="bad_prompt")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise InputError(f"unknown key; allowed keys are {sorted(_KEYS)}", file=path,
-                         field=unknown[0], reason="bad_prompt")
-    for key in ("id", "user", "answer_format"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise InputError("required, a non-empty string", file=path, field=key,
-                             reason="bad_prompt")
-    if data["answer_format"] not in ("answer_line", "think_tags", "direct"):
-        raise InputError("must be one of answer_line, think_tags, direct", file=path,
-                         field="answer_format", reason="bad_prompt")
-    try:
-        names = jinja2.meta.find_undeclared_variables(_ENV.parse(data["user"]))
-    except jinja2.TemplateSyntaxError as exc:
-        raise InputError(f"template syntax error: {exc.message}", file=path,
-                         line=exc.lineno, field="user", reason="bad_prompt") from None
-    unknown_names = sorted(names - PLACEHOLDERS)
-    if unknown_names:
-        raise InputError(f"unknown placeholder(s) {unknown_names}; available: "
-                         f"{sorted(PLACEHOLDERS)}", file=path, field="user",
-                         reason="bad_prompt")
-    return PromptTemplate(id=data["id"], system=str(data.get("system", "")).strip(),
-                          user=data["user"], answer_format=data["answer_format"],
-                          description=str(data.get("description", "")).strip())
+    prompt, _ = load_config_file(name_or_path, PROMPTS_DIR, "prompt file", PromptFile)
+    return PromptTemplate(id=prompt.id, system=prompt.system.strip(), user=prompt.user,
+                          answer_format=prompt.answer_format,
+                          description=prompt.description.strip())
 
 
 @lru_cache(maxsize=256)

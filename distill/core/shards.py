@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -234,14 +235,46 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
+    _rename_into_place(path, lambda tmp: _write_synced(tmp, data))
+    fsync_dir(path.parent)
+
+
+def link_or_copy(source: Path | str, target: Path | str) -> None:
+    """Put an immutable file (a published shard, a pooled image) at ``target``: a hard link
+    when both are on one disk, else a copy fsynced before its rename; either way ``target``
+    appears whole or not at all. The caller fsyncs the folder once for many files (the
+    dataset store does, and sweeps temp files of killed runs under its lock)."""
+    source = Path(source)
+
+    def place(tmp: Path) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+                dst.flush()
+                os.fsync(dst.fileno())
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _rename_into_place(target, place)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _rename_into_place(path: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a temp file named after this process beside ``path``, then rename it over
+    ``path``; a failure removes the temp file and names ``path`` if the disk is full."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fill(tmp)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         _raise_io(exc, path)

@@ -6,6 +6,7 @@ config, mode): the same id means the same question asked of the same model the s
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,9 @@ from distill.core.predictors import (
     Generation,
     Mode,
     Predictor,
+    PredictorOptions,
     chunked,
+    load_predictor,
     model_identity,
     model_key,
 )
@@ -86,6 +89,30 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
         items=items,
     )
     return EvalRun(result=result, generated=generated, reused=len(items) - generated)
+
+
+def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequence[EvalSet],
+                   modes: Sequence[Mode], *, cache_dir: Path | None,
+                   chunk_size: int | None = None, threads: int | None = None,
+                   ) -> Iterator[tuple[EvalSet, EvalRun]]:
+    """Load a model once and score it on every eval set in every mode, yielding each run as
+    it finishes (so a caller can write it before the next starts); the model is released at
+    the end or when the caller stops early.
+
+    ``threads`` caps torch's CPU threads (small batched decoding on a busy or small machine
+    is often fastest on one)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    predictor = load_predictor(model_spec, options)
+    try:
+        for eval_set in eval_sets:
+            for mode in modes:
+                yield eval_set, evaluate(predictor, eval_set, mode, cache_dir=cache_dir,
+                                         chunk_size=chunk_size or preferred_chunk_size(predictor))
+    finally:
+        predictor.close()
 
 
 def _generate(predictor: Predictor, eval_set: EvalSet, mode: Mode, todo: list[Sample],

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,11 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from distill.core.errors import DistillError
-from distill.core.evalsets import load_eval_set
+from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.executors import Executor, map_shards
 from distill.core.progress import progress_bar
-from distill.core.shards import ShardWriter, iter_records, shard_name, write_json_atomic
-from distill.filter.decontam import EvalIndex, build_eval_index
+from distill.core.shards import (
+    ShardWriter,
+    iter_records,
+    link_or_copy,
+    shard_name,
+    write_json_atomic,
+)
+from distill.filter.decontam import build_eval_index
 from distill.filter.dedup import (
     DuplicateFinder,
     Duplicates,
@@ -59,7 +64,7 @@ from distill.filter.score import (
     score_shard,
 )
 from distill.filter.scorers import DEFAULT_REFUSALS, ScorerSuite, load_refusal_phrases
-from distill.filter.select import STAGE_VERSIONS, CacheEntry, Decision, LengthStats, Selector
+from distill.filter.select import STAGE_VERSIONS, CacheEntry, LengthStats, Selector
 from distill.filter.store import (
     IMAGE_ROOT_FROM_VERSION,
     DatasetStore,
@@ -148,22 +153,22 @@ class _Run:
         work = self.store.new_tmp("work")
         parent_parts = self._parent_parts(parent)
         duplicates, trace_keys = self._find_duplicates(entries, selector, parent_parts, work)
-        stats = RunStats()
-        self._count_rejects(generate, entries, stats)
-        outputs = self._write_version(entries, selector, parent, parent_parts, duplicates,
-                                      trace_keys, staging, stats)
-        manifest = self._manifest(generate, pairs, parent, eval_sets, eval_index, outputs,
-                                  duplicates, stats)
+        selection = _Selection(selector, parent, parent_parts, eval_sets, duplicates,
+                               trace_keys, RunStats())
+        self._count_rejects(generate, entries, selection.stats)
+        outputs = self._write_version(entries, selection, staging)
+        manifest = self._manifest(generate, pairs, outputs, selection)
         write_json_atomic(staging / "manifest.json", manifest)
         self.notes.append(f"scoring: {scored} shard(s) scored, {reused} reused from the cache")
-        report = write_report(staging / "report", manifest, stats, self.notes)
+        report = write_report(staging / "report", manifest, selection.stats, self.notes)
         if self.options.report_dir is not None:
             shutil.copytree(staging / "report", self.options.report_dir, dirs_exist_ok=True)
         created = self.store.publish(staging, manifest.version)
         if not created:
             manifest = self.store.manifest(manifest.version)
         report = self.store.version_dir(manifest.version) / "report" / report.name
-        return FilterResult(manifest.version, manifest, created, scored, reused, report, stats)
+        return FilterResult(manifest.version, manifest, created, scored, reused, report,
+                            selection.stats)
 
     def _score(self, generate: GenerateInput, pairs: list) -> tuple[list[CacheEntry], int, int]:
         tasks = [ScoreTask(pair=pair, store_root=self.store.root, image_root=generate.image_root,
@@ -262,33 +267,33 @@ class _Run:
 
     # --- the version ----------------------------------------------------------------------
 
-    def _write_version(self, entries: list[CacheEntry], selector: Selector, parent: str | None,
-                       parent_parts: list[Path], duplicates: Duplicates,
-                       trace_keys: _TraceKeys, staging: Path, stats: RunStats) -> _Outputs:
+    def _write_version(self, entries: list[CacheEntry], selection: _Selection,
+                       staging: Path) -> _Outputs:
         outputs = _Outputs(staging, self.hasher.num_perm)
-        if parent is not None:
-            outputs.link_parent(self.store.version_dir(parent), parent_parts)
+        if selection.parent is not None:
+            outputs.link_parent(self.store.version_dir(selection.parent), selection.parent_parts)
         ordinal = outputs.parent_rows
         with progress_bar("write", total=len(entries), unit="shards") as bar:
             for entry in entries:
                 outputs.entry_summaries.append(entry.summary)
-                decision = selector.decide(entry)
-                ordinal = self._write_shard(entry, decision, selector, duplicates, trace_keys,
-                                            ordinal, outputs, stats)
+                ordinal = self._write_shard(entry, selection, outputs, ordinal)
                 bar.advance()
-        outputs.close(duplicates, self.hasher.config)
+        outputs.close(selection.duplicates, self.hasher.config)
         outputs.copy_rejects(entries)
         return outputs
 
-    def _write_shard(self, entry: CacheEntry, decision: Decision, selector: Selector,
-                     duplicates: Duplicates, trace_keys: _TraceKeys, ordinal: int,
-                     outputs: _Outputs, stats: RunStats) -> int:
+    def _write_shard(self, entry: CacheEntry, selection: _Selection, outputs: _Outputs,
+                     ordinal: int) -> int:
+        """Pass 2 for one input shard: dedup verdicts, the per-item cap, its scored shard
+        and its kept rows; returns the next survivor ordinal."""
+        decision = selection.selector.decide(entry)
+        duplicates, stats = selection.duplicates, selection.stats
         reasons = [list(r) for r in decision.reasons]
         dedup: dict[int, tuple[str, str]] = {}
         ordinals = np.arange(ordinal, ordinal + len(decision.survivors))
         representatives = duplicates.representative[ordinals]
         repeated = np.flatnonzero(representatives != ordinals)
-        of_keys = trace_keys.lookup(representatives[repeated])
+        of_keys = selection.trace_keys.lookup(representatives[repeated])
         for position, of in zip(repeated.tolist(), of_keys, strict=True):
             index = decision.survivors[position]
             kind = "exact" if duplicates.exact[ordinals[position]] else "near"
@@ -298,7 +303,7 @@ class _Run:
                             int(representatives[position]) < outputs.parent_rows)
         ordinal += len(decision.survivors)
         unique = [i for i in decision.survivors if i not in dedup]
-        for index in selector.apply_item_cap(decision, unique):
+        for index in selection.selector.apply_item_cap(decision, unique):
             reasons[index].append("per_item_cap")
         lines = entry.row_lines()
         scored = outputs.shard_writer(entry.output_name)
@@ -325,9 +330,9 @@ class _Run:
             if path.is_file():
                 stats.generate_rejects.update(r.reason for r in iter_records(path, Rejection))
 
-    def _manifest(self, generate: GenerateInput, pairs: list, parent: str | None,
-                  eval_sets: list, eval_index: EvalIndex | None, outputs: _Outputs,
-                  duplicates: Duplicates, stats: RunStats) -> DatasetManifest:
+    def _manifest(self, generate: GenerateInput, pairs: list, outputs: _Outputs,
+                  selection: _Selection) -> DatasetManifest:
+        parent, stats = selection.parent, selection.stats
         inputs = [pair.trace_ref for pair in pairs]
         teachers, prompts = set(), {}
         for entry_summary in outputs.entry_summaries:
@@ -337,7 +342,7 @@ class _Run:
             parent_manifest = self.store.manifest(parent)
             teachers.update(parent_manifest.teachers)
             prompts = {**parent_manifest.prompts, **prompts}
-        labels = [eval_set_label(s.hash, s.spec) for s in eval_sets]
+        labels = [eval_set_label(s.hash, s.spec) for s in selection.eval_sets]
         counts = {
             "input_traces": stats.verdicts["keep"] + stats.verdicts["drop"],
             "keep": stats.verdicts["keep"],
@@ -346,7 +351,7 @@ class _Run:
             "kept": outputs.parent_rows + stats.verdicts["keep"],
             "rejected": sum(stats.rejects.values()),
             "generate_rejects": sum(stats.generate_rejects.values()),
-            "duplicate_groups": duplicates.groups,
+            "duplicate_groups": selection.duplicates.groups,
             **{f"correctness:{k}": v for k, v in sorted(stats.correctness.items())},
         }
         identity = {"parent": parent, "inputs": inputs, "policy_hash": self.policy.hash,
@@ -360,6 +365,19 @@ class _Run:
             scorer_versions=self.scorer_versions, teachers=sorted(teachers), prompts=prompts,
             eval_sets=labels, counts=counts, drop_reasons=dict(stats.primary_reasons),
             shards=outputs.data_refs, scored_shards=outputs.scored_refs)
+
+
+@dataclass
+class _Selection:
+    """What selection pass 1 found, which pass 2 (writing the version) and the manifest use."""
+
+    selector: Selector
+    parent: str | None
+    parent_parts: list[Path]
+    eval_sets: list[EvalSet]
+    duplicates: Duplicates
+    trace_keys: _TraceKeys
+    stats: RunStats
 
 
 class _TraceKeys:
@@ -414,8 +432,8 @@ class _Outputs:
         for ref, part in zip(manifest.shards, parts, strict=True):
             index = len(self.data_refs)
             target = self.staging / "data" / shard_name(index)
-            _link_or_copy(parent_dir / ref.name, target)
-            _link_or_copy(part, self.staging / "index" / f"part-{index:05d}.npy")
+            link_or_copy(parent_dir / ref.name, target)
+            link_or_copy(part, self.staging / "index" / f"part-{index:05d}.npy")
             self.data_refs.append(ShardRef(name=f"data/{shard_name(index)}", sha256=ref.sha256,
                                            rows=ref.rows))
             self.index_refs.append(ShardRef(name=f"part-{index:05d}.npy",
@@ -480,17 +498,6 @@ class _Outputs:
         write_json_atomic(self.staging / "index" / "index.json", {
             "format": INDEX_FORMAT, "minhash": minhash,
             "parts": [ref.model_dump(mode="json") for ref in self.index_refs]})
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Versions never change, so a child shares its parent's files by hard link."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-        with open(target, "rb+") as handle:
-            os.fsync(handle.fileno())
 
 
 def iter_version(store: DatasetStore, version: str) -> Iterator[ScoredTrace]:

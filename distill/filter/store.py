@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from distill.core.errors import DistillError, InputError
 from distill.core.images import ImageError, resolve_image_path
-from distill.core.shards import count_lines, fsync_dir, read_json_model, write_bytes_atomic
+from distill.core.shards import count_lines, fsync_dir, link_or_copy, read_json_model
 from distill.schemas import (
     DatasetManifest,
     ImageRef,
@@ -184,15 +184,7 @@ class DatasetStore:
         if sha256_hex(data) != ref.sha256:
             raise ImageError(f"image bytes changed since ingestion (sha256 mismatch for "
                              f"{ref.path})", field="image.sha256", reason="image_changed")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(source, tmp)  # no copy when the ingest folder is on the same disk
-        except OSError:
-            write_bytes_atomic(target, data)
-        else:
-            os.replace(tmp, target)
+        link_or_copy(source, target)  # no copy when the ingest folder is on the same disk
         return pooled, target.parent
 
 

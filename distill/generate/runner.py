@@ -31,6 +31,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -250,19 +251,10 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary
     work = _plan_work(task, teachers, done, summary)
     if progress and summary.already_done:
         progress(summary.already_done)
-    traces = ShardWriter(task.traces_path, flush_every=task.flush_every,
-                         flush_seconds=task.flush_seconds)
-    rejects = ShardWriter(task.rejects_path, flush_every=task.flush_every,
-                          flush_seconds=task.flush_seconds)
-    try:
+    with _ShardOutput.open(task, summary, progress) as output:
         for teacher_id, items in work.items():
-            _run_teacher(task, teachers.teachers[teacher_id], items, traces, rejects,
-                         summary, progress)
-        rejects.commit()
-        traces.commit()
-    finally:
-        traces.close()
-        rejects.close()
+            _run_teacher(output, teachers.teachers[teacher_id], items)
+        output.commit()
     return summary
 
 
@@ -298,14 +290,66 @@ def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
     return {tid: items for tid, items in work.items() if items}
 
 
+@dataclass
+class _ShardOutput:
+    """Where one shard's outcomes go: its traces and rejects writers, its summary and the
+    progress callback. Every outcome is written and counted in exactly one place."""
+
+    task: ShardTask
+    traces: ShardWriter
+    rejects: ShardWriter
+    summary: ShardSummary
+    progress: Progress | None
+
+    @classmethod
+    @contextmanager
+    def open(cls, task: ShardTask, summary: ShardSummary,
+             progress: Progress | None) -> Iterator[_ShardOutput]:
+        traces = ShardWriter(task.traces_path, flush_every=task.flush_every,
+                             flush_seconds=task.flush_seconds)
+        rejects = ShardWriter(task.rejects_path, flush_every=task.flush_every,
+                              flush_seconds=task.flush_seconds)
+        try:
+            yield cls(task, traces, rejects, summary, progress)
+        finally:
+            traces.close()
+            rejects.close()
+
+    def commit(self) -> None:
+        """Rejects first, traces last: the traces file under its final name is what marks
+        the shard complete."""
+        self.rejects.commit()
+        self.traces.commit()
+
+    def trace(self, trace: Trace, result: Completion) -> None:
+        self.traces.write(trace)
+        self.summary.traces += 1
+        self.summary.prompt_tokens += result.prompt_tokens or 0
+        self.summary.completion_tokens += result.completion_tokens or 0
+        self._advance()
+
+    def reject(self, teacher: Teacher, item: _Work, key: str, failure: EngineFailure) -> None:
+        self.rejects.write(Rejection(
+            stage="generate", key=key, reason=failure.reason,
+            message=failure.message or failure.reason, sample_id=item.sample.id,
+            teacher_id=teacher.id, location=f"{self.task.input_path}:{item.line}",
+            raw=Rejection.clip(failure.raw), permanent=failure.permanent,
+        ))
+        self.summary.rejections[failure.reason] += 1
+        self._advance()
+
+    def _advance(self) -> None:
+        if self.progress:
+            self.progress(1)
+
+
 def _batches(items: list[_Work], size: int | None) -> Iterator[list[_Work]]:
     size = size or len(items)
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: ShardWriter,
-                 rejects: ShardWriter, summary: ShardSummary, progress: Progress | None) -> None:
+def _run_teacher(output: _ShardOutput, teacher: Teacher, items: list[_Work]) -> None:
     engine = engine_for(teacher)
     rendered: dict[tuple, tuple[str, str]] = {}  # questions repeat: render each once
     for batch in _batches(items, teacher.batch_size):
@@ -313,11 +357,11 @@ def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: 
         by_id: dict[str, _Work] = {}
         for item in batch:
             try:
-                image = read_image_bytes(item.sample.image, task.image_root)
+                image = read_image_bytes(item.sample.image, output.task.image_root)
             except ImageError as exc:
+                failure = EngineFailure(f"image_error:{exc.reason}", exc.message)
                 for key in item.keys.values():
-                    _reject(rejects, summary, progress, task, teacher, item, key,
-                            reason=f"image_error:{exc.reason}", message=exc.message)
+                    output.reject(teacher, item, key, failure)
                 continue
             sample = item.sample
             fields = (sample.question, tuple(sample.choices or ()), sample.answer_type,
@@ -332,36 +376,26 @@ def _run_teacher(task: ShardTask, teacher: Teacher, items: list[_Work], traces: 
                                         ks=tuple(item.keys)))
         if requests:
             for outcome in engine.generate(requests):
-                _record(task, teacher, by_id[outcome.request.id], outcome, traces, rejects,
-                        summary, progress)
+                _record(output, teacher, by_id[outcome.request.id], outcome)
 
 
-def _record(task: ShardTask, teacher: Teacher, item: _Work, outcome: RequestResults,
-            traces: ShardWriter, rejects: ShardWriter, summary: ShardSummary,
-            progress: Progress | None) -> None:
+def _record(output: _ShardOutput, teacher: Teacher, item: _Work,
+            outcome: RequestResults) -> None:
     if len(outcome.results) != len(outcome.request.ks):
         raise RuntimeError(f"engine {teacher.engine_name} returned {len(outcome.results)} "
                            f"results for {len(outcome.request.ks)} samples")
     for k, result in zip(outcome.request.ks, outcome.results, strict=True):
         key = item.keys[k]
         if isinstance(result, EngineFailure):
-            _reject(rejects, summary, progress, task, teacher, item, key,
-                    reason=result.reason, message=result.message,
-                    permanent=result.permanent, raw=result.raw)
+            output.reject(teacher, item, key, result)
             continue
         trace = _trace(teacher, item, k, key, result)
         if isinstance(trace, str):
-            _reject(rejects, summary, progress, task, teacher, item, key,
-                    reason="unparseable",
-                    message=f"no final answer: {trace} (finish_reason={result.finish_reason})",
-                    raw=result.text)
+            output.reject(teacher, item, key, EngineFailure(
+                "unparseable", f"no final answer: {trace} (finish_reason={result.finish_reason})",
+                raw=result.text))
             continue
-        traces.write(trace)
-        summary.traces += 1
-        summary.prompt_tokens += result.prompt_tokens or 0
-        summary.completion_tokens += result.completion_tokens or 0
-        if progress:
-            progress(1)
+        output.trace(trace, result)
 
 
 def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | str:
@@ -380,20 +414,6 @@ def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) 
         completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
         latency_s=max(0.0, result.latency_s), answer_format=teacher.prompt.answer_format,
     )
-
-
-def _reject(rejects: ShardWriter, summary: ShardSummary, progress: Progress | None,
-            task: ShardTask, teacher: Teacher, item: _Work, key: str, *, reason: str,
-            message: str, permanent: bool = True, raw: str | None = None) -> None:
-    rejects.write(Rejection(
-        stage="generate", key=key, reason=reason, message=message or reason,
-        sample_id=item.sample.id, teacher_id=teacher.id,
-        location=f"{task.input_path}:{item.line}", raw=Rejection.clip(raw),
-        permanent=permanent,
-    ))
-    summary.rejections[reason] += 1
-    if progress:
-        progress(1)
 
 
 # --- the whole run -----------------------------------------------------------------------

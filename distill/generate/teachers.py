@@ -26,9 +26,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from distill.core.config_files import load_named_yaml
+from distill.core.config_files import (
+    ConfigFile,
+    YamlDocument,
+    located_error,
+    read_yaml_file,
+    validate,
+)
 from distill.core.errors import DistillError, InputError
 from distill.core.paths import DATA_DIR
 from distill.core.prompts import PromptTemplate, load_prompt
@@ -40,8 +46,7 @@ from distill.schemas.base import Identifier
 TEACHERS_DIR = DATA_DIR / "teachers"
 
 
-class TeacherSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TeacherSpec(ConfigFile):
 
     engine: str
     model: str = Field(min_length=1)
@@ -52,8 +57,7 @@ class TeacherSpec(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class TeacherSetFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TeacherSetFile(ConfigFile):
 
     teachers: dict[Identifier, TeacherSpec] = Field(min_length=1)
     routing: dict[str, list[Identifier]] = Field(default_factory=dict)
@@ -121,39 +125,34 @@ class TeacherSet:
 
 def load_teacher_set(name_or_path: str | Path) -> TeacherSet:
     """A teacher set by path, or by name of a file in data/teachers (``digits``)."""
-    data, path = load_named_yaml(name_or_path, TEACHERS_DIR, "teacher set")
-    return parse_teacher_set(data, path)
+    document = read_yaml_file(name_or_path, TEACHERS_DIR, "teacher set")
+    return resolve_teacher_set(document, validate(document, TeacherSetFile))
 
 
-def parse_teacher_set(data: Any, path: Path) -> TeacherSet:
-    try:
-        parsed = TeacherSetFile.model_validate(data)
-    except ValidationError as exc:
-        raise InputError.from_validation(exc, file=path, line=None) from None
+def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> TeacherSet:
+    """Engines, engine options and prompts of every teacher, checked where the file names
+    them; routes only to teachers the file defines."""
     teachers = {}
     for teacher_id, spec in parsed.teachers.items():
-        where = f"teachers.{teacher_id}"
+        where = ("teachers", teacher_id)
         try:
             cls = engine_class(spec.engine)
         except DistillError as exc:
-            raise InputError(str(exc), file=path, field=f"{where}.engine",
-                             reason="bad_teacher") from None
+            raise document.error((*where, "engine"), str(exc), "bad_teacher") from None
         try:
             options = cls.Options.model_validate(spec.options)
         except ValidationError as exc:
-            error = InputError.from_validation(exc, file=path, line=None)
-            raise InputError(error.message, file=path, field=f"{where}.options.{error.field}",
-                             reason="bad_teacher") from None
+            raise located_error(exc, document, cls.Options, prefix=(*where, "options")) from None
         try:
             prompt = load_prompt(spec.prompt)
         except InputError as exc:
-            raise InputError(f"prompt {spec.prompt!r}: {exc}", file=path,
-                             field=f"{where}.prompt", reason="bad_teacher") from None
+            raise document.error((*where, "prompt"), f"prompt {spec.prompt!r}: {exc}",
+                                 "bad_teacher") from None
         teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
     for category, ids in parsed.routing.items():
         for teacher_id in ids:
             if teacher_id not in teachers:
-                raise InputError(f"routes to undefined teacher {teacher_id!r} (defined: "
-                                 f"{sorted(teachers)})", file=path,
-                                 field=f"routing.{category}", reason="bad_teacher")
-    return TeacherSet(teachers, dict(parsed.routing), str(path))
+                raise document.error(("routing", category),
+                                     f"routes to undefined teacher {teacher_id!r} (defined: "
+                                     f"{sorted(teachers)})", "bad_teacher")
+    return TeacherSet(teachers, dict(parsed.routing), str(document.path))

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from distill.core.config_files import load_named_yaml
-from distill.core.errors import DistillError, InputError
+from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
+from distill.core.errors import DistillError
 from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from distill.core.paths import DATA_DIR
 from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
@@ -32,11 +33,6 @@ from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
 from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
 
 MODELS_DIR = DATA_DIR / "models"
-_SPEC_KEYS = {"tokenizer", "image_size", "pixel_shuffle_factor", "vision_feature_layer",
-              "include_system", "image_mean", "image_std", "vision", "vision_path", "llm",
-              "llm_path", "description"}
-
-
 @dataclass
 class ModelSpec:
     """Where each part of the student comes from."""
@@ -65,34 +61,39 @@ class ModelSpec:
         return self.base_dir / candidate
 
 
+class ModelSpecFile(ConfigFile):
+    """A model spec as written (see the module docstring)."""
+
+    description: str = ""
+    tokenizer: str
+    image_size: int = Field(ge=1)
+    pixel_shuffle_factor: int = Field(default=2, ge=1)
+    vision_feature_layer: int = -1
+    include_system: bool = True
+    image_mean: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+    image_std: list[float] = Field(default_factory=lambda: [0.5, 0.5, 0.5])
+    vision: dict[str, Any] | None = None
+    vision_path: str | None = None
+    llm: dict[str, Any] | None = None
+    llm_path: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source_per_part(self) -> ModelSpecFile:
+        for part, allowed in (("vision", VISION_MODEL_TYPES), ("llm", TEXT_MODEL_TYPES)):
+            config, path = getattr(self, part), getattr(self, f"{part}_path")
+            if (config is None) == (path is None):
+                raise KeyProblem((part,), f"give exactly one of '{part}' (a config) or "
+                                          f"'{part}_path'")
+            if config is not None and config.get("model_type") not in allowed:
+                raise KeyProblem((part, "model_type"),
+                                 f"model_type must be one of {list(allowed)}")
+        return self
+
+
 def load_model_spec(name_or_path: str | Path) -> ModelSpec:
     """A spec by path, or by name of a file in data/models (``tiny-digits``)."""
-    data, path = load_named_yaml(name_or_path, MODELS_DIR, "model spec")
-    return parse_model_spec(data, path)
-
-
-def parse_model_spec(data: Any, path: Path) -> ModelSpec:
-    if not isinstance(data, dict):
-        raise InputError("a model spec must be a mapping", file=path, reason="bad_config")
-    unknown = sorted(set(data) - _SPEC_KEYS)
-    if unknown:
-        raise InputError(f"unknown key; allowed: {sorted(_SPEC_KEYS)}", file=path,
-                         field=unknown[0], reason="bad_config")
-    for key in ("tokenizer", "image_size"):
-        if key not in data:
-            raise InputError("required", file=path, field=key, reason="bad_config")
-    if (data.get("vision") is None) == (data.get("vision_path") is None):
-        raise InputError("give exactly one of 'vision' (a config) or 'vision_path'", file=path,
-                         field="vision", reason="bad_config")
-    if (data.get("llm") is None) == (data.get("llm_path") is None):
-        raise InputError("give exactly one of 'llm' (a config) or 'llm_path'", file=path,
-                         field="llm", reason="bad_config")
-    for key, allowed in (("vision", VISION_MODEL_TYPES), ("llm", TEXT_MODEL_TYPES)):
-        if data.get(key) is not None and data[key].get("model_type") not in allowed:
-            raise InputError(f"model_type must be one of {list(allowed)}", file=path,
-                             field=f"{key}.model_type", reason="bad_config")
-    fields = {k: v for k, v in data.items() if k != "description"}
-    return ModelSpec(**fields, base_dir=path.parent)
+    spec, path = load_config_file(name_or_path, MODELS_DIR, "model spec", ModelSpecFile)
+    return ModelSpec(**spec.model_dump(exclude={"description"}), base_dir=path.parent)
 
 
 def _existing(spec: ModelSpec, path: str, what: str) -> Path:
