@@ -8,8 +8,8 @@
 
 Answers are numbers or short texts. The official metric is relaxed accuracy (numbers
 within 5%); `distill eval convert chartqa ... --relative-tolerance 0.05` records it in each
-number item's meta for the judge, else numbers are judged exactly. The category is ``type`` when present, else the
-file's stem (``test_human``).
+number item's meta for the judge, else numbers are judged exactly. The category is ``type``
+when present, else the file's stem (``test_human``).
 """
 
 from __future__ import annotations
