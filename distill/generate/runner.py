@@ -21,6 +21,11 @@ retried by the next run: the complete shard holding it is reopened (its files re
 back to ``.partial``), the stale rejection dropped, and the key asked again.
 ``--retry-rejected`` retries permanent rejections too. At the end of every run each
 requested key is in exactly one place: the traces file or the rejects file.
+
+One writer: a run holds ``OUT/.lock`` (``distill.core.locks``), so a second run on the
+same OUT stops (or waits) before it writes; each shard also has its own lock, which the
+retry of a shard whose node was lost waits on. A complete shard that holds a key twice
+(left by two runs before the lock) is reopened and repaired, never trusted.
 """
 
 from __future__ import annotations
