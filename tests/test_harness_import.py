@@ -92,6 +92,31 @@ def test_lmms_eval_07_run_keeps_both_verdicts_and_compare_lists_disagreements(
     assert "a harness model: no training run of ours behind it" in capsys.readouterr().out
 
 
+def test_an_output_the_harness_cut_at_its_token_limit_is_unparseable(
+        tmp_path: Path, eval_set_file: Path) -> None:
+    """lmms-eval 0.7 records each response's output tokens and the task's max_new_tokens:
+    a response that used the whole limit was cut there, and our judge calls it unparseable
+    (truncated) as ``distill eval`` does, not right or wrong on a half-written text."""
+    outputs = {101: "Answer: B", 102: "A", 103: "The ball count is three.\nAnswer: C"}
+    hf.lmms_run_07(tmp_path / "lmms_out", outputs, max_new_tokens=2)
+    code, result = _import(["lmms-eval", str(tmp_path / "lmms_out"), "--data",
+                            str(eval_set_file)], tmp_path / "results")
+    assert code == 0 and result is not None
+    by_id = {item.sample_id: item for item in result.items}
+    # Two words and six words reach the limit of 2; one word does not.
+    for index in (101, 103):
+        assert by_id[f"mmstar-{index}"].correctness == "unparseable"
+        assert by_id[f"mmstar-{index}"].extracted is None
+    assert by_id["mmstar-102"].correctness != "unparseable"
+    # Without the limit recorded, the same texts are judged on what they say.
+    untimed, again = _import(["lmms-eval", str(hf.lmms_run_07(tmp_path / "plain", outputs)),
+                              "--data", str(eval_set_file)], tmp_path / "results_plain")
+    assert untimed == 0 and again is not None
+    assert [item.correctness for item in again.items] == list(
+        _expected_verdicts(eval_set_file, {f"mmstar-{i}": t for i, t in outputs.items()})
+        .values())
+
+
 def test_lmms_eval_03_layout_matches_by_doc_id_and_question(tmp_path: Path,
                                                            eval_set_file: Path) -> None:
     texts = ["Answer: B", "Answer: C", "Answer: C", "Answer: D"]

@@ -57,13 +57,15 @@ def mmstar_question(index: int) -> str:
 
 def lmms_run_07(output_path: Path, outputs: dict[int, str], *, task: str = "mmstar",
                 model: str = "qwen2_5_vl", date: str = "20260801_101500",
-                scores: dict[int, float] | None = None) -> Path:
+                scores: dict[int, float] | None = None,
+                max_new_tokens: int | None = None) -> Path:
     """An lmms-eval 0.7.x --log_samples run (EvolvingLMMs-Lab/lmms-eval v0.7.2 cb45ac4d):
     lmms_eval/evaluator.py logs {doc_id, doc, target, arguments, resps, filtered_resps,
     token_counts, doc_hash} + the metrics of mmstar/utils.py mmstar_process_results;
     loggers/evaluation_tracker.py save_results_samples sets input, flattens the single
     response to a string, drops resps when equal, pops arguments and doc, and appends the
-    lines to {output_path}/{model}/{date}_samples_{task}.jsonl."""
+    lines to {output_path}/{model}/{date}_samples_{task}.jsonl. Each response's token count is
+    its number of words; ``max_new_tokens`` goes in the task config's generation_kwargs."""
     folder = output_path / model
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -89,10 +91,12 @@ def lmms_run_07(output_path: Path, outputs: dict[int, str], *, task: str = "mmst
                     "logical reasoning")] + [{"metric": "average",
                                               "aggregation": "<function mmstar_aggregate>",
                                               "higher_is_better": True}]
+    config = {"task": task, "dataset_path": "Lin-Chen/MMStar", "metric_list": metric_list}
+    if max_new_tokens is not None:
+        config["generation_kwargs"] = {"max_new_tokens": max_new_tokens, "temperature": 0}
     (folder / f"{date}_results.json").write_text(json.dumps({
         "results": {task: {"alias": task, "average,none": 0.5}},
-        "configs": {task: {"task": task, "dataset_path": "Lin-Chen/MMStar",
-                           "metric_list": metric_list}},
+        "configs": {task: config},
         "config": {"model": model, "model_args": "pretrained=Qwen/Qwen2.5-VL-3B-Instruct"},
         "lmms_eval_version": "main@75571cfe", "date": date,
     }, indent=2), encoding="utf-8")

@@ -1,7 +1,9 @@
 """A harness's rows, matched to our eval set, judged by our judge: an EvalResult.
 
 Every imported item is judged by ``distill.evaluate.runner.score`` (our judge, on the raw
-output the harness kept) and keeps the harness's own verdict in ``EvalItem.harness``. The
+output the harness kept) and keeps the harness's own verdict in ``EvalItem.harness``. An
+output the harness shows was cut at the token limit is unparseable, as in ``distill eval``;
+one the harness keeps no token count for is judged on its text alone. The
 result's model is ``kind: harness`` with the run's files and their hashes; when the harness
 ran one of our SiQ-VL checkpoints (lmms-eval ``--model siqvl --model_args
 pretrained=PATH``) and it is still on disk, the checkpoint and its run are recorded too, so
@@ -75,7 +77,7 @@ def import_rows(rows: list[HarnessRow], run: HarnessRun, eval_set: EvalSet, *, m
 def _item(sample: Sample, row: HarnessRow, run: HarnessRun) -> EvalItem:
     output = CachedGeneration(input_hash=input_hash(sample), sample_id=sample.id,
                               text=row.raw_output, output_tokens=row.output_tokens or 0,
-                              latency_s=0.0, finish_reason="stop")
+                              latency_s=0.0, finish_reason=row.finish_reason or "unknown")
     item = score(sample, output)
     return item.model_copy(update={"harness": HarnessScore(
         harness=run.harness, metric=row.metric, score=row.score, extracted=row.extracted,

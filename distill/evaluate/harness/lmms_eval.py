@@ -115,7 +115,8 @@ def read_lmms_run(path: Path, task: str | None = None, metric: str | None = None
     samples = choose_samples_file(path, task)
     results = _read_results(samples)
     metric_names = _metric_names(results, samples.task)
-    rows = [_row(samples.path, number, data, metric, metric_names)
+    token_limit = _max_new_tokens(results, samples.task)
+    rows = [_row(samples.path, number, data, metric, metric_names, token_limit)
             for number, data in _objects(samples.path)]
     if not rows:
         raise InputError("the samples file holds no rows", file=samples.path, reason="empty")
@@ -151,15 +152,36 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
     return results
 
 
-def _metric_names(results: dict[str, Any] | None, task: str) -> list[str]:
-    """The task's metrics in the order its config lists them (metric_list)."""
+def _task_config(results: dict[str, Any] | None, task: str) -> dict[str, Any]:
+    """The task's config as the results file recorded it ({} when it did not)."""
     configs = (results or {}).get("configs") or {}
     config = configs.get(task) if isinstance(configs, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def _metric_names(results: dict[str, Any] | None, task: str) -> list[str]:
+    """The task's metrics in the order its config lists them (metric_list)."""
     names = []
-    for entry in (config or {}).get("metric_list") or []:
+    for entry in _task_config(results, task).get("metric_list") or []:
         if isinstance(entry, dict) and isinstance(entry.get("metric"), str):
             names.append(entry["metric"])
     return names
+
+
+def _max_new_tokens(results: dict[str, Any] | None, task: str) -> int | None:
+    """The token limit the task generated under (its generation_kwargs), when recorded."""
+    kwargs = _task_config(results, task).get("generation_kwargs")
+    value = kwargs.get("max_new_tokens") if isinstance(kwargs, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else None
+
+
+def _finish_reason(output_tokens: int | None, token_limit: int | None) -> str | None:
+    """'length' when the response used the whole token limit (cut there, as ``distill
+    eval`` calls it), 'stop' when it used less; None when either count is unrecorded."""
+    if output_tokens is None or token_limit is None:
+        return None
+    return "length" if output_tokens >= token_limit else "stop"
 
 
 def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -192,7 +214,7 @@ def _one_text(value: Any) -> str | None:
 
 
 def _row(path: Path, number: int, data: dict[str, Any], metric: str | None,
-         metric_names: list[str]) -> HarnessRow:
+         metric_names: list[str], token_limit: int | None) -> HarnessRow:
     doc_id = data.get("doc_id")
     if isinstance(doc_id, bool) or not isinstance(doc_id, int):
         raise InputError("doc_id must be an integer", file=path, line=number, field="doc_id",
@@ -215,12 +237,13 @@ def _row(path: Path, number: int, data: dict[str, Any], metric: str | None,
                       if _one_text(details.get(field)) is not None), None)
     if extracted is None and filtered is not None and filtered != output:
         extracted = filtered
+    tokens = _output_tokens(data.get("token_counts"))
     return HarnessRow(
         file=path, line=number, position=doc_id, key=key,
         question=question or as_text(data.get("input")), target=as_text(data.get("target")),
         raw_output=output, extracted=extracted, metric=name,  # type: ignore[arg-type]
         score=as_score(details.get("score")) if isinstance(value, dict) else as_score(value),
-        output_tokens=_output_tokens(data.get("token_counts")))
+        output_tokens=tokens, finish_reason=_finish_reason(tokens, token_limit))
 
 
 def _pick_metric(data: dict[str, Any], metric: str | None, metric_names: list[str],

@@ -28,6 +28,9 @@ class HarnessRow:
     metric: str | None = None
     score: float | None = None
     output_tokens: int | None = None
+    # 'length' (cut at the token limit) or 'stop', when the harness recorded enough to tell
+    # (lmms-eval 0.7: token_counts and the task's max_new_tokens); None when it did not.
+    finish_reason: str | None = None
 
     @property
     def where(self) -> str:
