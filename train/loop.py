@@ -1,13 +1,17 @@
 """The training loop: one process or many (torchrun), five switchable speed layers.
 
-1. precision: weights loaded in bf16 on a GPU (not only autocast); trainable adapters and
-   the projector keep fp32 master weights; the vision tower runs under ``no_grad``.
-2. batching: length bucketing (``train.batching.epoch_plan``).
-3. kernel fusion: Liger when installed; ``torch.compile`` of the LLM backbone only when
-   asked (the number of images per batch changes, the LLM's input is always one embedding
-   tensor).
-4. packing: examples concatenated with per-example position ids, no cross-attention;
-   ``auto`` turns it on when padding after bucketing stays above ``packing_threshold``.
+1. precision: weights loaded in bf16 on a GPU (not only autocast); every trained
+   parameter keeps an fp32 master copy (a fully trained LLM runs under bf16 autocast);
+   the vision tower runs under ``no_grad``; TF32 matmuls; fused AdamW on CUDA.
+2. batching: length bucketing (``train.batching.epoch_plan``), micro-batches cut by a token
+   budget, widths rounded up to a multiple of 64 on a GPU (a small, fixed set of shapes).
+3. kernel fusion: the loss through the LM head never materializes all logits (chunked
+   torch kernel, or Liger's fused one); Liger's RMSNorm/SwiGLU when installed;
+   ``torch.compile`` of the LLM backbone only when asked.
+4. packing: examples concatenated with per-example position ids and per-document
+   attention (``train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
+   per document elsewhere); ``auto`` packs whenever the attention keeps documents apart
+   without a dense mask.
 5. system: no gradient checkpointing unless asked, dataloader workers, pinned memory.
 
 The loss of a step is the sum of token losses over the whole global batch divided by its
@@ -21,7 +25,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,14 +38,15 @@ from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model, write_json_atomic
 from distill.schemas import RunManifest, content_hash
 from distill.train import checkpoint as ckpt
+from distill.train.attention import IMPLEMENTATIONS
 from distill.train.batching import (
     Batch,
     EncodedDataset,
+    MicroSplit,
     epoch_plan,
     pack_collate,
     pad_collate,
     padding_fraction,
-    split_micro,
 )
 from distill.train.config import TrainConfig, outcome_hash
 from distill.train.data import TrainingSet, load_training_set
@@ -75,11 +80,15 @@ class Layers:
     compile: bool
     liger: bool
     packing: bool
-    pack_max_tokens: int
+    pack_max_tokens: int | None  # None: no cap; 0: the micro-batch's longest example
     gradient_checkpointing: bool
     num_workers: int
     pin_memory: bool
     padding_after_bucketing: float
+    split: MicroSplit = field(default_factory=MicroSplit)
+    attention: str = "varlen"
+    loss_kernel: str = "chunked"
+    autocast: bool = False  # bf16 autocast over fp32 master weights of a fully trained LLM
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -103,8 +112,8 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
         model.language_model.requires_grad_(True)
     elif config.llm == "lora":
         apply_lora(model, config.lora)
-    if runtime.dtype != torch.float32 and config.llm != "full":
-        for param in model.parameters():  # fp32 master weights for the small trainable parts
+    if runtime.dtype != torch.float32 and config.master_weights == "fp32":
+        for param in model.parameters():  # fp32 master weights for what this stage trains
             if param.requires_grad:
                 param.data = param.data.float()
     model.to(runtime.device)
@@ -112,46 +121,101 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
     return model, processor
 
 
+# Forward-pass token budget on a GPU: 16k tokens of Qwen2.5-0.5B activations in bf16 take
+# ~16 GB in stage 2 (~1 MB a token over 24 layers); bench/gpu_throughput.sh measures it.
+GPU_MICRO_BATCH_TOKENS = 16384
+GPU_PAD_MULTIPLE = 64
+
+
 def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDataset,
                    micro_batch_size: int) -> Layers:
     import importlib.util
 
+    cuda = runtime.cuda
+    tokens = config.micro_batch_tokens
+    if tokens == "auto":
+        tokens = GPU_MICRO_BATCH_TOKENS if cuda and not config.micro_batch_size else None
+    multiple = (GPU_PAD_MULTIPLE if cuda else 1) if config.pad_multiple == "auto" \
+        else int(config.pad_multiple)
+    attention = "varlen" if config.attention == "auto" else config.attention
+    if attention == "flex" and not cuda:
+        raise DistillError("attention: flex has no backward pass on a CPU (torch "
+                           f"{torch.__version__}); use varlen or sdpa")
+    split = MicroSplit(None if tokens else micro_batch_size, tokens, multiple, False,
+                       runtime.world_size)
     plan = epoch_plan(dataset.lengths, config.batch_size, config.seed, 0,
                       bucketing=config.bucketing, window=config.bucket_window)
-    padding = padding_fraction(plan, dataset.lengths, micro_batch_size)
-    packing = padding > config.packing_threshold if config.packing == "auto" \
-        else bool(config.packing)
-    # auto: rows as long as the micro-batch's longest example, so packing only fills the
-    # padding a padded batch would have and never lengthens the attention span (without a
-    # varlen kernel, attention over a packed row costs its full length squared).
-    pack_max = 0 if config.pack_max_tokens == "auto" else int(config.pack_max_tokens)
+    padding = padding_fraction(plan, dataset.lengths, split)
+    # Per-document attention (varlen, flex) makes packing exact and its long rows cheap;
+    # with sdpa's dense block mask a packed row costs its whole length squared, so auto
+    # packs only when padding after bucketing stays above the threshold, into rows no
+    # longer than the micro-batch's longest example.
+    per_document = attention in ("varlen", "flex")
+    packing = (per_document or padding > config.packing_threshold) \
+        if config.packing == "auto" else bool(config.packing)
+    if config.pack_max_tokens != "auto":
+        pack_max = int(config.pack_max_tokens)
+    else:
+        pack_max = tokens if tokens else (None if per_document else 0)
     liger_ok = importlib.util.find_spec("liger_kernel") is not None
-    liger = (runtime.cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
-    compile_on = runtime.cuda if config.compile == "auto" else bool(config.compile)
-    workers = (min(4, max(1, (torch.get_num_threads() or 1))) if runtime.cuda else 0) \
+    liger = (cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
+    loss_kernel = config.loss_kernel
+    if loss_kernel == "auto":
+        # Liger's fused CE measured slower than chunking when the LLM trains (the seed's
+        # stage 2); bench/gpu_throughput.sh measures both per stage.
+        loss_kernel = "liger" if cuda and liger_ok and config.llm == "frozen" else "chunked"
+    compile_on = cuda if config.compile == "auto" else bool(config.compile)
+    workers = (min(4, max(1, (torch.get_num_threads() or 1))) if cuda else 0) \
         if config.num_workers == "auto" else int(config.num_workers)
-    pin = runtime.cuda if config.pin_memory == "auto" else bool(config.pin_memory)
+    pin = cuda if config.pin_memory == "auto" else bool(config.pin_memory)
+    autocast = runtime.dtype == torch.bfloat16 and config.master_weights == "fp32" \
+        and config.llm == "full"
     return Layers(bf16=runtime.dtype == torch.bfloat16, bucketing=config.bucketing,
                   compile=compile_on, liger=liger, packing=packing, pack_max_tokens=pack_max,
                   gradient_checkpointing=config.gradient_checkpointing, num_workers=workers,
-                  pin_memory=pin, padding_after_bucketing=round(padding, 4))
+                  pin_memory=pin, padding_after_bucketing=round(padding, 4),
+                  split=MicroSplit(split.size, tokens, multiple, packing and bool(tokens),
+                                   runtime.world_size),
+                  attention=attention, loss_kernel=loss_kernel, autocast=autocast)
 
 
 def apply_kernel_layers(model: SiQVLForConditionalGeneration, layers: Layers) -> None:
     lm = model.causal_lm()
-    if layers.liger:
+    lm.config._attn_implementation = IMPLEMENTATIONS[layers.attention]
+    model.loss_kernel = layers.loss_kernel
+    if layers.loss_kernel == "liger" or layers.liger:
         from distill.core.errors import require_extra
 
-        liger = require_extra("liger_kernel.transformers", "liger", "Liger kernels")
-        liger.apply_liger_kernel_to_qwen2(model=lm, rope=True, rms_norm=True, swiglu=True,
-                                          cross_entropy=False,
-                                          fused_linear_cross_entropy=False)
+        require_extra("liger_kernel.transformers", "liger", "Liger kernels")
+    if layers.liger:
+        apply_liger_kernels(lm)
     if layers.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if has_lora(model) or not any(p.requires_grad for p in lm.parameters()):
             lm.enable_input_require_grads()
     if layers.compile:
         lm.model.compile(dynamic=True)
+
+
+def apply_liger_kernels(lm: torch.nn.Module) -> None:
+    """Liger's RMSNorm and SwiGLU on this model's modules only.
+
+    ``apply_liger_kernel_to_qwen2`` also replaces classes and the RoPE function of the
+    transformers module, which would change every Qwen2 built later in the process (a
+    baseline measured after a Liger run in one benchmark process, say); those are put back
+    at once. RoPE stays transformers' (Liger's is a module-wide switch only).
+    """
+    from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+    from transformers.models.qwen2 import modeling_qwen2
+
+    names = ("apply_rotary_pos_emb", "Qwen2RMSNorm", "Qwen2MLP")
+    saved = {name: getattr(modeling_qwen2, name) for name in names}
+    try:
+        apply_liger_kernel_to_qwen2(model=lm, rope=False, rms_norm=True, swiglu=True,
+                                    cross_entropy=False, fused_linear_cross_entropy=False)
+    finally:
+        for name, value in saved.items():
+            setattr(modeling_qwen2, name, value)
 
 
 # -- optimizer ---------------------------------------------------------------------------------
@@ -200,13 +264,14 @@ class MicroBatches(Dataset):
 
     def __getitem__(self, index: int) -> Batch:
         examples = [self.dataset[i] for i in self.flat[index]]
+        multiple = self.layers.split.multiple
         if self.layers.packing:
-            return pack_collate(examples, self.pad_id, self.layers.pack_max_tokens)
-        return pad_collate(examples, self.pad_id)
+            return pack_collate(examples, self.pad_id, self.layers.pack_max_tokens, multiple)
+        return pad_collate(examples, self.pad_id, multiple)
 
 
 def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
-               micro_batch_size: int, start: int, total: int) -> list[StepPlan]:
+               split: MicroSplit, start: int, total: int) -> list[StepPlan]:
     per_epoch = len(dataset) // config.batch_size
     plans, cached = [], {}
     for step in range(start, total):
@@ -215,7 +280,7 @@ def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
             cached = {epoch: epoch_plan(dataset.lengths, config.batch_size, config.seed, epoch,
                                         bucketing=config.bucketing, window=config.bucket_window)}
         batch = cached[epoch][index]
-        micros = split_micro(batch, dataset.lengths, micro_batch_size)
+        micros = split.split(batch, dataset.lengths)
         plans.append(StepPlan(step, epoch, index, micros[runtime.rank::runtime.world_size],
                               int(dataset.lengths[batch].sum()),
                               int(dataset.label_counts[batch].sum()), len(batch)))
@@ -354,7 +419,7 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
     config, runtime, layers = ctx.config, ctx.runtime, ctx.layers
     model, engine, processor = parts.model, parts.engine, parts.processor
     optimizer, scheduler = parts.optimizer, parts.scheduler
-    plans = plan_steps(parts.dataset, config, runtime, ctx.micro_batch_size, state.step,
+    plans = plan_steps(parts.dataset, config, runtime, layers.split, state.step,
                        ctx.total_steps)
     loader = DataLoader(MicroBatches(parts.dataset, plans, layers, processor.pad_token_id),
                         batch_size=None, shuffle=False, num_workers=layers.num_workers,
@@ -382,11 +447,13 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
                 elif ctx.fsdp:
                     engine.set_requires_gradient_sync(last)
                 with sync:
-                    output = engine(input_ids=batch.input_ids,
-                                    pixel_values=processor.normalize(batch.pixel_values,
-                                                                     runtime.dtype),
-                                    position_ids=batch.position_ids, labels=batch.labels,
-                                    use_cache=False)
+                    with torch.autocast(runtime.device.type, torch.bfloat16,
+                                        enabled=layers.autocast):
+                        output = engine(input_ids=batch.input_ids,
+                                        pixel_values=processor.normalize(batch.pixel_values,
+                                                                         runtime.dtype),
+                                        position_ids=batch.position_ids, labels=batch.labels,
+                                        use_cache=False, **attention_kwargs(batch, layers))
                     (output.loss_sum * scale).backward()
                 loss_sum += output.loss_sum.detach().float()
             loss = runtime.all_reduce_sum(loss_sum).item() / max(plan.label_tokens, 1)
@@ -423,6 +490,11 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
                 if runtime.is_main:
                     write_manifest(ctx, state, path.name, None)
     return state
+
+
+def attention_kwargs(batch: Batch, layers: Layers) -> dict:
+    """Document boundaries for the per-document attention; the others read position ids."""
+    return batch.attention_kwargs() if layers.attention == "varlen" else {}
 
 
 def clip_gradients(model, trainable: list[torch.Tensor], max_norm: float | None) -> float:
