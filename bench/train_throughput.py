@@ -1,9 +1,12 @@
 """Real tokens/s of the training loop: the baseline against the default loop, and each layer
 alone, measured side by side in one run on this machine through the real `train()` path.
 
-baseline: fp32, padded batches in random order (no bucketing), no packing, no compile.
-default:  the loop's defaults for this device (on a CPU: bucketing, packing when padding
-          after bucketing stays above 10%; bf16 and compile are GPU defaults).
+baseline: fp32, padded batches in random order (no bucketing), no packing, no compile,
+          the plain loss through the LM head.
+default:  the loop's defaults for this device (on a CPU: bucketing, and packing into one
+          row per micro-batch with per-document attention; bf16, token-budget
+          micro-batches, widths rounded to 64 and compile are GPU defaults).
++LAYER:   the baseline with that one layer switched on.
 
 The student has realistic proportions at CPU size: 64 image tokens per image (a 16x16
 patch grid, pixel shuffle 2, as SigLIP-2 at 256px/16), a chat prompt, and answer lengths
@@ -55,7 +58,17 @@ SIZES = {
                   median=180.0),
 }
 BASELINE = dict(precision="fp32", bucketing=False, packing=False, compile=False, liger=False,
-                num_workers=0, pin_memory=False)
+                num_workers=0, pin_memory=False, micro_batch_tokens=None, pad_multiple=1,
+                loss_kernel="plain", attention="sdpa")
+# Each layer alone on top of the baseline (name -> the fields it changes).
+LAYERS = {
+    "+bucketing": {"bucketing": True},
+    "+packing": {"packing": True, "attention": "varlen"},  # per-document attention
+    "+packing-dense": {"packing": True, "attention": "sdpa"},  # block mask over the row
+    "+tokens": {"micro_batch_tokens": 4096, "pad_multiple": 64},  # budgeted micro-batches
+    "+chunked-ce": {"loss_kernel": "chunked"},
+    "+bf16": {"precision": "bf16"},  # bf16 weights, fp32 masters under autocast
+}
 
 
 def model_spec(size: dict, folder: Path) -> Path:
@@ -140,9 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     runs = [("baseline", BASELINE), ("default", {})]
-    runs += [("+bucketing", {**BASELINE, "bucketing": True}),
-             ("+packing", {**BASELINE, "packing": True}),
-             ("+bf16", {**BASELINE, "precision": "bf16"})]
+    runs += [(name, {**BASELINE, **fields}) for name, fields in LAYERS.items()]
     if not args.quick:
         runs.append(("+workers", {**BASELINE, "num_workers": 1}))
     if args.with_compile:
@@ -158,9 +169,9 @@ def main() -> None:
           f"size: {'quick' if args.quick else 'full'} (LLM {size['llm_hidden']}x"
           f"{size['llm_layers']}, {(size['image_size'] // 8) ** 2} image tokens, batch "
           f"{size['batch']}, {size['steps']} timed steps)")
-    print(f"{'run':<12}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}")
+    print(f"{'run':<15}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}")
     for r in results:
-        print(f"{r['name']:<12}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
+        print(f"{r['name']:<15}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
               f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}")
     print("liger: not measured (Triton kernels, GPU only)")
     print(f"ratio: {results[1]['tokens_per_s'] / base:.2f}")

@@ -120,8 +120,12 @@ def test_the_loop_picks_the_loss_kernel_per_stage_and_device(monkeypatch):
     assert stage2.split.tokens == 16384 and stage2.split.multiple == 64 and stage2.packing
     assert stage2.split.packing and stage2.pack_max_tokens == 16384
     assert stage2.autocast and not stage1.autocast  # fp32 masters of a fully trained LLM
-    assert cpu.split.tokens is None and cpu.split.multiple == 1 and cpu.packing
-    assert cpu.pack_max_tokens is None  # per-document attention: rows need no cap
+    # A CPU packs only above 10% padding after bucketing: bucketed, these lengths leave
+    # none; in random order they leave plenty.
+    assert cpu.split.tokens is None and cpu.split.multiple == 1 and not cpu.packing
+    unbucketed = _layers(monkeypatch, device="cpu", liger_installed=False, bucketing=False)
+    assert unbucketed.packing and unbucketed.padding_after_bucketing > 0.1
+    assert unbucketed.pack_max_tokens is None  # per-document attention: rows need no cap
 
 
 def test_liger_without_its_package_is_a_clear_error(monkeypatch):

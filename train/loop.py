@@ -146,12 +146,14 @@ def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDatase
     plan = epoch_plan(dataset.lengths, config.batch_size, config.seed, 0,
                       bucketing=config.bucketing, window=config.bucket_window)
     padding = padding_fraction(plan, dataset.lengths, split)
-    # Per-document attention (varlen, flex) makes packing exact and its long rows cheap;
-    # with sdpa's dense block mask a packed row costs its whole length squared, so auto
-    # packs only when padding after bucketing stays above the threshold, into rows no
-    # longer than the micro-batch's longest example.
+    # Per-document attention (varlen, flex) keeps long packed rows cheap: on a GPU, auto
+    # packs each micro-batch into one row of the token budget (one fixed shape, no
+    # padding). On a CPU, and with sdpa's dense block mask (a packed row costs its whole
+    # length squared; rows then no longer than the micro-batch's longest example), auto
+    # packs only when padding after bucketing stays above the threshold: with little
+    # padding, one attention call per document costs more than it saves.
     per_document = attention in ("varlen", "flex")
-    packing = (per_document or padding > config.packing_threshold) \
+    packing = ((cuda and per_document) or padding > config.packing_threshold) \
         if config.packing == "auto" else bool(config.packing)
     if config.pack_max_tokens != "auto":
         pack_max = int(config.pack_max_tokens)
