@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.core.errors import MissingExtraError
-from distill.train.loop import Layers, apply_kernel_layers, resolve_layers
+from distill.train.layers import Layers, apply_kernel_layers, resolve_layers
 from distill.train.runtime import Runtime
 from distill.train.siqvl.loss import linear_cross_entropy
 from tests.train_support import config, micro_student

@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +38,6 @@ from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model, write_json_atomic
 from distill.schemas import RunManifest, content_hash
 from distill.train import checkpoint as ckpt
-from distill.train.attention import IMPLEMENTATIONS
 from distill.train.batching import (
     Batch,
     EncodedDataset,
@@ -46,10 +45,10 @@ from distill.train.batching import (
     epoch_plan,
     pack_collate,
     pad_collate,
-    padding_fraction,
 )
 from distill.train.config import TrainConfig, outcome_hash
 from distill.train.data import TrainingSet, load_training_set
+from distill.train.layers import Layers, apply_kernel_layers, attention_kwargs, resolve_layers
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
 from distill.train.metrics import MetricsLog, memory_gb
 from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
@@ -69,26 +68,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(DistillError):
     """The loss or the gradient became NaN/inf: the run stops instead of wasting compute."""
-
-
-@dataclass
-class Layers:
-    """The speed layers as resolved for this device (recorded in the run's metrics)."""
-
-    bf16: bool
-    bucketing: bool
-    compile: bool
-    liger: bool
-    packing: bool
-    pack_max_tokens: int | None  # None: no cap; 0: the micro-batch's longest example
-    gradient_checkpointing: bool
-    num_workers: int
-    pin_memory: bool
-    padding_after_bucketing: float
-    split: MicroSplit = field(default_factory=MicroSplit)
-    attention: str = "varlen"
-    loss_kernel: str = "chunked"
-    autocast: bool = False  # bf16 autocast over fp32 master weights of a fully trained LLM
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -119,105 +98,6 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
     model.to(runtime.device)
     model.train()
     return model, processor
-
-
-# Forward-pass token budget on a GPU: 16k tokens of Qwen2.5-0.5B activations in bf16 take
-# ~16 GB in stage 2 (~1 MB a token over 24 layers); bench/gpu_throughput.sh measures it.
-GPU_MICRO_BATCH_TOKENS = 16384
-GPU_PAD_MULTIPLE = 64
-
-
-def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDataset,
-                   micro_batch_size: int) -> Layers:
-    import importlib.util
-
-    cuda = runtime.cuda
-    tokens = config.micro_batch_tokens
-    if tokens == "auto":
-        tokens = GPU_MICRO_BATCH_TOKENS if cuda and not config.micro_batch_size else None
-    multiple = (GPU_PAD_MULTIPLE if cuda else 1) if config.pad_multiple == "auto" \
-        else int(config.pad_multiple)
-    attention = "varlen" if config.attention == "auto" else config.attention
-    if attention == "flex" and not cuda:
-        raise DistillError("attention: flex has no backward pass on a CPU (torch "
-                           f"{torch.__version__}); use varlen or sdpa")
-    split = MicroSplit(None if tokens else micro_batch_size, tokens, multiple, False,
-                       runtime.world_size)
-    plan = epoch_plan(dataset.lengths, config.batch_size, config.seed, 0,
-                      bucketing=config.bucketing, window=config.bucket_window)
-    padding = padding_fraction(plan, dataset.lengths, split)
-    # Per-document attention (varlen, flex) keeps long packed rows cheap: on a GPU, auto
-    # packs each micro-batch into one row of the token budget (one fixed shape, no
-    # padding). On a CPU, and with sdpa's dense block mask (a packed row costs its whole
-    # length squared; rows then no longer than the micro-batch's longest example), auto
-    # packs only when padding after bucketing stays above the threshold: with little
-    # padding, one attention call per document costs more than it saves.
-    per_document = attention in ("varlen", "flex")
-    packing = ((cuda and per_document) or padding > config.packing_threshold) \
-        if config.packing == "auto" else bool(config.packing)
-    if config.pack_max_tokens != "auto":
-        pack_max = int(config.pack_max_tokens)
-    else:
-        pack_max = tokens if tokens else (None if per_document else 0)
-    liger_ok = importlib.util.find_spec("liger_kernel") is not None
-    liger = (cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
-    loss_kernel = config.loss_kernel
-    if loss_kernel == "auto":
-        # Liger's fused CE measured slower than chunking when the LLM trains (the seed's
-        # stage 2); bench/gpu_throughput.sh measures both per stage.
-        loss_kernel = "liger" if cuda and liger_ok and config.llm == "frozen" else "chunked"
-    compile_on = cuda if config.compile == "auto" else bool(config.compile)
-    workers = (min(4, max(1, (torch.get_num_threads() or 1))) if cuda else 0) \
-        if config.num_workers == "auto" else int(config.num_workers)
-    pin = cuda if config.pin_memory == "auto" else bool(config.pin_memory)
-    autocast = runtime.dtype == torch.bfloat16 and config.master_weights == "fp32" \
-        and config.llm == "full"
-    return Layers(bf16=runtime.dtype == torch.bfloat16, bucketing=config.bucketing,
-                  compile=compile_on, liger=liger, packing=packing, pack_max_tokens=pack_max,
-                  gradient_checkpointing=config.gradient_checkpointing, num_workers=workers,
-                  pin_memory=pin, padding_after_bucketing=round(padding, 4),
-                  split=MicroSplit(split.size, tokens, multiple, packing and bool(tokens),
-                                   runtime.world_size),
-                  attention=attention, loss_kernel=loss_kernel, autocast=autocast)
-
-
-def apply_kernel_layers(model: SiQVLForConditionalGeneration, layers: Layers) -> None:
-    lm = model.causal_lm()
-    lm.config._attn_implementation = IMPLEMENTATIONS[layers.attention]
-    model.loss_kernel = layers.loss_kernel
-    if layers.loss_kernel == "liger" or layers.liger:
-        from distill.core.errors import require_extra
-
-        require_extra("liger_kernel.transformers", "liger", "Liger kernels")
-    if layers.liger:
-        apply_liger_kernels(lm)
-    if layers.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if has_lora(model) or not any(p.requires_grad for p in lm.parameters()):
-            lm.enable_input_require_grads()
-    if layers.compile:
-        lm.model.compile(dynamic=True)
-
-
-def apply_liger_kernels(lm: torch.nn.Module) -> None:
-    """Liger's RMSNorm and SwiGLU on this model's modules only.
-
-    ``apply_liger_kernel_to_qwen2`` also replaces classes and the RoPE function of the
-    transformers module, which would change every Qwen2 built later in the process (a
-    baseline measured after a Liger run in one benchmark process, say); those are put back
-    at once. RoPE stays transformers' (Liger's is a module-wide switch only).
-    """
-    from liger_kernel.transformers import apply_liger_kernel_to_qwen2
-    from transformers.models.qwen2 import modeling_qwen2
-
-    names = ("apply_rotary_pos_emb", "Qwen2RMSNorm", "Qwen2MLP")
-    saved = {name: getattr(modeling_qwen2, name) for name in names}
-    try:
-        apply_liger_kernel_to_qwen2(model=lm, rope=False, rms_norm=True, swiglu=True,
-                                    cross_entropy=False, fused_linear_cross_entropy=False)
-    finally:
-        for name, value in saved.items():
-            setattr(modeling_qwen2, name, value)
 
 
 # -- optimizer ---------------------------------------------------------------------------------
@@ -328,19 +208,31 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
     if resume and ckpt.is_finished(out):
         log.warning("%s already finished; nothing to resume", out)
         return read_json_model(out / "manifest.json", RunManifest)
+    context, parts, state, resumed = prepare_run(config, data, out, runtime, resume, init)
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
+                         tensorboard=config.tensorboard,
+                         resume_step=state.step if resumed else None)
+    if runtime.is_main and not resumed:
+        write_manifest(context, state, "none", None)
+    try:
+        state = run_steps(context, parts, state, metrics)
+    finally:
+        metrics.close()
+    return finish(context, parts.model, parts.processor, state)
+
+
+def prepare_run(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
+                init: str | None, encoded: EncodedDataset | None = None
+                ) -> tuple[RunContext, TrainingParts, ckpt.TrainerState, bool]:
+    """Everything a run needs before its first step: the student with its layers applied,
+    the encoded data, the optimizer, and the state (from the latest checkpoint when
+    resuming; the last value says whether one was loaded). ``encoded``: data already
+    encoded by the same tokenizer (benchmarks reuse it across configs)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     training_set = load_training_set(data, config.target, config.split)
     model, processor = prepare_model(config, runtime, init)
-    cache = config.cache_images if config.cache_images != "auto" else (
-        len(training_set.items) * 3 * processor.settings.image_size ** 2 < 2**30)
-    dataset = EncodedDataset(training_set.items, processor, config.max_length, bool(cache))
-    if dataset.dropped:
-        log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
-                    config.max_length)
-    if len(dataset) < config.batch_size:
-        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
-                           f"(batch_size {config.batch_size})")
+    dataset = encoded or encode_dataset(training_set, processor, config)
     micro = _micro_batch_size(config, runtime)
     layers = resolve_layers(config, runtime, dataset, micro)
     apply_kernel_layers(model, layers)
@@ -360,19 +252,24 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
                                      fsdp=fsdp)
         log.warning("resuming %s from step %d", out, state.step)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
-                         tensorboard=config.tensorboard,
-                         resume_step=state.step if latest is not None else None)
     context = RunContext(config, runtime, training_set, out, init, data_key, layers, total,
                          micro, fsdp)
     parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
-    if runtime.is_main and latest is None:
-        write_manifest(context, state, "none", None)
-    try:
-        state = run_steps(context, parts, state, metrics)
-    finally:
-        metrics.close()
-    return finish(context, model, processor, state)
+    return context, parts, state, latest is not None
+
+
+def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
+                   config: TrainConfig) -> EncodedDataset:
+    cache = config.cache_images if config.cache_images != "auto" else (
+        len(training_set.items) * 3 * processor.settings.image_size ** 2 < 2**30)
+    dataset = EncodedDataset(training_set.items, processor, config.max_length, bool(cache))
+    if dataset.dropped:
+        log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
+                    config.max_length)
+    if len(dataset) < config.batch_size:
+        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
+                           f"(batch_size {config.batch_size})")
+    return dataset
 
 
 @dataclass
@@ -492,11 +389,6 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
                 if runtime.is_main:
                     write_manifest(ctx, state, path.name, None)
     return state
-
-
-def attention_kwargs(batch: Batch, layers: Layers) -> dict:
-    """Document boundaries for the per-document attention; the others read position ids."""
-    return batch.attention_kwargs() if layers.attention == "varlen" else {}
 
 
 def clip_gradients(model, trainable: list[torch.Tensor], max_norm: float | None) -> float:
