@@ -101,6 +101,28 @@ def test_per_document_attention_does_not_leak_between_documents():
     torch.testing.assert_close(apart[:, 5:], second)
 
 
+def test_under_autocast_the_kernel_gets_one_dtype(monkeypatch):
+    """RoPE leaves q and k in fp32 under bf16 autocast while v is bf16: the kernel must get
+    bf16 for all three (on a GPU, that is what lets the flash varlen kernel run at all)."""
+    import distill.train.attention as attention
+
+    seen = []
+    exact = attention._per_document
+    monkeypatch.setattr(attention, "_per_document", lambda q, k, v, cu, scale: (
+        seen.append({q.dtype, k.dtype, v.dtype}) or exact(q, k, v, cu, scale)))
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 12, 8)
+    k, v = (torch.randn(1, 2, 12, 8) for _ in range(2))  # grouped query attention
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    want, _ = packed_attention_forward(torch.nn.Module(), q, k, v, None,
+                                       cu_seq_lens_q=cu, max_length_q=7)
+    with torch.autocast("cpu", torch.bfloat16):
+        got, _ = packed_attention_forward(torch.nn.Module(), q, k, v.bfloat16(), None,
+                                          cu_seq_lens_q=cu, max_length_q=7)
+    assert seen == [{torch.float32}, {torch.bfloat16}]
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+
+
 @pytest.mark.slow  # compiles FlexAttention: ~35 s on the 2-core box
 def test_flex_document_mask_matches_padding_in_the_forward_pass():
     """FlexAttention has no backward pass on a CPU in this torch; its forward (the mask it

@@ -65,7 +65,11 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     if dropout:
         raise ValueError("packed attention does not implement attention dropout")
     batch, heads, length, dim = query.shape
-    flat = [t.transpose(1, 2).reshape(batch * length, t.shape[1], dim)
+    # Under autocast RoPE leaves q and k in fp32 while v is bf16: one dtype for the kernel
+    device = query.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) \
+        else value.dtype
+    flat = [t.to(dtype).transpose(1, 2).reshape(batch * length, t.shape[1], dim)
             for t in (query, key, value)]  # (tokens, heads, dim)
     kernel = _varlen_kernel()
     if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) and kernel:
