@@ -56,8 +56,9 @@ class EncodedDataset(Dataset):
         self.items: list[TrainItem] = []
         self.encoded: list[tuple[list[int], list[int]]] = []
         self.dropped = 0
-        for item in items:
-            enc = processor.encode(item.sample, item.mode, item.target)
+        encoded = processor.encode_many([(item.sample, item.mode, item.target)
+                                         for item in items])
+        for item, enc in zip(items, encoded, strict=True):
             if len(enc.input_ids) > max_length:
                 self.dropped += 1
                 continue
