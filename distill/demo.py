@@ -163,13 +163,32 @@ def student_config(name: str, overrides: dict[str, Any]):
     return load_config(name, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def run_vision(run: DemoRun) -> Path:
-    from distill.train.parallel import train_or_resume
+def start_vision(run: DemoRun):
+    """Stage 0 needs only the ingested training scans: it starts in a process of its own
+    while generate and filter run here. None when it is already done."""
+    from distill.train.checkpoint import is_finished
+    from distill.train.parallel import TrainJob, start_job
 
     out = run.run_dir("vision")
+    if is_finished(out):
+        return None
     config = student_config(run.plan.vision, {"seed": run.plan.seed, **run.plan.vision_set})
-    if not train_or_resume(config, Path("."), out):
+    return start_job(TrainJob("vision", config, Path("."), out))
+
+
+def finish_vision(run: DemoRun, started) -> Path:
+    from distill.core.shards import read_json_model
+    from distill.schemas import RunManifest
+    from distill.train.parallel import train_side_by_side
+
+    out = run.run_dir("vision")
+    if started is None:
         console.print(f"[dim]already done: {out}")
+    else:
+        train_side_by_side([], 1, [started])
+        metrics = read_json_model(out / "manifest.json", RunManifest).metrics
+        console.print(f"vision tower: cell accuracy on the val pool "
+                      f"{metrics['val_cell_accuracy']:.3f} ({metrics['seconds']:.0f} s)")
     return out / "final"
 
 
@@ -333,12 +352,18 @@ def run_demo(out: Path, plan: DemoPlan) -> Path:
     run = DemoRun(out=out, plan=plan)
     with run.stage("ingest", "the digits set, built offline from scikit-learn's scans"):
         run_ingest(run)
-    with run.stage("generate", f"teachers of data/teachers/{plan.teachers}.yaml"):
-        run_generate(run)
-    with run.stage("filter", f"score, dedup, decontaminate; policy {plan.policy}"):
-        dataset = run_filter(run)
-    with run.stage("stage 0", "pretrain the vision tower on the training pool's digits"):
-        vision = run_vision(run)
+    vision_job = start_vision(run)
+    try:
+        with run.stage("generate", f"teachers of data/teachers/{plan.teachers}.yaml"
+                                   + (" (stage 0 trains meanwhile)" if vision_job else "")):
+            run_generate(run)
+        with run.stage("filter", f"score, dedup, decontaminate; policy {plan.policy}"):
+            dataset = run_filter(run)
+        with run.stage("stage 0", "pretrain the vision tower on the training pool's digits"):
+            vision = finish_vision(run, vision_job)
+    finally:
+        if vision_job is not None:
+            vision_job.stop()  # on an error above; a no-op once it has finished
     processes, threads = student_processes(plan)
     with run.stage("train students", f"{', '.join(plan.students)}: {processes} at once, one "
                                      f"process each, {threads} thread(s) each"):

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from distill.core.errors import DistillError
 from distill.core.progress import Bar, progress_bars
+from distill.core.shards import read_json_model
+from distill.schemas import RunManifest
 from distill.train.checkpoint import is_finished, latest_checkpoint
 from distill.train.config import TrainConfig
 
@@ -59,50 +61,81 @@ def train_or_resume(config: TrainConfig, data: Path, out: Path) -> bool:
     return True
 
 
-def train_side_by_side(jobs: list[TrainJob], processes: int) -> None:
-    """Train every job, at most ``processes`` at a time, each in a process of its own."""
+@dataclass
+class Started:
+    """A job running in its own process (``start_job``); ``train_side_by_side`` waits for it."""
+
+    job: TrainJob
+    process: multiprocessing.process.BaseProcess
+
+    def stop(self) -> None:
+        """End this job's process (it resumes from its last checkpoint next time)."""
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def start_job(job: TrainJob) -> Started:
+    """Start one job in a process of its own and return at once."""
+    job.out.parent.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context("spawn")  # no fork of a parent holding torch state
+    # not a daemon: a run on a GPU starts data-loader workers of its own
+    process = context.Process(target=_run_job, args=(job, os.getpid()),
+                              name=f"train-{job.name}")
+    process.start()
+    return Started(job, process)
+
+
+def train_side_by_side(jobs: list[TrainJob], processes: int,
+                       started: list[Started] | tuple = ()) -> None:
+    """Train every job, at most ``processes`` at a time (besides the ``started`` ones,
+    which are waited for too), each in a process of its own."""
     pending = list(jobs)
-    running: dict[str, tuple[TrainJob, multiprocessing.Process, Bar]] = {}
+    running = {s.job.name: s for s in started}
+    ours = set()  # the jobs started here: at most ``processes`` of them at once
     shown: dict[str, int] = {}
     with progress_bars() as bars:
-        bar_of = {job.name: bars.add(f"train {job.name}", job.config.max_steps, "steps")
-                  for job in jobs}
+        bar_of = {job.name: bars.add(f"train {job.name}", _total_steps(job.config), "steps")
+                  for job in [*(s.job for s in started), *jobs]}
         try:
             while pending or running:
-                while pending and len(running) < max(1, processes):
+                while pending and len(ours & running.keys()) < max(1, processes):
                     job = pending.pop(0)
-                    job.out.parent.mkdir(parents=True, exist_ok=True)
-                    # not a daemon: a run on a GPU starts data-loader workers of its own
-                    process = context.Process(target=_run_job, args=(job, os.getpid()),
-                                              name=f"train-{job.name}")
-                    process.start()
-                    running[job.name] = (job, process, bar_of[job.name])
+                    running[job.name] = start_job(job)
+                    ours.add(job.name)
                 time.sleep(POLL_S)
-                for name, (job, process, bar) in list(running.items()):
-                    _show_progress(job, bar, shown)
-                    if process.exitcode is None:
+                for name, run in list(running.items()):
+                    _show_progress(run.job, bar_of[name], shown)
+                    if run.process.exitcode is None:
                         continue
                     del running[name]
-                    if process.exitcode != 0:
+                    if run.process.exitcode == 0:
+                        _show_progress(run.job, bar_of[name], shown, finished=True)
+                    else:
                         raise DistillError(f"training {name} failed (exit code "
-                                           f"{process.exitcode}); the end of {job.log_path}:"
-                                           f"\n{_tail(job.log_path)}")
+                                           f"{run.process.exitcode}); the end of "
+                                           f"{run.job.log_path}:\n{_tail(run.job.log_path)}")
         finally:
-            for _, process, _ in running.values():  # only the processes started here
-                if process.is_alive():
-                    process.terminate()
-                process.join()
+            for run in running.values():  # only the processes started here
+                run.stop()
 
 
-def _show_progress(job: TrainJob, bar: Bar, shown: dict[str, int]) -> None:
+def _total_steps(config: TrainConfig) -> int | None:
+    return config.vision_steps if config.stage == "vision" else config.max_steps
+
+
+def _show_progress(job: TrainJob, bar: Bar, shown: dict[str, int],
+                   finished: bool = False) -> None:
+    """Advance the job's bar to its last logged step (to its manifest's at the end: stage 0
+    logs no metrics)."""
     record = last_metrics(job.out)
-    if not record:
-        return
     step = int(record.get("step", 0))
+    if finished:
+        step = max(step, read_json_model(job.out / "manifest.json", RunManifest).steps)
     if step > shown.get(job.name, 0):
         bar.advance(step - shown.get(job.name, 0))
         shown[job.name] = step
+    if record:
         bar.note(f"loss {record['loss']:.4f}  {record['tokens_per_s']:,.0f} tok/s")
 
 

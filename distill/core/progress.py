@@ -91,7 +91,8 @@ class LineBar(Bar):
         self.count += amount
         if self._first is None:  # the origin of the rate (after a resumed job's jump)
             self._first = (now, self.count)
-        if now - self._printed >= self.every:
+        at_end = self.total is not None and self.count >= self.total  # close() prints it
+        if now - self._printed >= self.every and not at_end:
             self._print(now)
 
     def note(self, text: str) -> None:
