@@ -45,6 +45,8 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(chunk_tokens):
     torch.testing.assert_close(chunked[2], plain[2], rtol=1e-5, atol=1e-6)
     reference = F.cross_entropy(hidden @ weight.T, targets, reduction="sum")
     torch.testing.assert_close(plain[0], reference.detach())
+    if chunk_tokens >= hidden.shape[0]:  # one chunk: the plain numbers, bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(chunked, plain, strict=True))
 
 
 def test_chunked_loss_in_bf16_stays_close_to_fp32():
@@ -69,8 +71,12 @@ def test_a_frozen_head_gets_no_gradient_and_no_gradient_is_built_without_grad():
     torch.testing.assert_close(cold, loss.detach())
 
 
-def test_the_student_loss_is_the_same_with_every_kernel():
+def test_the_student_loss_is_the_same_with_every_kernel(monkeypatch):
+    import distill.train.siqvl.modeling as modeling
+
     model, processor = micro_student(seed=2)
+    # chunks of 7 label tokens: the chunked kernel really runs (60 label tokens here)
+    monkeypatch.setattr(modeling, "LOGITS_CHUNK_ELEMENTS", 7 * model.config.text_config.vocab_size)
     ids = torch.tensor([[1] + [processor.image_token_id] * 4 + list(range(20, 60))] * 2)
     labels = ids.clone()
     labels[:, :10] = -100

@@ -10,7 +10,8 @@ the same sum (``SiQVLForConditionalGeneration.loss_kernel``):
   a chunk's logits, computes their gradients for the hidden states and the head's weight
   (the idea of Liger's fused linear cross entropy, in plain torch). Only one chunk's
   logits ever exist, and the backward pass only scales the stored gradients: no logits
-  are recomputed.
+  are recomputed. When all the tokens fit in one chunk it takes the plain path (the same
+  work, and the very numbers of the plain loss: a small run trains bit for bit as before).
 * ``liger``: Liger's Triton ``LigerFusedLinearCrossEntropyLoss`` (GPU only; the optional
   extra ``[liger]``).
 """
@@ -43,6 +44,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         return LigerFusedLinearCrossEntropyLoss(reduction="sum")(
             weight.to(dtype), hidden.to(dtype), targets)
     chunk = max(1, chunk_elements // weight.shape[0])
+    if hidden.shape[0] <= chunk:  # one chunk: the plain path is the same work, same numbers
+        return linear_cross_entropy(hidden, weight, targets, "plain")
     return ChunkedLinearCrossEntropy.apply(hidden.to(dtype), weight.to(dtype), targets, chunk)
 
 
