@@ -76,7 +76,12 @@ class ImageRef(Part):
         return self
 
 class Sample(Record):
-    """One item: image, question, optional choices and the gold answer."""
+    """One item: image, question, optional choices and the gold answer.
+
+    ``meta`` keys the answer judge reads (outside the content hash, so adding them keeps
+    trace keys): ``precision`` (int, decimals the gold number is rounded to, as MathVista
+    states it: '1.732' matches '1.73' at 2) and ``relative_tolerance`` (float, e.g. 0.05
+    for ChartQA's relaxed accuracy)."""
 
     id: Identifier
     image: ImageRef

@@ -9,21 +9,20 @@ prompt makes new trace keys and old traces stay attributable.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
 
 import jinja2
 import jinja2.meta
 from pydantic import field_validator
 
 from distill.core.config_files import ConfigFile, load_config_file
+from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
 from distill.schemas import Sample, content_hash
 from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
-
-AnswerFormat = Literal["answer_line", "think_tags", "direct"]
+from distill.schemas.trace import AnswerFormat
 
 # The only names a user template may use.
 PLACEHOLDERS = frozenset({"question", "choices", "answer_type", "category"})
@@ -93,3 +92,21 @@ def load_prompt(name_or_path: str | Path) -> PromptTemplate:
     return PromptTemplate(id=prompt.id, system=prompt.system.strip(), user=prompt.user,
                           answer_format=prompt.answer_format,
                           description=prompt.description.strip())
+
+
+@lru_cache(maxsize=256)
+def builtin_answer_format(prompt_id: str | None,
+                          prompt_hash: str | None) -> AnswerFormat | None:
+    """The answer format of a prompt of prompts/ named by id, when its hash is the one
+    recorded (a trace or an eval result written before formats were recorded); None for
+    any other prompt: then the judge's general reading applies."""
+    if not prompt_id or not prompt_hash:
+        return None
+    path = PROMPTS_DIR / f"{prompt_id}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        prompt = load_prompt(path)
+    except InputError:
+        return None
+    return prompt.answer_format if prompt.hash == prompt_hash else None

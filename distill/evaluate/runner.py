@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from distill.core.answers import judge, parse_output
+from distill.core.answers import read_output, verdict_of
 from distill.core.evalsets import EvalSet
 from distill.core.predictors import (
     Generation,
@@ -24,6 +24,7 @@ from distill.core.predictors import (
     model_key,
 )
 from distill.core.progress import progress_bar
+from distill.core.prompts import builtin_answer_format
 from distill.evaluate.cache import CachedGeneration, GenerationCache, input_hash
 from distill.evaluate.metrics import summarize
 from distill.schemas import EvalItem, EvalResult, Sample, content_hash
@@ -76,7 +77,10 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
                 else:
                     outputs[hit.input_hash] = hit
             generated = _generate(predictor, eval_set, mode, todo, outputs, cache, chunk_size)
-    items = [score(sample, outputs[input_hash(sample)]) for sample in eval_set.samples]
+    answer_format = builtin_answer_format(str(generation.get("prompt_id") or ""),
+                                          str(generation.get("prompt_hash") or ""))
+    items = [score(sample, outputs[input_hash(sample)], answer_format=answer_format)
+             for sample in eval_set.samples]
     metrics, per_category = summarize(items)
     result = EvalResult(
         result_id=result_id(predictor, eval_set, mode), created_at=datetime.now(UTC),
@@ -141,10 +145,15 @@ def _entry(sample: Sample, generation: Generation) -> CachedGeneration:
                             finish_reason=generation.finish_reason)
 
 
-def score(sample: Sample, output: CachedGeneration) -> EvalItem:
-    """Extract the answer from the raw output and judge it against the gold answer."""
-    extracted = parse_output(output.text).final_answer
+def score(sample: Sample, output: CachedGeneration, *,
+          answer_format: str | None = None) -> EvalItem:
+    """Extract the answer from the raw output and judge it against the gold answer, with
+    the judge generate and filter use (the prompt's ``answer_format`` read first, when
+    known; an output cut at the token limit is unparseable)."""
+    parsed = read_output(output.text, sample, answer_format=answer_format,
+                         finish_reason=output.finish_reason)
+    verdict = verdict_of(parsed, sample)
     return EvalItem(sample_id=sample.id, category=sample.category, gold=sample.answer,
-                    raw_output=output.text, extracted=extracted,
-                    correctness=judge(extracted, sample), output_tokens=output.output_tokens,
+                    raw_output=output.text, extracted=parsed.final_answer,
+                    correctness=verdict.correctness, output_tokens=output.output_tokens,
                     latency_s=output.latency_s)

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.answers import ParsedOutput, canonical_answer, judge, parse_output
+from distill.core.answers import ParsedOutput, read_output, verdict_of
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
+from distill.core.prompts import builtin_answer_format
 from distill.schemas import Sample, Trace, sha256_hex
 from distill.schemas.base import Scalar
 
@@ -38,7 +39,9 @@ OVERLONG_TOKEN = 40
 
 @dataclass(frozen=True)
 class TraceView:
-    """What a per-trace scorer sees: the trace, its sample and the parsed raw text."""
+    """What a per-trace scorer sees: the trace, its sample and the raw text as the judge
+    reads it (the prompt's answer format first; a trace written before the format was
+    recorded gets its built-in prompt's format, when its hash still matches)."""
 
     trace: Trace
     sample: Sample
@@ -46,7 +49,11 @@ class TraceView:
 
     @classmethod
     def of(cls, trace: Trace, sample: Sample) -> TraceView:
-        return cls(trace, sample, parse_output(trace.raw_text))
+        answer_format = trace.answer_format or builtin_answer_format(trace.prompt_id,
+                                                                     trace.prompt_hash)
+        return cls(trace, sample, read_output(trace.raw_text, sample,
+                                              answer_format=answer_format,
+                                              finish_reason=trace.finish_reason))
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,14 @@ class Scorer:
 
 
 def score_correctness(view: TraceView) -> Signals:
-    """Judge the trace's recorded final answer (generate's parse) against the gold."""
-    answer = view.trace.final_answer
+    """Judge the trace's raw text against the gold, with the judge generate recorded its
+    final answer by (so traces generated before a judge change are judged by the new
+    rules), and say why."""
+    verdict = verdict_of(view.parsed, view.sample)
     return {
-        "correctness": judge(answer, view.sample),
-        "answer_canonical": canonical_answer(answer, view.sample) or "",
+        "correctness": verdict.correctness,
+        "answer_canonical": verdict.canonical or "",
+        "answer_reason": verdict.reason,
     }
 
 
@@ -324,8 +334,10 @@ class ScorerSuite:
     def __init__(self, refusal_phrases: Sequence[str] | None = None) -> None:
         phrases = load_refusal_phrases() if refusal_phrases is None else list(refusal_phrases)
         self.scorers = [
-            Scorer("correctness", "1", score_correctness),
-            Scorer("format", "1", score_format),
+            # 2: the answer judge reads the raw text (last statement wins, answer types,
+            # precision, truncation unparseable) and says why ("answer_reason").
+            Scorer("correctness", "2", score_correctness),
+            Scorer("format", "2", score_format),  # has_answer_line from the new reading
             Scorer("repetition", "1", score_repetition),
             refusal_scorer(phrases),
             Scorer("garbage", "1", score_garbage),

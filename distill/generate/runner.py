@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from distill.core.answers import parse_output
+from distill.core.answers import read_output
 from distill.core.errors import DistillError, InputError
 from distill.core.executors import Executor, map_shards
 from distill.core.images import ImageError, read_image_bytes
@@ -390,18 +390,20 @@ def _record(output: _ShardOutput, teacher: Teacher, item: _Work,
             output.reject(teacher, item, key, result)
             continue
         trace = _trace(teacher, item, k, key, result)
-        if trace is None:
+        if isinstance(trace, str):
             output.reject(teacher, item, key, EngineFailure(
-                "unparseable", f"no final answer found (finish_reason={result.finish_reason})",
+                "unparseable", f"no final answer: {trace} (finish_reason={result.finish_reason})",
                 raw=result.text))
             continue
         output.trace(trace, result)
 
 
-def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | None:
-    parsed = parse_output(result.text)
+def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | str:
+    """The trace of one completion, or the judge's reason it holds no final answer."""
+    parsed = read_output(result.text, item.sample, answer_format=teacher.prompt.answer_format,
+                         finish_reason=result.finish_reason)
     if not parsed.final_answer:
-        return None
+        return parsed.reason
     spec = teacher.spec
     return Trace(
         trace_key=key, sample_id=item.sample.id, sample_hash=item.sample_hash,
@@ -410,7 +412,7 @@ def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) 
         k=k, raw_text=result.text, reasoning=parsed.reasoning,
         final_answer=parsed.final_answer, prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
-        latency_s=max(0.0, result.latency_s),
+        latency_s=max(0.0, result.latency_s), answer_format=teacher.prompt.answer_format,
     )
 
 
