@@ -3,9 +3,10 @@ alone, measured side by side in one run on this machine through the real `train(
 
 baseline: fp32, padded batches in random order (no bucketing), no packing, no compile,
           the plain loss through the LM head.
-default:  the loop's defaults for this device (on a CPU: bucketing, and packing into one
-          row per micro-batch with per-document attention; bf16, token-budget
-          micro-batches, widths rounded to 64 and compile are GPU defaults).
+default:  the loop's defaults for this device (on a CPU: bucketing, and packing with
+          per-document attention when padding after bucketing stays above 10%, into rows
+          no longer than the longest example; bf16, token-budget micro-batches, widths
+          rounded to 64, one packed row per micro-batch and compile are GPU defaults).
 +LAYER:   the baseline with that one layer switched on.
 
 The student has realistic proportions at CPU size: 64 image tokens per image (a 16x16
@@ -19,8 +20,11 @@ Real tokens/s = non-padding tokens / wall time of the whole step (optimizer incl
 the figure of a run is its median step after the first (warm-up) step, which keeps a
 neighbour's burst of CPU use on a shared machine from deciding a ratio.
 
-    python bench/train_throughput.py            # ~5 minutes on an idle 2-core machine
-    python bench/train_throughput.py --quick    # < 45 s, same figures at smaller size
+    python bench/train_throughput.py            # ~15 minutes on an idle 2-core machine
+    python bench/train_throughput.py --quick    # ~2 minutes, same figures at smaller size
+
+Every config runs ``--repeats`` times (default 2), in order and then in reverse, and its
+figure is the mean of its passes (each pass's figure printed beside it).
 """
 
 from __future__ import annotations
@@ -63,8 +67,11 @@ BASELINE = dict(precision="fp32", bucketing=False, packing=False, compile=False,
 # Each layer alone on top of the baseline (name -> the fields it changes).
 LAYERS = {
     "+bucketing": {"bucketing": True},
+    # packed rows no longer than the micro-batch's longest example (the CPU default)
     "+packing": {"packing": True, "attention": "varlen"},  # per-document attention
     "+packing-dense": {"packing": True, "attention": "sdpa"},  # block mask over the row
+    # all of a micro-batch in one row (the GPU default fills a token budget this way)
+    "+packing-1row": {"packing": True, "attention": "varlen", "pack_max_tokens": 1 << 20},
     "+tokens": {"micro_batch_tokens": 4096, "pad_multiple": 64},  # budgeted micro-batches
     "+chunked-ce": {"loss_kernel": "chunked"},
     "+bf16": {"precision": "bf16"},  # bf16 weights, fp32 masters under autocast
@@ -146,10 +153,12 @@ def measure(name: str, dataset: Path, spec: Path, size: dict, layers: dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller size, under 45 s")
+    parser.add_argument("--quick", action="store_true", help="smaller size, ~2 minutes")
     parser.add_argument("--lengths-from", type=Path, help="dataset version for trace lengths")
     parser.add_argument("--with-compile", action="store_true",
                         help="also measure torch.compile alone (adds ~1 min of compile time)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="passes over all configs, alternating order (default 2)")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     runs = [("baseline", BASELINE), ("default", {})]
@@ -162,17 +171,29 @@ def main() -> None:
         folder = Path(tmp)
         spec = model_spec(size, folder)
         dataset = make_dataset(folder, size, args.lengths_from)
-        results = [measure(name, dataset, spec, size, layers, folder) for name, layers in runs]
+        # In order, then in reverse (A B .. B A): a neighbour's burst or a drift of the
+        # machine's load falls on every config alike; a config's figure is its mean.
+        passes: dict[str, list[dict]] = {name: [] for name, _ in runs}
+        for repeat in range(args.repeats):
+            for name, layers in (runs if repeat % 2 == 0 else runs[::-1]):
+                passes[name].append(measure(f"{name}-{repeat}", dataset, spec, size, layers,
+                                            folder))
+    results = [{"name": name, **{key: float(np.mean([r[key] for r in runs_of]))
+                                 for key in ("tokens_per_s", "padding", "peak_gb")},
+                "spread": [r["tokens_per_s"] for r in runs_of]}
+               for name, runs_of in passes.items()]
     base = results[0]["tokens_per_s"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"size: {'quick' if args.quick else 'full'} (LLM {size['llm_hidden']}x"
           f"{size['llm_layers']}, {(size['image_size'] // 8) ** 2} image tokens, batch "
           f"{size['batch']}, {size['steps']} timed steps)")
-    print(f"{'run':<15}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}")
+    print(f"{'run':<15}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}"
+          f"  passes")
     for r in results:
+        spread = " / ".join(f"{x:,.0f}" for x in r["spread"])
         print(f"{r['name']:<15}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
-              f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}")
+              f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}  {spread}")
     print("liger: not measured (Triton kernels, GPU only)")
     print(f"ratio: {results[1]['tokens_per_s'] / base:.2f}")
 

@@ -131,7 +131,7 @@ def test_the_loop_picks_the_loss_kernel_per_stage_and_device(monkeypatch):
     assert cpu.split.tokens is None and cpu.split.multiple == 1 and not cpu.packing
     unbucketed = _layers(monkeypatch, device="cpu", liger_installed=False, bucketing=False)
     assert unbucketed.packing and unbucketed.padding_after_bucketing > 0.1
-    assert unbucketed.pack_max_tokens is None  # per-document attention: rows need no cap
+    assert unbucketed.pack_max_tokens == 0  # rows no longer than the longest example
 
 
 def test_liger_without_its_package_is_a_clear_error(monkeypatch):

@@ -85,6 +85,20 @@ def test_documents_of_a_packed_row_are_recorded_with_their_padding_tail():
         assert batch.labels.flatten()[start] == IGNORE_INDEX
 
 
+def test_rows_that_share_nothing_are_a_plain_padded_batch():
+    """Bucketed micro-batches rarely have two examples that fit in the longest one's row;
+    then packing gives exactly the padded batch (one causal attention call, no per-document
+    calls)."""
+    _, processor = micro_student(seed=0)
+    examples = _examples(processor, [20, 17, 23])
+    packed = pack_collate(examples, processor.pad_token_id, capacity=0, multiple=8)
+    padded = pad_collate(examples, processor.pad_token_id, multiple=8)
+    assert packed.cu_seqlens is None and packed.position_ids is None
+    assert torch.equal(packed.input_ids, padded.input_ids)
+    assert torch.equal(packed.labels, padded.labels)
+    assert torch.equal(packed.pixel_values, padded.pixel_values)
+
+
 def test_per_document_attention_does_not_leak_between_documents():
     """The control: the same packed row read as one document gives other outputs."""
     torch.manual_seed(0)

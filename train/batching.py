@@ -276,6 +276,10 @@ def pack_collate(examples: list[Example], pad_id: int, capacity: int | None,
     sizes = [len(e) for e in examples]
     limit = sum(sizes) if capacity is None else max(capacity, max(sizes))
     rows = pack_rows(sizes, limit)
+    if len(rows) == len(examples):
+        # nothing shares a row: a padded batch is the same, and its attention is one causal
+        # call (per-document attention on a CPU costs a call per document)
+        return pad_collate(examples, pad_id, multiple)
     width = round_up(max(sum(sizes[i] for i in row) for row in rows), multiple)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
