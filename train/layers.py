@@ -74,7 +74,7 @@ def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDatase
     per_document = attention in ("varlen", "flex")
     packing = ((cuda and per_document) or padding > config.packing_threshold) \
         if config.packing == "auto" else bool(config.packing)
-    pack_max = tokens or 0 if config.pack_max_tokens == "auto" \
+    pack_max = (tokens or 0) if config.pack_max_tokens == "auto" \
         else int(config.pack_max_tokens)
     liger_ok = importlib.util.find_spec("liger_kernel") is not None
     liger = (cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
