@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from distill.core.errors import DistillError
+from distill.core.errors import DistillError, require_extra
 from distill.train.attention import IMPLEMENTATIONS
 from distill.train.batching import Batch, EncodedDataset, MicroSplit, epoch_plan, padding_fraction
 from distill.train.config import TrainConfig
@@ -103,8 +103,6 @@ def apply_kernel_layers(model: SiQVLForConditionalGeneration, layers: Layers) ->
     lm.config._attn_implementation = IMPLEMENTATIONS[layers.attention]
     model.loss_kernel = layers.loss_kernel
     if layers.loss_kernel == "liger" or layers.liger:
-        from distill.core.errors import require_extra
-
         require_extra("liger_kernel.transformers", "liger", "Liger kernels")
     if layers.liger:
         apply_liger_kernels(lm)
