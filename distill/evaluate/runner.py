@@ -57,7 +57,8 @@ def result_id(predictor: Predictor, eval_set: EvalSet, mode: Mode) -> str:
 
 
 def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
-             cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK) -> EvalRun:
+             cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK,
+             wait: bool = False) -> EvalRun:
     """Run the model on the items the cache lacks (durably, chunk by chunk), then score."""
     generation = predictor.generation_config(mode)
     key = model_key(predictor.model_ref, generation)
@@ -68,7 +69,7 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
     else:
         description = {"model": predictor.model_ref.model_dump(mode="json"),
                        "generation": generation}
-        with GenerationCache(cache_dir, key, description) as cache:
+        with GenerationCache(cache_dir, key, description, wait=wait) as cache:
             todo = []
             for sample in eval_set.samples:
                 hit = cache.get(sample)
@@ -94,13 +95,14 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
 def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequence[EvalSet],
                    modes: Sequence[Mode], *, cache_dir: Path | None,
                    chunk_size: int | None = None, threads: int | None = None,
-                   ) -> Iterator[tuple[EvalSet, EvalRun]]:
+                   wait: bool = False) -> Iterator[tuple[EvalSet, EvalRun]]:
     """Load a model once and score it on every eval set in every mode, yielding each run as
     it finishes (so a caller can write it before the next starts); the model is released at
     the end or when the caller stops early.
 
     ``threads`` caps torch's CPU threads (small batched decoding on a busy or small machine
-    is often fastest on one)."""
+    is often fastest on one). ``wait``: if another eval writes the same cache entry (same
+    model and generation config), wait for it instead of stopping."""
     if threads is not None:
         import torch
 
@@ -110,7 +112,8 @@ def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequen
         for eval_set in eval_sets:
             for mode in modes:
                 yield eval_set, evaluate(predictor, eval_set, mode, cache_dir=cache_dir,
-                                         chunk_size=chunk_size or preferred_chunk_size(predictor))
+                                         chunk_size=chunk_size or preferred_chunk_size(predictor),
+                                         wait=wait)
     finally:
         predictor.close()
 

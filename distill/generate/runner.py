@@ -21,6 +21,11 @@ retried by the next run: the complete shard holding it is reopened (its files re
 back to ``.partial``), the stale rejection dropped, and the key asked again.
 ``--retry-rejected`` retries permanent rejections too. At the end of every run each
 requested key is in exactly one place: the traces file or the rejects file.
+
+One writer: a run holds ``OUT/.lock`` (``distill.core.locks``), so a second run on the
+same OUT stops (or waits) before it writes; each shard also has its own lock, which the
+retry of a shard whose node was lost waits on. A complete shard that holds a key twice
+(left by two runs before the lock) is reopened and repaired, never trusted.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,20 +45,17 @@ from pathlib import Path
 
 from distill.core.answers import read_output
 from distill.core.errors import DistillError, InputError
-from distill.core.executors import Executor, map_shards
+from distill.core.executors import DEFAULT_RAY_CPUS, Executor, RayOptions, map_shards
 from distill.core.images import ImageError, read_image_bytes
+from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import (
     ShardWriter,
-    count_lines,
     fsync_dir,
-    iter_lines,
     iter_records,
+    iter_unique,
     parse_line,
-    partial_path,
     read_json_model,
-    repair_partial,
     shard_ref,
-    write_bytes_atomic,
     write_json_atomic,
 )
 from distill.generate.engines.base import (
@@ -62,35 +65,20 @@ from distill.generate.engines.base import (
     EngineFailure,
     RequestResults,
 )
+from distill.generate.shard_files import (
+    ShardTask,
+    complete_shard_retries,
+    duplicated,
+    prepare_partials,
+    reopen,
+)
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
 from distill.schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one shard needs; plain data so it can travel to a Ray worker."""
-
-    split: str
-    name: str
-    input_path: str
-    out: str
-    image_root: str | None
-    teacher_set: str
-    flush_every: int = 256
-    flush_seconds: float = 5.0
-    retry_rejected: bool = False
-
-    @property
-    def traces_path(self) -> Path:
-        return Path(self.out) / "traces" / self.split / self.name
-
-    @property
-    def rejects_path(self) -> Path:
-        return Path(self.out) / "rejects" / self.split / self.name
+EngineSource = Callable[[Teacher], Engine]
 
 
 @dataclass
@@ -105,6 +93,9 @@ class ShardSummary:
     skipped_complete: bool = False
     reopened: bool = False
     repaired_bytes: int = 0
+    duplicates_removed: int = 0
+    worker: str = ""
+    engine_loads: dict[str, int] = field(default_factory=dict)  # teacher id -> loads
 
     def merge_into(self, total: RunSummary) -> None:
         total.traces += self.traces
@@ -116,6 +107,9 @@ class ShardSummary:
         total.shards_done += not self.skipped_complete
         total.shards_reopened += self.reopened
         total.repaired_bytes += self.repaired_bytes
+        total.duplicates_removed += self.duplicates_removed
+        for teacher_id, loads in self.engine_loads.items():
+            total.engine_loads[(self.worker, teacher_id)] += loads
 
 
 @dataclass
@@ -130,6 +124,8 @@ class RunSummary:
     shards_skipped: int = 0
     shards_reopened: int = 0
     repaired_bytes: int = 0
+    duplicates_removed: int = 0
+    engine_loads: Counter = field(default_factory=Counter)  # (worker, teacher id) -> loads
     seconds: float = 0.0
     manifest: StageManifest | None = None
 
@@ -138,23 +134,53 @@ class RunSummary:
         return sum(self.rejections.values())
 
 
-# --- engines are expensive (a vLLM model load takes minutes): one per teacher per process --
-
-_ENGINES: dict[str, Engine] = {}
+# --- engines are expensive (a vLLM model load takes minutes): one per teacher per worker --
 
 
-def engine_for(teacher: Teacher) -> Engine:
-    key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
-                     sort_keys=True)
-    if key not in _ENGINES:
-        _ENGINES[key] = teacher.make_engine()
-    return _ENGINES[key]
+class GenerateWorker:
+    """Runs shards with engines it keeps: each teacher's engine is made once per worker,
+    and an executor makes one worker per process (per Ray actor), so a teacher loads once
+    per actor however many shards the actor is given. Loads are counted per teacher and
+    reported with each shard's summary (``engine_loads``, ``worker``)."""
+
+    def __init__(self) -> None:
+        self.engines: dict[str, Engine] = {}
+        self.loads: Counter = Counter()
+        self.name = worker_name()
+
+    def engine_for(self, teacher: Teacher) -> Engine:
+        key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
+                         sort_keys=True)
+        if key not in self.engines:
+            self.engines[key] = teacher.make_engine()
+            self.loads[teacher.id] += 1
+        return self.engines[key]
+
+    def __call__(self, task: ShardTask, progress: Progress | None = None) -> ShardSummary:
+        before = Counter(self.loads)
+        summary = run_shard(task, progress, engine_for=self.engine_for)
+        summary.worker = self.name
+        summary.engine_loads = dict(self.loads - before)
+        return summary
+
+    def close(self) -> None:
+        while self.engines:
+            _, engine = self.engines.popitem()
+            engine.close()
 
 
-def close_engines() -> None:
-    while _ENGINES:
-        _, engine = _ENGINES.popitem()
-        engine.close()
+def worker_name() -> str:
+    """host:pid, and the Ray node when running in an actor (for counting loads)."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+            name += f"@{node[:8]}"
+    except ImportError:  # the local executor needs no Ray
+        pass
+    return name
 
 
 @lru_cache(maxsize=8)
@@ -164,63 +190,6 @@ def _teacher_set(path: str, mtime_ns: int) -> TeacherSet:
 
 def cached_teacher_set(path: str) -> TeacherSet:
     return _teacher_set(path, os.stat(path).st_mtime_ns)
-
-
-# --- what is already on disk -------------------------------------------------------------
-
-
-def _trace_keys(path: Path) -> set[str]:
-    keys = set()
-    for number, line in iter_lines(path):
-        try:
-            keys.add(json.loads(line)["trace_key"])
-        except (ValueError, KeyError, TypeError):
-            raise InputError("not a valid trace line (no trace_key)", file=path, line=number,
-                             reason="bad_json") from None
-    return keys
-
-
-def _rejections(path: Path) -> dict[str, Rejection]:
-    """Rejections by key; a later line for the same key wins."""
-    return {r.key: r for r in iter_records(path, Rejection)}
-
-
-def _retryable(rejection: Rejection, retry_rejected: bool) -> bool:
-    return retry_rejected or not rejection.permanent
-
-
-def _reopen(task: ShardTask) -> None:
-    """Turn a complete shard back into a partial one. Traces first: from that moment the
-    shard is incomplete, so a crash before the rejects move is picked up by
-    ``_prepare_partials`` (which moves a final rejects file of an incomplete shard)."""
-    for final in (task.traces_path, task.rejects_path):
-        if final.exists():
-            os.replace(final, partial_path(final))
-            fsync_dir(final.parent)
-
-
-def _prepare_partials(task: ShardTask) -> tuple[set[str], int]:
-    """Repair torn tails, drop rejections that will be retried; return the done keys."""
-    traces_partial = partial_path(task.traces_path)
-    rejects_partial = partial_path(task.rejects_path)
-    if task.rejects_path.exists():  # a crash between committing rejects and traces
-        os.replace(task.rejects_path, rejects_partial)
-        fsync_dir(task.rejects_path.parent)
-    repaired = 0
-    done: set[str] = set()
-    if traces_partial.exists():
-        repaired += repair_partial(traces_partial)
-        done = _trace_keys(traces_partial)
-    if rejects_partial.exists():
-        repaired += repair_partial(rejects_partial)
-        rejections = _rejections(rejects_partial)
-        keep = [r for key, r in rejections.items()
-                if key not in done and not _retryable(r, task.retry_rejected)]
-        if len(keep) != count_lines(rejects_partial):
-            write_bytes_atomic(rejects_partial,
-                               b"".join(r.model_dump_json().encode() + b"\n" for r in keep))
-        done.update(r.key for r in keep)
-    return done, repaired
 
 
 # --- one shard ---------------------------------------------------------------------------
@@ -236,42 +205,43 @@ class _Work:
     keys: dict[int, str]  # k -> trace_key
 
 
-def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary:
-    """Generate every missing output of one input shard, durably; safe to kill anytime."""
+def run_shard(task: ShardTask, progress: Progress | None = None, *,
+              engine_for: EngineSource | None = None) -> ShardSummary:
+    """Generate every missing output of one input shard, durably; safe to kill anytime.
+
+    The shard's own lock (waited for) keeps a worker that outlived its lost node from
+    writing beside the retry of its shard on another node."""
+    with single_writer(lock_path_beside(task.traces_path), f"shard {task.split}/{task.name}",
+                       wait=True, refuse_other_hosts=False):
+        return _run_shard(task, progress, engine_for or GenerateWorker().engine_for)
+
+
+def _run_shard(task: ShardTask, progress: Progress | None,
+               engine_for: EngineSource) -> ShardSummary:
     summary = ShardSummary(task.split, task.name)
     if task.traces_path.exists():
-        pending = _complete_shard_retries(task)
-        if not pending:
+        if not duplicated(task) and not complete_shard_retries(task):
             summary.skipped_complete = True
             return summary
-        _reopen(task)
+        reopen(task)
         summary.reopened = True
-    done, summary.repaired_bytes = _prepare_partials(task)
+    done, summary.repaired_bytes, summary.duplicates_removed = prepare_partials(task)
     teachers = cached_teacher_set(task.teacher_set)
     work = _plan_work(task, teachers, done, summary)
     if progress and summary.already_done:
         progress(summary.already_done)
     with _ShardOutput.open(task, summary, progress) as output:
         for teacher_id, items in work.items():
-            _run_teacher(output, teachers.teachers[teacher_id], items)
+            teacher = teachers.teachers[teacher_id]
+            _run_teacher(output, teacher, engine_for(teacher), items)
         output.commit()
     return summary
-
-
-def _complete_shard_retries(task: ShardTask) -> bool:
-    """Does a complete shard hold rejections this run should retry?"""
-    if partial_path(task.rejects_path).exists():  # a reopening cut short: finish it
-        return True
-    if not task.rejects_path.exists():
-        return False
-    return any(_retryable(r, task.retry_rejected)
-               for r in iter_records(task.rejects_path, Rejection))
 
 
 def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
                summary: ShardSummary) -> dict[str, list[_Work]]:
     work: dict[str, list[_Work]] = {tid: [] for tid in teachers.teachers}
-    for number, line in iter_lines(task.input_path):
+    for number, line, _ in iter_unique(task.input_path, "id"):
         sample = parse_line(line, Sample, file=task.input_path, line=number)
         sample_hash = sample.content_hash()
         for teacher in teachers.for_category(sample.category):
@@ -349,8 +319,8 @@ def _batches(items: list[_Work], size: int | None) -> Iterator[list[_Work]]:
         yield items[start:start + size]
 
 
-def _run_teacher(output: _ShardOutput, teacher: Teacher, items: list[_Work]) -> None:
-    engine = engine_for(teacher)
+def _run_teacher(output: _ShardOutput, teacher: Teacher, engine: Engine,
+                 items: list[_Work]) -> None:
     rendered: dict[tuple, tuple[str, str]] = {}  # questions repeat: render each once
     for batch in _batches(items, teacher.batch_size):
         requests: list[ChatRequest] = []
@@ -429,8 +399,16 @@ class GenerateOptions:
     flush_every: int = 256
     flush_seconds: float = 5.0
     retry_rejected: bool = False
-    ray_num_cpus: float = 0.5
+    ray_num_cpus: float = DEFAULT_RAY_CPUS
     ray_num_gpus: float = 0.0
+    ray_actors: int | None = None  # actor pool size (None: what the cluster fits)
+    ray_tensor_parallel: int = 1  # GPUs placed together per actor
+    wait: bool = False  # wait for another run on the same --out instead of exiting
+
+    @property
+    def ray(self) -> RayOptions:
+        return RayOptions(num_cpus=self.ray_num_cpus, num_gpus=self.ray_num_gpus,
+                          actors=self.ray_actors, tensor_parallel=self.ray_tensor_parallel)
 
 
 def plan_tasks(options: GenerateOptions) -> tuple[list[ShardTask], StageManifest, TeacherSet]:
@@ -498,10 +476,22 @@ def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) ->
 
 
 def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = None,
-                 on_total: Callable[[int], None] | None = None) -> RunSummary:
+                 on_total: Callable[[int], None] | None = None,
+                 worker: GenerateWorker | None = None) -> RunSummary:
+    """Generate into ``options.out``, its only writer (another run there: exit, or wait).
+
+    ``worker`` lends engines already loaded to a local run (they stay open after it)."""
+    out = options.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with single_writer(lock_path_for(out), str(out), wait=options.wait):
+        return _run_generate(options, out, bar_advance, on_total, worker)
+
+
+def _run_generate(options: GenerateOptions, out: Path, bar_advance: Progress | None,
+                  on_total: Callable[[int], None] | None,
+                  worker: GenerateWorker | None) -> RunSummary:
     start = time.perf_counter()
     tasks, ingest, teachers = plan_tasks(options)
-    out = options.out.resolve()
     manifest_path = out / "manifest.json"
     if manifest_path.exists():  # never leave a manifest that describes shards being redone
         manifest_path.unlink()
@@ -513,20 +503,20 @@ def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = Non
                                                                            t.split)
                            for t in tasks)))
     summary = RunSummary(out=out)
-    try:
-        if options.executor == "local":
-            results: Iterable[ShardSummary] = (run_shard(t, bar_advance) for t in tasks)
-        else:
-            results = map_shards(run_shard, tasks, executor=options.executor,
-                                 ray_num_cpus=options.ray_num_cpus,
-                                 ray_num_gpus=options.ray_num_gpus)
-        for shard in results:
+    if options.executor == "local":
+        local = worker or GenerateWorker()
+        try:
+            for task in tasks:
+                local(task, bar_advance).merge_into(summary)
+        finally:
+            if worker is None:
+                local.close()
+    else:
+        for shard in map_shards(GenerateWorker, tasks, executor=options.executor,
+                                ray=options.ray):
             shard.merge_into(summary)
-            if options.executor != "local" and bar_advance:
+            if bar_advance:
                 bar_advance(shard.traces + sum(shard.rejections.values()) + shard.already_done)
-    finally:
-        if options.executor == "local":
-            close_engines()
     summary.manifest = write_manifest(out, ingest, options, teachers, tasks)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -13,6 +13,9 @@ from distill.core.progress import console
 from distill.ingest.converters import FORMATS, ConvertStats, iter_converted
 from distill.ingest.pipeline import IngestOptions, IngestSummary, ingest, open_source
 
+WAIT_OPTION = click.option("--wait", is_flag=True, help="If another ingest is writing OUT, "
+                           "wait for it instead of exiting.")
+
 
 def print_summary(summary: IngestSummary) -> None:
     console.print(f"ingested {summary.total:,} samples into {summary.out}")
@@ -80,14 +83,15 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this (decompression-bomb guard).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@WAIT_OPTION
 def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, image_mode: str,
                    image_root: Path | None, on_error: str, columns: tuple[str, ...],
                    counts: str | None, seed: int, categories: str | None, limit: int | None,
-                   max_pixels: int, overwrite: bool) -> None:
+                   max_pixels: int, overwrite: bool, wait: bool) -> None:
     """Read items from SOURCE (jsonl PATH, hf PATH, easy-vqa, digits) into Sample shards."""
     options = IngestOptions(out=out, shard_size=shard_size, images=image_mode,  # type: ignore[arg-type]
                             on_error=on_error, max_pixels=max_pixels,  # type: ignore[arg-type]
-                            overwrite=overwrite)
+                            overwrite=overwrite, wait=wait)
     category_list = tuple(c.strip() for c in categories.split(",")) if categories else None
     rows, total = open_source(source, path, image_root=image_root, columns=_parse_columns(columns),
                               counts=_parse_counts(counts), seed=seed, limit=limit,
@@ -119,9 +123,10 @@ def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, i
                                                             max_open=True),
               help="Judge number answers within this share of the gold (0.05: ChartQA's "
                    "relaxed accuracy); default exact, to the item's precision.")
+@WAIT_OPTION
 def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, split: str,
                     category_field: str | None, on_error: str, overwrite: bool,
-                    relative_tolerance: float | None) -> None:
+                    relative_tolerance: float | None, wait: bool) -> None:
     """Convert a benchmark's local file (JSON, JSONL, parquet, TSV) in the layout its
     publishers ship (MathVista, ScienceQA, MMStar, MMMU, AI2D, ChartQA, MathVerse,
     HallusionBench) into an eval set folder."""
@@ -130,6 +135,7 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
                           category_field=category_field, stats=stats,
                           relative_tolerance=relative_tolerance)
     options = IngestOptions(out=out, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
+                            wait=wait,
                             source_config={"source": f"convert:{fmt}", "path": str(source),
                                            "category_field": category_field,
                                            **({"relative_tolerance": relative_tolerance}

@@ -9,6 +9,8 @@ Output layout (all paths in the manifest are relative to OUT)::
 
 Ingestion writes into a staging folder beside OUT and renames it into place only when
 everything succeeded: a failed run leaves nothing that looks like a finished dataset.
+Two ingests into the same OUT would race on that rename; the core's single-writer guard
+(``PARENT/.OUT.lock``, beside OUT since OUT itself is replaced) lets one run at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from distill.core.images import (
     image_format_suffix,
     resolve_image_path,
 )
+from distill.core.locks import lock_path_beside, single_writer
 from distill.core.progress import progress_bar
 from distill.core.shards import ShardWriter, shard_name, write_json_atomic
 from distill.ingest.sources.base import RawItem, SourceRow
@@ -50,6 +53,7 @@ class IngestOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
     source_config: dict = field(default_factory=dict)
+    wait: bool = False  # wait for another ingest into the same OUT instead of exiting
 
 
 @dataclass
@@ -150,6 +154,13 @@ def _rejection(error: InputError) -> Rejection:
 def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: str = "ingest",
            total: int | None = None) -> IngestSummary:
     """Validate every row, write shards and a manifest; atomic as a whole."""
+    out = options.out
+    with single_writer(lock_path_beside(out), str(out), wait=options.wait):
+        return _ingest_locked(rows, options, description, total)
+
+
+def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, description: str,
+                   total: int | None) -> IngestSummary:
     out = options.out
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
