@@ -5,8 +5,10 @@ baseline: fp32, padded batches in random order (no bucketing), no packing, no co
           the plain loss through the LM head.
 default:  the loop's defaults for this device (on a CPU: bucketing, and packing with
           per-document attention when padding after bucketing stays above 10%, into rows
-          no longer than the longest example; bf16, token-budget micro-batches, widths
-          rounded to 64, one packed row per micro-batch and compile are GPU defaults).
+          no longer than the longest example, and the chunked loss, which takes the
+          plain path when the logits fit one chunk; bf16, token-budget micro-batches,
+          widths rounded to 64 and one packed row per micro-batch are GPU defaults;
+          compile is off unless asked).
 +LAYER:   the baseline with that one layer switched on.
 
 The student has realistic proportions at CPU size: 64 image tokens per image (a 16x16
@@ -20,8 +22,11 @@ Real tokens/s = non-padding tokens / wall time of the whole step (optimizer incl
 the figure of a run is its median step after the first (warm-up) step, which keeps a
 neighbour's burst of CPU use on a shared machine from deciding a ratio.
 
-    python bench/train_throughput.py            # ~15 minutes on an idle 2-core machine
-    python bench/train_throughput.py --quick    # ~2 minutes, same figures at smaller size
+    python bench/train_throughput.py            # the figures for bench/RESULTS.md
+    python bench/train_throughput.py --quick    # same figures at smaller size
+
+(--quick made one pass over its 9 configs in 2.5 minutes on the loaded 2-core box, so ~5
+minutes with the default 2 passes; the full size takes several times that.)
 
 Every config runs ``--repeats`` times (default 2), in order and then in reverse, and its
 figure is the mean of its passes (each pass's figure printed beside it).
@@ -39,6 +44,7 @@ from pathlib import Path
 
 os.environ.setdefault("DISTILL_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -153,13 +159,16 @@ def measure(name: str, dataset: Path, spec: Path, size: dict, layers: dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller size, ~2 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller size (~5 minutes on 2 cores)")
     parser.add_argument("--lengths-from", type=Path, help="dataset version for trace lengths")
     parser.add_argument("--with-compile", action="store_true",
                         help="also measure torch.compile alone (adds ~1 min of compile time)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="passes over all configs, alternating order (default 2)")
     args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # each run saves a student: its shard bars are noise
     size = SIZES["quick" if args.quick else "full"]
     runs = [("baseline", BASELINE), ("default", {})]
     runs += [(name, {**BASELINE, **fields}) for name, fields in LAYERS.items()]
@@ -195,6 +204,8 @@ def main() -> None:
         print(f"{r['name']:<15}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
               f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}  {spread}")
     print("liger: not measured (Triton kernels, GPU only)")
+    print("+chunked-ce: the tiny tokenizer's logits fit one chunk, so it runs the plain loss "
+          "here (its ratio is noise; tests/test_train_loss.py checks the chunked kernel)")
     print(f"ratio: {results[1]['tokens_per_s'] / base:.2f}")
 
 
