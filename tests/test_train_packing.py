@@ -19,22 +19,13 @@ from distill.train.batching import (
 from distill.train.loop import train
 from distill.train.metrics import read_metrics
 from distill.train.siqvl.modeling import IGNORE_INDEX
-from tests.train_support import config, make_dataset, make_ingest, micro_student
+from tests.train_support import config, make_dataset, make_ingest, micro_student, random_examples
 
 torch.set_num_threads(1)
 
 
 def _examples(processor, lengths: list[int], seed: int = 0) -> list[Example]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for n in lengths:
-        text = torch.randint(10, 400, (n,), generator=g)
-        ids = torch.cat([torch.tensor([1] + [processor.image_token_id] * 4), text])
-        labels = ids.clone()
-        labels[: 5 + n // 3] = IGNORE_INDEX  # the prompt is not a target
-        image = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
-        out.append(Example(ids, labels, image))
-    return out
+    return random_examples(processor, lengths, seed, unlabelled_share=3)
 
 
 def _loss_and_grads(model, processor, batch, attention: str):
