@@ -1,9 +1,15 @@
 """Real tokens/s of the training loop: the baseline against the default loop, and each layer
 alone, measured side by side in one run on this machine through the real `train()` path.
 
-baseline: fp32, padded batches in random order (no bucketing), no packing, no compile.
-default:  the loop's defaults for this device (on a CPU: bucketing, packing when padding
-          after bucketing stays above 10%; bf16 and compile are GPU defaults).
+baseline: fp32, padded batches in random order (no bucketing), no packing, no compile,
+          the plain loss through the LM head.
+default:  the loop's defaults for this device (on a CPU: bucketing, and packing with
+          per-document attention when padding after bucketing stays above 10%, into rows
+          no longer than the longest example, and the chunked loss, which takes the
+          plain path when the logits fit one chunk; bf16, token-budget micro-batches,
+          widths rounded to 64 and one packed row per micro-batch are GPU defaults;
+          compile is off unless asked).
++LAYER:   the baseline with that one layer switched on.
 
 The student has realistic proportions at CPU size: 64 image tokens per image (a 16x16
 patch grid, pixel shuffle 2, as SigLIP-2 at 256px/16), a chat prompt, and answer lengths
@@ -16,8 +22,14 @@ Real tokens/s = non-padding tokens / wall time of the whole step (optimizer incl
 the figure of a run is its median step after the first (warm-up) step, which keeps a
 neighbour's burst of CPU use on a shared machine from deciding a ratio.
 
-    python bench/train_throughput.py            # ~5 minutes on an idle 2-core machine
-    python bench/train_throughput.py --quick    # < 45 s, same figures at smaller size
+    python bench/train_throughput.py            # the figures for bench/RESULTS.md
+    python bench/train_throughput.py --quick    # same figures at smaller size
+
+(--quick made one pass over its 9 configs in 2.5 minutes on the loaded 2-core box, so ~5
+minutes with the default 2 passes; the full size takes several times that.)
+
+Every config runs ``--repeats`` times (default 2), in order and then in reverse, and its
+figure is the mean of its passes (each pass's figure printed beside it).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ from pathlib import Path
 
 os.environ.setdefault("DISTILL_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
@@ -55,7 +68,20 @@ SIZES = {
                   median=180.0),
 }
 BASELINE = dict(precision="fp32", bucketing=False, packing=False, compile=False, liger=False,
-                num_workers=0, pin_memory=False)
+                num_workers=0, pin_memory=False, micro_batch_tokens=None, pad_multiple=1,
+                loss_kernel="plain", attention="sdpa")
+# Each layer alone on top of the baseline (name -> the fields it changes).
+LAYERS = {
+    "+bucketing": {"bucketing": True},
+    # packed rows no longer than the micro-batch's longest example (the CPU default)
+    "+packing": {"packing": True, "attention": "varlen"},  # per-document attention
+    "+packing-dense": {"packing": True, "attention": "sdpa"},  # block mask over the row
+    # all of a micro-batch in one row (the GPU default fills a token budget this way)
+    "+packing-1row": {"packing": True, "attention": "varlen", "pack_max_tokens": 1 << 20},
+    "+tokens": {"micro_batch_tokens": 4096, "pad_multiple": 64},  # budgeted micro-batches
+    "+chunked-ce": {"loss_kernel": "chunked"},
+    "+bf16": {"precision": "bf16"},  # bf16 weights, fp32 masters under autocast
+}
 
 
 def model_spec(size: dict, folder: Path) -> Path:
@@ -133,16 +159,19 @@ def measure(name: str, dataset: Path, spec: Path, size: dict, layers: dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller size, under 45 s")
+    parser.add_argument("--quick", action="store_true", help="smaller size (~5 minutes on 2 cores)")
     parser.add_argument("--lengths-from", type=Path, help="dataset version for trace lengths")
     parser.add_argument("--with-compile", action="store_true",
                         help="also measure torch.compile alone (adds ~1 min of compile time)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="passes over all configs, alternating order (default 2)")
     args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # each run saves a student: its shard bars are noise
     size = SIZES["quick" if args.quick else "full"]
     runs = [("baseline", BASELINE), ("default", {})]
-    runs += [("+bucketing", {**BASELINE, "bucketing": True}),
-             ("+packing", {**BASELINE, "packing": True}),
-             ("+bf16", {**BASELINE, "precision": "bf16"})]
+    runs += [(name, {**BASELINE, **fields}) for name, fields in LAYERS.items()]
     if not args.quick:
         runs.append(("+workers", {**BASELINE, "num_workers": 1}))
     if args.with_compile:
@@ -151,18 +180,32 @@ def main() -> None:
         folder = Path(tmp)
         spec = model_spec(size, folder)
         dataset = make_dataset(folder, size, args.lengths_from)
-        results = [measure(name, dataset, spec, size, layers, folder) for name, layers in runs]
+        # In order, then in reverse (A B .. B A): a neighbour's burst or a drift of the
+        # machine's load falls on every config alike; a config's figure is its mean.
+        passes: dict[str, list[dict]] = {name: [] for name, _ in runs}
+        for repeat in range(args.repeats):
+            for name, layers in (runs if repeat % 2 == 0 else runs[::-1]):
+                passes[name].append(measure(f"{name}-{repeat}", dataset, spec, size, layers,
+                                            folder))
+    results = [{"name": name, **{key: float(np.mean([r[key] for r in runs_of]))
+                                 for key in ("tokens_per_s", "padding", "peak_gb")},
+                "spread": [r["tokens_per_s"] for r in runs_of]}
+               for name, runs_of in passes.items()]
     base = results[0]["tokens_per_s"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"size: {'quick' if args.quick else 'full'} (LLM {size['llm_hidden']}x"
           f"{size['llm_layers']}, {(size['image_size'] // 8) ** 2} image tokens, batch "
           f"{size['batch']}, {size['steps']} timed steps)")
-    print(f"{'run':<12}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}")
+    print(f"{'run':<15}{'real tok/s':>12}{'vs baseline':>13}{'padding':>10}{'peak GB':>9}"
+          f"  passes")
     for r in results:
-        print(f"{r['name']:<12}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
-              f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}")
+        spread = " / ".join(f"{x:,.0f}" for x in r["spread"])
+        print(f"{r['name']:<15}{r['tokens_per_s']:>12,.0f}{r['tokens_per_s'] / base:>12.2f}x"
+              f"{r['padding']:>10.1%}{r['peak_gb']:>9.2f}  {spread}")
     print("liger: not measured (Triton kernels, GPU only)")
+    print("+chunked-ce: the tiny tokenizer's logits fit one chunk, so it runs the plain loss "
+          "here (its ratio is noise; tests/test_train_loss.py checks the chunked kernel)")
     print(f"ratio: {results[1]['tokens_per_s'] / base:.2f}")
 
 

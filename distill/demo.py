@@ -3,8 +3,8 @@
 ingest -> generate (built-in digit-reading teachers) -> filter (a dataset version) ->
 stage 0 (pretrain the tiny vision tower on the training pool) -> train the students
 (chain-of-thought vs final answer only, and a direct student given the CoT student's
-training time) -> eval on the held-out split -> compare, with a lineage check from every
-result back to the traces.
+training time) side by side, one process each -> eval on the held-out split -> compare,
+with a lineage check from every result back to the traces.
 
 The plan is data (``data/demo.yaml``). Every stage writes into its own folder under OUT
 and is resumable: an interrupted demo run again picks up where it stopped.
@@ -13,7 +13,7 @@ and is resumable: an interrupted demo run again picks up where it stopped.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +54,9 @@ class DemoPlan(_Strict):
     vision: str = "vision"
     vision_set: dict[str, Any] = Field(default_factory=dict)
     students: dict[str, StudentPlan]
+    # Students trained at once, one process each (default: all of them); each process gets
+    # an equal share of the CPU cores as threads (at least one).
+    parallel: int | None = Field(default=None, ge=1)
     baseline: str
     eval_split: str = "test"
     decontaminate: list[str] = Field(default_factory=lambda: ["val", "test"])
@@ -153,33 +156,68 @@ def run_filter(run: DemoRun) -> Path:
     return DatasetStore(run.store_dir).version_dir(result.version)
 
 
-def train_stage(config_name: str, overrides: dict[str, Any], data: Path | None,
-                out: Path) -> None:
-    """Train one stage, resuming a partial run and skipping a finished one."""
-    from distill.train.checkpoint import is_finished, latest_checkpoint
+def student_config(name: str, overrides: dict[str, Any]):
+    """A train config from data/configs with the plan's ``key: value`` overrides."""
     from distill.train.config import load_config
-    from distill.train.loop import train
 
-    if is_finished(out):
-        console.print(f"[dim]already done: {out}")
-        return
-    config = load_config(config_name, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-    resume = latest_checkpoint(out) is not None
-    if not resume and out.exists():
-        shutil.rmtree(out)  # an attempt that died before its first checkpoint
-    train(config, data or Path("."), out, resume=resume)
+    return load_config(name, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
-def run_vision(run: DemoRun) -> Path:
+def start_vision(run: DemoRun):
+    """Stage 0 needs only the ingested training scans: it starts in a process of its own
+    while generate and filter run here. None when it is already done."""
+    from distill.train.checkpoint import is_finished
+    from distill.train.parallel import TrainJob, start_job
+
     out = run.run_dir("vision")
-    train_stage(run.plan.vision, {"seed": run.plan.seed, **run.plan.vision_set}, None, out)
+    if is_finished(out):
+        return None
+    config = student_config(run.plan.vision, {"seed": run.plan.seed, **run.plan.vision_set})
+    return start_job(TrainJob("vision", config, Path("."), out))
+
+
+def finish_vision(run: DemoRun, started) -> Path:
+    from distill.core.shards import read_json_model
+    from distill.schemas import RunManifest
+    from distill.train.parallel import train_side_by_side
+
+    out = run.run_dir("vision")
+    if started is None:
+        console.print(f"[dim]already done: {out}")
+    else:
+        train_side_by_side([], 1, [started])
+        metrics = read_json_model(out / "manifest.json", RunManifest).metrics
+        console.print(f"vision tower: cell accuracy on the val pool "
+                      f"{metrics['val_cell_accuracy']:.3f} ({metrics['seconds']:.0f} s)")
     return out / "final"
 
 
-def run_student(run: DemoRun, name: str, dataset: Path, vision: Path) -> None:
-    student = run.plan.students[name]
-    overrides = {"vision_path": str(vision), "seed": run.plan.seed, **student.set}
-    train_stage(student.config, overrides, dataset, run.run_dir(name))
+def run_students(run: DemoRun, dataset: Path, vision: Path) -> None:
+    """Every student at once (or ``plan.parallel`` at a time), one process each."""
+    from distill.train.checkpoint import is_finished
+    from distill.train.parallel import TrainJob, train_side_by_side
+
+    processes, threads = student_processes(run.plan)
+    jobs = []
+    for name, student in run.plan.students.items():
+        out = run.run_dir(name)
+        if is_finished(out):
+            console.print(f"[dim]already done: {out}")
+            continue
+        overrides = {"vision_path": str(vision), "seed": run.plan.seed, "threads": threads,
+                     **student.set}
+        jobs.append(TrainJob(name, student_config(student.config, overrides), dataset, out))
+    train_side_by_side(jobs, processes)
+    for name in run.plan.students:
+        budget = student_budget(run.run_dir(name))
+        console.print(f"{name}: {budget['steps']:.0f} steps in {budget['train_s']:.0f} s, "
+                      f"{budget['tokens_per_s']:,.0f} real tokens/s")
+
+
+def student_processes(plan: DemoPlan) -> tuple[int, int]:
+    """(processes at once, threads each): all students, cores shared out evenly."""
+    processes = min(plan.parallel or len(plan.students), len(plan.students))
+    return processes, max(1, (os.cpu_count() or 1) // processes)
 
 
 def run_eval(run: DemoRun, name: str) -> Path:
@@ -241,7 +279,8 @@ def check_lineage(run: DemoRun) -> list[str]:
 
 
 def student_budget(run_dir: Path) -> dict[str, float]:
-    """Steps, examples, tokens and training seconds of a finished run (from its logs)."""
+    """Steps, examples, tokens, training seconds and real tokens/s of a finished run (from
+    its logs)."""
     from distill.core.shards import read_json_model
     from distill.schemas import RunManifest
 
@@ -251,9 +290,12 @@ def student_budget(run_dir: Path) -> dict[str, float]:
     if metrics.exists():
         lines = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line]
         last = json.loads(lines[-1]) if lines else {}
-    return {"steps": manifest.steps, "examples": manifest.examples_seen,
-            "tokens": float(last.get("tokens_seen", 0)),
-            "train_s": float(last.get("elapsed_s", 0.0))}
+    tokens, seconds = float(last.get("tokens_seen", 0)), float(last.get("elapsed_s", 0.0))
+    # The rate over the steps themselves (the loop's own figure; a resumed run's elapsed
+    # time covers only its last invocation)
+    rate = manifest.metrics.get("tokens_per_s") or (tokens / seconds if seconds else 0.0)
+    return {"steps": manifest.steps, "examples": manifest.examples_seen, "tokens": tokens,
+            "train_s": seconds, "tokens_per_s": float(rate)}
 
 
 def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
@@ -270,14 +312,15 @@ def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
             f"| {name} | {result.mode} | {100 * m['accuracy']:.1f} "
             f"[{100 * m['accuracy_ci_low']:.1f}, {100 * m['accuracy_ci_high']:.1f}] | "
             f"{budget['steps']:.0f} | {budget['examples']:,.0f} | {budget['tokens']:,.0f} | "
-            f"{budget['train_s']:.0f} | {student.note} |")
+            f"{budget['train_s']:.0f} | {budget['tokens_per_s']:,.0f} | {student.note} |")
     stage_rows = [f"| {stage} | {seconds:.1f} |" for stage, seconds in run.timings.items()]
     text = "\n".join([
         "# distill demo", "",
         f"Eval split: `{run.plan.eval_split}` of the digits set "
         f"(categories: {', '.join(run.plan.categories)}); dataset version `{dataset.name}`.",
-        "", "| student | mode | accuracy % [95% CI] | steps | examples | tokens | train s | note |",
-        "|---|---|---|---|---|---|---|---|", *rows, "",
+        "", "| student | mode | accuracy % [95% CI] | steps | examples | tokens | train s | "
+            "tokens/s | note |",
+        "|---|---|---|---|---|---|---|---|---|", *rows, "",
         "Reports: " + ", ".join(f"[{kind}]({path.name})" for kind, path in reports.items()),
         "", "## Lineage (every result back to the ingested samples)", "",
         *[f"- {line}" for line in lineage], "",
@@ -291,12 +334,13 @@ def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
 
 def print_budgets(run: DemoRun) -> None:
     table = Table(title="students' training budgets")
-    for column in ("student", "steps", "examples", "real tokens", "train s", "note"):
+    for column in ("student", "steps", "examples", "real tokens", "train s", "tokens/s",
+                   "note"):
         table.add_column(column, justify="left" if column in ("student", "note") else "right")
     for name, student in run.plan.students.items():
         b = student_budget(run.run_dir(name))
         table.add_row(name, f"{b['steps']:.0f}", f"{b['examples']:,.0f}", f"{b['tokens']:,.0f}",
-                      f"{b['train_s']:.0f}", student.note)
+                      f"{b['train_s']:.0f}", f"{b['tokens_per_s']:,.0f}", student.note)
     console.print(table)
 
 
@@ -308,15 +352,22 @@ def run_demo(out: Path, plan: DemoPlan) -> Path:
     run = DemoRun(out=out, plan=plan)
     with run.stage("ingest", "the digits set, built offline from scikit-learn's scans"):
         run_ingest(run)
-    with run.stage("generate", f"teachers of data/teachers/{plan.teachers}.yaml"):
-        run_generate(run)
-    with run.stage("filter", f"score, dedup, decontaminate; policy {plan.policy}"):
-        dataset = run_filter(run)
-    with run.stage("stage 0", "pretrain the vision tower on the training pool's digits"):
-        vision = run_vision(run)
-    for name, student in plan.students.items():
-        with run.stage(f"train {name}", f"{student.config} {student.note}".strip()):
-            run_student(run, name, dataset, vision)
+    vision_job = start_vision(run)
+    try:
+        with run.stage("generate", f"teachers of data/teachers/{plan.teachers}.yaml"
+                                   + (" (stage 0 trains meanwhile)" if vision_job else "")):
+            run_generate(run)
+        with run.stage("filter", f"score, dedup, decontaminate; policy {plan.policy}"):
+            dataset = run_filter(run)
+        with run.stage("stage 0", "pretrain the vision tower on the training pool's digits"):
+            vision = finish_vision(run, vision_job)
+    finally:
+        if vision_job is not None:
+            vision_job.stop()  # on an error above; a no-op once it has finished
+    processes, threads = student_processes(plan)
+    with run.stage("train students", f"{', '.join(plan.students)}: {processes} at once, one "
+                                     f"process each, {threads} thread(s) each"):
+        run_students(run, dataset, vision)
     for name in plan.students:
         with run.stage(f"eval {name}", f"on the held-out {plan.eval_split} split"):
             run_eval(run, name)

@@ -14,23 +14,13 @@ from distill.train.batching import (
     padding_fraction,
     split_micro,
 )
-from distill.train.siqvl.modeling import IGNORE_INDEX
-from tests.train_support import micro_student
+from tests.train_support import micro_student, random_examples
 
 torch.set_num_threads(1)
 
 
 def _examples(processor, lengths: list[int], seed: int = 0) -> list[Example]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for n in lengths:
-        text = torch.randint(10, 400, (n,), generator=g)
-        ids = torch.cat([torch.tensor([1] + [processor.image_token_id] * 4), text])
-        labels = ids.clone()
-        labels[: 5 + n // 2] = IGNORE_INDEX  # prompt half unlabelled
-        image = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
-        out.append(Example(ids, labels, image))
-    return out
+    return random_examples(processor, lengths, seed, unlabelled_share=2)
 
 
 def test_packed_and_padded_batches_give_the_same_logits_and_loss():

@@ -100,3 +100,22 @@ def test_tiny_tokenizer_is_rebuilt_identically_and_splits_digits(tmp_path: Path)
     assert [t for t in tokens if t.isdigit()] == ["1", "2", "3", "4", "5", "6"]
     text = "Ünïcode text 🙂 never seen"
     assert shipped.decode(shipped(text).input_ids) == text
+
+
+def test_encoding_many_examples_at_once_gives_what_one_at_a_time_gives(processor):
+    """The batched path (targets in one tokenizer call, prompts cached per message) must
+    not change a single id, whatever the mix of questions, modes and missing targets."""
+    samples = [_sample(i) for i in range(6)]
+    assert len({s.question for s in samples}) > 1  # several questions: the cache must key
+    items = [(s, "cot" if i % 2 else "direct", None if i == 3 else f"reasoning {i}\nAnswer: {i}")
+             for i, s in enumerate(samples)]
+    together = processor.encode_many(items + items)  # the second half from the cache
+    tok = processor.tokenizer
+    for (sample, mode, target), got in zip(items + items, together, strict=True):
+        text = tok.apply_chat_template(processor.messages(sample, mode), tokenize=False,
+                                       add_generation_prompt=True)
+        prompt = processor._expand_image(text)  # no cache, no batching
+        answer = [] if target is None else \
+            tok(target, add_special_tokens=False).input_ids + [processor.eos_token_id]
+        assert got.input_ids == prompt + answer
+        assert got.labels == (None if target is None else [IGNORE_INDEX] * len(prompt) + answer)

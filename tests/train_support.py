@@ -8,8 +8,10 @@ import torch
 
 from distill.ingest.pipeline import IngestOptions, ingest
 from distill.ingest.sources.digits import DigitsConfig, iter_digits
+from distill.train.batching import Example
 from distill.train.config import TrainConfig
 from distill.train.siqvl.build import build_student, load_model_spec
+from distill.train.siqvl.modeling import IGNORE_INDEX
 from tests.helpers.train_fixtures import write_dataset_version
 
 MICRO = "test-micro"
@@ -28,6 +30,22 @@ def make_dataset(ingest_dir: Path, folder: Path, limit: int | None = None) -> Pa
 def micro_student(seed: int = 0):
     torch.manual_seed(seed)
     return build_student(load_model_spec(MICRO), seed=seed)
+
+
+def random_examples(processor, lengths: list[int], seed: int = 0,
+                    unlabelled_share: int = 2) -> list[Example]:
+    """Examples of 4 image tokens then ``n`` random text tokens each; the first
+    ``5 + n // unlabelled_share`` tokens (the prompt) are not targets."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        text = torch.randint(10, 400, (n,), generator=g)
+        ids = torch.cat([torch.tensor([1] + [processor.image_token_id] * 4), text])
+        labels = ids.clone()
+        labels[: 5 + n // unlabelled_share] = IGNORE_INDEX
+        image = torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
+        out.append(Example(ids, labels, image))
+    return out
 
 
 def config(**fields) -> TrainConfig:

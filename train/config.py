@@ -59,6 +59,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=32, ge=1, description="examples per optimizer step (global)")
     micro_batch_size: int | None = Field(default=None, ge=1,
                                          description="examples per forward pass and process")
+    micro_batch_tokens: int | Auto | None = Field(
+        default="auto", description="token budget of a forward pass (padded tokens: rows x "
+                                    "width); replaces micro_batch_size when set. auto: 16384 "
+                                    "on a GPU, none on a CPU")
     max_length: int = Field(default=1024, ge=8)
     lr: float = Field(default=1e-3, gt=0)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
@@ -70,6 +74,9 @@ class TrainConfig(BaseModel):
 
     # The five layers of the recipe.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # bf16: frozen weights are bf16; trained ones keep fp32 values (master copies) and the
+    # forward runs under bf16 autocast. "bf16" trains them in bf16 too (no master copies).
+    master_weights: Literal["fp32", "bf16"] = "fp32"
     bucketing: bool = True
     bucket_window: int = Field(default=64, ge=1, description="batches sorted together")
     # Off by default: on an H100 at Qwen2.5-0.5B shapes, compiling took ~330 s and the
@@ -79,6 +86,13 @@ class TrainConfig(BaseModel):
     packing: bool | Auto = "auto"
     packing_threshold: float = Field(default=0.10, ge=0, le=1)
     pack_max_tokens: int | Auto = "auto"
+    # Row widths rounded up to this multiple (few distinct shapes); auto: 64 on a GPU, 1 on a CPU
+    pad_multiple: int | Auto = "auto"
+    # How packed documents are kept apart (train/attention.py); auto: varlen
+    attention: Literal["auto", "varlen", "flex", "sdpa"] = "auto"
+    # The loss through the LM head (train/siqvl/loss.py); auto: Liger's fused kernel on a GPU
+    # when installed and the LLM is frozen, the chunked torch kernel otherwise
+    loss_kernel: Literal["auto", "plain", "chunked", "liger"] = "auto"
     gradient_checkpointing: bool = False
     num_workers: int | Auto = "auto"
     pin_memory: bool | Auto = "auto"
@@ -103,6 +117,11 @@ class TrainConfig(BaseModel):
             raise ValueError("stage 'align' trains the projector only: llm must be 'frozen'")
         if self.llm == "frozen" and not self.train_projector and self.stage != "vision":
             raise ValueError("nothing to train: llm is frozen and train_projector is false")
+        for name in ("micro_batch_tokens", "pad_multiple", "pack_max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1 \
+                    and not (name == "pack_max_tokens" and value == 0):
+                raise ValueError(f"{name} must be positive, got {value}")
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of "
                              f"micro_batch_size {self.micro_batch_size}")
@@ -118,7 +137,8 @@ class TrainConfig(BaseModel):
 # Fields that change how fast a run goes, not what it computes: a resumed run may change them.
 SPEED_FIELDS = {"compile", "liger", "num_workers", "pin_memory", "threads", "cache_images",
                 "log_every", "tensorboard", "save_every", "keep_checkpoints",
-                "gradient_checkpointing"}
+                "gradient_checkpointing", "attention", "loss_kernel", "pad_multiple",
+                "micro_batch_tokens"}
 
 
 def outcome_hash(config: TrainConfig) -> str:

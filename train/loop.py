@@ -1,13 +1,17 @@
 """The training loop: one process or many (torchrun), five switchable speed layers.
 
-1. precision: weights loaded in bf16 on a GPU (not only autocast); trainable adapters and
-   the projector keep fp32 master weights; the vision tower runs under ``no_grad``.
-2. batching: length bucketing (``train.batching.epoch_plan``).
-3. kernel fusion: Liger when installed; ``torch.compile`` of the LLM backbone only when
-   asked (the number of images per batch changes, the LLM's input is always one embedding
-   tensor).
-4. packing: examples concatenated with per-example position ids, no cross-attention;
-   ``auto`` turns it on when padding after bucketing stays above ``packing_threshold``.
+1. precision: weights loaded in bf16 on a GPU (not only autocast); every trained
+   parameter keeps an fp32 master copy (a fully trained LLM runs under bf16 autocast);
+   the vision tower runs under ``no_grad``; TF32 matmuls; fused AdamW on CUDA.
+2. batching: length bucketing (``train.batching.epoch_plan``), micro-batches cut by a token
+   budget, widths rounded up to a multiple of 64 on a GPU (a small, fixed set of shapes).
+3. kernel fusion: the loss through the LM head never materializes all logits (chunked
+   torch kernel, or Liger's fused one); Liger's RMSNorm/SwiGLU when installed;
+   ``torch.compile`` of the LLM backbone only when asked.
+4. packing: examples concatenated with per-example position ids and per-document
+   attention (``train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
+   per document elsewhere); ``auto`` packs whenever the attention keeps documents apart
+   without a dense mask.
 5. system: no gradient checkpointing unless asked, dataloader workers, pinned memory.
 
 The loss of a step is the sum of token losses over the whole global batch divided by its
@@ -39,14 +43,14 @@ from distill.train import checkpoint as ckpt
 from distill.train.batching import (
     Batch,
     EncodedDataset,
+    MicroSplit,
     epoch_plan,
     pack_collate,
     pad_collate,
-    padding_fraction,
-    split_micro,
 )
 from distill.train.config import TrainConfig, outcome_hash
 from distill.train.data import TrainingSet, load_training_set
+from distill.train.layers import Layers, apply_kernel_layers, attention_kwargs, resolve_layers
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
 from distill.train.metrics import MetricsLog, memory_gb
 from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
@@ -66,22 +70,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(DistillError):
     """The loss or the gradient became NaN/inf: the run stops instead of wasting compute."""
-
-
-@dataclass
-class Layers:
-    """The speed layers as resolved for this device (recorded in the run's metrics)."""
-
-    bf16: bool
-    bucketing: bool
-    compile: bool
-    liger: bool
-    packing: bool
-    pack_max_tokens: int
-    gradient_checkpointing: bool
-    num_workers: int
-    pin_memory: bool
-    padding_after_bucketing: float
 
 
 # -- model -----------------------------------------------------------------------------------
@@ -105,55 +93,13 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
         model.language_model.requires_grad_(True)
     elif config.llm == "lora":
         apply_lora(model, config.lora)
-    if runtime.dtype != torch.float32 and config.llm != "full":
-        for param in model.parameters():  # fp32 master weights for the small trainable parts
+    if runtime.dtype != torch.float32 and config.master_weights == "fp32":
+        for param in model.parameters():  # fp32 master weights for what this stage trains
             if param.requires_grad:
                 param.data = param.data.float()
     model.to(runtime.device)
     model.train()
     return model, processor
-
-
-def resolve_layers(config: TrainConfig, runtime: Runtime, dataset: EncodedDataset,
-                   micro_batch_size: int) -> Layers:
-    import importlib.util
-
-    plan = epoch_plan(dataset.lengths, config.batch_size, config.seed, 0,
-                      bucketing=config.bucketing, window=config.bucket_window)
-    padding = padding_fraction(plan, dataset.lengths, micro_batch_size)
-    packing = padding > config.packing_threshold if config.packing == "auto" \
-        else bool(config.packing)
-    # auto: rows as long as the micro-batch's longest example, so packing only fills the
-    # padding a padded batch would have and never lengthens the attention span (without a
-    # varlen kernel, attention over a packed row costs its full length squared).
-    pack_max = 0 if config.pack_max_tokens == "auto" else int(config.pack_max_tokens)
-    liger_ok = importlib.util.find_spec("liger_kernel") is not None
-    liger = (runtime.cuda and liger_ok) if config.liger == "auto" else bool(config.liger)
-    compile_on = runtime.cuda if config.compile == "auto" else bool(config.compile)
-    workers = (min(4, max(1, (torch.get_num_threads() or 1))) if runtime.cuda else 0) \
-        if config.num_workers == "auto" else int(config.num_workers)
-    pin = runtime.cuda if config.pin_memory == "auto" else bool(config.pin_memory)
-    return Layers(bf16=runtime.dtype == torch.bfloat16, bucketing=config.bucketing,
-                  compile=compile_on, liger=liger, packing=packing, pack_max_tokens=pack_max,
-                  gradient_checkpointing=config.gradient_checkpointing, num_workers=workers,
-                  pin_memory=pin, padding_after_bucketing=round(padding, 4))
-
-
-def apply_kernel_layers(model: SiQVLForConditionalGeneration, layers: Layers) -> None:
-    lm = model.causal_lm()
-    if layers.liger:
-        from distill.core.errors import require_extra
-
-        liger = require_extra("liger_kernel.transformers", "liger", "Liger kernels")
-        liger.apply_liger_kernel_to_qwen2(model=lm, rope=True, rms_norm=True, swiglu=True,
-                                          cross_entropy=False,
-                                          fused_linear_cross_entropy=False)
-    if layers.gradient_checkpointing:
-        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if has_lora(model) or not any(p.requires_grad for p in lm.parameters()):
-            lm.enable_input_require_grads()
-    if layers.compile:
-        lm.model.compile(dynamic=True)
 
 
 # -- optimizer ---------------------------------------------------------------------------------
@@ -202,13 +148,14 @@ class MicroBatches(Dataset):
 
     def __getitem__(self, index: int) -> Batch:
         examples = [self.dataset[i] for i in self.flat[index]]
+        multiple = self.layers.split.multiple
         if self.layers.packing:
-            return pack_collate(examples, self.pad_id, self.layers.pack_max_tokens)
-        return pad_collate(examples, self.pad_id)
+            return pack_collate(examples, self.pad_id, self.layers.pack_max_tokens, multiple)
+        return pad_collate(examples, self.pad_id, multiple)
 
 
 def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
-               micro_batch_size: int, start: int, total: int) -> list[StepPlan]:
+               split: MicroSplit, start: int, total: int) -> list[StepPlan]:
     per_epoch = len(dataset) // config.batch_size
     plans, cached = [], {}
     for step in range(start, total):
@@ -217,7 +164,7 @@ def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
             cached = {epoch: epoch_plan(dataset.lengths, config.batch_size, config.seed, epoch,
                                         bucketing=config.bucketing, window=config.bucket_window)}
         batch = cached[epoch][index]
-        micros = split_micro(batch, dataset.lengths, micro_batch_size)
+        micros = split.split(batch, dataset.lengths)
         plans.append(StepPlan(step, epoch, index, micros[runtime.rank::runtime.world_size],
                               int(dataset.lengths[batch].sum()),
                               int(dataset.label_counts[batch].sum()), len(batch)))
@@ -279,19 +226,31 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
     if resume and ckpt.is_finished(out):
         log.warning("%s already finished; nothing to resume", out)
         return read_json_model(out / "manifest.json", RunManifest)
+    context, parts, state, resumed = prepare_run(config, data, out, runtime, resume, init)
+    metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
+                         tensorboard=config.tensorboard,
+                         resume_step=state.step if resumed else None)
+    if runtime.is_main and not resumed:
+        write_manifest(context, state, "none", None)
+    try:
+        state = run_steps(context, parts, state, metrics)
+    finally:
+        metrics.close()
+    return finish(context, parts.model, parts.processor, state)
+
+
+def prepare_run(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
+                init: str | None, encoded: EncodedDataset | None = None
+                ) -> tuple[RunContext, TrainingParts, ckpt.TrainerState, bool]:
+    """Everything a run needs before its first step: the student with its layers applied,
+    the encoded data, the optimizer, and the state (from the latest checkpoint when
+    resuming; the last value says whether one was loaded). ``encoded``: data already
+    encoded by the same tokenizer (benchmarks reuse it across configs)."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     training_set = load_training_set(data, config.target, config.split)
     model, processor = prepare_model(config, runtime, init)
-    cache = config.cache_images if config.cache_images != "auto" else (
-        len(training_set.items) * 3 * processor.settings.image_size ** 2 < 2**30)
-    dataset = EncodedDataset(training_set.items, processor, config.max_length, bool(cache))
-    if dataset.dropped:
-        log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
-                    config.max_length)
-    if len(dataset) < config.batch_size:
-        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
-                           f"(batch_size {config.batch_size})")
+    dataset = encoded or encode_dataset(training_set, processor, config)
     micro = _micro_batch_size(config, runtime)
     layers = resolve_layers(config, runtime, dataset, micro)
     apply_kernel_layers(model, layers)
@@ -311,19 +270,24 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
                                      fsdp=fsdp)
         log.warning("resuming %s from step %d", out, state.step)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
-                         tensorboard=config.tensorboard,
-                         resume_step=state.step if latest is not None else None)
     context = RunContext(config, runtime, training_set, out, init, data_key, layers, total,
                          micro, fsdp)
     parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
-    if runtime.is_main and latest is None:
-        write_manifest(context, state, "none", None)
-    try:
-        state = run_steps(context, parts, state, metrics)
-    finally:
-        metrics.close()
-    return finish(context, model, processor, state)
+    return context, parts, state, latest is not None
+
+
+def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
+                   config: TrainConfig) -> EncodedDataset:
+    cache = config.cache_images if config.cache_images != "auto" else (
+        len(training_set.items) * 3 * processor.settings.image_size ** 2 < 2**30)
+    dataset = EncodedDataset(training_set.items, processor, config.max_length, bool(cache))
+    if dataset.dropped:
+        log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
+                    config.max_length)
+    if len(dataset) < config.batch_size:
+        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
+                           f"(batch_size {config.batch_size})")
+    return dataset
 
 
 @dataclass
@@ -372,7 +336,7 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
     config, runtime, layers = ctx.config, ctx.runtime, ctx.layers
     model, engine, processor = parts.model, parts.engine, parts.processor
     optimizer, scheduler = parts.optimizer, parts.scheduler
-    plans = plan_steps(parts.dataset, config, runtime, ctx.micro_batch_size, state.step,
+    plans = plan_steps(parts.dataset, config, runtime, layers.split, state.step,
                        ctx.total_steps)
     loader = DataLoader(MicroBatches(parts.dataset, plans, layers, processor.pad_token_id),
                         batch_size=None, shuffle=False, num_workers=layers.num_workers,
@@ -400,11 +364,13 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
                 elif ctx.fsdp:
                     engine.set_requires_gradient_sync(last)
                 with sync:
-                    output = engine(input_ids=batch.input_ids,
-                                    pixel_values=processor.normalize(batch.pixel_values,
-                                                                     runtime.dtype),
-                                    position_ids=batch.position_ids, labels=batch.labels,
-                                    use_cache=False)
+                    with torch.autocast(runtime.device.type, torch.bfloat16,
+                                        enabled=layers.autocast):
+                        output = engine(input_ids=batch.input_ids,
+                                        pixel_values=processor.normalize(batch.pixel_values,
+                                                                         runtime.dtype),
+                                        position_ids=batch.position_ids, labels=batch.labels,
+                                        use_cache=False, **attention_kwargs(batch, layers))
                     (output.loss_sum * scale).backward()
                 loss_sum += output.loss_sum.detach().float()
             loss = runtime.all_reduce_sum(loss_sum).item() / max(plan.label_tokens, 1)

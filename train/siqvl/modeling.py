@@ -5,8 +5,8 @@ projected image features, in order. The vision tower is frozen and always runs u
 ``no_grad`` (its activations are never kept for a backward pass).
 
 The loss is computed only where a label exists: the LM head runs on the hidden states of
-answer positions, not on every position. On a 150k vocabulary and short answers that is
-most of the logits memory and a good share of the step time saved.
+answer positions, not on every position, and (``train.siqvl.loss``) a chunk of them at a
+time, so the logits over a 150k vocabulary never exist whole.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from distill.train.siqvl.configuration import SiQVLConfig
+from distill.train.siqvl.loss import CHUNK_ELEMENTS, LossKernel, linear_cross_entropy
 from distill.train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
 
 IGNORE_INDEX = -100
+# Logits per chunk of the chunked loss (train.siqvl.loss): one chunk's logits at a time.
+LOGITS_CHUNK_ELEMENTS = CHUNK_ELEMENTS
 
 
 @dataclass
@@ -57,7 +59,13 @@ class SiQVLPreTrainedModel(PreTrainedModel):
 
 
 class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
-    """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training."""
+    """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training.
+
+    ``loss_kernel`` picks how the loss goes through the LM head (``train.siqvl.loss``); the
+    training loop sets it per stage.
+    """
+
+    loss_kernel: LossKernel = "chunked"
 
     def __init__(self, config: SiQVLConfig, vision_tower: PreTrainedModel | None = None,
                  language_model: PreTrainedModel | None = None) -> None:
@@ -166,8 +174,10 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
         """With ``labels``: the loss over label tokens only (logits are not returned).
 
         Packed rows (several samples in one row) pass ``position_ids`` that restart at 0
-        for each sample and no ``attention_mask``, with ``use_cache=False``: transformers
-        then builds a block-diagonal causal mask, so no sample attends to another.
+        for each sample and no ``attention_mask``, with ``use_cache=False``; the attention
+        keeps the samples apart: ``sdpa``/``flex`` from a block-diagonal mask transformers
+        builds from the position ids, the per-document attention of ``train.attention``
+        from the ``cu_seq_lens_*`` keyword arguments (``Batch.attention_kwargs``).
         """
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values)
@@ -180,7 +190,7 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
         hidden = out.last_hidden_state
         if labels is None:
             return SiQVLOutput(logits=lm.lm_head(hidden), past_key_values=out.past_key_values)
-        loss_sum, count = label_loss(hidden, labels, lm.lm_head)
+        loss_sum, count = label_loss(hidden, labels, lm.lm_head, self.loss_kernel)
         return SiQVLOutput(loss=loss_sum / count.clamp(min=1), loss_sum=loss_sum,
                            num_label_tokens=count)
 
@@ -199,33 +209,16 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
                                          **kwargs)
 
 
-# Above this many logits (label tokens x vocabulary), the loss is computed in chunks whose
-# logits are recomputed in the backward pass: peak memory stays at one chunk's logits
-# (~1 GiB in fp32) instead of all of them (e.g. 16k answer tokens x 152k vocab = 10 GiB).
-LOGITS_CHUNK_ELEMENTS = 2**28
-
-
-def label_loss(hidden: torch.Tensor, labels: torch.Tensor,
-               lm_head: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def label_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module,
+               kernel: LossKernel = "chunked") -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token cross entropy over positions with a label, and their count."""
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    selected = hidden[:, :-1][keep]
-    wanted = targets[keep]
-    vocab = lm_head.weight.shape[0]
-    chunk = max(1, LOGITS_CHUNK_ELEMENTS // vocab)
-    if selected.shape[0] <= chunk or not torch.is_grad_enabled():
-        return _chunk_loss(selected, wanted, lm_head), keep.sum()
-    from torch.utils.checkpoint import checkpoint
-
-    loss_sum = sum(checkpoint(_chunk_loss, selected[i:i + chunk], wanted[i:i + chunk], lm_head,
-                              use_reentrant=False)
-                   for i in range(0, selected.shape[0], chunk))
+    if getattr(lm_head, "bias", None) is not None:
+        kernel = "plain"  # the fused kernels take a bias-free head (Qwen2's has none)
+    loss_sum = linear_cross_entropy(hidden[:, :-1][keep], lm_head.weight, targets[keep],
+                                    kernel, LOGITS_CHUNK_ELEMENTS)
     return loss_sum, keep.sum()
-
-
-def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, lm_head: nn.Module) -> torch.Tensor:
-    return F.cross_entropy(lm_head(hidden).float(), targets, reduction="sum")
 
 
 def patchify(pixel_values: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:

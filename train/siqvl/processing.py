@@ -68,6 +68,9 @@ def target_text(mode: PromptMode, answer: str, reasoning: str | None = None) -> 
     return f"Answer: {answer}"
 
 
+PROMPT_CACHE_SIZE = 4096
+
+
 class SiQVLProcessor:
     """Tokenizer + image preprocessing + the chat format of the student."""
 
@@ -84,6 +87,8 @@ class SiQVLProcessor:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self._prompts: dict[str, PromptTemplate] = {}
+        # Chat messages -> prompt ids: a data set asks the same few questions again and again
+        self._prompt_ids: dict[tuple, tuple[int, ...]] = {}
 
     # -- identity ------------------------------------------------------------------------
     @property
@@ -117,8 +122,18 @@ class SiQVLProcessor:
 
     def prompt_ids(self, sample: Sample, mode: PromptMode) -> list[int]:
         """The generation prompt, with the image placeholder expanded to N image tokens."""
-        text = self.tokenizer.apply_chat_template(self.messages(sample, mode), tokenize=False,
-                                                  add_generation_prompt=True)
+        messages = self.messages(sample, mode)
+        key = tuple((m["role"], m["content"]) for m in messages)
+        cached = self._prompt_ids.get(key)
+        if cached is None:
+            if len(self._prompt_ids) >= PROMPT_CACHE_SIZE:
+                self._prompt_ids.clear()
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+            cached = self._prompt_ids[key] = tuple(self._expand_image(text))
+        return list(cached)
+
+    def _expand_image(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
         image_id = self.image_token_id
         if ids.count(image_id) != 1:
@@ -130,11 +145,23 @@ class SiQVLProcessor:
 
     def encode(self, sample: Sample, mode: PromptMode, target: str | None) -> Encoded:
         """Prompt ids plus, for training, the target's ids and EOS with their labels."""
-        prompt = self.prompt_ids(sample, mode)
-        if target is None:
-            return Encoded(prompt, None)
-        answer = self.tokenizer(target, add_special_tokens=False).input_ids + [self.eos_token_id]
-        return Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
+        return self.encode_many([(sample, mode, target)])[0]
+
+    def encode_many(self, items: list[tuple[Sample, PromptMode, str | None]]) -> list[Encoded]:
+        """``encode`` for many examples: the targets are tokenized in one batched call (a
+        data set of 8,000 examples encodes in a second, not in 8,000 tokenizer calls)."""
+        targets = [target for _, _, target in items if target is not None]
+        answers = iter(self.tokenizer(targets, add_special_tokens=False).input_ids
+                       if targets else [])
+        out = []
+        for sample, mode, target in items:
+            prompt = self.prompt_ids(sample, mode)
+            if target is None:
+                out.append(Encoded(prompt, None))
+                continue
+            answer = next(answers) + [self.eos_token_id]
+            out.append(Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer))
+        return out
 
     # -- images --------------------------------------------------------------------------
     def image_to_uint8(self, image: Image.Image) -> torch.Tensor:

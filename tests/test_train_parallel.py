@@ -1,0 +1,107 @@
+"""Training runs side by side, one process each: both run at once, each resumes, a failure
+is reported with its log, and no process outlives a killed parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from distill.core.errors import DistillError
+from distill.core.shards import read_json_model
+from distill.schemas import RunManifest
+from distill.train.checkpoint import is_finished
+from distill.train.parallel import TrainJob, train_side_by_side
+from tests.train_support import config, make_dataset, make_ingest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("parallel-data")
+    return make_dataset(make_ingest(root / "ingest", train=16, test=2), root / "version")
+
+
+def test_a_failing_run_is_reported_with_its_log_and_the_others_stopped(data, tmp_path):
+    bad = TrainJob("bad", config(max_steps=4, batch_size=4), tmp_path / "no-such-dataset",
+                   tmp_path / "bad")
+    slow = TrainJob("slow", config(max_steps=100_000, batch_size=4), data, tmp_path / "slow")
+    started = time.monotonic()
+    with pytest.raises(DistillError, match=r"training bad failed[\s\S]*no-such-dataset"):
+        train_side_by_side([bad, slow], processes=2)
+    assert time.monotonic() - started < 120  # the slow run was stopped, not waited for
+    assert not is_finished(slow.out)
+
+
+PARENT = """
+import sys
+from pathlib import Path
+from tests.test_train_parallel import jobs
+from distill.train.parallel import train_side_by_side
+train_side_by_side(jobs(Path(sys.argv[1]), Path(sys.argv[2])), processes=2)
+"""
+
+
+def jobs(data: Path, folder: Path) -> list[TrainJob]:
+    return [TrainJob(name, config(max_steps=20, batch_size=4, save_every=5, seed=seed), data,
+                     folder / name) for seed, name in enumerate(["a", "b"])]
+
+
+def _children(pid: int, command: str = "") -> list[int]:
+    """Processes whose parent is ``pid`` (and whose command line holds ``command``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if int(fields[1]) == pid and command in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow  # five Python processes start (each imports torch): ~40 s of CPU
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, PR_SET_PDEATHSIG")
+def test_runs_train_at_once_die_with_a_killed_parent_and_resume(data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_PROGRESS": "0"}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(data), str(tmp_path)],
+                              cwd=REPO, env=env)
+    runs = [job.out for job in jobs(data, tmp_path)]
+    try:
+        deadline = time.monotonic() + 180
+        at_once = 0
+        while time.monotonic() < deadline and not all(list(r.glob("checkpoint-*"))
+                                                      for r in runs):
+            at_once = max(at_once, len(_children(parent.pid, "spawn_main")))
+            time.sleep(0.2)
+        assert all(list(r.glob("checkpoint-*")) for r in runs), "no checkpoints in 3 minutes"
+        children = _children(parent.pid, "spawn_main")
+        assert at_once == len(children) == 2  # one process a run, both at once
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(Path(f"/proc/{c}").exists() for c in children)  # died with it
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert not any(is_finished(r) for r in runs)
+    # the same jobs again resume from the checkpoints the killed processes left
+    again = jobs(data, tmp_path)
+    train_side_by_side(again, processes=2)
+    for job in again:
+        assert is_finished(job.out)
+        assert "resuming" in job.log_path.read_text()
+        assert read_json_model(job.out / "manifest.json", RunManifest).steps == 20
+    ended = (again[0].out / "manifest.json").stat().st_mtime
+    train_side_by_side(again, processes=2)  # finished runs: nothing is redone
+    assert (again[0].out / "manifest.json").stat().st_mtime == ended

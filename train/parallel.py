@@ -1,0 +1,191 @@
+"""Several training runs side by side, one process each (the demo's students).
+
+A small student on a small CPU trains fastest on one thread per process: a second thread
+in one process mostly waits on the first (bench/RESULTS.md, threads), while a second
+process keeps a second core busy. So runs that do not depend on each other train at once,
+each in its own process, and the parent shows their progress from their metrics files.
+
+Every run keeps its resume semantics: a finished run is skipped, a partial one resumes
+from its latest checkpoint, one that died before its first checkpoint starts over. The
+processes die with their parent (Linux: ``PR_SET_PDEATHSIG``), so a killed demo leaves no
+process writing into a run folder, and running it again resumes every run. Each process
+writes its log to ``RUN.log`` beside its run folder; a failure is reported with its tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.core.errors import DistillError
+from distill.core.progress import Bar, progress_bars
+from distill.core.shards import read_json_model
+from distill.schemas import RunManifest
+from distill.train.checkpoint import is_finished, latest_checkpoint
+from distill.train.config import TrainConfig
+
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    name: str
+    config: TrainConfig
+    data: Path
+    out: Path
+
+    @property
+    def log_path(self) -> Path:
+        return self.out.parent / f"{self.out.name}.log"
+
+
+def train_or_resume(config: TrainConfig, data: Path, out: Path) -> bool:
+    """Train ``out`` to the end, resuming a partial run; False if it was already finished."""
+    from distill.train.loop import train
+
+    if is_finished(out):
+        return False
+    resume = latest_checkpoint(out) is not None
+    if not resume and out.exists():
+        shutil.rmtree(out)  # an attempt that died before its first checkpoint
+    train(config, data, out, resume=resume)
+    return True
+
+
+@dataclass
+class Started:
+    """A job running in its own process (``start_job``); ``train_side_by_side`` waits for it."""
+
+    job: TrainJob
+    process: multiprocessing.process.BaseProcess
+
+    def stop(self) -> None:
+        """End this job's process (it resumes from its last checkpoint next time)."""
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def start_job(job: TrainJob) -> Started:
+    """Start one job in a process of its own and return at once."""
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")  # no fork of a parent holding torch state
+    # not a daemon: a run on a GPU starts data-loader workers of its own
+    process = context.Process(target=_run_job, args=(job, os.getpid()),
+                              name=f"train-{job.name}")
+    process.start()
+    return Started(job, process)
+
+
+def train_side_by_side(jobs: list[TrainJob], processes: int,
+                       started: list[Started] | tuple = ()) -> None:
+    """Train every job, at most ``processes`` at a time (besides the ``started`` ones,
+    which are waited for too), each in a process of its own."""
+    pending = list(jobs)
+    running = {s.job.name: s for s in started}
+    ours = set()  # the jobs started here: at most ``processes`` of them at once
+    shown: dict[str, int] = {}
+    with progress_bars() as bars:
+        bar_of = {job.name: bars.add(f"train {job.name}", _total_steps(job.config), "steps")
+                  for job in [*(s.job for s in started), *jobs]}
+        try:
+            while pending or running:
+                while pending and len(ours & running.keys()) < max(1, processes):
+                    job = pending.pop(0)
+                    running[job.name] = start_job(job)
+                    ours.add(job.name)
+                time.sleep(POLL_S)
+                for name, run in list(running.items()):
+                    _show_progress(run.job, bar_of[name], shown)
+                    if run.process.exitcode is None:
+                        continue
+                    del running[name]
+                    if run.process.exitcode == 0:
+                        _show_progress(run.job, bar_of[name], shown, finished=True)
+                    else:
+                        raise DistillError(f"training {name} failed (exit code "
+                                           f"{run.process.exitcode}); the end of "
+                                           f"{run.job.log_path}:\n{_tail(run.job.log_path)}")
+        finally:
+            for run in running.values():  # only the processes started here
+                run.stop()
+
+
+def _total_steps(config: TrainConfig) -> int | None:
+    return config.vision_steps if config.stage == "vision" else config.max_steps
+
+
+def _show_progress(job: TrainJob, bar: Bar, shown: dict[str, int],
+                   finished: bool = False) -> None:
+    """Advance the job's bar to its last logged step (to its manifest's at the end: stage 0
+    logs no metrics)."""
+    record = last_metrics(job.out)
+    step = int(record.get("step", 0))
+    if finished:
+        step = max(step, read_json_model(job.out / "manifest.json", RunManifest).steps)
+    if step > shown.get(job.name, 0):
+        bar.advance(step - shown.get(job.name, 0))
+        shown[job.name] = step
+    if record:
+        bar.note(f"loss {record['loss']:.4f}  {record['tokens_per_s']:,.0f} tok/s")
+
+
+def last_metrics(run: Path) -> dict:
+    """The last complete record of RUN/metrics.jsonl ({} while there is none)."""
+    try:
+        text = (run / "metrics.jsonl").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    lines = text.split("\n")[:-1]  # a line still being written has no newline yet
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return {}
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace")
+                         .splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _run_job(job: TrainJob, parent: int) -> None:
+    """The child process: its output to the job's log, no progress bars, die with the
+    parent, exit 1 on any error (the parent reports the log's tail)."""
+    _die_with_parent(parent)
+    fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ["DISTILL_PROGRESS"] = "0"
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        train_or_resume(job.config, job.data, job.out)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _die_with_parent(parent: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above ran
+        os._exit(1)
