@@ -34,6 +34,7 @@ import platform
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,30 @@ def sections(args, liger: bool, size: dict) -> list[Section]:
 
 
 # -- preparing ------------------------------------------------------------------------------
+CARRIED_DIGITS = Path(__file__).resolve().parent / "wheels" / "digits.npz"
+
+
+def use_carried_digits() -> None:
+    """The digits scans without scikit-learn: a GPU image may lack it (with scipy it is too
+    big to carry), so ``gpu_wheels.sh`` saves the same 1,797 scans next to the wheels and
+    the two readers of ``load_scans`` get them from there."""
+    try:
+        import sklearn.datasets  # noqa: F401
+        return
+    except ImportError:
+        pass
+    if not CARRIED_DIGITS.is_file():
+        raise SystemExit(f"scikit-learn is not installed and {CARRIED_DIGITS} was not "
+                         f"carried: run bash bench/gpu_wheels.sh and carry bench/wheels")
+    import distill.core.digits as core_digits
+    import distill.ingest.sources.digits as digits_source
+
+    with np.load(CARRIED_DIGITS) as saved:
+        scans = (saved["images"].astype(np.float32), saved["target"].astype(np.int64))
+    core_digits.load_scans = digits_source.load_scans = lambda: scans
+    print(f"digits: scikit-learn missing; read the carried scans ({CARRIED_DIGITS.name})")
+
+
 def spec_file(name: str, folder: Path, dry_run: bool) -> Path:
     """The real spec, or (dry run) the same structure with every size cut down."""
     path = DATA_DIR / "models" / f"{SPECS[name]}.yaml"
@@ -226,6 +251,14 @@ def one_pass(prepared: Prepared, tag: str, env: dict) -> dict:
             "mfu": flops / int(tokens.sum()) * rate / (env["peak_tflops"] * 1e12)}
 
 
+def failed(section: Section, name: str, exc: Exception, prepared: dict) -> None:
+    """Record a config's error (the traceback goes to the log) and free what it held."""
+    traceback.print_exc()
+    section.results.append({"config": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
+    prepared.pop(name, None)
+    free()
+
+
 def run_section(section: Section, env: dict) -> None:
     prepared: dict[str, Prepared] = {}
     warm: dict[str, dict] = {}
@@ -246,11 +279,20 @@ def run_section(section: Section, env: dict) -> None:
                 fields = section.configs[name] = {**fields, "micro_batch_size": micro // 2}
                 print(f"{section.name} {name}: out of memory at micro-batch {micro}, "
                       f"retrying at {micro // 2}", flush=True)
+            except Exception as exc:  # one GPU call: a config that fails must not end it
+                failed(section, name, exc, prepared)
+                break
     order = list(prepared)
     timed: dict[str, list[dict]] = {name: [] for name in order}
     for round_names in (order, order[::-1]):
         for name in round_names:
-            timed[name].append(one_pass(prepared[name], f"timed-{len(timed[name])}", env))
+            if name not in prepared:
+                continue
+            try:
+                timed[name].append(one_pass(prepared[name], f"timed-{len(timed[name])}", env))
+            except Exception as exc:
+                failed(section, name, exc, prepared)
+    order = [name for name in order if name in prepared]
     for name in order:
         runs = timed[name]
         result = {"config": name, "fields": section.configs[name],
@@ -366,12 +408,13 @@ def main() -> None:
     peak = args.peak_tflops or peak_tflops(info["device"], args.dry_run)
     info["peak_bf16_tflops"] = peak
     print(json.dumps(info), flush=True)
-    liger = info["liger_kernel"] is not None
+    liger = info["liger_kernel"] is not None and torch.cuda.is_available()  # Triton: GPU only
     size = SIZES["dry-run" if args.dry_run else "gpu"]
     todo = [s for s in sections(args, liger, size)
             if not args.only or s.name in args.only.split(",")]
     summary = {**info, "sections": [], "skipped": []}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_carried_digits()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = make_dataset(folder, {**size, "image_size": 256}, None)
@@ -389,7 +432,10 @@ def main() -> None:
                 print(f"\n## {section.name}: skipped (time budget)", flush=True)
                 continue
             t0 = time.perf_counter()
-            run_section(section, env)
+            try:
+                run_section(section, env)
+            except Exception as exc:  # keep the other sections of the one GPU call
+                failed(section, "section", exc, {})
             print_section(section, peak)
             print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
             summary["sections"].append({"name": section.name, "spec": SPECS[section.spec],

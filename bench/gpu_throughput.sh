@@ -19,6 +19,21 @@ if compgen -G "bench/wheels/*.whl" >/dev/null && [[ " $* " != *" --dry-run "* ]]
   # --no-deps: only what was carried; torch stays the image's own CUDA build
   $PY -m pip install --quiet --no-index --no-deps bench/wheels/*.whl 2>&1 | tail -3 \
     || echo "wheel install failed; going on with the image's packages"
+  # The image's own numpy, pillow, ... stay; these only fill what it lacks.
+  missing=$($PY - <<'PY'
+import glob, importlib.metadata as md, os
+for wheel in sorted(glob.glob("bench/wheels/if-missing/*.whl")):
+    name = os.path.basename(wheel).split("-")[0]
+    try:
+        md.version(name)
+    except md.PackageNotFoundError:
+        print(wheel)
+PY
+)
+  if [ -n "$missing" ]; then
+    echo "installing what the image lacks: $(echo $missing | xargs -n1 basename | tr '\n' ' ')"
+    $PY -m pip install --quiet --no-index --no-deps $missing 2>&1 | tail -3 || true
+  fi
 fi
 {
   echo "# $(date -u +%FT%TZ) $(uname -n)"

@@ -106,6 +106,38 @@ def test_per_document_attention_does_not_leak_between_documents():
     torch.testing.assert_close(apart[:, 5:], second)
 
 
+@pytest.mark.parametrize("release", ["torch-2.9", "current"])
+def test_the_varlen_kernel_is_called_as_each_torch_release_spells_it(release):
+    """The GPU kernel's signature changed between releases (2.9: ``is_causal``, no
+    ``scale`` or ``enable_gqa``; later: ``window_size``, ``scale``, ``enable_gqa``). Stand-ins
+    with each signature, computing exactly what the kernel computes, give the per-document
+    result for a grouped-query row with a non-default scale: nothing is lost in adapting."""
+    import inspect
+
+    import distill.train.attention as attention
+
+    def old(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False,
+            return_aux=None):
+        assert is_causal and key.shape[1] == query.shape[1]  # no GQA: heads repeated
+        return attention._per_document(query, key, value, cu_seq_q, None)  # 1/sqrt(dim)
+
+    def new(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None,
+            scale=None, window_size=(-1, -1), enable_gqa=False):
+        assert window_size == (-1, 0) and enable_gqa
+        return attention._per_document(query, key, value, cu_seq_q, scale)
+
+    kernel = old if release == "torch-2.9" else new
+    params = inspect.signature(kernel).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    spelled = (kernel, causal, "enable_gqa" in params, "scale" in params)
+    torch.manual_seed(0)
+    q = torch.randn(12, 4, 8)
+    k, v = (torch.randn(12, 2, 8) for _ in range(2))
+    cu = torch.tensor([0, 5, 12], dtype=torch.int32)
+    got = attention._varlen(spelled, q, k, v, cu, 7, 0.2)
+    torch.testing.assert_close(got, attention._per_document(q, k, v, cu, 0.2))
+
+
 def test_under_autocast_the_kernel_gets_one_dtype(monkeypatch):
     """RoPE leaves q and k in fp32 under bf16 autocast while v is bf16: the kernel must get
     bf16 for all three (on a GPU, that is what lets the flash varlen kernel run at all)."""

@@ -34,15 +34,16 @@ IMPLEMENTATIONS = {"varlen": VARLEN, "flex": "flex_attention", "sdpa": "sdpa"}
 
 @functools.cache
 def _varlen_kernel():
-    """PyTorch's varlen flash attention and how its signature spells causal/GQA (it changed
-    between releases), or None where this torch has none."""
+    """PyTorch's varlen flash attention and how its signature spells causal, GQA and the
+    softmax scale (it changed between releases: torch 2.9's has neither ``enable_gqa`` nor
+    ``scale``), or None where this torch has none."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
     params = inspect.signature(varlen_attn).parameters
     causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    return varlen_attn, causal, "enable_gqa" in params
+    return varlen_attn, causal, "enable_gqa" in params, "scale" in params
 
 
 def varlen_available(device: torch.device) -> bool:
@@ -81,16 +82,20 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
 
 def _varlen(kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
             longest: int, scale: float | None) -> torch.Tensor:
-    varlen_attn, causal, native_gqa = kernel
+    varlen_attn, causal, native_gqa, takes_scale = kernel
     gqa = q.shape[1] != k.shape[1]
     extra = dict(causal)
+    if takes_scale:
+        extra["scale"] = scale
+    elif scale is not None:  # older kernels always scale by 1/sqrt(dim): fold in the rest
+        q = q * (scale * q.shape[-1] ** 0.5)
     if gqa and native_gqa:
         extra["enable_gqa"] = True
     elif gqa:
         group = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
     cu = cu.to(device=q.device, dtype=torch.int32)
-    return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scale, **extra)
+    return varlen_attn(q, k, v, cu, cu, longest, longest, **extra)
 
 
 def _per_document(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
