@@ -143,10 +143,12 @@ def test_under_autocast_the_kernel_gets_one_dtype(monkeypatch):
     bf16 for all three (on a GPU, that is what lets the flash varlen kernel run at all)."""
     import distill.train.attention as attention
 
-    seen = []
+    seen, asked = [], []
     exact = attention._per_document
     monkeypatch.setattr(attention, "_per_document", lambda q, k, v, cu, scale: (
         seen.append({q.dtype, k.dtype, v.dtype}) or exact(q, k, v, cu, scale)))
+    # The flash kernel is chosen by the dtype it will get, not by q's fp32 under autocast.
+    monkeypatch.setattr(attention, "_flash_varlen", lambda device, dtype: asked.append(dtype))
     torch.manual_seed(0)
     q = torch.randn(1, 4, 12, 8)
     k, v = (torch.randn(1, 2, 12, 8) for _ in range(2))  # grouped query attention
@@ -157,6 +159,7 @@ def test_under_autocast_the_kernel_gets_one_dtype(monkeypatch):
         got, _ = packed_attention_forward(torch.nn.Module(), q, k, v.bfloat16(), None,
                                           cu_seq_lens_q=cu, max_length_q=7)
     assert seen == [{torch.float32}, {torch.bfloat16}]
+    assert asked == [torch.float32, torch.bfloat16]
     torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
 
 
