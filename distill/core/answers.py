@@ -231,6 +231,17 @@ def canonical_answer(predicted: str | None, sample: Sample) -> str | None:
     return normalize_text(predicted) or None
 
 
+def same_answer(a: str | None, b: str | None, sample: Sample) -> bool:
+    """Do two extracted answers to ``sample`` say the same thing (by its answer type)?
+
+    Independent of gold: used to count teachers' answers as agreeing (consensus labels)
+    and to compare a derived label with a withheld gold. Every such decision goes through
+    here, so a better judge can replace this one function.
+    """
+    canonical = canonical_answer(a, sample)
+    return canonical is not None and canonical == canonical_answer(b, sample)
+
+
 def _judge_number(predicted: str, gold: str) -> Correctness:
     if _LATEX_HINT.search(predicted) or _LATEX_HINT.search(gold):
         return _math_verify(gold, predicted)

@@ -5,8 +5,10 @@ key and the dataset manifest, so changing what a scorer computes (or the refusal
 list) re-scores on the next run, and nothing else does. The names the scorers write
 are the vocabulary of ``distill.filter.signals``.
 
-Per-trace scorers see one ``TraceView``; the agreement scorer sees all traces of one
-item (its teachers and their k samples), which generate writes into the same shard.
+Per-trace scorers see one ``TraceView``; the agreement scorer
+(``distill.filter.consensus``) sees all traces of one item (its teachers and their k
+samples), which generate writes into the same shard; judge signals come from a judge
+run's judgements (``distill.filter.judgements``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from distill.core.answers import ParsedOutput, canonical_answer, judge, parse_output
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
+from distill.filter.consensus import AGREEMENT, AGREEMENT_VERSION
+from distill.filter.judgements import JUDGE, JUDGE_VERSION
 from distill.schemas import Sample, Trace, sha256_hex
 from distill.schemas.base import Scalar
 
@@ -60,10 +64,11 @@ class Scorer:
 
 
 def score_correctness(view: TraceView) -> Signals:
-    """Judge the trace's recorded final answer (generate's parse) against the gold."""
+    """Judge the trace's recorded final answer (generate's parse) against the gold;
+    'no_gold' for an item without one (its label is derived by agreement)."""
     answer = view.trace.final_answer
     return {
-        "correctness": judge(answer, view.sample),
+        "correctness": judge(answer, view.sample) if view.sample.has_gold else "no_gold",
         "answer_canonical": canonical_answer(answer, view.sample) or "",
     }
 
@@ -263,58 +268,6 @@ def score_length(view: TraceView) -> Signals:
     return {"length_tokens": tokens, "length_chars": len(view.trace.raw_text)}
 
 
-# --- agreement (one item) ----------------------------------------------------------------
-
-AGREEMENT = "agreement"
-AGREEMENT_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class ItemAnswer:
-    """One trace of an item, as the agreement scorer needs it."""
-
-    teacher_id: str
-    answer: str  # canonical; '' = no answer of the asked type
-    correct: bool
-
-
-def _majority(answers: Sequence[str]) -> str:
-    """Most common non-empty answer; ties broken by the answer text (order-free)."""
-    counts = Counter(answer for answer in answers if answer)
-    if not counts:
-        return ""
-    return min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
-
-
-def score_item(traces: Sequence[ItemAnswer]) -> list[Signals]:
-    """Agreement signals for every trace of one item, in the order given."""
-    majority = _majority([t.answer for t in traces])
-    by_teacher: dict[str, list[ItemAnswer]] = {}
-    for trace in traces:
-        by_teacher.setdefault(trace.teacher_id, []).append(trace)
-    teacher_majority = {teacher: _majority([t.answer for t in group])
-                        for teacher, group in by_teacher.items()}
-    n = len(traces)
-    majority_fraction = sum(t.answer == majority for t in traces) / n if majority else 0.0
-    item_pass = sum(t.correct for t in traces) / n
-    out = []
-    for trace in traces:
-        group = by_teacher[trace.teacher_id]
-        agreeing = sum(1 for answer in teacher_majority.values()
-                       if trace.answer and answer == trace.answer)
-        out.append({
-            "majority_answer": majority,
-            "majority_fraction": round(majority_fraction, 6),
-            "agrees_with_majority": bool(trace.answer) and trace.answer == majority,
-            "agreement_teachers": round(agreeing / len(by_teacher), 6),
-            "n_teachers": len(by_teacher),
-            "pass_rate_k": round(sum(t.correct for t in group) / len(group), 6),
-            "n_samples_k": len(group),
-            "pass_rate_item": round(item_pass, 6),
-        })
-    return out
-
-
 # --- the suite ---------------------------------------------------------------------------
 
 
@@ -324,7 +277,7 @@ class ScorerSuite:
     def __init__(self, refusal_phrases: Sequence[str] | None = None) -> None:
         phrases = load_refusal_phrases() if refusal_phrases is None else list(refusal_phrases)
         self.scorers = [
-            Scorer("correctness", "1", score_correctness),
+            Scorer("correctness", "2", score_correctness),
             Scorer("format", "1", score_format),
             Scorer("repetition", "1", score_repetition),
             refusal_scorer(phrases),
@@ -336,6 +289,7 @@ class ScorerSuite:
     def versions(self) -> dict[str, str]:
         versions = {scorer.name: scorer.version for scorer in self.scorers}
         versions[AGREEMENT] = AGREEMENT_VERSION
+        versions[JUDGE] = JUDGE_VERSION
         return versions
 
     def score_trace(self, trace: Trace, sample: Sample) -> Signals:

@@ -20,7 +20,9 @@ from typing import Literal
 Kind = Literal["bool", "int", "float", "str"]
 Stage = Literal["trace", "item", "run"]
 
-CORRECTNESS_VALUES = ("correct", "wrong", "unparseable")
+CORRECTNESS_VALUES = ("correct", "wrong", "unparseable", "no_gold")
+LABEL_SOURCE_VALUES = ("gold", "consensus", "judge", "none")
+JUDGE_STATUS_VALUES = ("scored", "rejected", "not_judged")
 CONTAMINATION_VALUES = ("none", "image", "question", "question_near")
 DUPLICATE_VALUES = ("none", "exact", "near")
 
@@ -40,8 +42,8 @@ SIGNALS: dict[str, Signal] = {
     for signal in [
         # correctness
         Signal("correctness", "str", "trace", "correctness",
-               "the final answer judged against the gold answer by answer type",
-               CORRECTNESS_VALUES),
+               "the final answer judged against the gold answer by answer type ('no_gold' "
+               "when the item has none: see label_source)", CORRECTNESS_VALUES),
         Signal("answer_canonical", "str", "trace", "correctness",
                "the final answer in canonical spelling ('' if none of the asked type)"),
         # format
@@ -82,22 +84,51 @@ SIGNALS: dict[str, Signal] = {
         Signal("length_zscore", "float", "run", "length_outlier",
                "z-score of log(1 + length_tokens) among the run's traces of the same "
                "category (0 when the category has fewer than 2 traces)"),
-        # agreement (one item = one sample: all its teachers and k samples)
+        # agreement (one item = one sample: all its teachers and k samples); answers are
+        # grouped by the answer judge (distill.core.answers.same_answer)
         Signal("majority_answer", "str", "item", "agreement",
-               "most common canonical answer among the item's traces ('' if none)"),
+               "most common answer among the item's traces, answers judged equal counted "
+               "together, in canonical spelling ('' if none)"),
         Signal("majority_fraction", "float", "item", "agreement",
                "share of the item's traces that give the majority answer"),
+        Signal("majority_count", "int", "item", "agreement",
+               "traces of the item that give the majority answer"),
+        Signal("majority_teachers", "int", "item", "agreement",
+               "teachers with at least one trace giving the majority answer"),
         Signal("agrees_with_majority", "bool", "item", "agreement",
                "this trace gives the item's majority answer"),
         Signal("agreement_teachers", "float", "item", "agreement",
                "share of the item's teachers whose own majority answer equals this trace's"),
+        Signal("teacher_majority_share", "float", "item", "agreement",
+               "share of this trace's teacher's samples of the item that give the majority "
+               "answer"),
         Signal("n_teachers", "int", "item", "agreement", "teachers that answered the item"),
         Signal("pass_rate_k", "float", "item", "agreement",
-               "share of this teacher's k samples of the item that are correct"),
+               "share of this teacher's k samples of the item that are correct (0 without "
+               "gold)"),
         Signal("n_samples_k", "int", "item", "agreement",
                "samples this teacher wrote for the item"),
         Signal("pass_rate_item", "float", "item", "agreement",
-               "share of all the item's traces that are correct"),
+               "share of all the item's traces that are correct (0 without gold)"),
+        # the item's label: gold, or derived (distill.filter.consensus)
+        Signal("label", "str", "item", "agreement",
+               "the item's label: its gold answer, or the derived one ('' if none)"),
+        Signal("label_source", "str", "item", "agreement",
+               "where the label comes from: the item's gold; the teachers' consensus (one "
+               "group of equal answers strictly largest); the judge's scores breaking a tie; "
+               "none (no answer of the asked type, or an unbroken tie)", LABEL_SOURCE_VALUES),
+        Signal("agrees_with_label", "bool", "item", "agreement",
+               "this trace's answer is the label (with gold: it is correct)"),
+        # judge (distill judge; filter --judgements)
+        Signal("judge_score", "float", "trace", "judge",
+               "the judge's rubric score of this trace in [0, 1] (absent unless "
+               "judge_status is 'scored', so a rule on it fails for unjudged traces)"),
+        Signal("judge_status", "str", "trace", "judge",
+               "scored; rejected (the judge's reply was no valid score, or the call failed: "
+               "see judge_reason); not_judged (no judgements given, or none for this trace)",
+               JUDGE_STATUS_VALUES),
+        Signal("judge_reason", "str", "trace", "judge",
+               "why the judge's judgement was rejected ('' otherwise)"),
         # run-level
         Signal("contamination", "str", "run", "decontamination",
                "why the item matches an eval set item: its image, its question text, or a "

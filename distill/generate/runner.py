@@ -8,19 +8,11 @@ Layout (paths relative to OUT)::
     manifest.json                     StageManifest(stage="generate"), written when all
                                       requested shards are complete
 
-Exactly-once: every requested output has a deterministic ``trace_key``. A shard is
-complete when its traces file exists under its final name (it is renamed into place last,
-after its rejects file). An incomplete shard lives in ``.partial`` files that are flushed
-and fsynced every ``flush_every`` records / ``flush_seconds``; a restart repairs a torn
-last line, collects the keys already written and asks the engines only for the others.
-
-Rejections and restarts: a key is done when it has a trace, or a *permanent* rejection
-(unparseable output, a 4xx from the server, a missing image). A *transient* rejection
-(rate limits, 5xx, timeouts, dropped connections that outlived the engine's retries) is
-retried by the next run: the complete shard holding it is reopened (its files renamed
-back to ``.partial``), the stale rejection dropped, and the key asked again.
-``--retry-rejected`` retries permanent rejections too. At the end of every run each
-requested key is in exactly one place: the traces file or the rejects file.
+Exactly-once: every requested output has a deterministic ``trace_key``; the shard files
+are keyed, partial-then-renamed and repaired as ``distill.generate.durable`` describes
+(shared with ``distill judge``). Transient rejections are retried by the next run,
+permanent ones with ``--retry-rejected``. At the end of every run each requested key is
+in exactly one place: the traces file or the rejects file.
 """
 
 from __future__ import annotations
@@ -31,7 +23,6 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -42,19 +33,15 @@ from distill.core.errors import DistillError, InputError
 from distill.core.executors import Executor, map_shards
 from distill.core.images import ImageError, read_image_bytes
 from distill.core.shards import (
-    ShardWriter,
-    count_lines,
     fsync_dir,
     iter_lines,
     iter_records,
     parse_line,
-    partial_path,
     read_json_model,
-    repair_partial,
     shard_ref,
-    write_bytes_atomic,
     write_json_atomic,
 )
+from distill.generate import durable
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,
@@ -91,6 +78,11 @@ class ShardTask:
     @property
     def rejects_path(self) -> Path:
         return Path(self.out) / "rejects" / self.split / self.name
+
+    @property
+    def files(self) -> durable.ShardFiles:
+        return durable.ShardFiles(self.traces_path, self.rejects_path, "trace_key",
+                                  self.retry_rejected, self.flush_every, self.flush_seconds)
 
 
 @dataclass
@@ -166,63 +158,6 @@ def cached_teacher_set(path: str) -> TeacherSet:
     return _teacher_set(path, os.stat(path).st_mtime_ns)
 
 
-# --- what is already on disk -------------------------------------------------------------
-
-
-def _trace_keys(path: Path) -> set[str]:
-    keys = set()
-    for number, line in iter_lines(path):
-        try:
-            keys.add(json.loads(line)["trace_key"])
-        except (ValueError, KeyError, TypeError):
-            raise InputError("not a valid trace line (no trace_key)", file=path, line=number,
-                             reason="bad_json") from None
-    return keys
-
-
-def _rejections(path: Path) -> dict[str, Rejection]:
-    """Rejections by key; a later line for the same key wins."""
-    return {r.key: r for r in iter_records(path, Rejection)}
-
-
-def _retryable(rejection: Rejection, retry_rejected: bool) -> bool:
-    return retry_rejected or not rejection.permanent
-
-
-def _reopen(task: ShardTask) -> None:
-    """Turn a complete shard back into a partial one. Traces first: from that moment the
-    shard is incomplete, so a crash before the rejects move is picked up by
-    ``_prepare_partials`` (which moves a final rejects file of an incomplete shard)."""
-    for final in (task.traces_path, task.rejects_path):
-        if final.exists():
-            os.replace(final, partial_path(final))
-            fsync_dir(final.parent)
-
-
-def _prepare_partials(task: ShardTask) -> tuple[set[str], int]:
-    """Repair torn tails, drop rejections that will be retried; return the done keys."""
-    traces_partial = partial_path(task.traces_path)
-    rejects_partial = partial_path(task.rejects_path)
-    if task.rejects_path.exists():  # a crash between committing rejects and traces
-        os.replace(task.rejects_path, rejects_partial)
-        fsync_dir(task.rejects_path.parent)
-    repaired = 0
-    done: set[str] = set()
-    if traces_partial.exists():
-        repaired += repair_partial(traces_partial)
-        done = _trace_keys(traces_partial)
-    if rejects_partial.exists():
-        repaired += repair_partial(rejects_partial)
-        rejections = _rejections(rejects_partial)
-        keep = [r for key, r in rejections.items()
-                if key not in done and not _retryable(r, task.retry_rejected)]
-        if len(keep) != count_lines(rejects_partial):
-            write_bytes_atomic(rejects_partial,
-                               b"".join(r.model_dump_json().encode() + b"\n" for r in keep))
-        done.update(r.key for r in keep)
-    return done, repaired
-
-
 # --- one shard ---------------------------------------------------------------------------
 
 
@@ -239,33 +174,22 @@ class _Work:
 def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary:
     """Generate every missing output of one input shard, durably; safe to kill anytime."""
     summary = ShardSummary(task.split, task.name)
-    if task.traces_path.exists():
-        pending = _complete_shard_retries(task)
-        if not pending:
-            summary.skipped_complete = True
-            return summary
-        _reopen(task)
-        summary.reopened = True
-    done, summary.repaired_bytes = _prepare_partials(task)
+    files = task.files
+    if not durable.needs_work(files):
+        summary.skipped_complete = True
+        return summary
+    start = durable.begin(files)
+    summary.reopened, summary.repaired_bytes = start.reopened, start.repaired_bytes
     teachers = cached_teacher_set(task.teacher_set)
-    work = _plan_work(task, teachers, done, summary)
+    work = _plan_work(task, teachers, start.done, summary)
     if progress and summary.already_done:
         progress(summary.already_done)
-    with _ShardOutput.open(task, summary, progress) as output:
+    with durable.open_writers(files) as writers:
+        output = _ShardOutput(task, writers, summary, progress)
         for teacher_id, items in work.items():
             _run_teacher(output, teachers.teachers[teacher_id], items)
-        output.commit()
+        writers.commit()
     return summary
-
-
-def _complete_shard_retries(task: ShardTask) -> bool:
-    """Does a complete shard hold rejections this run should retry?"""
-    if partial_path(task.rejects_path).exists():  # a reopening cut short: finish it
-        return True
-    if not task.rejects_path.exists():
-        return False
-    return any(_retryable(r, task.retry_rejected)
-               for r in iter_records(task.rejects_path, Rejection))
 
 
 def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
@@ -296,40 +220,19 @@ class _ShardOutput:
     progress callback. Every outcome is written and counted in exactly one place."""
 
     task: ShardTask
-    traces: ShardWriter
-    rejects: ShardWriter
+    writers: durable.ShardWriters
     summary: ShardSummary
     progress: Progress | None
 
-    @classmethod
-    @contextmanager
-    def open(cls, task: ShardTask, summary: ShardSummary,
-             progress: Progress | None) -> Iterator[_ShardOutput]:
-        traces = ShardWriter(task.traces_path, flush_every=task.flush_every,
-                             flush_seconds=task.flush_seconds)
-        rejects = ShardWriter(task.rejects_path, flush_every=task.flush_every,
-                              flush_seconds=task.flush_seconds)
-        try:
-            yield cls(task, traces, rejects, summary, progress)
-        finally:
-            traces.close()
-            rejects.close()
-
-    def commit(self) -> None:
-        """Rejects first, traces last: the traces file under its final name is what marks
-        the shard complete."""
-        self.rejects.commit()
-        self.traces.commit()
-
     def trace(self, trace: Trace, result: Completion) -> None:
-        self.traces.write(trace)
+        self.writers.records.write(trace)
         self.summary.traces += 1
         self.summary.prompt_tokens += result.prompt_tokens or 0
         self.summary.completion_tokens += result.completion_tokens or 0
         self._advance()
 
     def reject(self, teacher: Teacher, item: _Work, key: str, failure: EngineFailure) -> None:
-        self.rejects.write(Rejection(
+        self.writers.rejects.write(Rejection(
             stage="generate", key=key, reason=failure.reason,
             message=failure.message or failure.reason, sample_id=item.sample.id,
             teacher_id=teacher.id, location=f"{self.task.input_path}:{item.line}",
