@@ -34,9 +34,10 @@ from distill.core.shards import (
     iter_records,
     partial_path,
     repair_partial,
+    shard_ref,
     write_bytes_atomic,
 )
-from distill.schemas import Rejection
+from distill.schemas import Rejection, ShardRef
 
 
 @dataclass(frozen=True)
@@ -179,3 +180,11 @@ def open_writers(files: ShardFiles) -> Iterator[ShardWriters]:
     finally:
         records.close()
         rejects.close()
+
+
+def complete_refs(out: Path, folder: str) -> list[ShardRef]:
+    """Every complete shard ``OUT/<folder>/<split>/part-*.jsonl``, for a manifest."""
+    root = out / folder
+    if not root.exists():
+        return []
+    return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]

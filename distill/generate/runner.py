@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 from distill.core.answers import parse_output
 from distill.core.errors import DistillError, InputError
@@ -38,7 +39,6 @@ from distill.core.shards import (
     iter_records,
     parse_line,
     read_json_model,
-    shard_ref,
     write_json_atomic,
 )
 from distill.generate import durable
@@ -47,10 +47,11 @@ from distill.generate.engines.base import (
     Completion,
     Engine,
     EngineFailure,
+    EngineOptions,
     RequestResults,
 )
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
-from distill.schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
+from distill.schemas import Rejection, Sample, StageManifest, Trace, make_trace_key
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,17 @@ class RunSummary:
 _ENGINES: dict[str, Engine] = {}
 
 
-def engine_for(teacher: Teacher) -> Engine:
+class EngineMaker(Protocol):
+    """A teacher or a judge: what defines its outputs, its engine options, its engine."""
+
+    options: EngineOptions
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def make_engine(self) -> Engine: ...
+
+
+def engine_for(teacher: EngineMaker) -> Engine:
     key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
                      sort_keys=True)
     if key not in _ENGINES:
@@ -436,8 +447,8 @@ def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = Non
 def write_manifest(out: Path, ingest: StageManifest, options: GenerateOptions,
                    teachers: TeacherSet, tasks: list[ShardTask]) -> StageManifest:
     """Describe every complete shard in OUT (all splits generated so far)."""
-    shards = _refs(out, "traces")
-    rejects = _refs(out, "rejects")
+    shards = durable.complete_refs(out, "traces")
+    rejects = durable.complete_refs(out, "rejects")
     counts: Counter = Counter()
     for ref in shards:
         counts["traces"] += ref.rows
@@ -460,10 +471,3 @@ def write_manifest(out: Path, ingest: StageManifest, options: GenerateOptions,
     )
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
-
-
-def _refs(out: Path, kind: str) -> list[ShardRef]:
-    root = out / kind
-    if not root.exists():
-        return []
-    return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]
