@@ -158,12 +158,13 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
             f"{k} {v:,}" for k, v in sorted((stats.rejects + stats.generate_rejects).items()))]
     lines += _label_lines(stats)
     lines += ["", "## Teachers", "",
-              "| teacher | traces | correct | wrong | unparseable | accuracy | kept |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "Accuracy is against gold, so only over items that have one.", "",
+              "| teacher | traces | correct | wrong | unparseable | no gold | accuracy | kept |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for teacher, c in sorted(stats.teachers.items()):
         lines.append(f"| `{teacher}` | {c['traces']:,} | {c['correct']:,} | {c['wrong']:,} | "
-                     f"{c['unparseable']:,} | {_pct(c['correct'], c['traces'])} | "
-                     f"{c['keep']:,} |")
+                     f"{c['unparseable']:,} | {c['no_gold']:,} | "
+                     f"{_pct(c['correct'], c['traces'] - c['no_gold'])} | {c['keep']:,} |")
     lines += ["", "## Categories", "", "| category | kept | dropped |", "|---|---:|---:|"]
     for category, c in sorted(stats.categories.items()):
         lines.append(f"| `{category}` | {c['keep']:,} | {c['drop']:,} |")
@@ -253,7 +254,8 @@ def _plots(folder: Path, stats: RunStats) -> list[str]:
         written.append("drop_reasons.png")
     if stats.teachers:
         teachers = sorted(stats.teachers)
-        accuracy = [stats.teachers[t]["correct"] / max(1, stats.teachers[t]["traces"])
+        accuracy = [stats.teachers[t]["correct"]
+                    / max(1, stats.teachers[t]["traces"] - stats.teachers[t]["no_gold"])
                     for t in teachers]
         kept = [stats.teachers[t]["keep"] / max(1, stats.teachers[t]["traces"])
                 for t in teachers]

@@ -1,7 +1,8 @@
 """The signal vocabulary: every name a scorer writes and a policy may test.
 
 Names are a stable contract: they are stored on every ScoredTrace (kept or dropped), in
-scoring caches and in policies. A scorer that changes what a signal means bumps its
+scoring caches and in policies (a signal marked ``always=False`` only where it has a
+value: ``judge_score`` of a trace the judge did not score). A scorer that changes what a signal means bumps its
 version (see ``distill.filter.scorers``), which invalidates cached scores.
 
 ``stage`` says when a signal is known:
@@ -35,6 +36,7 @@ class Signal:
     scorer: str
     doc: str
     values: tuple[str, ...] | None = None  # the closed set of values of a str signal
+    always: bool = True  # False: present only when it has a value (a rule on it then fails)
 
 
 SIGNALS: dict[str, Signal] = {
@@ -122,7 +124,8 @@ SIGNALS: dict[str, Signal] = {
         # judge (distill judge; filter --judgements)
         Signal("judge_score", "float", "trace", "judge",
                "the judge's rubric score of this trace in [0, 1] (absent unless "
-               "judge_status is 'scored', so a rule on it fails for unjudged traces)"),
+               "judge_status is 'scored', so a rule on it fails for unjudged traces)",
+               always=False),
         Signal("judge_status", "str", "trace", "judge",
                "scored; rejected (the judge's reply was no valid score, or the call failed: "
                "see judge_reason); not_judged (no judgements given, or none for this trace)",

@@ -39,12 +39,14 @@ from distill.schemas.base import Identifier
 
 JUDGES_DIR = DATA_DIR / "judges"
 
-_SCORE_LINE = re.compile(r"^[ \t>*#_-]*(?:\*\*|__)?score(?:\*\*|__)?[ \t]*[:：][ \t]*"
-                         r"(?P<value>.*?)[ \t*_.]*$", re.IGNORECASE | re.MULTILINE)
+_SCORE_LINE = re.compile(r"^[ \t>*#_-]*(?:\*\*|__)?score(?:\*\*|__)?[ \t]*[:：]"
+                         r"(?:\*\*|__)?[ \t]*(?P<value>.*?)[ \t*_.]*$",
+                         re.IGNORECASE | re.MULTILINE)
 _SCORE_VALUE = re.compile(r"^(?:\*\*|__)?(?P<n>[+-]?\d+(?:\.\d+)?)(?:\s*/\s*(?P<of>\d+))?"
                           r"(?:\*\*|__)?$")
-_SAME_LINE = re.compile(r"^[ \t>*#_-]*(?:\*\*|__)?same(?:\*\*|__)?[ \t]*[:：][ \t]*"
-                        r"(?:\*\*|__)?(?P<value>[A-Za-z]+)", re.IGNORECASE | re.MULTILINE)
+_SAME_LINE = re.compile(r"^[ \t>*#_-]*(?:\*\*|__)?same(?:\*\*|__)?[ \t]*[:：]"
+                        r"(?:\*\*|__)?[ \t]*(?:\*\*|__)?(?P<value>[A-Za-z]+)",
+                        re.IGNORECASE | re.MULTILINE)
 
 
 class JudgeSpec(ConfigFile):
