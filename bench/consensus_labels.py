@@ -42,6 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the distill command does
 
 from distill.core.answers import same_answer  # noqa: E402
 from distill.core.evalsets import load_eval_set  # noqa: E402

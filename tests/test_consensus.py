@@ -223,3 +223,26 @@ def test_items_without_gold_or_any_answer_are_reported_not_dropped(tmp_path) -> 
     assert "have neither a gold answer nor a derived label" in report
     missing = next(s.id for s in samples if s.category == "count_even")
     assert f"`{missing}` (no_traces)" in report
+
+
+def test_agreement_counts_whoever_answered_a_routed_item(tmp_path) -> None:
+    """Teachers routed by category (as the seed's pipeline routes them): an item's
+    agreement is over the teachers that answered it, however many that is."""
+    rows, total = open_source("digits", None, counts={"train": 16})
+    ingest(rows, IngestOptions(out=tmp_path / "ingest", withhold_gold=("train",),
+                               gold_out=tmp_path / "gold.jsonl"), total=total)
+    teachers = write_teachers(tmp_path / "teachers.yaml",
+                              {"knn": builtin_teacher("knn"), "logreg": builtin_teacher("logreg")},
+                              routing={"default": ["knn", "logreg"], "sum": ["logreg"]})
+    run_generate(GenerateOptions(tmp_path / "ingest", str(teachers), tmp_path / "traces"))
+    policy = load_policy("consensus")
+    result = run_filter(FilterOptions(traces=tmp_path / "traces", store=tmp_path / "store",
+                                      policy=policy))
+    rows_ = scored_rows(DatasetStore(tmp_path / "store").version_dir(result.version))
+    by_category: dict[str, set] = {}
+    for row in rows_:
+        by_category.setdefault(row.sample.category, set()).add(
+            (row.signals["n_teachers"], row.signals["n_samples_k"]))
+        assert row.signals["label_source"] in ("consensus", "none")
+    assert by_category["sum"] == {(1, 2)}  # logreg alone, its k=2 samples
+    assert all(found == {(2, 2)} for category, found in by_category.items() if category != "sum")

@@ -309,3 +309,30 @@ def test_free_text_answers_are_compared_by_the_judge(tmp_path) -> None:
     # ...the judge does, and the two red answers outvote the blue one.
     assert labels(tmp_path / "judged", "judged") == {"car": ("red automobile", "consensus"),
                                                      "pet": ("dog", "consensus")}
+
+
+def test_a_real_model_that_writes_no_score_is_rejected_never_crashes(tmp_path):
+    """The hf engine on a tiny random VLM as the judge: its replies are no scores, and
+    every one becomes a rejection with its reason; the filter shows them as rejected."""
+    import torch
+
+    from tests.helpers.tiny_vlm import build_tiny_vlm
+
+    torch.set_num_threads(1)
+    rows, total = open_source("digits", None, counts={"train": 4})
+    ingest(rows, IngestOptions(out=tmp_path / "ingest"), total=total)
+    teachers = write_teachers(tmp_path / "teachers.yaml", {"knn": builtin_teacher("knn", k=1)})
+    run_generate(GenerateOptions(tmp_path / "ingest", str(teachers), tmp_path / "traces"))
+    judge = tmp_path / "judge.yaml"
+    judge.write_text(yaml.safe_dump({
+        "id": "tiny", "engine": "hf", "model": str(build_tiny_vlm(tmp_path / "vlm")),
+        "same_prompt": None, "sampling": {"temperature": 0.0, "max_tokens": 4, "seed": 0},
+        "options": {"micro_batch_size": 4}}))
+    summary = run_judge(JudgeOptions(tmp_path / "traces", str(judge), tmp_path / "judged"))
+    judgements, rejects = outcomes(tmp_path / "judged")
+    assert summary.judged == len(judgements) == 0 and len(rejects) == 4
+    assert {r.reason for r in rejects} == {"judge_no_score"} and all(r.raw for r in rejects)
+    result = run_filter(FilterOptions(traces=tmp_path / "traces", store=tmp_path / "store",
+                                      policy=parse_policy("name: all\nrules: {}\n"),
+                                      judgements=tmp_path / "judged"))
+    assert result.stats.judge == {"rejected:judge_no_score": 4}

@@ -1,9 +1,10 @@
 """The signal vocabulary: every name a scorer writes and a policy may test.
 
 Names are a stable contract: they are stored on every ScoredTrace (kept or dropped), in
-scoring caches and in policies (a signal marked ``always=False`` only where it has a
-value: ``judge_score`` of a trace the judge did not score). A scorer that changes what a signal means bumps its
-version (see ``distill.filter.scorers``), which invalidates cached scores.
+scoring caches and in policies; a signal marked ``always=False`` is absent where it has
+no value (``judge_score`` of a trace the judge did not score). A scorer that changes what
+a signal means bumps its version (see ``distill.filter.scorers``), which invalidates
+cached scores.
 
 ``stage`` says when a signal is known:
 

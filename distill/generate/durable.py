@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.errors import InputError
+from distill.core.errors import DistillError, InputError
 from distill.core.shards import (
     ShardWriter,
     count_lines,
@@ -36,6 +36,7 @@ from distill.core.shards import (
     repair_partial,
     shard_ref,
     write_bytes_atomic,
+    write_json_atomic,
 )
 from distill.schemas import Rejection, ShardRef
 
@@ -188,3 +189,19 @@ def complete_refs(out: Path, folder: str) -> list[ShardRef]:
     if not root.exists():
         return []
     return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]
+
+
+def check_plan(out: Path, plan: dict, must_match: list[tuple[str, str]]) -> None:
+    """One output folder holds one job: write ``OUT/plan.json`` on the first run; on later
+    runs refuse (with the message given) when a ``must_match`` key differs from the plan."""
+    path = out / "plan.json"
+    if not path.exists():
+        write_json_atomic(path, plan)
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise InputError("not valid JSON", file=path, reason="bad_json") from None
+    for key, message in must_match:
+        if old.get(key) != plan[key]:
+            raise DistillError(message)

@@ -24,7 +24,6 @@ judge again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -336,21 +335,12 @@ def plan_tasks(options: JudgeOptions) -> tuple[list[JudgeTask], StageManifest, J
 
 def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
     """One output folder holds one judge's judgements of one traces folder."""
-    plan = {"traces_dir": str(traces_dir), "judge_hash": judge.hash, "judge": judge.identity()}
-    path = out / "plan.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise InputError("not valid JSON", file=path, reason="bad_json") from None
-        if old.get("judge_hash") != judge.hash:
-            raise DistillError(f"{out} holds judgements of a different judge (engine, model, "
-                               "prompt or sampling); use a new --out for this one")
-        if old.get("traces_dir") != str(traces_dir):
-            raise DistillError(f"{out} judged {old.get('traces_dir')}, not {traces_dir}; use "
-                               "a new --out")
-        return
-    write_json_atomic(path, plan)
+    durable.check_plan(out, {"traces_dir": str(traces_dir), "judge_hash": judge.hash,
+                             "judge": judge.identity()}, [
+        ("judge_hash", f"{out} holds judgements of a different judge (engine, model, prompt "
+                       "or sampling); use a new --out for this one"),
+        ("traces_dir", f"{out} judged another traces folder, not {traces_dir}; use a new "
+                       "--out")])
 
 
 def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,

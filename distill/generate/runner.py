@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from distill.core.answers import parse_output
-from distill.core.errors import DistillError, InputError
+from distill.core.errors import DistillError
 from distill.core.executors import Executor, map_shards
 from distill.core.images import ImageError, read_image_bytes
 from distill.core.shards import (
@@ -380,22 +380,12 @@ def plan_tasks(options: GenerateOptions) -> tuple[list[ShardTask], StageManifest
 
 def _check_plan(out: Path, samples_dir: Path, teachers: TeacherSet) -> None:
     """One output folder holds one generation: refuse to mix in other inputs or teachers."""
-    plan = {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
-            "teacher_set": teachers.describe()}
-    path = out / "plan.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise InputError("not valid JSON", file=path, reason="bad_json") from None
-        if old.get("teacher_set_hash") != teachers.hash:
-            raise DistillError(f"{out} was generated with a different teacher set (or prompt, "
-                               "sampling, k); use a new --out to generate with this one")
-        if old.get("input_dir") != str(samples_dir):
-            raise DistillError(f"{out} was generated from {old.get('input_dir')}, not "
-                               f"{samples_dir}; use a new --out")
-        return
-    write_json_atomic(path, plan)
+    durable.check_plan(out, {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
+                             "teacher_set": teachers.describe()}, [
+        ("teacher_set_hash", f"{out} was generated with a different teacher set (or prompt, "
+                             "sampling, k); use a new --out to generate with this one"),
+        ("input_dir", f"{out} was generated from another input folder, not {samples_dir}; "
+                      "use a new --out")])
 
 
 def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) -> float:
