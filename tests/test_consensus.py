@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.filter_data import make_trace, write_generate_dir
+from distill.cli import main
 from distill.core.answers import same_answer
 from distill.core.digits import digits_of, gold_answer
 from distill.core.errors import DistillError, InputError
@@ -179,12 +180,18 @@ def test_exports_carry_the_label_and_its_source(pool, tmp_path) -> None:
                         and r["label"] for r in rows)
 
 
-def test_eval_refuses_a_set_without_gold(pool) -> None:
+def test_eval_refuses_a_set_without_gold(pool, tmp_path, capsys) -> None:
     eval_set = load_eval_set(f"{pool['root'] / 'ingest'}:train")
     with pytest.raises(InputError, match="40 of 40 eval items have no gold") as info:
         require_gold(eval_set)
     assert info.value.field == "answer"
     require_gold(load_eval_set(f"{pool['root'] / 'ingest'}:test"))
+    # From the command line: one error line, exit 2, before any model is looked for.
+    code = main(["eval", "--model", f"siqvl:{tmp_path / 'no-such-run'}", "--data",
+                 f"{pool['root'] / 'ingest'}:train", "--out", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "have no gold answer" in err
+    assert "no-such-run" not in err and not (tmp_path / "results").exists()
 
 
 # --- items left without any label are reported -----------------------------------------------
