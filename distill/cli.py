@@ -34,7 +34,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 # Commands of one stage shown under another's group: `distill eval convert` turns a
 # benchmark's files into an eval set, which is ingestion's job.
 SUBCOMMAND_EXTRAS: dict[str, dict[str, str]] = {
-    "eval": {"convert": "distill.ingest.cli:convert_command"},
+    "eval": {"convert": "distill.ingest.cli:convert_command",
+             "import": "distill.evaluate.harness.cli:import_group",
+             "lmms-task": "distill.evaluate.harness.cli:lmms_task_command"},
 }
 
 

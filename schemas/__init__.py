@@ -2,7 +2,7 @@
 
 from distill.schemas.base import SCHEMA_VERSION, Record
 from distill.schemas.dataset_manifest import DatasetManifest
-from distill.schemas.eval_result import EvalItem, EvalResult, ModelRef
+from distill.schemas.eval_result import EvalItem, EvalResult, HarnessRun, HarnessScore, ModelRef
 from distill.schemas.hashing import canonical_json, content_hash, file_sha256, sha256_hex
 from distill.schemas.judgement import (
     JudgeIdentity,
@@ -36,6 +36,8 @@ __all__ = [
     "DatasetManifest",
     "EvalItem",
     "EvalResult",
+    "HarnessRun",
+    "HarnessScore",
     "ImageRef",
     "JudgeIdentity",
     "Judgement",

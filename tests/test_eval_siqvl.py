@@ -23,16 +23,11 @@ MAX_NEW = 40
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> dict[str, Path]:
-    from distill.train.loop import train
-    from tests.train_support import config, make_dataset, make_ingest
+    from tests.train_support import tiny_trained_student
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("siqvl-eval")
-    ingest_dir = make_ingest(root / "ingest", train=24, test=8)
-    dataset = make_dataset(ingest_dir, root / "version", limit=8)
-    train(config(max_steps=30, batch_size=8, lr=5e-3, warmup_steps=3), dataset, root / "run")
-    yield {"root": root, "ingest": ingest_dir, "run": root / "run"}
+    yield tiny_trained_student(tmp_path_factory.mktemp("siqvl-eval"))
     torch.set_num_threads(previous)
 
 

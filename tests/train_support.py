@@ -37,3 +37,14 @@ def config(**fields) -> TrainConfig:
                 tensorboard=False)
     base.update(fields)
     return TrainConfig(**base)
+
+
+def tiny_trained_student(root: Path) -> dict[str, Path]:
+    """A tiny student trained for 30 steps on 8 digits items (seconds on one CPU thread),
+    with its ingest folder (8 test items): {"root", "ingest", "run"}."""
+    from distill.train.loop import train
+
+    ingest_dir = make_ingest(root / "ingest", train=24, test=8)
+    dataset = make_dataset(ingest_dir, root / "version", limit=8)
+    train(config(max_steps=30, batch_size=8, lr=5e-3, warmup_steps=3), dataset, root / "run")
+    return {"root": root, "ingest": ingest_dir, "run": root / "run"}

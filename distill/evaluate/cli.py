@@ -14,6 +14,7 @@ from distill.core.paths import slug
 from distill.core.shards import write_json_atomic
 from distill.evaluate.cache import default_cache_dir
 from distill.evaluate.runner import DEFAULT_CHUNK, LARGE_CHUNK, EvalRun, evaluate_model
+from distill.schemas import EvalResult
 
 
 def _stdout() -> Console:
@@ -34,8 +35,7 @@ def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
     return tuple(parsed)
 
 
-def result_file_name(run: EvalRun, eval_set_name: str) -> str:
-    result = run.result
+def result_file_name(result: EvalResult, eval_set_name: str) -> str:
     return (f"{slug(result.model.name)}-{slug(eval_set_name)}-{result.mode}-"
             f"{result.result_id[:8]}.json")
 
@@ -106,12 +106,14 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
     \b
     distill eval --model siqvl:runs/stage2 --data work/digits --mode cot --mode direct
     distill eval convert mathvista testmini.json --out evalsets/mathvista
+    distill eval import lmms-eval lmms_out/ --task mmstar --data evalsets/mmstar
+    distill eval lmms-task --data work/digits --out tasks/
     """
     if ctx.invoked_subcommand is not None:
         return
     if not model_spec or not data_specs:
         raise click.UsageError("--model and at least one --data are required "
-                               "(or a subcommand: convert)")
+                               "(or a subcommand: convert, import, lmms-task)")
     from distill.core.predictors import PredictorOptions
 
     eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
@@ -123,7 +125,7 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
                           chunk_size=chunk_size, threads=threads)
     rows = []
     for eval_set, run in runs:
-        path = out / result_file_name(run, eval_set.name)
+        path = out / result_file_name(run.result, eval_set.name)
         write_json_atomic(path, run.result)
         rows.append((run, eval_set.name, path))
     _print_runs(rows)

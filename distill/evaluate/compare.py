@@ -56,6 +56,9 @@ class PairReport:
     only_in_b: int
     mismatched: int
     same_eval_set: bool
+    # Paired items whose raw outputs are the same text (e.g. one checkpoint run through
+    # distill eval and through another harness, greedy: all of them should be).
+    same_output: int = 0
 
     def flips_of(self, direction: Direction) -> list[Flip]:
         return [flip for flip in self.flips if flip.direction == direction]
@@ -137,4 +140,5 @@ def pair_report(a: LoadedResult, b: LoadedResult) -> PairReport:
         per_category=per_category, flips=flips,
         only_in_a=len(items_a) - len(shared), only_in_b=len(items_b) - len(shared),
         mismatched=len(mismatched), same_eval_set=a.result.eval_set_hash == b.result.eval_set_hash,
+        same_output=sum(items_a[sid].raw_output == items_b[sid].raw_output for sid in paired),
     )

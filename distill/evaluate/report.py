@@ -16,6 +16,7 @@ from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.images import decode_image, read_image_bytes
 from distill.core.shards import write_bytes_atomic
+from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
 from distill.schemas import EvalResult
 
@@ -103,7 +104,8 @@ def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -
                       f"the other, {pair.mismatched} with different gold answers).", ""]
         parts += [_md_table(*delta_rows(pair)), ""]
         parts += [f"Paired bootstrap p = {p_value(pair.overall.bootstrap_p)}; "
-                  f"McNemar exact p = {p_value(pair.overall.mcnemar_p)}.", ""]
+                  f"McNemar exact p = {p_value(pair.overall.mcnemar_p)}. "
+                  f"Identical outputs on {pair.same_output} of {pair.overall.n} items.", ""]
         for direction, title in (("right_to_wrong", "right -> wrong"),
                                  ("wrong_to_right", "wrong -> right")):
             flips = pair.flips_of(direction)  # type: ignore[arg-type]
@@ -118,7 +120,48 @@ def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -
                 if len(flips) > max_flips:
                     parts.append(f"\n({len(flips) - max_flips} more not shown)")
                 parts.append("")
+    for agreement in agreements(comparison):
+        parts += ["", f"## {agreement_title(agreement)}", "", agreement_summary(agreement), ""]
+        if agreement.disagreements:
+            parts.append(_md_table(*agreement_rows(agreement, max_flips)))
+            hidden = len(agreement.disagreements) - max_flips
+            if hidden > 0:
+                parts.append(f"\n({hidden} more not shown)")
     return "\n".join(parts).rstrip() + "\n"
+
+
+# --- another harness against our judge ----------------------------------------------------------
+
+
+def agreements(comparison: Comparison) -> list[HarnessAgreement]:
+    """One per imported result (distill eval import) whose items keep the harness's score."""
+    found = (harness_agreement(loaded) for loaded in comparison.results)
+    return [agreement for agreement in found if agreement is not None]
+
+
+def agreement_title(agreement: HarnessAgreement) -> str:
+    return f"{agreement.loaded.label}: {agreement.harness} vs our judge"
+
+
+def agreement_summary(agreement: HarnessAgreement) -> str:
+    text = (f"Same outputs, two judges: {agreement.harness}'s per-item score"
+            + (f" ({agreement.metric})" if agreement.metric else "")
+            + f" and ours agree on {agreement.agree} of {agreement.scored} items and disagree "
+              f"on {len(agreement.disagreements)}.")
+    if agreement.unscored:
+        text += f" {agreement.unscored} item(s) have no per-item harness score."
+    return text
+
+
+def agreement_rows(agreement: HarnessAgreement,
+                   limit: int = DEFAULT_MAX_FLIPS) -> tuple[list[str], list[list[str]]]:
+    header = ["sample", "category", "gold", "our verdict", "our answer", "harness score",
+              "harness answer", "reason"]
+    rows = [[d.item.sample_id, d.item.category, d.item.gold, d.item.correctness,
+             _short(d.item.extracted, 30), f"{d.item.harness.score:g}",  # type: ignore[union-attr]
+             _short(d.item.harness.extracted, 30), d.reason]  # type: ignore[union-attr]
+            for d in agreement.disagreements[:limit]]
+    return header, rows
 
 
 # --- terminal -----------------------------------------------------------------------------------
@@ -147,7 +190,18 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
         console.print(table)
         console.print(f"flipped: {pair.overall.right_to_wrong} right->wrong, "
                       f"{pair.overall.wrong_to_right} wrong->right "
-                      f"(McNemar exact p = {p_value(pair.overall.mcnemar_p)})")
+                      f"(McNemar exact p = {p_value(pair.overall.mcnemar_p)}); identical "
+                      f"outputs on {pair.same_output} of {pair.overall.n} items")
+    for agreement in agreements(comparison):
+        console.print(f"[bold]{agreement_title(agreement)}[/]: {agreement_summary(agreement)}")
+        if agreement.disagreements:
+            header, rows = agreement_rows(agreement)
+            table = Table(title="where they disagree")
+            for name in header:
+                table.add_column(name)
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
 
 
 # --- plot ---------------------------------------------------------------------------------------
@@ -313,6 +367,16 @@ gold: <b>{{ flip.gold }}</b></div>
 {% if group.hidden %}<p class="note">{{ group.hidden }} more not shown.</p>{% endif %}
 {% endfor %}
 {% endfor %}
+{% for agreement in agreements %}
+<h2>{{ agreement.title }}</h2>
+<p>{{ agreement.summary }}</p>
+{% if agreement.rows %}<table class="disagreements">
+<tr>{% for h in agreement.header %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for row in agreement.rows %}<tr data-sample-id="{{ row[0] }}">
+{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
+{% if agreement.hidden %}<p class="note">{{ agreement.hidden }} more not shown.</p>{% endif %}
+{% endfor %}
 </body></html>
 """)
 
@@ -352,7 +416,15 @@ def to_html(comparison: Comparison, *, plot_png: bytes | None = None,
     plot = None
     if plot_png is not None:
         plot = "data:image/png;base64," + base64.b64encode(plot_png).decode("ascii")
-    return _PAGE.render(summary_header=header, summary_rows=rows, plot=plot, pairs=pairs)
+    views = []
+    for agreement in agreements(comparison):
+        agreement_header, agreement_table = agreement_rows(agreement, max_flips)
+        views.append({"title": agreement_title(agreement),
+                      "summary": agreement_summary(agreement), "header": agreement_header,
+                      "rows": agreement_table,
+                      "hidden": max(0, len(agreement.disagreements) - max_flips)})
+    return _PAGE.render(summary_header=header, summary_rows=rows, plot=plot, pairs=pairs,
+                        agreements=views)
 
 
 def write_reports(comparison: Comparison, out: Path, *,

@@ -118,15 +118,19 @@ def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, i
 @click.option("--image-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder image paths are relative to (default: the input file's folder).")
 @click.option("--split", default="test", show_default=True, help="Split to file items under.")
-@click.option("--category-field", help="Record field used as category (mathvista: "
-                                       "metadata.task, scienceqa: subject, mmstar: category).")
+@click.option("--category-field", help="Record field used as category (default per "
+                                       "format: mathvista metadata.task, scienceqa subject, "
+                                       "mmstar category, mmmu the subject in the id, ai2d "
+                                       "category, chartqa type, mathverse problem_version, "
+                                       "hallusionbench subcategory).")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True, help="Stop at the first bad row, or log it to rejects.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, split: str,
                     category_field: str | None, on_error: str, overwrite: bool) -> None:
-    """Convert a local MathVista / ScienceQA / MMStar-style file (JSON, JSONL, parquet, TSV)
-    into an eval set folder."""
+    """Convert a benchmark's local file (JSON, JSONL, parquet, TSV) in the layout its
+    publishers ship (MathVista, ScienceQA, MMStar, MMMU, AI2D, ChartQA, MathVerse,
+    HallusionBench) into an eval set folder."""
     stats = ConvertStats()
     rows = iter_converted(fmt, source, image_root=image_root, split=split,
                           category_field=category_field, stats=stats)
@@ -135,5 +139,5 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
                                            "category_field": category_field})
     summary = ingest(rows, options, description=f"convert {fmt}")
     print_summary(summary)
-    if stats.skipped_no_image:
-        console.print(f"[yellow]skipped {stats.skipped_no_image} items without an image")
+    for reason, count in sorted(stats.skipped.items()):
+        console.print(f"[yellow]skipped {count} item(s): {reason}")
