@@ -27,6 +27,7 @@ from distill.ingest.pipeline import IngestOptions, ingest, open_source
 from distill.ingest.sources.jsonl import infer_answer_type
 from distill.schemas import ImageRef, Sample, ScoredTrace
 from distill.train.data import load_training_set
+from tests.conftest import png_bytes, write_jsonl
 from tests.helpers.generate import builtin_teacher, write_teachers
 
 
@@ -253,3 +254,17 @@ def test_agreement_counts_whoever_answered_a_routed_item(tmp_path) -> None:
         assert row.signals["label_source"] in ("consensus", "none")
     assert by_category["sum"] == {(1, 2)}  # logreg alone, its k=2 samples
     assert all(found == {(2, 2)} for category, found in by_category.items() if category != "sum")
+
+
+def test_eval_set_conversion_refuses_rows_without_gold(tmp_path) -> None:
+    (tmp_path / "a.png").write_bytes(png_bytes(3))
+    write_jsonl(tmp_path / "items.jsonl", [
+        {"id": "ok", "image": "a.png", "question": "How many?", "answer": "3"},
+        {"id": "none", "image": "a.png", "question": "How many?"}])
+    rows, _ = open_source("jsonl", tmp_path / "items.jsonl")
+    with pytest.raises(InputError, match="no gold answer") as info:
+        ingest(rows, IngestOptions(out=tmp_path / "eval", require_gold=True))
+    assert (info.value.field, info.value.line) == ("answer", 2)
+    rows, _ = open_source("jsonl", tmp_path / "items.jsonl")
+    summary = ingest(rows, IngestOptions(out=tmp_path / "pool"))  # a pool takes both
+    assert summary.total == 2 and summary.no_gold == 1

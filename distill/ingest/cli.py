@@ -135,6 +135,7 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
     rows = iter_converted(fmt, source, image_root=image_root, split=split,
                           category_field=category_field, stats=stats)
     options = IngestOptions(out=out, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
+                            require_gold=True,
                             source_config={"source": f"convert:{fmt}", "path": str(source),
                                            "category_field": category_field})
     summary = ingest(rows, options, description=f"convert {fmt}")

@@ -58,6 +58,7 @@ class IngestOptions:
     source_config: dict = field(default_factory=dict)
     withhold_gold: tuple[str, ...] = ()  # splits ingested without their gold answers
     gold_out: Path | None = None  # where the withheld gold goes (outside ``out``)
+    require_gold: bool = False  # an eval set: a row without a gold answer is a bad row
 
 
 @dataclass
@@ -216,6 +217,10 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                 if isinstance(row, InputError):
                     raise row
                 sample = _to_sample(row, _image_ref(row, options, staging, reference_root))
+                if options.require_gold and sample.answer is None:
+                    raise InputError("no gold answer: an eval set needs one for every item",
+                                     file=row.file, line=row.line, field="answer",
+                                     reason="no_gold")
                 if sample.id in seen_ids:
                     raise InputError(f"duplicate id {sample.id!r} (first seen at "
                                      f"{seen_ids[sample.id]})", file=row.file, line=row.line,
