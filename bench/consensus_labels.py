@@ -12,7 +12,8 @@ keeps its gold for scoring. Then:
    unlabeled pool with ``data/policies/consensus.yaml`` at each agreement threshold
    (``majority_fraction`` >= t): one scoring pass, one dataset version per threshold;
 3. per threshold, how many items keep a label and the share of those labels equal to the
-   withheld gold (their precision);
+   withheld gold (their precision); with the built-in digits judge (``distill judge``,
+   data/judges/digits.yaml) also the judge breaking ties and vetting traces (labels only);
 4. stage 0 (the vision tower), then a CoT student per dataset (``digits-cot``, the demo's
    800 steps), each its own ``distill train`` process (``--jobs`` at once);
 5. every student on the 600 test items: accuracy with 95% bootstrap intervals, and the
@@ -64,7 +65,8 @@ QUICK_STEPS = 40
 @dataclass
 class LabelStats:
     name: str
-    threshold: float | None  # None: the gold-filtered dataset
+    policy: str  # what selected the traces, for the table
+    is_gold: bool  # the gold-filtered dataset (its labels are the gold)
     version: Path
     traces_kept: int
     items_kept: int
@@ -100,14 +102,16 @@ def ingest_pools(out: Path, plan, counts: dict[str, int]) -> tuple[Path, Path, P
     return gold_dir, unlabeled_dir, gold_file
 
 
-def consensus_policy(threshold: float):
+def consensus_policy(threshold: float, name: str | None = None, **rules: dict):
+    """data/policies/consensus.yaml with majority_fraction >= threshold (and more rules)."""
     data = load_policy("consensus").as_dict()
-    data["name"] = f"consensus-{threshold:g}"
+    data["name"] = name or f"consensus-{threshold:g}"
     data["rules"]["majority_fraction"] = {"min": threshold}
+    data["rules"].update(rules)
     return policy_from_dict(data, f"consensus.yaml with majority_fraction >= {threshold:g}")
 
 
-def label_stats(name: str, threshold: float | None, result: FilterResult, store: Path,
+def label_stats(name: str, policy: str, result: FilterResult, store: Path,
                 withheld: dict[str, str], items_total: int) -> LabelStats:
     """Items with a kept trace, and how many of their labels equal the withheld gold."""
     version = DatasetStore(store).version_dir(result.version)
@@ -120,33 +124,57 @@ def label_stats(name: str, threshold: float | None, result: FilterResult, store:
             labels[record.sample.id] = (record.label, record.sample)
     right = sum(same_answer(label, withheld[sample_id], sample)
                 for sample_id, (label, sample) in labels.items())
-    return LabelStats(name, threshold, version, traces, len(labels), items_total, right,
-                      result.scored_shards, result.reused_shards)
+    return LabelStats(name, policy, policy.startswith("default"), version, traces, len(labels),
+                      items_total, right, result.scored_shards, result.reused_shards)
 
 
-def datasets(out: Path, plan, counts: dict[str, int], thresholds: list[float]
-             ) -> list[LabelStats]:
+def datasets(out: Path, plan, counts: dict[str, int], thresholds: list[float],
+             judge: str | None) -> list[LabelStats]:
+    """Every dataset version measured: gold-filtered, consensus per threshold, and (with a
+    judge) the judge breaking ties / vetting traces."""
     gold_dir, unlabeled_dir, gold_file = ingest_pools(out, plan, counts)
     withheld = {row["id"]: row["answer"]
                 for row in map(json.loads, gold_file.read_text().splitlines())}
-    eval_sets = lambda folder: [f"{folder}:{split}" for split in plan.decontaminate  # noqa: E731
-                                if split in counts]
-    stats = []
-    for name, folder, policies in (
-            ("gold", gold_dir, [(None, load_policy(plan.policy))]),
-            ("consensus", unlabeled_dir, [(t, consensus_policy(t)) for t in thresholds])):
-        traces = out / f"traces-{name}"
-        run_generate(GenerateOptions(samples_dir=folder, out=traces,
+    stats: list[LabelStats] = []
+
+    def publish(name: str, what: str, folder: Path, traces: Path, policy,
+                judgements: Path | None = None) -> None:
+        store = out / ("store-gold" if folder == gold_dir else "store-consensus")
+        result = run_filter(FilterOptions(
+            traces=traces, store=store, policy=policy, judgements=judgements,
+            eval_sets=[f"{folder}:{split}" for split in plan.decontaminate if split in counts]))
+        stats.append(label_stats(name, what, result, store, withheld, counts["train"]))
+        log(f"{name}: version {result.version[:12]}, {stats[-1].items_kept:,} items kept, "
+            f"label precision {100 * stats[-1].precision:.1f}% (scored "
+            f"{result.scored_shards} shard(s), reused {result.reused_shards})")
+
+    traces = {}
+    for name, folder in (("gold", gold_dir), ("consensus", unlabeled_dir)):
+        traces[name] = out / f"traces-{name}"
+        run_generate(GenerateOptions(samples_dir=folder, out=traces[name],
                                      teacher_set=plan.teachers, splits=("train",)))
-        for threshold, policy in policies:
-            result = run_filter(FilterOptions(traces=traces, store=out / f"store-{name}",
-                                              policy=policy, eval_sets=eval_sets(folder)))
-            label = name if threshold is None else f"consensus-{threshold:g}"
-            stats.append(label_stats(label, threshold, result, out / f"store-{name}",
-                                     withheld, counts["train"]))
-            log(f"{label}: version {result.version[:12]}, {stats[-1].items_kept:,} items "
-                f"kept, label precision {100 * stats[-1].precision:.1f}% (scored "
-                f"{result.scored_shards} shard(s), reused {result.reused_shards})")
+    publish("gold", "default (answer == gold)", gold_dir, traces["gold"],
+            load_policy(plan.policy))
+    for t in thresholds:
+        publish(f"consensus-{t:g}", f"consensus, majority_fraction >= {t:g}", unlabeled_dir,
+                traces["consensus"], consensus_policy(t))
+    if judge is None:
+        return stats
+    from distill.generate.judging import JudgeOptions, run_judge
+
+    judged = out / "judged"
+    summary = run_judge(JudgeOptions(traces["consensus"], judge, judged))
+    log(f"judge {judge}: {summary.judged:,} judgements written, {summary.rejected:,} "
+        f"rejected, {summary.already_done:,} already done")
+    low = min(thresholds)
+    publish(f"judge-ties-{low:g}", f"consensus or judge tie-break, majority_fraction >= "
+            f"{low:g}", unlabeled_dir, traces["consensus"],
+            consensus_policy(low, f"judge-ties-{low:g}",
+                             label_source={"in": ["gold", "consensus", "judge"]}), judged)
+    publish(f"consensus-{low:g}+judge", f"consensus, majority_fraction >= {low:g}, "
+            "judge_score == 1", unlabeled_dir, traces["consensus"],
+            consensus_policy(low, f"consensus-{low:g}+judge", judge_score={"min": 1.0}),
+            judged)
     return stats
 
 
@@ -234,10 +262,8 @@ def report(out: Path, stats: list[LabelStats], results: dict[str, Path], steps: 
         "", "| dataset | policy | traces kept | items with a label | of all items | "
         "label precision |", "|---|---|---:|---:|---:|---:|"]
     for s in stats:
-        policy = "default (answer == gold)" if s.threshold is None else \
-            f"consensus, majority_fraction >= {s.threshold:g}"
-        precision = "gold" if s.threshold is None else f"{100 * s.precision:.1f}%"
-        lines.append(f"| {s.name} | {policy} | {s.traces_kept:,} | {s.items_kept:,} | "
+        precision = "gold" if s.is_gold else f"{100 * s.precision:.1f}%"
+        lines.append(f"| {s.name} | {s.policy} | {s.traces_kept:,} | {s.items_kept:,} | "
                      f"{100 * s.items_kept / s.items_total:.1f}% | {precision} |")
     figures: dict = {"labels": [{**vars(s), "version": s.version.name,
                                  "precision": s.precision} for s in stats]}
@@ -277,17 +303,29 @@ def report(out: Path, stats: list[LabelStats], results: dict[str, Path], steps: 
     return text
 
 
+def _dataset_name(value: str) -> str:
+    try:
+        return f"consensus-{float(value):g}"
+    except ValueError:
+        return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="Work folder (resumable).")
     parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS),
                         help="Agreement thresholds (majority_fraction) to measure.")
-    parser.add_argument("--train", default=None, help="Thresholds to train students on "
-                        "(default: all of --thresholds); 'none' for no consensus student.")
+    parser.add_argument("--train", default=None, help="Datasets to train students on, by "
+                        "threshold or name (e.g. 0.5,consensus-0.5+judge; default: every "
+                        "threshold); 'none' for no consensus student. The gold-filtered "
+                        "student is always trained.")
     parser.add_argument("--steps", type=int, default=None,
                         help="Training steps per student (default: the demo's CoT student's).")
     parser.add_argument("--jobs", type=int, default=1, help="Students trained at once.")
     parser.add_argument("--labels-only", action="store_true", help="Measure labels; no students.")
+    parser.add_argument("--judge", default="digits", help="Judge file for the judge rows "
+                        "(default: data/judges/digits.yaml, the built-in digits judge); "
+                        "'none' to skip them.")
     parser.add_argument("--quick", action="store_true",
                         help=f"A smoke run: {QUICK_COUNTS}, {QUICK_STEPS} steps.")
     args = parser.parse_args()
@@ -298,15 +336,19 @@ def main() -> None:
     cot = next(s for s in plan.students.values() if s.config.endswith("cot"))
     steps = args.steps or (QUICK_STEPS if args.quick else int(cot.set.get("max_steps", 800)))
     thresholds = [float(t) for t in args.thresholds.split(",")]
-    trained = thresholds if args.train is None else (
-        [] if args.train == "none" else [float(t) for t in args.train.split(",")])
+    trained = [f"consensus-{t:g}" for t in thresholds] if args.train is None else (
+        [] if args.train == "none" else [_dataset_name(t) for t in args.train.split(",")])
     args.out.mkdir(parents=True, exist_ok=True)
     log(f"data: {counts}, thresholds {thresholds}")
-    stats = datasets(args.out, plan, counts, thresholds)
+    stats = datasets(args.out, plan, counts, thresholds,
+                     None if args.judge == "none" else args.judge)
     loads.append(os.getloadavg()[0])
     results: dict[str, Path] = {}
     if not args.labels_only:
-        names = ["gold", *[f"consensus-{t:g}" for t in trained]]
+        names = ["gold", *trained]
+        unknown = set(names) - {stat.name for stat in stats}
+        if unknown:
+            raise SystemExit(f"--train: no dataset {sorted(unknown)} in this run")
         runs = students(args.out, plan, cot, stats, names, steps, args.jobs)
         loads.append(os.getloadavg()[0])
         results = evaluate(args.out, plan, runs, f"{args.out / 'ingest-gold'}:test")
