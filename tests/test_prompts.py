@@ -8,7 +8,7 @@ import pytest
 
 from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
-from distill.core.prompts import load_prompt
+from distill.core.prompts import load_prompt, shipped_prompts
 from distill.schemas import ImageRef, Sample
 
 SAMPLE = Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
@@ -16,8 +16,7 @@ SAMPLE = Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
                 answer_type="choice", category="animals", source="t")
 
 
-TEACHER_PROMPTS = sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")
-                         if not p.stem.startswith("judge-"))
+TEACHER_PROMPTS = [path.stem for path in shipped_prompts("teacher")]
 
 
 @pytest.mark.parametrize("name", TEACHER_PROMPTS)
@@ -107,3 +106,8 @@ def test_bad_judge_prompts_fail_naming_the_field(tmp_path: Path, text, field, me
     with pytest.raises(InputError) as info:
         load_prompt(path, "judge")
     assert info.value.field == field and message in str(info.value)
+
+
+def test_shipped_prompts_are_told_apart_by_kind() -> None:
+    assert [p.stem for p in shipped_prompts("teacher")] == ["cot", "direct", "think"]
+    assert [p.stem for p in shipped_prompts("judge")] == ["judge-rubric", "judge-same"]

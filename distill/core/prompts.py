@@ -141,6 +141,13 @@ class PromptTemplate:
         return self.system, user.strip()
 
 
+def shipped_prompts(kind: PromptKind = "teacher") -> list[Path]:
+    """The prompt files shipped in prompts/ of one kind, by name (judge rubrics are no
+    prompts a teacher or a student is ever given)."""
+    return [path for path in sorted(PROMPTS_DIR.glob("*.yaml"))
+            if load_config_file(path, PROMPTS_DIR, "prompt file", PromptFile)[0].kind == kind]
+
+
 def load_prompt(name_or_path: str | Path, kind: PromptKind = "teacher") -> PromptTemplate:
     """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml).
 
