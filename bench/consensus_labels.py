@@ -200,29 +200,37 @@ def train(args: list[str], out: Path, log_path: Path) -> None:
                        check=True)
 
 
+def run_name(dataset: str, seed: int, plan_seed: int) -> str:
+    """A student's name: its dataset, and its training seed unless the plan's."""
+    return dataset if seed == plan_seed else f"{dataset}~seed{seed}"
+
+
 def students(out: Path, plan, student, stats: list[LabelStats], train_names: list[str],
-             steps: int, jobs: int) -> dict[str, Path]:
-    """Stage 0, then one CoT student (the demo's ``student`` plan) per chosen dataset."""
+             seeds: list[int], steps: int, jobs: int) -> dict[str, Path]:
+    """Stage 0, then one CoT student (the demo's ``student`` plan) per chosen dataset and
+    training seed (the seed sets the student's initialisation and its data order)."""
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     vision = runs / "vision"
     overrides = {"seed": plan.seed, **plan.vision_set}
     log("stage 0: the vision tower")
     train(["--config", plan.vision, *_sets(overrides)], vision, runs / "vision.log")
-    chosen = [s for s in stats if s.name in train_names]
+    by_name = {s.name: s for s in stats}
+    chosen = [(by_name[name], seed) for seed in seeds for name in train_names]
 
-    def one(stat: LabelStats) -> tuple[str, Path]:
-        run = runs / stat.name
+    def one(job: tuple[LabelStats, int]) -> tuple[str, Path]:
+        stat, seed = job
+        name = run_name(stat.name, seed, plan.seed)
         sets = {**student.set, "max_steps": steps, "vision_path": str(vision / "final"),
-                "seed": plan.seed}
+                "seed": seed}
         start = time.perf_counter()
-        train(["--config", student.config, "--data", str(stat.version), *_sets(sets)], run,
-              runs / f"{stat.name}.log")
-        log(f"trained {stat.name} in {time.perf_counter() - start:.0f} s")
-        return stat.name, run
+        train(["--config", student.config, "--data", str(stat.version), *_sets(sets)],
+              runs / name, runs / f"{name}.log")
+        log(f"trained {name} in {time.perf_counter() - start:.0f} s")
+        return name, runs / name
 
     log(f"training {len(chosen)} student(s), {jobs} at a time: "
-        + ", ".join(s.name for s in chosen))
+        + ", ".join(run_name(s.name, seed, plan.seed) for s, seed in chosen))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return dict(pool.map(one, chosen))
 
@@ -254,8 +262,7 @@ def evaluate(out: Path, plan, runs: dict[str, Path], test_set: str) -> dict[str,
 
 
 def report(out: Path, stats: list[LabelStats], results: dict[str, Path], steps: int,
-           started: float, loads: list[float]) -> str:
-    from distill.evaluate.compare import compare_results, load_results
+           plan_seed: int, started: float, loads: list[float]) -> str:
 
     lines = [
         "Labels (train split, items; precision = derived labels equal to the withheld gold):",
@@ -268,29 +275,7 @@ def report(out: Path, stats: list[LabelStats], results: dict[str, Path], steps: 
     figures: dict = {"labels": [{**vars(s), "version": s.version.name,
                                  "precision": s.precision} for s in stats]}
     if results:
-        names = ["gold", *[n for n in results if n != "gold"]]
-        loaded = load_results([results[n] for n in names if n in results])
-        comparison = compare_results(loaded, baseline=0)
-        pairs = {pair.b.path: pair.overall for pair in comparison.pairs}
-        lines += ["", f"Students (digits-cot, {steps} steps, stage-0 tower) on the "
-                  f"{loaded[0].result.metrics['n']:.0f} test items:", "",
-                  "| student trained on | accuracy % [95% CI] | vs gold-filtered, points "
-                  "[95% CI] | McNemar p |", "|---|---|---|---:|"]
-        figures["students"] = {}
-        for loaded_result in loaded:
-            m = loaded_result.result.metrics
-            name = loaded_result.path.stem
-            pair = pairs.get(loaded_result.path)
-            delta = "-" if pair is None else (
-                f"{100 * pair.delta:+.1f} [{100 * pair.delta_ci_low:+.1f}, "
-                f"{100 * pair.delta_ci_high:+.1f}]")
-            p = "-" if pair is None else f"{pair.mcnemar_p:.3g}"
-            lines.append(f"| {name} | {100 * m['accuracy']:.1f} [{100 * m['accuracy_ci_low']:.1f}"
-                         f", {100 * m['accuracy_ci_high']:.1f}] | {delta} | {p} |")
-            figures["students"][name] = {**m, **({"delta": pair.delta,
-                                                  "delta_ci": [pair.delta_ci_low,
-                                                               pair.delta_ci_high],
-                                                  "mcnemar_p": pair.mcnemar_p} if pair else {})}
+        lines += student_lines(results, steps, plan_seed, figures)
     elapsed = time.perf_counter() - started
     lines += ["", f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.node()}; "
               f"load average (1 min) {min(loads):.1f} to {max(loads):.1f} during the run; "
@@ -301,6 +286,51 @@ def report(out: Path, stats: list[LabelStats], results: dict[str, Path], steps: 
     (out / "consensus_labels.json").write_text(json.dumps(figures, indent=1, default=str),
                                                encoding="utf-8")
     return text
+
+
+def student_lines(results: dict[str, Path], steps: int, plan_seed: int,
+                  figures: dict) -> list[str]:
+    """Each student against the gold-filtered student of the same training seed (paired,
+    item by item), then each dataset over its seeds."""
+    from distill.evaluate.compare import load_results, pair_report
+
+    loaded = dict(zip(results, load_results(list(results.values())), strict=True))
+    n = next(iter(loaded.values())).result.metrics["n"]
+    lines = ["", f"Students (digits-cot, {steps} steps, stage-0 tower) on the {n:.0f} test "
+             "items; each compared item by item with the gold-filtered student of the same "
+             "training seed:", "",
+             "| student | seed | accuracy % [95% CI] | vs gold-filtered, points [95% CI] | "
+             "McNemar p |", "|---|---:|---|---|---:|"]
+    figures["students"] = {}
+    per_dataset: dict[str, list[tuple[float, float | None]]] = {}
+    for name, result in loaded.items():
+        dataset, _, seed = name.partition("~seed")
+        gold = loaded.get("gold" + (f"~seed{seed}" if seed else ""))
+        pair = pair_report(gold, result).overall if gold is not None and gold is not result \
+            else None
+        m = result.result.metrics
+        delta = "-" if pair is None else (f"{100 * pair.delta:+.1f} [{100 * pair.delta_ci_low:+.1f}"
+                                          f", {100 * pair.delta_ci_high:+.1f}]")
+        lines.append(f"| {dataset} | {seed or plan_seed} | {100 * m['accuracy']:.1f} "
+                     f"[{100 * m['accuracy_ci_low']:.1f}, {100 * m['accuracy_ci_high']:.1f}] | "
+                     f"{delta} | {'-' if pair is None else f'{pair.mcnemar_p:.3g}'} |")
+        per_dataset.setdefault(dataset, []).append((m["accuracy"],
+                                                    None if pair is None else pair.delta))
+        figures["students"][name] = {**m, **({"delta": pair.delta, "delta_ci": [
+            pair.delta_ci_low, pair.delta_ci_high], "mcnemar_p": pair.mcnemar_p}
+            if pair else {})}
+    if any(len(v) > 1 for v in per_dataset.values()):
+        lines += ["", "Over training seeds (the spread is the training noise a single run "
+                  "carries):", "", "| dataset | seeds | mean accuracy % | min - max % | "
+                  "mean paired difference to gold-filtered, points |", "|---|---:|---:|---|---:|"]
+        for dataset, runs in per_dataset.items():
+            accuracies = [a for a, _ in runs]
+            deltas = [d for _, d in runs if d is not None]
+            mean_delta = f"{100 * sum(deltas) / len(deltas):+.1f}" if deltas else "-"
+            lines.append(f"| {dataset} | {len(runs)} | {100 * sum(accuracies) / len(runs):.1f} | "
+                         f"{100 * min(accuracies):.1f} - {100 * max(accuracies):.1f} | "
+                         f"{mean_delta} |")
+    return lines
 
 
 def _dataset_name(value: str) -> str:
@@ -321,6 +351,9 @@ def main() -> None:
                         "student is always trained.")
     parser.add_argument("--steps", type=int, default=None,
                         help="Training steps per student (default: the demo's CoT student's).")
+    parser.add_argument("--seeds", default=None, help="Training seeds, comma-separated "
+                        "(default: the demo plan's seed); every student is trained once per "
+                        "seed, the gold-filtered one too, to show the training noise.")
     parser.add_argument("--jobs", type=int, default=1, help="Students trained at once.")
     parser.add_argument("--labels-only", action="store_true", help="Measure labels; no students.")
     parser.add_argument("--judge", default="digits", help="Judge file for the judge rows "
@@ -349,12 +382,13 @@ def main() -> None:
         unknown = set(names) - {stat.name for stat in stats}
         if unknown:
             raise SystemExit(f"--train: no dataset {sorted(unknown)} in this run")
-        runs = students(args.out, plan, cot, stats, names, steps, args.jobs)
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [plan.seed]
+        runs = students(args.out, plan, cot, stats, names, seeds, steps, args.jobs)
         loads.append(os.getloadavg()[0])
         results = evaluate(args.out, plan, runs, f"{args.out / 'ingest-gold'}:test")
         loads.append(os.getloadavg()[0])
     print()
-    print(report(args.out, stats, results, steps, started, loads))
+    print(report(args.out, stats, results, steps, plan.seed, started, loads))
 
 
 if __name__ == "__main__":
