@@ -15,7 +15,10 @@ random stream is a pure function of (seed, k, image, prompt), so a rerun writes 
 
 A third model, ``judge``, answers a judge's rubric prompt (``prompts/judge-rubric.yaml``,
 ``distill judge``): it reads the digits itself with a third classifier (an RBF support
-vector machine, also trained on the train pool only), finds the digits the judged
+vector machine trained on the *val* pool's scans: the teachers were trained on the train
+pool, whose scans make up the training items, so a judge trained there would have
+memorised the very digits it grades; val scans never appear in train or test items and
+the val split is only used to tune, never to score), finds the digits the judged
 reasoning claims and its final answer, and grades: 5 when the claimed digits are the ones
 it reads and the answer follows from them, 3 or 2 when one or more claimed digits differ
 from its reading, 1 when the answer does not follow from the claimed digits (or the
@@ -76,9 +79,9 @@ class BuiltinOptions(EngineOptions):
 
 
 @lru_cache(maxsize=4)
-def train_reader(reader: Reader, pool_seed: int):
-    """Fit the classifier on the train pool's 8x8 scans (cached per process)."""
-    images, labels = digit_images(source_pools(pool_seed)["train"])
+def train_reader(reader: Reader, pool_seed: int, pool: str = "train"):
+    """Fit the classifier on one pool's 8x8 scans (cached per process)."""
+    images, labels = digit_images(source_pools(pool_seed)[pool])
     features = to_features(list(images))
     if reader == "knn":
         from sklearn.neighbors import KNeighborsClassifier
@@ -219,8 +222,10 @@ class BuiltinDigitsEngine(Engine):
         super().__init__(model, options)
         if model not in MODELS:
             raise ValueError(f"the builtin engine has models {list(MODELS)}, not {model!r}")
-        reader = "svc" if model == "judge" else model
-        self.classifier = train_reader(reader, options.pool_seed)  # type: ignore[arg-type]
+        if model == "judge":
+            self.classifier = train_reader("svc", options.pool_seed, "val")
+        else:
+            self.classifier = train_reader(model, options.pool_seed)  # type: ignore[arg-type]
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
         if self.model == "judge":
