@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -200,13 +201,18 @@ def train(args: list[str], out: Path, log_path: Path) -> None:
                        check=True)
 
 
-def run_name(dataset: str, seed: int, plan_seed: int) -> str:
-    """A student's name: its dataset, and its training seed unless the plan's."""
-    return dataset if seed == plan_seed else f"{dataset}~seed{seed}"
+RUN_NAME = re.compile(r"^(?P<dataset>[^~]+)(?P<suffix>(?:~seed(?P<seed>\d+))?(?:~\d+steps)?)$")
+
+
+def run_name(dataset: str, seed: int, steps: int, plan_seed: int, plan_steps: int) -> str:
+    """A student's name: its dataset, then its training seed and steps where they are not
+    the demo plan's."""
+    return (dataset + (f"~seed{seed}" if seed != plan_seed else "")
+            + (f"~{steps}steps" if steps != plan_steps else ""))
 
 
 def students(out: Path, plan, student, stats: list[LabelStats], train_names: list[str],
-             seeds: list[int], steps: int, jobs: int) -> dict[str, Path]:
+             seeds: list[int], steps: int, plan_steps: int, jobs: int) -> dict[str, Path]:
     """Stage 0, then one CoT student (the demo's ``student`` plan) per chosen dataset and
     training seed (the seed sets the student's initialisation and its data order)."""
     runs = out / "runs"
@@ -220,7 +226,7 @@ def students(out: Path, plan, student, stats: list[LabelStats], train_names: lis
 
     def one(job: tuple[LabelStats, int]) -> tuple[str, Path]:
         stat, seed = job
-        name = run_name(stat.name, seed, plan.seed)
+        name = run_name(stat.name, seed, steps, plan.seed, plan_steps)
         sets = {**student.set, "max_steps": steps, "vision_path": str(vision / "final"),
                 "seed": seed}
         start = time.perf_counter()
@@ -230,7 +236,8 @@ def students(out: Path, plan, student, stats: list[LabelStats], train_names: lis
         return name, runs / name
 
     log(f"training {len(chosen)} student(s), {jobs} at a time: "
-        + ", ".join(run_name(s.name, seed, plan.seed) for s, seed in chosen))
+        + ", ".join(run_name(s.name, seed, steps, plan.seed, plan_steps)
+                    for s, seed in chosen))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return dict(pool.map(one, chosen))
 
@@ -304,8 +311,10 @@ def student_lines(results: dict[str, Path], steps: int, plan_seed: int,
     figures["students"] = {}
     per_dataset: dict[str, list[tuple[float, float | None]]] = {}
     for name, result in loaded.items():
-        dataset, _, seed = name.partition("~seed")
-        gold = loaded.get("gold" + (f"~seed{seed}" if seed else ""))
+        parts = RUN_NAME.match(name)
+        assert parts is not None, name
+        dataset, seed = parts["dataset"], parts["seed"]
+        gold = loaded.get("gold" + parts["suffix"])
         pair = pair_report(gold, result).overall if gold is not None and gold is not result \
             else None
         m = result.result.metrics
@@ -367,7 +376,8 @@ def main() -> None:
     plan = load_plan("demo")
     counts = QUICK_COUNTS if args.quick else dict(plan.counts)
     cot = next(s for s in plan.students.values() if s.config.endswith("cot"))
-    steps = args.steps or (QUICK_STEPS if args.quick else int(cot.set.get("max_steps", 800)))
+    plan_steps = int(cot.set.get("max_steps", 800))
+    steps = args.steps or (QUICK_STEPS if args.quick else plan_steps)
     thresholds = [float(t) for t in args.thresholds.split(",")]
     trained = [f"consensus-{t:g}" for t in thresholds] if args.train is None else (
         [] if args.train == "none" else [_dataset_name(t) for t in args.train.split(",")])
@@ -383,7 +393,7 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"--train: no dataset {sorted(unknown)} in this run")
         seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [plan.seed]
-        runs = students(args.out, plan, cot, stats, names, seeds, steps, args.jobs)
+        runs = students(args.out, plan, cot, stats, names, seeds, steps, plan_steps, args.jobs)
         loads.append(os.getloadavg()[0])
         results = evaluate(args.out, plan, runs, f"{args.out / 'ingest-gold'}:test")
         loads.append(os.getloadavg()[0])
