@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "lineage": ("distill.evaluate.cli:lineage_command", "Print an eval result's lineage chain."),
     "demo": ("distill.demo:demo_command", "Run the whole pipeline on the embedded digits data."),
     "schemas": ("distill.schemas.cli:schemas_group", "Export the record schemas as JSON Schema."),
+    "answers": ("distill.answers_report:answers_command",
+                "Show how outputs' answers are read: verdicts by reason, with examples."),
 }
 # Commands of one stage shown under another's group: `distill eval convert` turns a
 # benchmark's files into an eval set, which is ingestion's job.

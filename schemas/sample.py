@@ -82,6 +82,11 @@ class Sample(Record):
     label can only be derived later, from teacher consensus or a judge (the filter marks
     such labels ``label_source: consensus|judge``). ``answer_type`` (and ``choices``) are
     still required: they say how answers to the item are read and compared.
+
+    ``meta`` keys the answer judge reads (outside the content hash, so adding them keeps
+    trace keys): ``precision`` (int, decimals the gold number is rounded to, as MathVista
+    states it: '1.732' matches '1.73' at 2) and ``relative_tolerance`` (float, e.g. 0.05
+    for ChartQA's relaxed accuracy).
     """
 
     id: Identifier

@@ -10,6 +10,8 @@ from distill.schemas.base import Identifier, NonEmptyStr, Part, Record, Sha256He
 from distill.schemas.hashing import content_hash
 
 FinishReason = Literal["stop", "length", "other"]
+# How a prompt asks for its answer (see prompts/): the judge reads that layout first.
+AnswerFormat = Literal["answer_line", "think_tags", "direct"]
 
 
 class SamplingParams(Part):
@@ -67,6 +69,9 @@ class Trace(Record):
     completion_tokens: int | None = Field(default=None, ge=0)
     finish_reason: FinishReason
     latency_s: float = Field(ge=0.0)
+    # The prompt's declared answer layout, which the judge reads first (None: traces
+    # written before it was recorded; the judge's general reading applies).
+    answer_format: AnswerFormat | None = None
 
     def content_fields(self) -> dict:
         """The trace without its timing: what must match between two runs of the same work."""

@@ -233,6 +233,36 @@ def test_items_without_gold_or_any_answer_are_reported_not_dropped(tmp_path) -> 
     assert f"`{missing}` (no_traces)" in report
 
 
+def test_truncated_outputs_are_no_answers_to_agree_with(tmp_path) -> None:
+    """Two traces cut at the token limit that got as far as 'Answer: 9' are unparseable
+    to the judge, so they are no votes: the one finished trace's 7 is the label."""
+    (tmp_path / "a.png").write_bytes(png_bytes(5))
+    write_jsonl(tmp_path / "items.jsonl", [
+        {"id": "dots", "image": "a.png", "question": "How many dots are there?"}])
+    rows, _ = open_source("jsonl", tmp_path / "items.jsonl")
+    ingest(rows, IngestOptions(out=tmp_path / "ingest"))
+    write_generate_dir(tmp_path / "gen", tmp_path / "ingest", lambda item: [
+        make_trace(item, "t1", 0, "I count nine.\nAnswer: 9", finish_reason="length"),
+        make_trace(item, "t2", 0, "I count nine.\nAnswer: 9", finish_reason="length"),
+        make_trace(item, "t3", 0, "I count seven.\nAnswer: 7")])
+    policy = load_policy("consensus")
+    result = run_filter(FilterOptions(traces=tmp_path / "gen", store=tmp_path / "store",
+                                      policy=policy))
+    rows_ = scored_rows(DatasetStore(tmp_path / "store").version_dir(result.version))
+    by_teacher = {row.trace.teacher_id: row.signals for row in rows_}
+    assert {(s["label"], s["label_source"]) for s in by_teacher.values()} == {("7", "consensus")}
+    for teacher in ("t1", "t2"):
+        assert by_teacher[teacher]["answer_canonical"] == ""
+        assert by_teacher[teacher]["answer_reason"] == "truncated"
+        assert by_teacher[teacher]["correctness"] == "no_gold"
+        assert not by_teacher[teacher]["agrees_with_label"]
+    assert by_teacher["t3"]["answer_reason"] == "no_gold"
+    assert by_teacher["t3"]["majority_count"] == 1
+    assert by_teacher["t3"]["majority_fraction"] == pytest.approx(1 / 3)
+    # The report counts the two outputs without an answer, not the answered one.
+    assert dict(result.stats.answer_reasons) == {"no_gold/truncated": 2}
+
+
 def test_agreement_counts_whoever_answered_a_routed_item(tmp_path) -> None:
     """Teachers routed by category (as the seed's pipeline routes them): an item's
     agreement is over the teachers that answered it, however many that is."""

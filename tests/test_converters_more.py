@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.cli import main
+from distill.core.answers import judge
 from distill.core.errors import InputError
 from distill.core.evalsets import load_eval_set
 from distill.ingest.converters import ConvertStats, iter_converted
@@ -89,6 +90,14 @@ def test_chartqa_authors_release_and_harness_parquet(tmp_path: Path) -> None:
         ("chartqa-test_human-2", "Yes", "text")]
     assert {s.category for s in samples} == {"test_human"}
     assert (tmp_path / "out" / samples[0].image.path).read_bytes() == png_bytes(7)
+    # Exact by default; ChartQA's relaxed accuracy (5%) as an option, for number items only.
+    assert judge("Answer: 1,200", samples[0]) == "wrong"
+    relaxed = _convert("chartqa", release / "test_human.json", tmp_path / "relaxed",
+                       "--relative-tolerance", "0.05")
+    assert [s.meta.get("relative_tolerance") for s in relaxed] == [0.05, 0.05, None]
+    assert judge("Answer: 1,200", relaxed[0]) == "correct"  # 2.8% off
+    assert judge("Answer: 1,300", relaxed[0]) == "wrong"  # 5.3% off
+    assert [s.content_hash() for s in relaxed] == [s.content_hash() for s in samples]
 
     pq.write_table(pa.Table.from_pylist([
         {"type": "augmented_test", "question": "How many bars?", "answer": "4",

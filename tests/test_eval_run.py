@@ -6,6 +6,7 @@ and clear errors for a checkpoint of the wrong kind."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -199,7 +200,8 @@ def test_interrupted_eval_keeps_finished_chunks(tiny_model: Path, digits: Path,
 
 def test_one_eval_per_cache_key_at_a_time(tmp_path: Path) -> None:
     with GenerationCache(tmp_path, "k" * 64, {"model": "x"}), \
-            pytest.raises(DistillError, match="locked"):
+            pytest.raises(DistillError, match=r"another run is writing to eval cache .*: pid "
+                                              rf"{os.getpid()} on host"):
         GenerationCache(tmp_path, "k" * 64, {"model": "x"}).__enter__()
     with GenerationCache(tmp_path, "k" * 64, {"model": "x"}):
         pass  # released

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.cli import main
+from distill.core.answers import judge
 from distill.core.errors import InputError
 from distill.core.evalsets import load_eval_set
 from distill.ingest.converters import iter_converted
@@ -131,6 +132,9 @@ def test_mathvista_json_dict_keyed_by_pid(tmp_path: Path) -> None:
     assert (count.answer_type, count.answer, count.category) == ("number", "7",
                                                                  "math_word_problem")
     assert slope.answer == "1.25" and slope.meta["precision"] == 2.0
+    # The judge grades to the item's stated precision, as MathVista does.
+    assert judge("Answer: 1.2483", slope) == "correct" and judge("1.2", slope) == "wrong"
+    assert judge("Answer: 45 degrees", choice) == "correct"
     out_images = tmp_path / "out" / choice.image.path
     assert out_images.read_bytes() == png_bytes(1)
 

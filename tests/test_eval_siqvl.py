@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from distill.cli import main
+from distill.core.answers import parse_output
 from distill.core.evalsets import load_eval_set
 from distill.core.shards import read_json_model
 from distill.evaluate.lineage import trace_lineage
@@ -46,8 +47,14 @@ def test_tiny_student_eval_compare_and_lineage(student, capsys) -> None:
     assert Path(cot.model.run_manifest) == run / "manifest.json"
     assert len(cot.items) == len(direct.items) == 8
     assert all(0 < item.output_tokens <= MAX_NEW for item in cot.items + direct.items)
-    # The student learned the answer format: its outputs are mostly parseable.
-    assert cot.metrics["unparseable_rate"] <= 0.5
+    # The student learned the answer format: its outputs mostly hold an answer line. This
+    # tiny one never stops by itself, though, and an output cut at the token limit is
+    # unparseable (the judge does not score what a model might still have revised).
+    assert sum(parse_output(item.raw_output).final_answer is not None
+               for item in cot.items) >= len(cot.items) // 2
+    cut = [item for item in cot.items if item.output_tokens >= MAX_NEW]
+    assert all(item.correctness == "unparseable" for item in cut)
+    assert cot.metrics["unparseable_rate"] >= len(cut) / len(cot.items)
     # The predictor adds nothing to the train package's own generation.
     from distill.train.inference import generate_answers
     from distill.train.siqvl.build import load_student

@@ -93,6 +93,9 @@ def test_a_version_holds_what_the_policy_keeps_and_why_the_rest_went(inputs, tmp
     assert sum(manifest.drop_reasons.values()) == manifest.counts["drop"]
     report = (folder / "report" / "report.md").read_text()
     assert "Why traces were dropped" in report and "`rule:has_loop`" in report
+    # The judge's reasons: the wrong answers, and the traces cut at the token limit.
+    assert "by the judge's reason" in report and "`unparseable/truncated`" in report
+    assert "`wrong/" in report
     for plot in ("lengths.png", "drop_reasons.png", "teachers.png"):
         assert (folder / "report" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

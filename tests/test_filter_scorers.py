@@ -93,6 +93,24 @@ def test_a_truncated_trace_is_flagged(suite: ScorerSuite, samples: dict) -> None
                     final_answer=sample.answer)
     assert signals["truncated"]
     assert not signals["tags_balanced"]  # the </think> was cut off
+    # Cut at the token limit: unparseable, not judged on whatever it said last.
+    signals = score(suite, sample, text, finish_reason="length", final_answer=sample.answer)
+    assert (signals["correctness"], signals["answer_reason"]) == ("unparseable", "truncated")
+
+
+def test_correctness_reads_the_raw_text_with_the_judge_and_says_why(
+        suite: ScorerSuite, samples: dict) -> None:
+    """Traces generated before a judge change (their recorded final answer was misread)
+    are judged by the current rules from their raw text."""
+    sample = samples["sum"]
+    r1 = (f"{reasoning(sample)}\n\n**Final Answer**\n\\[\n\\boxed{{{sample.answer}}}\n\\]")
+    signals = score(suite, sample, r1, final_answer="\\[")
+    assert (signals["correctness"], signals["answer_reason"]) == ("correct", "correct")
+    assert signals["answer_canonical"] == sample.answer
+    hedge = score(suite, sample, f"{reasoning(sample)}\nAnswer: 3 or 4")
+    assert (hedge["correctness"], hedge["answer_reason"]) == ("unparseable", "hedged")
+    wrong = score(suite, sample, f"{reasoning(sample)}\nAnswer: {wrong_answer(sample)}")
+    assert wrong["answer_reason"] in ("wrong_value", "near_miss", "wrong_scale")
 
 
 @pytest.mark.parametrize("text, blocks, balanced", [

@@ -27,7 +27,7 @@ from distill.core.prompts import load_prompt  # noqa: E402
 from distill.core.shards import iter_records  # noqa: E402
 from distill.generate.engines.base import ChatRequest, Completion  # noqa: E402
 from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions  # noqa: E402
-from distill.generate.runner import GenerateOptions, engine_for, run_generate  # noqa: E402
+from distill.generate.runner import GenerateOptions, GenerateWorker, run_generate  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
 from distill.schemas import Sample, SamplingParams  # noqa: E402
 from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
@@ -65,8 +65,9 @@ def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp
         "sampling": {"temperature": 0.8, "max_tokens": 8, "seed": 0},
         "options": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32",
                     "engine_args": {"max_num_seqs": 8}}}})
-    # The runner's engine cache: this builds the LLM once for both halves of the test.
-    engine = engine_for(next(iter(load_teacher_set(teachers).teachers.values())))
+    # A worker keeps its engines: this builds the LLM once for both halves of the test.
+    worker = GenerateWorker()
+    engine = worker.engine_for(next(iter(load_teacher_set(teachers).teachers.values())))
     with_images = {o.request.id: o.results for o in engine.generate(_requests(samples_dir))}
     without = {o.request.id: o.results for o in engine.generate(_requests(samples_dir, False))}
     for request_id, results in with_images.items():
@@ -77,7 +78,11 @@ def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp
     assert any(r[0].text != r[1].text for r in with_images.values())  # n=2 samples differ
 
     out = tmp_path / "gen"
-    run_generate(GenerateOptions(samples_dir, str(teachers), out))
+    try:
+        run_generate(GenerateOptions(samples_dir, str(teachers), out), worker=worker)
+    finally:
+        worker.close()
+    assert worker.loads == {"tiny": 1}
     traces, rejects = read_outputs(out)
     keys = {t.trace_key for t in traces} | {r.key for r in rejects}
     assert len(keys) == len(traces) + len(rejects) == 12

@@ -23,9 +23,12 @@ from distill.core.progress import console
               help="Start from a saved student (e.g. the previous stage's RUN/final).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field (YAML value; dotted keys: lora.r=8). Repeatable.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --out, wait for it instead of exiting.")
 @click.argument("extra", nargs=-1)
 def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
-                  init: Path | None, overrides: tuple[str, ...], extra: tuple[str, ...]) -> None:
+                  init: Path | None, overrides: tuple[str, ...], wait: bool,
+                  extra: tuple[str, ...]) -> None:
     """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
     from distill.train.config import load_config
     from distill.train.loop import train
@@ -36,7 +39,7 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                            "ingest folder)")
     try:
         manifest = train(config, data or Path("."), out, resume=resume,
-                         init=str(init) if init else None)
+                         init=str(init) if init else None, wait=wait)
     except Exception as exc:
         full = disk_full_from(exc)
         if full is None:

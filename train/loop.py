@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.core.errors import DistillError
+from distill.core.locks import lock_path_for, single_writer
 from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model, write_json_atomic
 from distill.schemas import RunManifest, content_hash
@@ -241,8 +243,24 @@ def _check_out(out: Path, resume: bool) -> None:
 
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
-          init: str | None = None) -> RunManifest:
-    """Run (or resume) one training stage; returns the RunManifest written to OUT."""
+          init: str | None = None, wait: bool = False) -> RunManifest:
+    """Run (or resume) one training stage; returns the RunManifest written to OUT.
+
+    One run per OUT: the first process of a run (rank 0) holds OUT's single-writer lock;
+    another run there stops naming it, or waits for it with ``wait``."""
+    with run_lock(out, wait):
+        return _train_stage(config, data, out, resume, init)
+
+
+def run_lock(out: str | Path, wait: bool) -> AbstractContextManager:
+    if os.environ.get("RANK", "0") != "0":  # the ranks of one run share its folder
+        return nullcontext()
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return single_writer(lock_path_for(out), f"training run {out}", wait=wait)
+
+
+def _train_stage(config: TrainConfig, data: str | Path, out: str | Path, resume: bool,
+                 init: str | None) -> RunManifest:
     if config.stage == "vision":
         from distill.train.vision_pretrain import pretrain_vision
 

@@ -22,7 +22,7 @@ changed no teacher prompt's hash (nor any trace key).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,9 +36,9 @@ from distill.core.paths import PROMPTS_DIR
 from distill.schemas import Sample, content_hash
 from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
+from distill.schemas.trace import AnswerFormat
 
 PromptKind = Literal["teacher", "judge"]
-AnswerFormat = Literal["answer_line", "think_tags", "direct"]
 JudgeFormat = Literal["score", "same"]
 
 # The only names a user template may use, by kind and answer format.
@@ -161,3 +161,21 @@ def load_prompt(name_or_path: str | Path, kind: PromptKind = "teacher") -> Promp
                           answer_format=prompt.answer_format,
                           description=prompt.description.strip(), kind=prompt.kind,
                           score_range=prompt.score_range)
+
+
+@lru_cache(maxsize=256)
+def builtin_answer_format(prompt_id: str | None,
+                          prompt_hash: str | None) -> AnswerFormat | None:
+    """The answer format of a prompt of prompts/ named by id, when its hash is the one
+    recorded (a trace or an eval result written before formats were recorded); None for
+    any other prompt: then the judge's general reading applies."""
+    if not prompt_id or not prompt_hash:
+        return None
+    path = PROMPTS_DIR / f"{prompt_id}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        prompt = load_prompt(path)
+    except InputError:
+        return None
+    return prompt.answer_format if prompt.hash == prompt_hash else None

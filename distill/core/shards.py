@@ -211,6 +211,63 @@ def iter_lines(path: Path | str) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
+def line_key(line: str, field: str, *, file: Path | str, line_number: int) -> str:
+    """The value of a top-level string field of one JSONL line (a record's key)."""
+    try:
+        value = json.loads(line)[field]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"not a valid record line (no {field})", file=file, line=line_number,
+                         field=field, reason="bad_json") from None
+    if not isinstance(value, str):
+        raise InputError(f"{field} is not a string", file=file, line=line_number, field=field,
+                         reason="schema_error")
+    return value
+
+
+def iter_unique(path: Path | str, field: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, key) for each line of a finished shard whose records are keyed
+    by ``field``; a key seen twice is refused, naming both lines.
+
+    Every stage writes each key once; a key twice in a committed shard means two writers
+    shared it (two runs at once, before outputs were locked), so it is never trusted."""
+    seen: dict[str, int] = {}
+    for number, line in iter_lines(path):
+        key = line_key(line, field, file=path, line_number=number)
+        first = seen.setdefault(key, number)
+        if first != number:
+            raise DuplicateKeyError(path, number, field, key, first)
+        yield number, line, key
+
+
+class DuplicateKeyError(InputError):
+    """A key written twice in one shard: where (file, line), and where it was first."""
+
+    def __init__(self, path: Path | str, line: int, field: str, key: str, first: int) -> None:
+        super().__init__(f"duplicate {field} {key} (first written at line {first}): two "
+                         "writers shared this shard", file=path, line=line, field=field,
+                         reason="duplicate_key")
+        self.key = key
+
+
+def dedupe_lines(path: Path | str, field: str) -> int:
+    """Rewrite a shard keeping the first line of each key (atomically); lines removed."""
+    path = Path(path)
+    seen: set[str] = set()
+    keep: list[bytes] = []
+    removed = 0
+    for number, line in iter_lines(path):
+        key = line_key(line, field, file=path, line_number=number)
+        if key in seen:
+            removed += 1
+            continue
+        seen.add(key)
+        keep.append(line.encode("utf-8"))
+    if removed:
+        write_bytes_atomic(path, b"".join(keep))
+        log.warning("repaired %s: removed %d duplicated %s line(s)", path, removed, field)
+    return removed
+
+
 def iter_records(path: Path | str, model: type[M]) -> Iterator[M]:
     """Validate every line of a shard against ``model``; errors name file, line and field."""
     for number, line in iter_lines(path):
@@ -288,11 +345,12 @@ def _remove_stale_temps(path: Path) -> None:
     """
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Is a process of this host alive (one we may not signal counts as alive)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

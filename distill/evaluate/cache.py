@@ -9,23 +9,26 @@ extractor applies to old outputs too.
 
 Every run appends to a new shard through ``ShardWriter`` (fsynced every chunk), so an
 interrupted eval keeps what it generated: its ``.partial`` shard is repaired and reused by
-the next run. A lock file keeps two evals of the same key from writing at once.
+the next run. The core's single-writer guard (``CACHE/<model_key>/.lock``) keeps two
+evals of the same key from writing at once: the second exits naming the first, or waits.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from distill.core.errors import DistillError
+from distill.core.locks import lock_path_for, single_writer
 from distill.core.shards import (
     PARTIAL_SUFFIX,
     ShardWriter,
-    iter_records,
+    dedupe_lines,
+    iter_unique,
     parse_line,
+    repair_partial,
     shard_name,
     write_json_atomic,
 )
@@ -60,18 +63,24 @@ class CachedGeneration(BaseModel):
 class GenerationCache:
     """Raw outputs of one (model, generation config) key; use as a context manager."""
 
-    def __init__(self, root: Path, key: str, description: dict[str, JsonValue]) -> None:
+    def __init__(self, root: Path, key: str, description: dict[str, JsonValue], *,
+                 wait: bool = False) -> None:
         self.folder = root / key
         self.description = description
-        self._lock_handle = None
+        self.wait = wait
+        self._lock: ExitStack | None = None
         self._writer: ShardWriter | None = None
         self.entries: dict[str, CachedGeneration] = {}
 
     def __enter__(self) -> GenerationCache:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock()
-        write_json_atomic(self.folder / "key.json", self.description)
-        self._load()
+        with ExitStack() as lock:
+            lock.enter_context(single_writer(
+                lock_path_for(self.folder), f"eval cache {self.folder} (the same model and "
+                "generation config)", wait=self.wait))
+            write_json_atomic(self.folder / "key.json", self.description)
+            self._load()
+            self._lock = lock.pop_all()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -81,27 +90,21 @@ class GenerationCache:
                 self._writer.commit()
                 self._writer = None
         finally:
-            if self._lock_handle is not None:
-                fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-                self._lock_handle.close()
-
-    def _lock(self) -> None:
-        self._lock_handle = open(self.folder / ".lock", "w")  # noqa: SIM115 - held until exit
-        try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_handle.close()
-            self._lock_handle = None
-            raise DistillError(f"another eval of the same model and generation config is "
-                               f"running (cache {self.folder} is locked)") from None
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
     def _load(self) -> None:
         for shard in sorted(self.folder.glob("part-*.jsonl")):
-            for entry in iter_records(shard, CachedGeneration):
+            for number, line, _ in iter_unique(shard, "input_hash"):
+                entry = parse_line(line, CachedGeneration, file=shard, line=number)
                 self.entries[entry.input_hash] = entry
         partials = sorted(self.folder.glob(f"part-*.jsonl{PARTIAL_SUFFIX}"))
         for partial in partials:
-            # Left by an interrupted run: reopen (repairs a torn tail) and keep appending.
+            # Left by an interrupted run: cut a torn tail and any line written twice (two
+            # evals before the cache was locked), then reopen and keep appending.
+            repair_partial(partial)
+            dedupe_lines(partial, "input_hash")
             final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
             writer = ShardWriter(final)
             for number, line in enumerate(writer.existing_lines(), start=1):

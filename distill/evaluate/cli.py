@@ -94,12 +94,14 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                    "the value is read as YAML (numbers, booleans).")
 @click.option("--threads", type=int, help="CPU threads for torch (on a busy or small "
                                           "machine, 1 is often fastest).")
+@click.option("--wait", is_flag=True, help="If another eval is writing the same cache entry "
+                                           "(same model and config), wait for it.")
 @click.pass_context
 def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[str, ...],
                  split: str | None, image_root: Path | None, modes: tuple[str, ...], out: Path,
                  cache_dir: Path | None, no_cache: bool, batch_size: int, max_new_tokens: int,
                  dtype: str, device: str | None, prompt: str | None, chunk_size: int | None,
-                 engine_options: tuple[str, ...], threads: int | None) -> None:
+                 engine_options: tuple[str, ...], threads: int | None, wait: bool) -> None:
     """Score a model on eval sets; every item keeps its raw output, extracted answer and
     judgment. Re-runs only generate for items the cache lacks.
 
@@ -122,7 +124,7 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
                                engine_options=_parse_options(engine_options))
     runs = evaluate_model(model_spec, options, eval_sets, modes or ("cot",),  # type: ignore[arg-type]
                           cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-                          chunk_size=chunk_size, threads=threads)
+                          chunk_size=chunk_size, threads=threads, wait=wait)
     rows = []
     for eval_set, run in runs:
         path = out / result_file_name(run.result, eval_set.name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from distill.core.answers import judge, parse_output
+from distill.core.answers import read_output, verdict_of
 from distill.core.evalsets import EvalSet, require_gold
 from distill.core.predictors import (
     Generation,
@@ -24,6 +24,7 @@ from distill.core.predictors import (
     model_key,
 )
 from distill.core.progress import progress_bar
+from distill.core.prompts import builtin_answer_format
 from distill.evaluate.cache import CachedGeneration, GenerationCache, input_hash
 from distill.evaluate.metrics import summarize
 from distill.schemas import EvalItem, EvalResult, Sample, content_hash
@@ -56,7 +57,8 @@ def result_id(predictor: Predictor, eval_set: EvalSet, mode: Mode) -> str:
 
 
 def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
-             cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK) -> EvalRun:
+             cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK,
+             wait: bool = False) -> EvalRun:
     """Run the model on the items the cache lacks (durably, chunk by chunk), then score."""
     require_gold(eval_set)
     generation = predictor.generation_config(mode)
@@ -68,7 +70,7 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
     else:
         description = {"model": predictor.model_ref.model_dump(mode="json"),
                        "generation": generation}
-        with GenerationCache(cache_dir, key, description) as cache:
+        with GenerationCache(cache_dir, key, description, wait=wait) as cache:
             todo = []
             for sample in eval_set.samples:
                 hit = cache.get(sample)
@@ -77,7 +79,10 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
                 else:
                     outputs[hit.input_hash] = hit
             generated = _generate(predictor, eval_set, mode, todo, outputs, cache, chunk_size)
-    items = [score(sample, outputs[input_hash(sample)]) for sample in eval_set.samples]
+    answer_format = builtin_answer_format(str(generation.get("prompt_id") or ""),
+                                          str(generation.get("prompt_hash") or ""))
+    items = [score(sample, outputs[input_hash(sample)], answer_format=answer_format)
+             for sample in eval_set.samples]
     metrics, per_category = summarize(items)
     result = EvalResult(
         result_id=result_id(predictor, eval_set, mode), created_at=datetime.now(UTC),
@@ -91,13 +96,14 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
 def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequence[EvalSet],
                    modes: Sequence[Mode], *, cache_dir: Path | None,
                    chunk_size: int | None = None, threads: int | None = None,
-                   ) -> Iterator[tuple[EvalSet, EvalRun]]:
+                   wait: bool = False) -> Iterator[tuple[EvalSet, EvalRun]]:
     """Load a model once and score it on every eval set in every mode, yielding each run as
     it finishes (so a caller can write it before the next starts); the model is released at
     the end or when the caller stops early.
 
     ``threads`` caps torch's CPU threads (small batched decoding on a busy or small machine
-    is often fastest on one)."""
+    is often fastest on one). ``wait``: if another eval writes the same cache entry (same
+    model and generation config), wait for it instead of stopping."""
     for eval_set in eval_sets:  # before any model is loaded
         require_gold(eval_set)
     if threads is not None:
@@ -109,7 +115,8 @@ def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequen
         for eval_set in eval_sets:
             for mode in modes:
                 yield eval_set, evaluate(predictor, eval_set, mode, cache_dir=cache_dir,
-                                         chunk_size=chunk_size or preferred_chunk_size(predictor))
+                                         chunk_size=chunk_size or preferred_chunk_size(predictor),
+                                         wait=wait)
     finally:
         predictor.close()
 
@@ -144,10 +151,15 @@ def _entry(sample: Sample, generation: Generation) -> CachedGeneration:
                             finish_reason=generation.finish_reason)
 
 
-def score(sample: Sample, output: CachedGeneration) -> EvalItem:
-    """Extract the answer from the raw output and judge it against the gold answer."""
-    extracted = parse_output(output.text).final_answer
+def score(sample: Sample, output: CachedGeneration, *,
+          answer_format: str | None = None) -> EvalItem:
+    """Extract the answer from the raw output and judge it against the gold answer, with
+    the judge generate and filter use (the prompt's ``answer_format`` read first, when
+    known; an output cut at the token limit is unparseable)."""
+    parsed = read_output(output.text, sample, answer_format=answer_format,
+                         finish_reason=output.finish_reason)
+    verdict = verdict_of(parsed, sample)
     return EvalItem(sample_id=sample.id, category=sample.category, gold=sample.answer,
-                    raw_output=output.text, extracted=extracted,
-                    correctness=judge(extracted, sample), output_tokens=output.output_tokens,
+                    raw_output=output.text, extracted=parsed.final_answer,
+                    correctness=verdict.correctness, output_tokens=output.output_tokens,
                     latency_s=output.latency_s)

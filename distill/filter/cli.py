@@ -44,20 +44,27 @@ def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazil
 @click.option("--judgements", type=click.Path(file_okay=False, path_type=Path),
               help="A finished `distill judge` folder of these traces: its scores become "
               "the signals judge_score / judge_status (read only; nothing is asked again).")
+@click.option("--ray-actors", type=int,
+              help="Scoring actors on Ray (default: as many as the cluster's CPUs fit).")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --store, wait for it instead of exiting.")
 def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: str | None,
                    eval_sets: tuple[str, ...], report_dir: Path | None, executor: str,
-                   on_error: str, refusals: Path | None, judgements: Path | None) -> None:
+                   on_error: str, refusals: Path | None, judgements: Path | None,
+                   ray_actors: int | None, wait: bool) -> None:
     """Score, select, dedup and decontaminate traces into a dataset version.
 
     Prints the version id on stdout (the same input and policy always give the same id).
     """
+    from distill.core.executors import RayOptions
     from distill.filter.pipeline import FilterOptions, run_filter
     from distill.filter.policy import load_policy
 
     options = FilterOptions(traces=traces, store=store, policy=load_policy(policy_path),
                             parent=parent, eval_sets=list(eval_sets), report_dir=report_dir,
                             executor=executor, on_error=on_error,  # type: ignore[arg-type]
-                            refusals=refusals, judgements=judgements)
+                            refusals=refusals, judgements=judgements, wait=wait,
+                            ray=RayOptions(actors=ray_actors))
     result = run_filter(options)
     counts = result.manifest.counts
     state = "published" if result.created else "already published (same content)"

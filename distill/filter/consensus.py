@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from distill.core.answers import same_answer
+from distill.core.answers import AnswerSpec, same_answer
 from distill.schemas import Sample
 from distill.schemas.base import Scalar
 
@@ -63,13 +63,14 @@ def group_answers(answers: Sequence[str], sample: Sample,
     ``same_answer`` and ``judged_same``, most frequent first (ties by text), so the
     grouping does not depend on the order traces were written in.
     """
+    spec = AnswerSpec.of(sample)  # read once for every comparison of this item
     counts = Counter(answer for answer in answers if answer)
     distinct = sorted(counts, key=lambda answer: (-counts[answer], answer))
     heads: list[str] = []
     group_of: dict[str, int] = {}
     for answer in distinct:
         for index, head in enumerate(heads):
-            if same_answer(answer, head, sample) or (judged_same and judged_same(answer, head)):
+            if same_answer(answer, head, spec) or (judged_same and judged_same(answer, head)):
                 group_of[answer] = index
                 break
         else:

@@ -33,7 +33,7 @@ import numpy as np
 
 from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
-from distill.core.executors import Executor, map_shards
+from distill.core.executors import Executor, RayOptions, map_shards
 from distill.core.progress import progress_bar
 from distill.core.shards import (
     ShardWriter,
@@ -59,10 +59,10 @@ from distill.filter.report import RunStats, write_report
 from distill.filter.score import (
     JSON_COMPACT,
     ScoreTask,
+    ShardScorer,
     cache_key,
     read_entry_summary,
     save_npy,
-    score_shard,
 )
 from distill.filter.scorers import DEFAULT_REFUSALS, ScorerSuite, load_refusal_phrases
 from distill.filter.select import STAGE_VERSIONS, CacheEntry, LengthStats, Selector
@@ -94,6 +94,8 @@ class FilterOptions:
     on_error: str = "fail"
     refusals: Path | None = None
     judgements: Path | None = None  # a `distill judge` folder of these traces
+    wait: bool = False  # wait for another run on the same store instead of exiting
+    ray: RayOptions = field(default_factory=RayOptions)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class FilterResult:
 
 def run_filter(options: FilterOptions) -> FilterResult:
     store = DatasetStore(options.store)
-    with store.lock():
+    with store.lock(wait=options.wait):
         store.clean_leftovers()
         try:
             return _Run(options, store).run()
@@ -193,7 +195,8 @@ class _Run:
         self.store.cache_dir.mkdir(parents=True, exist_ok=True)
         with progress_bar("score", total=sum(t.pair.trace_ref.rows for t in todo),
                           unit="traces") as bar:
-            for summary in map_shards(score_shard, todo, executor=self.options.executor):
+            for summary in map_shards(ShardScorer, todo, executor=self.options.executor,
+                                      ray=self.options.ray):
                 bar.advance(summary["rows"] + summary["rejected"])
         entries = []
         for task in tasks:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.core.answers import REASONS
 from distill.schemas import DatasetManifest
 
 # log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
@@ -24,6 +25,7 @@ class RunStats:
     def __init__(self) -> None:
         self.verdicts: Counter = Counter()
         self.correctness: Counter = Counter()
+        self.answer_reasons: Counter = Counter()  # "wrong/near_miss", "unparseable/hedged"
         self.primary_reasons: Counter = Counter()
         self.all_reasons: Counter = Counter()
         self.teachers: dict[str, Counter] = defaultdict(Counter)
@@ -45,6 +47,10 @@ class RunStats:
         signals = row["signals"]
         self.verdicts[verdict] += 1
         self.correctness[signals["correctness"]] += 1
+        # Items without gold: only outputs with no answer of the asked type count here
+        # ('no_gold/truncated'); an answer read on such an item ('no_gold') is neither.
+        if signals["correctness"] != "correct" and signals.get("answer_reason") != "no_gold":
+            self.answer_reasons[f"{signals['correctness']}/{signals.get('answer_reason')}"] += 1
         teacher = self.teachers[row["teacher_id"]]
         teacher["traces"] += 1
         teacher[signals["correctness"]] += 1
@@ -77,6 +83,7 @@ class RunStats:
             "judge": dict(self.judge),
             "verdicts": dict(self.verdicts),
             "correctness": dict(self.correctness),
+            "answer_reasons": dict(self.answer_reasons.most_common()),
             "drop_reasons": dict(self.primary_reasons.most_common()),
             "rule_failures": dict(self.all_reasons.most_common()),
             "teachers": {t: dict(c) for t, c in sorted(self.teachers.items())},
@@ -103,6 +110,20 @@ def write_report(folder: Path, manifest: DatasetManifest, stats: RunStats,
         with open(written, "rb") as handle:
             os.fsync(handle.fileno())
     return path
+
+
+def _answer_reasons(stats: RunStats, total: int, trace_dir: str) -> list[str]:
+    """Wrong and unparseable traces by the judge's reason: a teacher whose format is
+    misread shows up here as a large 'no_answer' or 'not_a_number' row."""
+    if not stats.answer_reasons:
+        return []
+    lines = ["Wrong and unparseable answers by the judge's reason (examples: "
+             f"`distill answers {trace_dir}`):", "", "| verdict / reason | traces | share | "
+             "meaning |", "|---|---:|---:|---|"]
+    for key, n in stats.answer_reasons.most_common():
+        reason = key.partition("/")[2]
+        lines.append(f"| `{key}` | {n:,} | {_pct(n, total)} | {REASONS.get(reason, '')} |")
+    return [*lines, ""]
 
 
 def _pct(part: int, whole: int) -> str:
@@ -139,6 +160,7 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "Correctness of the input traces: " + ", ".join(
             f"{k} {v:,} ({_pct(v, total)})" for k, v in sorted(stats.correctness.items())),
         "",
+        *_answer_reasons(stats, total, manifest.trace_dir),
         "## Why traces were dropped",
         "",
         "First reason of each dropped trace (rules in policy order, then contamination, "

@@ -33,10 +33,11 @@ import numpy as np
 
 from distill.core.errors import InputError
 from distill.core.shards import (
+    DuplicateKeyError,
     ShardWriter,
     fsync_dir,
     iter_lines,
-    iter_records,
+    iter_unique,
     parse_line,
     write_json_atomic,
 )
@@ -111,7 +112,20 @@ def read_entry_summary(entry_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def score_shard(task: ScoreTask) -> dict:
+class ShardScorer:
+    """The filter's shard worker for an executor (one per process or Ray actor): it keeps
+    the scorer suites it built, so refusal phrases are compiled once per actor."""
+
+    def __init__(self) -> None:
+        self.suites: dict[tuple[str, ...], ScorerSuite] = {}
+
+    def __call__(self, task: ScoreTask) -> dict:
+        if task.refusal_phrases not in self.suites:
+            self.suites[task.refusal_phrases] = ScorerSuite(task.refusal_phrases)
+        return score_shard(task, self.suites[task.refusal_phrases])
+
+
+def score_shard(task: ScoreTask, suite: ScorerSuite | None = None) -> dict:
     """Score one shard into its cache entry (or reuse a finished entry); its summary."""
     summary = read_entry_summary(task.entry_dir)
     if summary is not None:
@@ -121,7 +135,7 @@ def score_shard(task: ScoreTask) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        summary = _score_into(task, store, tmp)
+        summary = _score_into(task, store, tmp, suite or ScorerSuite(task.refusal_phrases))
         os.rename(tmp, task.entry_dir)
         fsync_dir(task.entry_dir.parent)
     except BaseException:
@@ -139,13 +153,14 @@ class _Scored:
     signals: dict
 
 
-def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path) -> dict:
+def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path, suite: ScorerSuite) -> dict:
     pair = task.pair
     samples: dict[str, tuple[int, Sample]] = {}
-    for pos, sample in enumerate(iter_records(pair.sample_path, Sample)):
+    for pos, (number, line, _) in enumerate(iter_unique(pair.sample_path, "id")):
+        sample = parse_line(line, Sample, file=pair.sample_path, line=number)
         samples[sample.id] = (pos, sample)
-    suite = ScorerSuite(task.refusal_phrases)
     judged = JudgeView(task.judge)
+    seen_keys: dict[str, int] = {}  # a trace key written twice is refused (or set aside)
     pooled: dict[str, tuple[Sample, str]] = {}
     touched: set[Path] = set()
     scored: list[_Scored] = []
@@ -153,6 +168,10 @@ def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path) -> dict:
     for number, line in iter_lines(pair.trace_path):
         try:
             trace = parse_line(line, Trace, file=pair.trace_path, line=number)
+            first = seen_keys.setdefault(trace.trace_key, number)
+            if first != number:
+                raise DuplicateKeyError(pair.trace_path, number, "trace_key", trace.trace_key,
+                                        first)
             pos, sample = _sample_of(trace, samples, pair.trace_path, number)
         except InputError as error:
             if task.on_error == "fail":

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.answers import ParsedOutput, canonical_answer, judge, parse_output
+from distill.core.answers import ParsedOutput, read_trace, verdict_of
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
 from distill.filter.consensus import AGREEMENT, AGREEMENT_VERSION
@@ -42,7 +42,9 @@ OVERLONG_TOKEN = 40
 
 @dataclass(frozen=True)
 class TraceView:
-    """What a per-trace scorer sees: the trace, its sample and the parsed raw text."""
+    """What a per-trace scorer sees: the trace, its sample and the raw text as the judge
+    reads it (the prompt's answer format first; a trace written before the format was
+    recorded gets its built-in prompt's format, when its hash still matches)."""
 
     trace: Trace
     sample: Sample
@@ -50,7 +52,7 @@ class TraceView:
 
     @classmethod
     def of(cls, trace: Trace, sample: Sample) -> TraceView:
-        return cls(trace, sample, parse_output(trace.raw_text))
+        return cls(trace, sample, read_trace(trace, sample))
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,30 @@ class Scorer:
 
 
 def score_correctness(view: TraceView) -> Signals:
-    """Judge the trace's recorded final answer (generate's parse) against the gold;
-    'no_gold' for an item without one (its label is derived by agreement)."""
-    answer = view.trace.final_answer
+    """Judge the trace's raw text against the gold, with the judge generate recorded its
+    final answer by (so traces generated before a judge change are judged by the new
+    rules), and say why. An item without gold gets 'no_gold' and its answer read by the
+    same rules (a truncated or hedged output reads as no answer), for agreement to count."""
+    if not view.sample.has_gold:
+        return _read_without_gold(view)
+    verdict = verdict_of(view.parsed, view.sample)
     return {
-        "correctness": judge(answer, view.sample) if view.sample.has_gold else "no_gold",
-        "answer_canonical": canonical_answer(answer, view.sample) or "",
+        "correctness": verdict.correctness,
+        "answer_canonical": verdict.canonical or "",
+        "answer_reason": verdict.reason,
     }
+
+
+def _read_without_gold(view: TraceView) -> Signals:
+    """The answer as consensus counts it: '' (a non-answer) with the judge's reason when
+    the output holds no answer of the asked type (truncated, hedged, not an option...);
+    its canonical spelling and the reason 'no_gold' otherwise."""
+    parsed = view.parsed
+    if parsed.reason != "ok" or parsed.canonical is None:
+        reason = "no_answer" if parsed.reason == "ok" else parsed.reason
+        return {"correctness": "no_gold", "answer_canonical": "", "answer_reason": reason}
+    return {"correctness": "no_gold", "answer_canonical": parsed.canonical,
+            "answer_reason": "no_gold"}
 
 
 # --- format ------------------------------------------------------------------------------
@@ -277,8 +296,12 @@ class ScorerSuite:
     def __init__(self, refusal_phrases: Sequence[str] | None = None) -> None:
         phrases = load_refusal_phrases() if refusal_phrases is None else list(refusal_phrases)
         self.scorers = [
-            Scorer("correctness", "2", score_correctness),
-            Scorer("format", "1", score_format),
+            # 3: the answer judge reads the raw text (last statement wins, answer types,
+            # precision, truncation unparseable) and says why ("answer_reason"); an item
+            # without gold is 'no_gold' (2 on either side before the merge meant different
+            # things, so both re-score).
+            Scorer("correctness", "3", score_correctness),
+            Scorer("format", "2", score_format),  # has_answer_line from the new reading
             Scorer("repetition", "1", score_repetition),
             refusal_scorer(phrases),
             Scorer("garbage", "1", score_garbage),

@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from distill.core.answers import REASONS
+
 Kind = Literal["bool", "int", "float", "str"]
 Stage = Literal["trace", "item", "run"]
 
@@ -49,6 +51,11 @@ SIGNALS: dict[str, Signal] = {
                "when the item has none: see label_source)", CORRECTNESS_VALUES),
         Signal("answer_canonical", "str", "trace", "correctness",
                "the final answer in canonical spelling ('' if none of the asked type)"),
+        Signal("answer_reason", "str", "trace", "correctness",
+               "why the judge gave its verdict (distill.core.answers.REASONS): 'correct', "
+               "or e.g. 'truncated', 'hedged', 'not_an_option', 'wrong_value'; 'no_gold' "
+               "for an answer read on an item without gold",
+               (*REASONS, "no_gold")),
         # format
         Signal("has_reasoning", "bool", "trace", "format",
                "the trace has at least 3 words of reasoning before its answer"),

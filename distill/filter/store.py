@@ -26,17 +26,16 @@ publishes the same version, and a version folder never changes.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 
 from distill.core.errors import DistillError, InputError
 from distill.core.images import ImageError, resolve_image_path
+from distill.core.locks import Holder, lock_path_for, single_writer
 from distill.core.shards import count_lines, fsync_dir, link_or_copy, read_json_model
 from distill.schemas import (
     DatasetManifest,
@@ -79,20 +78,10 @@ class DatasetStore:
 
     # --- locking and leftovers -------------------------------------------------------
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One writer per store; the kernel drops the lock when its process dies."""
+    def lock(self, *, wait: bool = False) -> AbstractContextManager[Holder]:
+        """One writer per store (the core's single-writer guard on STORE/.lock)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise DistillError(f"another `distill filter` is writing to {self.root}; wait "
-                                   "for it to finish") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return single_writer(lock_path_for(self.root), f"dataset store {self.root}", wait=wait)
 
     def clean_leftovers(self) -> int:
         """Remove work in progress of runs that died (call with the lock held)."""

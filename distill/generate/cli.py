@@ -31,17 +31,27 @@ from distill.generate.runner import GenerateOptions, RunSummary, run_generate
 @click.option("--ray-num-cpus", default=0.5, show_default=True,
               help="CPUs per shard task on Ray (fractional is fine).")
 @click.option("--ray-num-gpus", default=0.0, show_default=True,
-              help="GPUs per shard task on Ray (for vllm/hf teachers).")
+              help="GPUs per actor on Ray (for vllm/hf teachers).")
+@click.option("--ray-actors", type=int,
+              help="Actors in the Ray pool; each loads every teacher it needs once "
+                   "(default: as many as the cluster's CPUs/GPUs fit).")
+@click.option("--ray-tensor-parallel", default=1, show_default=True,
+              help="GPUs per actor placed together on one node (a vLLM teacher's "
+                   "tensor_parallel_size).")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --out, wait for it instead of exiting.")
 def generate_command(samples_dir: Path, teacher_set: str, out: Path, splits: str | None,
                      executor: str, retry_rejected: bool, flush_every: int,
-                     flush_seconds: float, ray_num_cpus: float, ray_num_gpus: float) -> None:
+                     flush_seconds: float, ray_num_cpus: float, ray_num_gpus: float,
+                     ray_actors: int | None, ray_tensor_parallel: int, wait: bool) -> None:
     """Run the teachers of a teacher set over Sample shards and write Trace shards."""
     options = GenerateOptions(
         samples_dir=samples_dir, teacher_set=teacher_set, out=out,
         splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
         executor=executor, flush_every=flush_every,  # type: ignore[arg-type]
         flush_seconds=flush_seconds, retry_rejected=retry_rejected,
-        ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus)
+        ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus, ray_actors=ray_actors,
+        ray_tensor_parallel=ray_tensor_parallel, wait=wait)
     generate_with_progress(options)
 
 
@@ -69,6 +79,12 @@ def print_summary(summary: RunSummary) -> None:
     table.add_row("time", f"{summary.seconds:,.1f} s ({rate:,.1f} outputs/s)")
     if summary.repaired_bytes:
         table.add_row("torn tails repaired", f"{summary.repaired_bytes:,} bytes")
+    if summary.duplicates_removed:
+        table.add_row("duplicated keys removed", f"{summary.duplicates_removed:,}")
+    if summary.engine_loads:
+        workers = {worker for worker, _ in summary.engine_loads}
+        table.add_row("engine loads (workers)",
+                      f"{sum(summary.engine_loads.values())} ({len(workers)})")
     console.print(table)
     if summary.manifest is not None:
         transient = sum(1 for r in summary.rejections if r.startswith("engine_error"))
@@ -94,8 +110,11 @@ def print_summary(summary: RunSummary) -> None:
               help="fsync a partial shard every N records (bounds loss on a crash).")
 @click.option("--flush-seconds", default=5.0, show_default=True,
               help="... or every this many seconds, whichever comes first.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --out, wait for it instead of exiting.")
 def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
-                  retry_rejected: bool, flush_every: int, flush_seconds: float) -> None:
+                  retry_rejected: bool, flush_every: int, flush_seconds: float,
+                  wait: bool) -> None:
     """Score every trace of a generate folder with a judge model (a rubric prompt), and
     compare free-text answers it has no rule for; exactly once, resumable. Then:
     distill filter --traces TRACES --judgements OUT ..."""
@@ -104,7 +123,8 @@ def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
     options = JudgeOptions(
         traces_dir=traces_dir, judge=judge, out=out,
         splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
-        flush_every=flush_every, flush_seconds=flush_seconds, retry_rejected=retry_rejected)
+        flush_every=flush_every, flush_seconds=flush_seconds, retry_rejected=retry_rejected,
+        wait=wait)
     with progress_bar("judge", unit="judgements") as bar:
         summary = run_judge(options, bar_advance=bar.advance, on_total=bar.set_total)
     table = Table(title=f"judge -> {summary.out}", show_header=False)
@@ -116,5 +136,9 @@ def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
     table.add_row("shards done / complete skipped / reopened",
                   f"{summary.shards_done} / {summary.shards_skipped} / "
                   f"{summary.shards_reopened}")
+    if summary.repaired_bytes:
+        table.add_row("torn tails repaired", f"{summary.repaired_bytes:,} bytes")
+    if summary.duplicates_removed:
+        table.add_row("duplicated keys removed", f"{summary.duplicates_removed:,}")
     table.add_row("time", f"{summary.seconds:,.1f} s")
     console.print(table)

@@ -14,11 +14,16 @@ that outlived the engine's retries) is retried by the next run: the complete sha
 holding it is reopened (its files renamed back to ``.partial``), the stale rejection
 dropped, and the key asked again; ``retry_rejected`` retries permanent ones too. At the
 end of every run each requested key is in exactly one place.
+
+A key written twice (by two runs at once, before outputs were locked: see
+``distill.core.locks``) is never trusted: a complete shard holding one is reopened, and a
+partial one keeps the first line of each key.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,11 +32,13 @@ from pathlib import Path
 
 from distill.core.errors import DistillError, InputError
 from distill.core.shards import (
+    DuplicateKeyError,
     ShardWriter,
     count_lines,
+    dedupe_lines,
     fsync_dir,
-    iter_lines,
     iter_records,
+    iter_unique,
     partial_path,
     repair_partial,
     shard_ref,
@@ -39,6 +46,8 @@ from distill.core.shards import (
     write_json_atomic,
 )
 from distill.schemas import Rejection, ShardRef
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,29 @@ class ShardStart:
     done: set[str]
     repaired_bytes: int
     reopened: bool
+    duplicates_removed: int = 0
 
 
 def record_keys(path: Path, key_field: str) -> set[str]:
-    """The keys of every record in a (repaired) records file."""
-    keys = set()
-    for number, line in iter_lines(path):
-        try:
-            keys.add(json.loads(line)[key_field])
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"not a valid record line (no {key_field})", file=path,
-                             line=number, reason="bad_json") from None
-    return keys
+    """The keys of a records file (each once: a repeated key is refused with its line)."""
+    return {key for _, _, key in iter_unique(path, key_field)}
+
+
+def duplicated(files: ShardFiles) -> bool:
+    """Does a complete shard hold a key twice (in its records, its rejects, or both)? Such
+    a shard was written by two runs at once; it is repaired, never trusted."""
+    try:
+        records = record_keys(files.records, files.key_field)
+        rejected = {key for _, _, key in iter_unique(files.rejects, "key")} \
+            if files.rejects.exists() else set()
+    except DuplicateKeyError as exc:
+        log.warning("%s; repairing the shard", exc)
+        return True
+    both = records & rejected
+    if both:
+        log.warning("%s and %s both hold key %s; repairing the shard", files.records,
+                    files.rejects, min(both))
+    return bool(both)
 
 
 def _rejections(path: Path) -> dict[str, Rejection]:
@@ -102,6 +122,8 @@ def needs_work(files: ShardFiles, wanted: set[str] | None = None) -> bool:
         return True
     if partial_path(files.rejects).exists():  # a reopening cut short: finish it
         return True
+    if duplicated(files):
+        return True
     if files.rejects.exists() and any(_retryable(r, files.retry_rejected)
                                       for r in iter_records(files.rejects, Rejection)):
         return True
@@ -112,14 +134,14 @@ def needs_work(files: ShardFiles, wanted: set[str] | None = None) -> bool:
 
 
 def begin(files: ShardFiles) -> ShardStart:
-    """Reopen a complete shard if needed, repair torn tails, drop rejections this run
-    retries; the keys already settled."""
+    """Reopen a complete shard if needed, repair torn tails and keys written twice, drop
+    rejections this run retries; the keys already settled."""
     reopened = False
     if files.records.exists():
         _reopen(files)
         reopened = True
-    done, repaired = _prepare_partials(files)
-    return ShardStart(done, repaired, reopened)
+    done, repaired, removed = _prepare_partials(files)
+    return ShardStart(done, repaired, reopened, removed)
 
 
 def _reopen(files: ShardFiles) -> None:
@@ -132,16 +154,18 @@ def _reopen(files: ShardFiles) -> None:
             fsync_dir(final.parent)
 
 
-def _prepare_partials(files: ShardFiles) -> tuple[set[str], int]:
+def _prepare_partials(files: ShardFiles) -> tuple[set[str], int, int]:
+    """(done keys, bytes cut from torn tails, duplicated record lines removed)."""
     records_partial = partial_path(files.records)
     rejects_partial = partial_path(files.rejects)
     if files.rejects.exists():  # a crash between committing rejects and records
         os.replace(files.rejects, rejects_partial)
         fsync_dir(files.rejects.parent)
-    repaired = 0
+    repaired = removed = 0
     done: set[str] = set()
     if records_partial.exists():
         repaired += repair_partial(records_partial)
+        removed = dedupe_lines(records_partial, files.key_field)
         done = record_keys(records_partial, files.key_field)
     if rejects_partial.exists():
         repaired += repair_partial(rejects_partial)
@@ -152,7 +176,7 @@ def _prepare_partials(files: ShardFiles) -> tuple[set[str], int]:
             write_bytes_atomic(rejects_partial,
                                b"".join(r.model_dump_json().encode() + b"\n" for r in keep))
         done.update(r.key for r in keep)
-    return done, repaired
+    return done, repaired, removed
 
 
 @dataclass

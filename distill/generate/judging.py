@@ -18,6 +18,10 @@ generation's are (``distill.generate.durable``): kill the run at any moment, run
 command again, and nothing is lost or asked twice. A reply that is no valid judgement is
 a permanent rejection with its reason (``distill.generate.judges``), never a crash.
 
+One writer: a run holds ``OUT/.lock`` and each shard its own lock
+(``distill.core.locks``), as generation does, so a second run on the same OUT stops (or
+waits with ``--wait``) before it writes.
+
 ``distill filter --judgements OUT`` reads the result as signals; no policy ever asks the
 judge again.
 """
@@ -36,12 +40,14 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
-from distill.core.answers import canonical_answer
+from distill.core.answers import read_trace
 from distill.core.errors import DistillError, InputError
 from distill.core.images import ImageError, read_image_bytes
+from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import (
-    iter_lines,
+    fsync_dir,
     iter_records,
+    iter_unique,
     parse_line,
     read_json_model,
     write_json_atomic,
@@ -49,7 +55,7 @@ from distill.core.shards import (
 from distill.generate import durable
 from distill.generate.engines.base import ChatRequest, Completion, EngineFailure, RequestResults
 from distill.generate.judges import BadReply, Judge, load_judge, parse_same, parse_score
-from distill.generate.runner import close_engines, engine_for
+from distill.generate.runner import EngineSource, GenerateWorker
 from distill.schemas import (
     Judgement,
     Rejection,
@@ -99,6 +105,7 @@ class JudgeSummary:
     shards_skipped: int = 0
     shards_reopened: int = 0
     repaired_bytes: int = 0
+    duplicates_removed: int = 0
     seconds: float = 0.0
     manifest: StageManifest | None = None
 
@@ -135,10 +142,13 @@ def cached_judge(path: str) -> Judge:
 
 def plan_asks(task: JudgeTask, judge: Judge) -> list[_Ask]:
     """Every judgement this shard needs, in trace order (pairs after their item's traces)."""
-    samples = {s.id: s for s in iter_records(task.samples_path, Sample)}
+    samples = {}
+    for number, line, _ in iter_unique(task.samples_path, "id"):
+        sample = parse_line(line, Sample, file=task.samples_path, line=number)
+        samples[sample.id] = sample
     asks: list[_Ask] = []
     answers: dict[str, dict[str, int]] = {}  # sample id -> canonical answer -> first line
-    for number, line in iter_lines(task.traces_path):
+    for number, line, _ in iter_unique(task.traces_path, "trace_key"):
         trace = parse_line(line, Trace, file=task.traces_path, line=number)
         sample = samples.get(trace.sample_id)
         if sample is None or sample.content_hash() != trace.sample_hash:
@@ -150,7 +160,7 @@ def plan_asks(task: JudgeTask, judge: Judge) -> list[_Ask]:
                          "rubric", trace.trace_key, sample, trace.sample_hash, number,
                          trace=trace))
         if judge.same_answer is not None and sample.answer_type == "text":
-            canonical = canonical_answer(trace.final_answer, sample)
+            canonical = read_trace(trace, sample).canonical  # as the filter reads it
             if canonical:
                 answers.setdefault(sample.id, {}).setdefault(canonical, number)
     for sample_id, found in answers.items():
@@ -165,8 +175,17 @@ def plan_asks(task: JudgeTask, judge: Judge) -> list[_Ask]:
     return asks
 
 
-def run_judge_shard(task: JudgeTask, progress: Progress | None = None) -> JudgeSummary:
-    """Ask the judge for every missing judgement of one trace shard, durably."""
+def run_judge_shard(task: JudgeTask, progress: Progress | None = None, *,
+                    engine_for: EngineSource | None = None) -> JudgeSummary:
+    """Ask the judge for every missing judgement of one trace shard, durably; safe to kill
+    anytime. The shard's own lock is waited for, as generate's is."""
+    with single_writer(lock_path_beside(task.files.records), f"shard {task.split}/{task.name}",
+                       wait=True, refuse_other_hosts=False):
+        return _run_judge_shard(task, progress, engine_for or GenerateWorker().engine_for)
+
+
+def _run_judge_shard(task: JudgeTask, progress: Progress | None,
+                     engine_for: EngineSource) -> JudgeSummary:
     judge = cached_judge(task.judge)
     summary = JudgeSummary(Path(task.out))
     asks = plan_asks(task, judge)
@@ -181,6 +200,7 @@ def run_judge_shard(task: JudgeTask, progress: Progress | None = None) -> JudgeS
     summary.shards_done = 1
     summary.shards_reopened = int(start.reopened)
     summary.repaired_bytes = start.repaired_bytes
+    summary.duplicates_removed = start.duplicates_removed
     todo = [ask for ask in asks if ask.key not in start.done]
     summary.already_done = len(asks) - len(todo)
     if progress and summary.already_done:
@@ -298,6 +318,7 @@ class JudgeOptions:
     flush_every: int = 256
     flush_seconds: float = 5.0
     retry_rejected: bool = False
+    wait: bool = False  # wait for another run on the same --out instead of exiting
 
 
 def plan_tasks(options: JudgeOptions) -> tuple[list[JudgeTask], StageManifest, Judge]:
@@ -345,19 +366,29 @@ def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
 
 def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
               on_total: Callable[[int], None] | None = None) -> JudgeSummary:
+    """Judge into ``options.out``, its only writer (another run there: exit, or wait)."""
+    out = options.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with single_writer(lock_path_for(out), str(out), wait=options.wait):
+        return _run_judge(options, out, bar_advance, on_total)
+
+
+def _run_judge(options: JudgeOptions, out: Path, bar_advance: Progress | None,
+               on_total: Callable[[int], None] | None) -> JudgeSummary:
     start = time.perf_counter()
     tasks, generate, judge = plan_tasks(options)
-    out = options.out.resolve()
     manifest_path = out / "manifest.json"
     if manifest_path.exists():  # never leave a manifest that describes shards being redone
         manifest_path.unlink()
+        fsync_dir(out)
     if on_total:
         rows = {ref.name: ref.rows for ref in generate.shards}
         on_total(sum(rows[f"traces/{t.split}/{t.name}"] for t in tasks))
     summary = JudgeSummary(out=out)
+    worker = GenerateWorker()  # the judge's engine, made once for every shard
     try:
         for task in tasks:
-            shard = run_judge_shard(task, bar_advance)
+            shard = run_judge_shard(task, bar_advance, engine_for=worker.engine_for)
             summary.judged += shard.judged
             summary.rejections.update(shard.rejections)
             summary.already_done += shard.already_done
@@ -365,8 +396,9 @@ def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
             summary.shards_skipped += shard.shards_skipped
             summary.shards_reopened += shard.shards_reopened
             summary.repaired_bytes += shard.repaired_bytes
+            summary.duplicates_removed += shard.duplicates_removed
     finally:
-        close_engines()
+        worker.close()
     summary.manifest = write_manifest(out, options, generate, judge, tasks)
     summary.seconds = time.perf_counter() - start
     return summary

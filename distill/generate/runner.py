@@ -10,9 +10,15 @@ Layout (paths relative to OUT)::
 
 Exactly-once: every requested output has a deterministic ``trace_key``; the shard files
 are keyed, partial-then-renamed and repaired as ``distill.generate.durable`` describes
-(shared with ``distill judge``). Transient rejections are retried by the next run,
+(shared with ``distill judge``). Transient rejections (rate limits, 5xx, timeouts,
+dropped connections that outlived the engine's retries) are retried by the next run,
 permanent ones with ``--retry-rejected``. At the end of every run each requested key is
 in exactly one place: the traces file or the rejects file.
+
+One writer: a run holds ``OUT/.lock`` (``distill.core.locks``), so a second run on the
+same OUT stops (or waits) before it writes; each shard also has its own lock, which the
+retry of a shard whose node was lost waits on. A complete shard that holds a key twice
+(left by two runs before the lock) is reopened and repaired, never trusted.
 """
 
 from __future__ import annotations
@@ -20,23 +26,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from distill.core.answers import parse_output
+from distill.core.answers import read_output
 from distill.core.errors import DistillError
-from distill.core.executors import Executor, map_shards
+from distill.core.executors import DEFAULT_RAY_CPUS, Executor, RayOptions, map_shards
 from distill.core.images import ImageError, read_image_bytes
+from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import (
     fsync_dir,
-    iter_lines,
     iter_records,
+    iter_unique,
     parse_line,
     read_json_model,
     write_json_atomic,
@@ -50,6 +58,7 @@ from distill.generate.engines.base import (
     EngineOptions,
     RequestResults,
 )
+from distill.generate.shard_files import ShardTask
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
 from distill.schemas import Rejection, Sample, StageManifest, Trace, make_trace_key
 
@@ -58,32 +67,20 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one shard needs; plain data so it can travel to a Ray worker."""
+class EngineMaker(Protocol):
+    """A teacher or a judge: what defines its outputs, its engine options, its engine."""
 
-    split: str
-    name: str
-    input_path: str
-    out: str
-    image_root: str | None
-    teacher_set: str
-    flush_every: int = 256
-    flush_seconds: float = 5.0
-    retry_rejected: bool = False
+    options: EngineOptions
 
     @property
-    def traces_path(self) -> Path:
-        return Path(self.out) / "traces" / self.split / self.name
+    def id(self) -> str: ...
 
-    @property
-    def rejects_path(self) -> Path:
-        return Path(self.out) / "rejects" / self.split / self.name
+    def identity(self) -> dict[str, Any]: ...
 
-    @property
-    def files(self) -> durable.ShardFiles:
-        return durable.ShardFiles(self.traces_path, self.rejects_path, "trace_key",
-                                  self.retry_rejected, self.flush_every, self.flush_seconds)
+    def make_engine(self) -> Engine: ...
+
+
+EngineSource = Callable[[EngineMaker], Engine]
 
 
 @dataclass
@@ -98,6 +95,9 @@ class ShardSummary:
     skipped_complete: bool = False
     reopened: bool = False
     repaired_bytes: int = 0
+    duplicates_removed: int = 0
+    worker: str = ""
+    engine_loads: dict[str, int] = field(default_factory=dict)  # teacher id -> loads
 
     def merge_into(self, total: RunSummary) -> None:
         total.traces += self.traces
@@ -109,6 +109,9 @@ class ShardSummary:
         total.shards_done += not self.skipped_complete
         total.shards_reopened += self.reopened
         total.repaired_bytes += self.repaired_bytes
+        total.duplicates_removed += self.duplicates_removed
+        for teacher_id, loads in self.engine_loads.items():
+            total.engine_loads[(self.worker, teacher_id)] += loads
 
 
 @dataclass
@@ -123,6 +126,8 @@ class RunSummary:
     shards_skipped: int = 0
     shards_reopened: int = 0
     repaired_bytes: int = 0
+    duplicates_removed: int = 0
+    engine_loads: Counter = field(default_factory=Counter)  # (worker, teacher id) -> loads
     seconds: float = 0.0
     manifest: StageManifest | None = None
 
@@ -131,33 +136,54 @@ class RunSummary:
         return sum(self.rejections.values())
 
 
-# --- engines are expensive (a vLLM model load takes minutes): one per teacher per process --
-
-_ENGINES: dict[str, Engine] = {}
+# --- engines are expensive (a vLLM model load takes minutes): one per teacher per worker --
 
 
-class EngineMaker(Protocol):
-    """A teacher or a judge: what defines its outputs, its engine options, its engine."""
+class GenerateWorker:
+    """Runs shards with engines it keeps: each teacher's engine is made once per worker,
+    and an executor makes one worker per process (per Ray actor), so a teacher loads once
+    per actor however many shards the actor is given. Loads are counted per teacher and
+    reported with each shard's summary (``engine_loads``, ``worker``). ``distill judge``
+    keeps its judge's engine in one the same way."""
 
-    options: EngineOptions
+    def __init__(self) -> None:
+        self.engines: dict[str, Engine] = {}
+        self.loads: Counter = Counter()
+        self.name = worker_name()
 
-    def identity(self) -> dict[str, Any]: ...
+    def engine_for(self, teacher: EngineMaker) -> Engine:
+        key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
+                         sort_keys=True)
+        if key not in self.engines:
+            self.engines[key] = teacher.make_engine()
+            self.loads[teacher.id] += 1
+        return self.engines[key]
 
-    def make_engine(self) -> Engine: ...
+    def __call__(self, task: ShardTask, progress: Progress | None = None) -> ShardSummary:
+        before = Counter(self.loads)
+        summary = run_shard(task, progress, engine_for=self.engine_for)
+        summary.worker = self.name
+        summary.engine_loads = dict(self.loads - before)
+        return summary
+
+    def close(self) -> None:
+        while self.engines:
+            _, engine = self.engines.popitem()
+            engine.close()
 
 
-def engine_for(teacher: EngineMaker) -> Engine:
-    key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
-                     sort_keys=True)
-    if key not in _ENGINES:
-        _ENGINES[key] = teacher.make_engine()
-    return _ENGINES[key]
+def worker_name() -> str:
+    """host:pid, and the Ray node when running in an actor (for counting loads)."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        import ray
 
-
-def close_engines() -> None:
-    while _ENGINES:
-        _, engine = _ENGINES.popitem()
-        engine.close()
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+            name += f"@{node[:8]}"
+    except ImportError:  # the local executor needs no Ray
+        pass
+    return name
 
 
 @lru_cache(maxsize=8)
@@ -182,8 +208,19 @@ class _Work:
     keys: dict[int, str]  # k -> trace_key
 
 
-def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary:
-    """Generate every missing output of one input shard, durably; safe to kill anytime."""
+def run_shard(task: ShardTask, progress: Progress | None = None, *,
+              engine_for: EngineSource | None = None) -> ShardSummary:
+    """Generate every missing output of one input shard, durably; safe to kill anytime.
+
+    The shard's own lock (waited for) keeps a worker that outlived its lost node from
+    writing beside the retry of its shard on another node."""
+    with single_writer(lock_path_beside(task.traces_path), f"shard {task.split}/{task.name}",
+                       wait=True, refuse_other_hosts=False):
+        return _run_shard(task, progress, engine_for or GenerateWorker().engine_for)
+
+
+def _run_shard(task: ShardTask, progress: Progress | None,
+               engine_for: EngineSource) -> ShardSummary:
     summary = ShardSummary(task.split, task.name)
     files = task.files
     if not durable.needs_work(files):
@@ -191,6 +228,7 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary
         return summary
     start = durable.begin(files)
     summary.reopened, summary.repaired_bytes = start.reopened, start.repaired_bytes
+    summary.duplicates_removed = start.duplicates_removed
     teachers = cached_teacher_set(task.teacher_set)
     work = _plan_work(task, teachers, start.done, summary)
     if progress and summary.already_done:
@@ -198,7 +236,8 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary
     with durable.open_writers(files) as writers:
         output = _ShardOutput(task, writers, summary, progress)
         for teacher_id, items in work.items():
-            _run_teacher(output, teachers.teachers[teacher_id], items)
+            teacher = teachers.teachers[teacher_id]
+            _run_teacher(output, teacher, engine_for(teacher), items)
         writers.commit()
     return summary
 
@@ -206,7 +245,7 @@ def run_shard(task: ShardTask, progress: Progress | None = None) -> ShardSummary
 def _plan_work(task: ShardTask, teachers: TeacherSet, done: set[str],
                summary: ShardSummary) -> dict[str, list[_Work]]:
     work: dict[str, list[_Work]] = {tid: [] for tid in teachers.teachers}
-    for number, line in iter_lines(task.input_path):
+    for number, line, _ in iter_unique(task.input_path, "id"):
         sample = parse_line(line, Sample, file=task.input_path, line=number)
         sample_hash = sample.content_hash()
         for teacher in teachers.for_category(sample.category):
@@ -263,8 +302,8 @@ def _batches(items: list[_Work], size: int | None) -> Iterator[list[_Work]]:
         yield items[start:start + size]
 
 
-def _run_teacher(output: _ShardOutput, teacher: Teacher, items: list[_Work]) -> None:
-    engine = engine_for(teacher)
+def _run_teacher(output: _ShardOutput, teacher: Teacher, engine: Engine,
+                 items: list[_Work]) -> None:
     rendered: dict[tuple, tuple[str, str]] = {}  # questions repeat: render each once
     for batch in _batches(items, teacher.batch_size):
         requests: list[ChatRequest] = []
@@ -304,18 +343,20 @@ def _record(output: _ShardOutput, teacher: Teacher, item: _Work,
             output.reject(teacher, item, key, result)
             continue
         trace = _trace(teacher, item, k, key, result)
-        if trace is None:
+        if isinstance(trace, str):
             output.reject(teacher, item, key, EngineFailure(
-                "unparseable", f"no final answer found (finish_reason={result.finish_reason})",
+                "unparseable", f"no final answer: {trace} (finish_reason={result.finish_reason})",
                 raw=result.text))
             continue
         output.trace(trace, result)
 
 
-def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | None:
-    parsed = parse_output(result.text)
+def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) -> Trace | str:
+    """The trace of one completion, or the judge's reason it holds no final answer."""
+    parsed = read_output(result.text, item.sample, answer_format=teacher.prompt.answer_format,
+                         finish_reason=result.finish_reason)
     if not parsed.final_answer:
-        return None
+        return parsed.reason
     spec = teacher.spec
     return Trace(
         trace_key=key, sample_id=item.sample.id, sample_hash=item.sample_hash,
@@ -324,7 +365,7 @@ def _trace(teacher: Teacher, item: _Work, k: int, key: str, result: Completion) 
         k=k, raw_text=result.text, reasoning=parsed.reasoning,
         final_answer=parsed.final_answer, prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens, finish_reason=result.finish_reason,
-        latency_s=max(0.0, result.latency_s),
+        latency_s=max(0.0, result.latency_s), answer_format=teacher.prompt.answer_format,
     )
 
 
@@ -341,8 +382,16 @@ class GenerateOptions:
     flush_every: int = 256
     flush_seconds: float = 5.0
     retry_rejected: bool = False
-    ray_num_cpus: float = 0.5
+    ray_num_cpus: float = DEFAULT_RAY_CPUS
     ray_num_gpus: float = 0.0
+    ray_actors: int | None = None  # actor pool size (None: what the cluster fits)
+    ray_tensor_parallel: int = 1  # GPUs placed together per actor
+    wait: bool = False  # wait for another run on the same --out instead of exiting
+
+    @property
+    def ray(self) -> RayOptions:
+        return RayOptions(num_cpus=self.ray_num_cpus, num_gpus=self.ray_num_gpus,
+                          actors=self.ray_actors, tensor_parallel=self.ray_tensor_parallel)
 
 
 def plan_tasks(options: GenerateOptions) -> tuple[list[ShardTask], StageManifest, TeacherSet]:
@@ -400,10 +449,22 @@ def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) ->
 
 
 def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = None,
-                 on_total: Callable[[int], None] | None = None) -> RunSummary:
+                 on_total: Callable[[int], None] | None = None,
+                 worker: GenerateWorker | None = None) -> RunSummary:
+    """Generate into ``options.out``, its only writer (another run there: exit, or wait).
+
+    ``worker`` lends engines already loaded to a local run (they stay open after it)."""
+    out = options.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with single_writer(lock_path_for(out), str(out), wait=options.wait):
+        return _run_generate(options, out, bar_advance, on_total, worker)
+
+
+def _run_generate(options: GenerateOptions, out: Path, bar_advance: Progress | None,
+                  on_total: Callable[[int], None] | None,
+                  worker: GenerateWorker | None) -> RunSummary:
     start = time.perf_counter()
     tasks, ingest, teachers = plan_tasks(options)
-    out = options.out.resolve()
     manifest_path = out / "manifest.json"
     if manifest_path.exists():  # never leave a manifest that describes shards being redone
         manifest_path.unlink()
@@ -415,20 +476,20 @@ def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = Non
                                                                            t.split)
                            for t in tasks)))
     summary = RunSummary(out=out)
-    try:
-        if options.executor == "local":
-            results: Iterable[ShardSummary] = (run_shard(t, bar_advance) for t in tasks)
-        else:
-            results = map_shards(run_shard, tasks, executor=options.executor,
-                                 ray_num_cpus=options.ray_num_cpus,
-                                 ray_num_gpus=options.ray_num_gpus)
-        for shard in results:
+    if options.executor == "local":
+        local = worker or GenerateWorker()
+        try:
+            for task in tasks:
+                local(task, bar_advance).merge_into(summary)
+        finally:
+            if worker is None:
+                local.close()
+    else:
+        for shard in map_shards(GenerateWorker, tasks, executor=options.executor,
+                                ray=options.ray):
             shard.merge_into(summary)
-            if options.executor != "local" and bar_advance:
+            if bar_advance:
                 bar_advance(shard.traces + sum(shard.rejections.values()) + shard.already_done)
-    finally:
-        if options.executor == "local":
-            close_engines()
     summary.manifest = write_manifest(out, ingest, options, teachers, tasks)
     summary.seconds = time.perf_counter() - start
     return summary

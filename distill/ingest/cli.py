@@ -13,6 +13,9 @@ from distill.core.progress import console
 from distill.ingest.converters import FORMATS, ConvertStats, iter_converted
 from distill.ingest.pipeline import IngestOptions, IngestSummary, ingest, open_source
 
+WAIT_OPTION = click.option("--wait", is_flag=True, help="If another ingest is writing OUT, "
+                           "wait for it instead of exiting.")
+
 
 def print_summary(summary: IngestSummary) -> None:
     console.print(f"ingested {summary.total:,} samples into {summary.out}")
@@ -88,17 +91,19 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
               "gold goes to --gold-out, for measuring derived labels only.")
 @click.option("--gold-out", type=click.Path(dir_okay=False, path_type=Path),
               help="JSONL file (outside OUT) for the withheld gold answers.")
+@WAIT_OPTION
 def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, image_mode: str,
                    image_root: Path | None, on_error: str, columns: tuple[str, ...],
                    counts: str | None, seed: int, categories: str | None, limit: int | None,
                    max_pixels: int, overwrite: bool, withhold_gold: str | None,
-                   gold_out: Path | None) -> None:
+                   gold_out: Path | None, wait: bool) -> None:
     """Read items from SOURCE (jsonl PATH, hf PATH, easy-vqa, digits) into Sample shards."""
     withheld = tuple(s.strip() for s in withhold_gold.split(",") if s.strip()) \
         if withhold_gold else ()
     options = IngestOptions(out=out, shard_size=shard_size, images=image_mode,  # type: ignore[arg-type]
                             on_error=on_error, max_pixels=max_pixels,  # type: ignore[arg-type]
-                            overwrite=overwrite, withhold_gold=withheld, gold_out=gold_out)
+                            overwrite=overwrite, withhold_gold=withheld, gold_out=gold_out,
+                            wait=wait)
     category_list = tuple(c.strip() for c in categories.split(",")) if categories else None
     rows, total = open_source(source, path, image_root=image_root, columns=_parse_columns(columns),
                               counts=_parse_counts(counts), seed=seed, limit=limit,
@@ -126,18 +131,27 @@ def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, i
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
               show_default=True, help="Stop at the first bad row, or log it to rejects.jsonl.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--relative-tolerance", type=click.FloatRange(0, 1, min_open=True,
+                                                            max_open=True),
+              help="Judge number answers within this share of the gold (0.05: ChartQA's "
+                   "relaxed accuracy); default exact, to the item's precision.")
+@WAIT_OPTION
 def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, split: str,
-                    category_field: str | None, on_error: str, overwrite: bool) -> None:
+                    category_field: str | None, on_error: str, overwrite: bool,
+                    relative_tolerance: float | None, wait: bool) -> None:
     """Convert a benchmark's local file (JSON, JSONL, parquet, TSV) in the layout its
     publishers ship (MathVista, ScienceQA, MMStar, MMMU, AI2D, ChartQA, MathVerse,
     HallusionBench) into an eval set folder."""
     stats = ConvertStats()
     rows = iter_converted(fmt, source, image_root=image_root, split=split,
-                          category_field=category_field, stats=stats)
+                          category_field=category_field, stats=stats,
+                          relative_tolerance=relative_tolerance)
     options = IngestOptions(out=out, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
-                            require_gold=True,
+                            require_gold=True, wait=wait,
                             source_config={"source": f"convert:{fmt}", "path": str(source),
-                                           "category_field": category_field})
+                                           "category_field": category_field,
+                                           **({"relative_tolerance": relative_tolerance}
+                                              if relative_tolerance is not None else {})})
     summary = ingest(rows, options, description=f"convert {fmt}")
     print_summary(summary)
     for reason, count in sorted(stats.skipped.items()):

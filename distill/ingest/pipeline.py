@@ -14,6 +14,8 @@ derived labels against it, never read by any stage.
 
 Ingestion writes into a staging folder beside OUT and renames it into place only when
 everything succeeded: a failed run leaves nothing that looks like a finished dataset.
+Two ingests into the same OUT would race on that rename; the core's single-writer guard
+(``PARENT/.OUT.lock``, beside OUT since OUT itself is replaced) lets one run at a time.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from distill.core.images import (
     image_format_suffix,
     resolve_image_path,
 )
+from distill.core.locks import lock_path_beside, single_writer
 from distill.core.progress import progress_bar
 from distill.core.shards import ShardWriter, shard_name, write_bytes_atomic, write_json_atomic
 from distill.ingest.sources.base import RawItem, SourceRow
@@ -59,6 +62,7 @@ class IngestOptions:
     withhold_gold: tuple[str, ...] = ()  # splits ingested without their gold answers
     gold_out: Path | None = None  # where the withheld gold goes (outside ``out``)
     require_gold: bool = False  # an eval set: a row without a gold answer is a bad row
+    wait: bool = False  # wait for another ingest into the same OUT instead of exiting
 
 
 @dataclass
@@ -160,6 +164,13 @@ def _rejection(error: InputError) -> Rejection:
 def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: str = "ingest",
            total: int | None = None) -> IngestSummary:
     """Validate every row, write shards and a manifest; atomic as a whole."""
+    out = options.out
+    with single_writer(lock_path_beside(out), str(out), wait=options.wait):
+        return _ingest_locked(rows, options, description, total)
+
+
+def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, description: str,
+                   total: int | None) -> IngestSummary:
     out = options.out
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")

@@ -19,9 +19,11 @@ and shuts itself down after ``max_lifetime_s`` even if a test forgets to.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -97,6 +99,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the listen backlog: room for a burst of connections
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client killed on purpose (the kill tests) resets its connections: no noise."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class EngineServer:
     """``with EngineServer(engine) as server: server.base_url ...``"""
@@ -104,16 +112,23 @@ class EngineServer:
     def __init__(self, engine: Engine, *, faults: FaultPlan | None = None,
                  script: ReplyScript | None = None,
                  hang_s: float = 2.0, latency_s: float = 0.0, retry_after: str = "1",
-                 echo_auth: bool = False,
+                 echo_auth: bool = False, port: int = 0, slots: int | None = None,
                  max_lifetime_s: float = 300.0) -> None:
         self.engine = engine
         self.faults = faults
         self.script = script
         self.hang_s = hang_s
         self.latency_s = latency_s  # a model's think time, spent outside the engine lock
+        # A server's capacity: at most this many requests think at once (a GPU's batch);
+        # None: unbounded.
+        self.slots = threading.Semaphore(slots) if slots else None
         self.retry_after = retry_after
         self.echo_auth = echo_auth
         self.max_lifetime_s = max_lifetime_s
+        self.port = port  # 0: any free port; a restarted server passes its old one
+        self.connections: set[socket.socket] = set()  # open client connections (for kill)
+        self.dead = False
+        self.answered: Counter = Counter()  # identity -> answers sent whole
         self.lock = threading.Lock()
         self.engine_lock = threading.Lock()
         self.in_flight = 0
@@ -133,7 +148,8 @@ class EngineServer:
 
     def __enter__(self) -> EngineServer:
         handler = _make_handler(self)
-        self._server = _Server(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", self.port), handler)
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         self._timer = threading.Timer(self.max_lifetime_s, self.stop)
@@ -147,10 +163,21 @@ class EngineServer:
             self._server.server_close()
             self._server = None
 
+    def kill(self) -> None:
+        """Die like a crashed server: stop listening and cut every open connection, so
+        requests in flight get no answer."""
+        self.dead = True  # handlers still running answer no more
+        with self.lock:
+            connections = list(self.connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self.stop()
+
     def __exit__(self, *exc: object) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.stop()
+        self.kill()
 
     # -- request handling -----------------------------------------------------------------
 
@@ -195,11 +222,14 @@ class EngineServer:
             [outcome] = list(self.engine.generate([request]))
         result = outcome.results[0]
         assert isinstance(result, Completion), result
-        usage = {}
-        if result.prompt_tokens is not None and result.completion_tokens is not None:
-            usage = {"prompt_tokens": result.prompt_tokens,
-                     "completion_tokens": result.completion_tokens,
-                     "total_tokens": result.prompt_tokens + result.completion_tokens}
+        # Servers always report usage (clients like Curator read it); an engine that
+        # counts no tokens (the digit readers) is reported as whitespace words.
+        prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else \
+            len(f"{system} {user}".split())
+        completion_tokens = result.completion_tokens \
+            if result.completion_tokens is not None else len(result.text.split())
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"),
                 "choices": [{"index": 0, "finish_reason": result.finish_reason,
@@ -217,6 +247,17 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            with server.lock:
+                server.connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server.lock:
+                server.connections.discard(self.connection)
+            with contextlib.suppress(OSError):  # a connection the test cut
+                super().finish()
+
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None,
                   content_type: str = "application/json") -> None:
             self.send_response(status)
@@ -229,7 +270,11 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length", 0))
-            body = json.loads(self.rfile.read(length))
+            try:
+                body = json.loads(self.rfile.read(length))
+            except (ValueError, OSError):  # a connection cut mid-body (a killed server)
+                self.close_connection = True
+                return
             auth = self.headers.get("Authorization", "")
             with server.lock:
                 server.in_flight += 1
@@ -254,11 +299,22 @@ def _make_handler(server: EngineServer) -> type[BaseHTTPRequestHandler]:
             if not self.path.endswith("/chat/completions"):
                 self._send(404, b'{"error": "not found"}')
                 return
+            if not body.get("messages"):  # as OpenAI answers a probe (Curator sends one)
+                self._send(400, b'{"error": {"message": "Empty input messages"}}')
+                return
             _, action = server.decide(body)
             echo = f" (you sent {auth})" if server.echo_auth and auth else ""
             if action == "ok":
-                time.sleep(server.latency_s)
+                if server.slots is not None:
+                    with server.slots:
+                        time.sleep(server.latency_s)
+                else:
+                    time.sleep(server.latency_s)
+                if server.dead:
+                    raise ConnectionResetError("killed")
                 self._send(200, json.dumps(server.answer(body)).encode())
+                with server.lock:
+                    server.answered[request_identity(body)] += 1
             elif action == "429":
                 self._send(429, f'{{"error": "rate limited{echo}"}}'.encode(),
                            {"Retry-After": server.retry_after})

@@ -8,6 +8,10 @@ exponential backoff and full jitter, waiting at least what a ``Retry-After`` hea
 what still fails after ``max_attempts`` becomes a transient ``EngineFailure`` (retried on
 the next run). Other 4xx answers (bad request, auth, unknown model) are permanent at once.
 
+``base_url`` may list several servers (a fleet with no load balancer in front): requests
+go to the least loaded one, and a server that stops answering is taken out of the rotation
+and its requests retried on the others until it answers again (``engines/fleet.py``).
+
 The API key is read from the environment variable named by ``api_key_env`` and is sent
 only in the Authorization header: it is never logged, and any echo of it in a server's
 error text is masked before that text reaches a log, a rejection or an exception.
@@ -26,12 +30,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import Field
+from pydantic import Field, field_validator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_after_attempt,
     wait_random_exponential,
 )
 
@@ -46,6 +49,7 @@ from distill.generate.engines.base import (
     finish_reason,
     openai_messages,
 )
+from distill.generate.engines.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ MAX_ERROR_CHARS = 300
 
 
 class OpenAIOptions(EngineOptions):
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str | list[str] = "http://127.0.0.1:8000/v1"  # one server, or a fleet
     api_key_env: str | None = "OPENAI_API_KEY"
     max_concurrency: int = Field(default=16, ge=1, le=4096)
     timeout_s: float = Field(default=120.0, gt=0)
@@ -64,16 +68,37 @@ class OpenAIOptions(EngineOptions):
     backoff_max_s: float = Field(default=60.0, ge=0)
     max_retry_after_s: float = Field(default=300.0, ge=0)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    server_cooldown_s: float = Field(default=1.0, gt=0)  # a silent server's first time out
+    server_cooldown_max_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _some_servers(cls, value: str | list[str]) -> str | list[str]:
+        urls = [value] if isinstance(value, str) else value
+        if not urls or any(not url.strip() for url in urls):
+            raise ValueError("needs at least one server URL, none empty")
+        if len(set(urls)) != len(urls):
+            raise ValueError("lists a server twice")
+        return value
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
 
 
 class TransientError(Exception):
-    """A failure worth retrying; ``retry_after`` is the server's requested wait, if any."""
+    """A failure worth retrying; ``retry_after`` is the server's requested wait, if any.
+    ``unreachable``: the server did not answer at all; ``failover``: another server is in
+    the rotation, so the retry goes there at once and uses no attempt."""
 
-    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, retry_after: float | None = None, *,
+                 unreachable: bool = False) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.unreachable = unreachable
+        self.failover = False
 
 
 class PermanentError(Exception):
@@ -121,7 +146,7 @@ class OpenAIEngine(Engine):
         super().__init__(model, options)
         self.options: OpenAIOptions = options
         self._api_key = os.environ.get(options.api_key_env) if options.api_key_env else None
-        self._url = options.base_url.rstrip("/") + "/chat/completions"
+        self.fleet = Fleet(options.urls, options.server_cooldown_s, options.server_cooldown_max_s)
 
     def __repr__(self) -> str:  # never show the key, even in a debugger or traceback
         return f"OpenAIEngine(model={self.model!r}, base_url={self.options.base_url!r})"
@@ -205,32 +230,60 @@ class OpenAIEngine(Engine):
 
     async def _one(self, slots: asyncio.Queue, request: ChatRequest, k: int) -> Result:
         """One sample of one request, with retries; a slot is held only while a request
-        is on the wire, never during a backoff sleep."""
+        is on the wire, never during a backoff sleep. A failover to another server (the
+        first one stopped answering) is not counted as an attempt."""
         body = self._body(request, k)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        attempts = 0
+        attempts = failovers = 0
+
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number - failovers >= self.options.max_attempts
+
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_attempt(self.options.max_attempts),
+                retry=retry_if_exception_type(TransientError), stop=stop,
                 wait=self._wait, before_sleep=self._log_retry, reraise=True,
             ):
                 with attempt:
                     attempts += 1
-                    client = await slots.get()
                     try:
-                        return await self._post(client, body, headers)
-                    finally:
-                        slots.put_nowait(client)
+                        return await self._send(slots, body, headers)
+                    except TransientError as exc:
+                        failovers += exc.failover
+                        raise
         except TransientError as exc:
             return EngineFailure(
                 reason=f"engine_error:{exc.reason}", permanent=False,
-                message=f"{exc.message} (gave up after {attempts} attempt(s); the next run "
-                        "retries it)")
+                message=f"{exc.message} (gave up after {attempts - failovers} attempt(s); "
+                        "the next run retries it)")
         except PermanentError as exc:
             return EngineFailure(reason=f"engine_error:{exc.reason}", message=exc.message,
                                  permanent=True)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, slots: asyncio.Queue, body: dict[str, Any],
+                    headers: dict[str, str]) -> Completion:
+        """One attempt: a slot, then a server of the fleet; tells the fleet how it went."""
+        client = await slots.get()
+        try:
+            server = await self.fleet.acquire()
+            try:
+                completion = await self._post(client, server.url, body, headers)
+            except TransientError as exc:
+                if exc.unreachable:
+                    exc.failover = self.fleet.unreachable(server)
+                else:
+                    self.fleet.answered(server)
+                raise
+            except PermanentError:
+                self.fleet.answered(server)
+                raise
+            finally:
+                self.fleet.release(server)
+            self.fleet.answered(server)
+            return completion
+        finally:
+            slots.put_nowait(client)
 
     def _body(self, request: ChatRequest, k: int) -> dict[str, Any]:
         sampling = request.sampling
@@ -244,23 +297,24 @@ class OpenAIEngine(Engine):
         body.update(self.options.extra_body)
         return body
 
-    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any],
+    async def _post(self, client: httpx.AsyncClient, base_url: str, body: dict[str, Any],
                     headers: dict[str, str]) -> Completion:
         start = time.perf_counter()
         try:
-            response = await client.post(self._url, json=body, headers=headers)
+            response = await client.post(base_url + "/chat/completions", json=body,
+                                         headers=headers)
         except httpx.TimeoutException:
             raise TransientError("timeout", f"no response within {self.options.timeout_s} s "
-                                 f"from {self.options.base_url}") from None
+                                 f"from {base_url}", unreachable=True) from None
         except httpx.TransportError as exc:
             raise TransientError("connection", self.redact(
-                f"connection to {self.options.base_url} failed: {type(exc).__name__}: "
-                f"{exc}")) from None
+                f"connection to {base_url} failed: {type(exc).__name__}: {exc}"),
+                unreachable=True) from None
         latency = time.perf_counter() - start
         status = response.status_code
         if status >= 400:
             detail = self.redact(response.text[:MAX_ERROR_CHARS])
-            message = f"HTTP {status} from {self.options.base_url}: {detail}"
+            message = f"HTTP {status} from {base_url}: {detail}"
             if status in RETRY_STATUS or status >= 500:
                 raise TransientError(f"http_{status}", message,
                                      parse_retry_after(response.headers.get("retry-after")))
@@ -292,6 +346,8 @@ class OpenAIEngine(Engine):
         backoff = wait_random_exponential(multiplier=self.options.backoff_initial_s,
                                           max=self.options.backoff_max_s)(state)
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.failover:
+            return 0.0
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return max(min(exc.retry_after, self.options.max_retry_after_s), backoff)
         return backoff

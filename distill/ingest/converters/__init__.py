@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.core.answers import TOLERANCE_KEY
 from distill.core.errors import InputError
 from distill.ingest.converters.ai2d import ai2d_item
 from distill.ingest.converters.chartqa import chartqa_item
@@ -63,8 +64,12 @@ class ConvertStats:
 
 def iter_converted(fmt: str, path: Path, *, image_root: Path | None = None,
                    split: str = "test", category_field: str | None = None,
-                   stats: ConvertStats | None = None) -> Iterator[SourceRow]:
-    """RawItems (or the InputErrors of bad rows, in place) for ``distill.ingest.ingest``."""
+                   stats: ConvertStats | None = None,
+                   relative_tolerance: float | None = None) -> Iterator[SourceRow]:
+    """RawItems (or the InputErrors of bad rows, in place) for ``distill.ingest.ingest``.
+
+    ``relative_tolerance`` (e.g. 0.05, ChartQA's relaxed accuracy) goes into every number
+    item's meta, where the answer judge reads it; item content hashes do not change."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; known: {sorted(FORMATS)}", file=path,
                          reason="config_error")
@@ -87,6 +92,9 @@ def iter_converted(fmt: str, path: Path, *, image_root: Path | None = None,
         if item is None:
             stats.skipped["no image"] += 1
             continue
+        if relative_tolerance is not None and item.fields.get("answer_type") == "number":
+            item.fields["meta"] = {**(item.fields.get("meta") or {}),
+                                   TOLERANCE_KEY: relative_tolerance}
         yield item
 
 

@@ -6,9 +6,10 @@
 * the harnesses' copy (lmms-lab/ChartQA on the Hugging Face Hub, parquet): ``type``
   (``human_test`` / ``augmented_test``), ``question``, ``answer``, ``image``.
 
-Answers are numbers or short texts (the official metric is relaxed accuracy, 5% for
-numbers; our judge's own rules apply here). The category is ``type`` when present, else the
-file's stem (``test_human``).
+Answers are numbers or short texts. The official metric is relaxed accuracy (numbers
+within 5%); `distill eval convert chartqa ... --relative-tolerance 0.05` records it in each
+number item's meta for the judge, else numbers are judged exactly. The category is ``type``
+when present, else the file's stem (``test_human``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,405 @@
+"""Finding the final answer in a model's output: the last final-answer statement wins.
+
+Statements, whatever their marker: ``<answer>..</answer>``, ``\\boxed{..}``, an
+``Answer:`` / ``**Final Answer:**`` label, a "Final Answer" heading with the answer on the
+next line(s) (R1's ``**Final Answer**`` then ``\\[ \\boxed{X} \\]``), "the answer is ..." /
+"the correct option is ...", and, when the answer type is known, a closing sentence
+("So the correct choice is C.", "Thus, **B** is correct.", "No, the ball is not left of
+the cube."), a final bold line, or a short first line before an explanation ("B\\n\\nThe
+angle ..."). Explicit markers always count; the unmarked kinds count only when they read
+as an answer of the asked type.
+
+Thinking: text inside ``<think>..</think>`` (also ``<thinking>``, ``<reasoning>``, and a
+lone ``</think>`` whose opening tag was in the prompt) is reasoning; the answer is read
+after the last closing tag, and from inside the thinking only when nothing follows it.
+An output cut at the token limit (finish reason ``length``), or whose thinking never
+closed and holds no answer, is unparseable: truncated, not wrong.
+
+A prompt's declared ``answer_format`` is tried first (its own strict layout: ``Answer:``
+on the last line, after ``</think>`` for ``think_tags``, the whole one-line reply for
+``direct``); the general reading is the fallback, so a prompt and its parser cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+
+from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
+from distill.core.answers.values import AnswerSpec, NoValue, read_value
+from distill.schemas import Sample
+
+# Longer outputs keep their end: the answer is there.
+MAX_TEXT_CHARS = 262_144
+# Statements are looked for in the last this-many characters of the answer region.
+TAIL_CHARS = 8_000
+# A reply of one short line is its answer; before an explanation a first line must be
+# shorter still, and no heading ("Step 1:").
+BARE_MAX_WORDS = 6
+BARE_MAX_CHARS = 60
+LEAD_MAX_WORDS = 3
+LEAD_MAX_CHARS = 30
+# With the answer type known, a whole one-line reply may be a sentence ("The lowest
+# temperature is -5 °C in January."): it counts when it reads as an answer of the type.
+SENTENCE_MAX_WORDS = 40
+SENTENCE_MAX_CHARS = 300
+
+_TAG_NAMES = ("think", "thinking", "reasoning")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
+_ANSWER_CLOSE = re.compile(r"</answer\s*>", re.IGNORECASE)
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_BOX_SEPARATOR = re.compile(r"[\s$,;]{0,6}(?:(?:and|or|&)[\s$,;]{0,6})?")
+_LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+choice|"
+                r"short\s+answer|answer)")
+# "Answer: X", "**Final Answer:** X", "**Answer**: X", "### Answer: X" (the content may be
+# empty: then the answer is on the next line).
+_LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*\*|__)?[ \t]*[:：]", re.IGNORECASE)
+_LINE_LEAD = re.compile(r"[ \t>#*_\-]*$")
+# A heading alone on its line: "**Final Answer**", "### Final Answer", "Answer".
+_HEADING = re.compile(r"^[ \t>#*_]*" + _LABEL_WORDS + r"[ \t*_#]*$", re.IGNORECASE | re.MULTILINE)
+# "the answer is X", "the correct option is (B)", "my choice would be C", "I choose B".
+_SENTENCE = re.compile(
+    r"\b(?:(?:the|my|final|correct|best|right)[ \t]+)*"
+    r"(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
+    r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
+    r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b",
+    re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|\n")
+_CLOSING_CUE = re.compile(
+    r"^(?:so|thus|therefore|hence|overall|consequently|finally|in conclusion|in summary|"
+    r"in total|to conclude|to summarize|altogether|as a result|yes|no)\b", re.IGNORECASE)
+# A concluding sentence that rules something out is not the pick ("So option A is
+# incorrect"); ", not 6" after a value is an aside the number reader drops.
+_NEGATIVE = re.compile(r"\b(?:incorrect|wrong|isn't|aren't|cannot|can't|no longer)\b|"
+                       r"(?<!,)[ \t]not\b", re.IGNORECASE)
+_SENTENCE_SPLIT = re.compile(r"(?:[^.!?\n]|[.!?](?=\S))+(?:[.!?]+|$|(?=\n))")
+_YES_NO_START = re.compile(r"^(?:(?:so|thus|therefore|hence)[, ]+)?(?:yes|no)\b", re.IGNORECASE)
+_BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
+_MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
+_DISPLAY_OPEN = ("\\[", "$$")
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    """A model's text split into reasoning and final answer.
+
+    ``final_answer``: the answer as stated, cleaned (None when the output has none).
+    ``marker``: the kind of statement it came from. ``reason``: 'ok', or why the output
+    holds no usable answer (the judge's vocabulary: 'truncated', 'no_answer', 'hedged',
+    ...). ``canonical``: its canonical spelling when an answer spec was given."""
+
+    reasoning: str
+    final_answer: str | None
+    has_think_tags: bool
+    tags_balanced: bool
+    has_answer_line: bool
+    marker: str | None = None
+    reason: str = "ok"
+    canonical: str | None = None
+
+
+@dataclass(frozen=True)
+class _Statement:
+    kind: str
+    start: int
+    end: int
+    content: str
+    explicit: bool = True  # marked as the answer (counts even when it does not read)
+
+
+def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
+                 answer_format: str | None = None,
+                 finish_reason: str | None = None) -> ParsedOutput:
+    """Split raw model text into reasoning and final answer (see the module docstring).
+
+    ``spec`` (the item's answer type and options) lets unmarked closing sentences count
+    and fills ``canonical``; without it only marked statements and a short bare reply
+    are answers."""
+    spec = None if spec is None else AnswerSpec.of(spec)
+    if len(text) > MAX_TEXT_CHARS:
+        text = text[-MAX_TEXT_CHARS:]
+    tags = _think_tags(text)
+    opens, closes = tags.opens, tags.closes
+    has_tags = bool(opens or closes)
+    balanced = opens == closes
+    think, region, in_think = "", text, False
+    if closes:
+        before = text[:tags.last_close[0]]
+        think = before[tags.first_open[1]:] if tags.first_open else before
+        region = text[tags.last_close[1]:]
+        if not region.strip():
+            region, in_think = think, True
+    elif opens:
+        region = text[tags.first_open[1]:]  # type: ignore[index]
+
+    def result(statement: _Statement | None, reason: str, canonical: str | None = None,
+               answer: str | None = None) -> ParsedOutput:
+        reasoning = think if closes else _reasoning_around(region, statement)
+        return ParsedOutput(
+            reasoning=reasoning.strip().rstrip("*_ \n"), final_answer=answer,
+            has_think_tags=has_tags, tags_balanced=balanced,
+            has_answer_line=statement is not None and statement.kind == "answer_line",
+            marker=None if statement is None else statement.kind + ("_in_think" if in_think
+                                                                     else ""),
+            reason=reason, canonical=canonical)
+
+    if finish_reason == "length":
+        return result(None, "truncated")
+    if not text.strip():
+        return result(None, "empty_output")
+    statement = _format_statement(region, answer_format, bool(closes and not in_think))
+    if statement is None:
+        # Inside unfinished or answerless thinking, a first line is a thought, not a reply.
+        statement = _last_statement(region, spec, first_line=not (in_think or
+                                                                  (opens and not closes)))
+    if statement is None:
+        return result(None, "truncated" if opens and not closes else "no_answer")
+    answer = clean_answer(statement.content) or None
+    if spec is None:
+        return result(statement, "ok" if answer else "empty_answer", answer=answer)
+    value = read_value(answer, spec)
+    if isinstance(value, NoValue):
+        return result(statement, value.reason, answer=answer)
+    if statement.kind == "closing" and spec.answer_type in ("choice", "yes_no"):
+        answer = value.canonical  # "Thus, B is correct." is recorded as the pick, "B"
+    return result(statement, "ok", value.canonical, answer)
+
+
+@dataclass(frozen=True)
+class _ThinkTags:
+    opens: int
+    closes: int
+    first_open: tuple[int, int] | None  # (start, end) of the first opening tag
+    last_close: tuple[int, int]  # (start, end) of the last closing tag; (0, 0) if none
+
+
+def _think_tags(text: str) -> _ThinkTags:
+    """Thinking tags found by plain string search (C speed on any length, unlike a regex
+    that builds one match object per tag)."""
+    if "<" not in text:
+        return _ThinkTags(0, 0, None, (0, 0))
+    lowered = text.translate(_ASCII_LOWER)  # str.lower() may change the length
+    opens = closes = 0
+    first_open: tuple[int, int] | None = None
+    last_close = (-1, -1)
+    for name in _TAG_NAMES:
+        open_tag, close_tag = f"<{name}>", f"</{name}>"
+        opens += lowered.count(open_tag)
+        closes += lowered.count(close_tag)
+        found = lowered.find(open_tag)
+        if found != -1 and (first_open is None or found < first_open[0]):
+            first_open = (found, found + len(open_tag))
+        found = lowered.rfind(close_tag)
+        if found > last_close[0]:
+            last_close = (found, found + len(close_tag))
+    return _ThinkTags(opens, closes, first_open, last_close if closes else (0, 0))
+
+
+def _reasoning_around(region: str, statement: _Statement | None) -> str:
+    if statement is None:
+        return region
+    if statement.kind == "first_line":
+        return region[statement.end:]
+    return region[:statement.start]
+
+
+# --- the prompt's own layout ---------------------------------------------------------------
+
+
+def _format_statement(region: str, answer_format: str | None,
+                      closed_think: bool) -> _Statement | None:
+    """The answer where the prompt asked for it, or None when the output did not follow
+    the prompt's layout (then the general reading decides)."""
+    if answer_format not in ("answer_line", "think_tags", "direct"):
+        return None
+    if answer_format == "think_tags" and not closed_think:
+        return None
+    stripped = region.rstrip()
+    line_start = stripped.rfind("\n") + 1
+    last_line = stripped[line_start:]
+    if answer_format == "direct" and line_start:
+        return None
+    label = _LABEL.search(last_line)
+    if label is not None and _LINE_LEAD.fullmatch(last_line[:label.start()]) is not None:
+        content = _first_sentence(last_line[label.end():].strip(" \t*_"))
+        if content and "\\boxed" not in content:
+            return _Statement("answer_line", line_start, len(stripped), content)
+        return None
+    if answer_format == "direct" and 0 < len(last_line) <= BARE_MAX_CHARS \
+            and not _MARKER_WORD.search(last_line):
+        return _Statement("first_line", 0, len(stripped), last_line.strip())
+    return None
+
+
+# --- the general reading -------------------------------------------------------------------
+
+
+def _last_statement(region: str, spec: AnswerSpec | None,
+                    first_line: bool = True) -> _Statement | None:
+    """The last statement of the region: explicit ones always, unmarked ones only when
+    they read as an answer of the asked type."""
+    offset = max(0, len(region) - TAIL_CHARS)
+    tail = region[offset:]
+    found = [*_answer_tags(tail), *_boxes(tail), *_labels(tail), *_headings(tail),
+             *_sentences(tail)]
+    if spec is not None:
+        found.extend(_closing(tail))
+    if first_line:
+        found.extend(_first_line(region, sentence=spec is not None))
+    found.sort(key=lambda s: (s.start + (offset if s.kind != "first_line" else 0), s.explicit))
+    for statement in reversed(found):
+        if statement.explicit:
+            return statement
+        if spec is None:
+            if statement.kind == "first_line":
+                return statement
+            continue
+        if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
+            return statement
+    return None
+
+
+def _answer_tags(text: str) -> list[_Statement]:
+    out = []
+    for match in _ANSWER_OPEN.finditer(text):
+        close = _ANSWER_CLOSE.search(text, match.end())
+        end = close.start() if close else len(text)
+        if close is None and out:
+            break
+        out.append(_Statement("answer_tag", match.start(), end,
+                              text[match.end():end][:MAX_STATEMENT_CHARS]))
+    return out
+
+
+def _boxes(text: str) -> list[_Statement]:
+    """``\\boxed{..}`` contents; boxes joined only by a separator form one statement
+    ('\\boxed{3} and \\boxed{5}' names two answers, '\\boxed{3} or \\boxed{5}' hedges)."""
+    out: list[_Statement] = []
+    pairs: dict[int, int] | None = None
+    for match in _BOX.finditer(text):
+        if pairs is None:
+            pairs = brace_pairs(text)
+        end = pairs.get(match.end() - 1)
+        if end is None:
+            continue
+        content = text[match.end():end][:MAX_STATEMENT_CHARS]
+        previous = out[-1] if out else None
+        between = text[previous.end:match.start()] if previous is not None else ""
+        if previous is not None and _BOX_SEPARATOR.fullmatch(between):
+            if content.strip() != previous.content.strip():
+                content = f"{previous.content} {between.strip(' $')} {content}"
+            out[-1] = _Statement("boxed", previous.start, end + 1, content)
+        else:
+            out.append(_Statement("boxed", match.start(), end + 1, content))
+    return out
+
+
+def _labels(text: str) -> list[_Statement]:
+    out = []
+    for match in _LABEL.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        at_line_start = _LINE_LEAD.fullmatch(text[line_start:match.start()]) is not None
+        line_end = text.find("\n", match.end())
+        line_end = len(text) if line_end == -1 else line_end
+        content = _first_sentence(text[match.end():line_end].strip(" \t*_"))
+        end = line_end
+        if not content:
+            content, end = _next_block(text, line_end)
+        kind = "answer_line" if at_line_start else "answer_label"
+        out.append(_Statement(kind, match.start(), end, content))
+    return out
+
+
+def _headings(text: str) -> list[_Statement]:
+    out = []
+    for match in _HEADING.finditer(text):
+        content, end = _next_block(text, match.end())
+        if content:
+            out.append(_Statement("answer_line", match.start(), end, content))
+    return out
+
+
+def _sentences(text: str) -> list[_Statement]:
+    out = []
+    for match in _SENTENCE.finditer(text):
+        line_end = text.find("\n", match.end())
+        line_end = len(text) if line_end == -1 else line_end
+        content = _first_sentence(text[match.end():line_end].strip(" \t*_"))
+        if content:
+            out.append(_Statement("answer_is", match.start(), line_end, content))
+    return out
+
+
+def _closing(text: str) -> list[_Statement]:
+    """The last sentence of the last paragraph when it concludes ('So ...', 'Thus ...',
+    'Yes, ...'), and a final bold-only line: unmarked answers, counted when they read."""
+    stripped = text.rstrip()
+    paragraph_start = stripped.rfind("\n\n") + 1
+    last_line_start = stripped.rfind("\n") + 1
+    out = []
+    bold = _BOLD_LINE.match(stripped[last_line_start:])
+    if bold:
+        out.append(_Statement("bold_line", last_line_start, len(stripped), bold.group(1),
+                              explicit=False))
+    paragraph = stripped[paragraph_start:]
+    sentences = list(_SENTENCE_SPLIT.finditer(paragraph[-600:]))
+    base = paragraph_start + max(0, len(paragraph) - 600)
+    for match in reversed(sentences[-3:]):
+        lead = match.group(0).strip(" \t*_")
+        if not _CLOSING_CUE.match(lead):
+            continue
+        if _NEGATIVE.search(lead) and not _YES_NO_START.match(lead):
+            continue
+        out.append(_Statement("closing", base + match.start(), base + match.end(), lead,
+                              explicit=False))
+        break
+    return out
+
+
+def _first_line(region: str, sentence: bool = False) -> list[_Statement]:
+    """A short first line before an explanation ('B', 'Yes.', '12 cm'), or the whole of a
+    one-line reply (a sentence too, when ``sentence``): the direct answers of models that
+    answer first and explain afterwards, or not at all."""
+    stripped = region.lstrip()
+    start = len(region) - len(stripped)
+    line_end = stripped.find("\n")
+    line = stripped if line_end == -1 else stripped[:line_end]
+    line = line.strip()
+    alone = line_end == -1 or not stripped[line_end:].strip()
+    if alone:
+        max_chars, max_words = ((SENTENCE_MAX_CHARS, SENTENCE_MAX_WORDS) if sentence
+                                else (BARE_MAX_CHARS, BARE_MAX_WORDS))
+    else:
+        max_chars, max_words = LEAD_MAX_CHARS, LEAD_MAX_WORDS
+    if not line or len(line) > max_chars or len(line.split()) > max_words \
+            or _MARKER_WORD.search(line) or (not alone and line.endswith(":")):
+        return []
+    return [_Statement("first_line", start, start + len(line), line, explicit=False)]
+
+
+def _first_sentence(content: str) -> str:
+    """A statement's content up to the end of its sentence ('5. This is because' -> '5')."""
+    content = content[:MAX_STATEMENT_CHARS]
+    end = _SENTENCE_END.search(content)
+    return (content[:end.start()] if end and end.start() else content).strip()
+
+
+def _next_block(text: str, position: int) -> tuple[str, int]:
+    """The first non-blank line after ``position``, or a whole ``\\[ .. \\]`` / ``$$ .. $$``
+    display that starts there."""
+    index = position
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    if index >= len(text):
+        return "", position
+    line_end = text.find("\n", index)
+    line_end = len(text) if line_end == -1 else line_end
+    line = text[index:line_end].strip()
+    if line in _DISPLAY_OPEN:
+        closer = "\\]" if line == "\\[" else "$$"
+        close = text.find(closer, line_end, line_end + MAX_STATEMENT_CHARS)
+        if close != -1:
+            return text[line_end:close].strip(), close + len(closer)
+    return line[:MAX_STATEMENT_CHARS], line_end
