@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("distill.ingest.cli:ingest_command", "Read items into partitioned Sample shards."),
     "generate": ("distill.generate.cli:generate_command", "Run teachers over Sample shards."),
+    "judge": ("distill.generate.cli:judge_command", "Score traces with a judge model."),
     "filter": ("distill.filter.cli:filter_command", "Score, dedup and publish a dataset version."),
     "datasets": ("distill.filter.cli:datasets_group", "List, show, diff, export dataset versions."),
     "train": ("distill.train.cli:train_command", "Fine-tune the SiQ-VL student on a dataset."),

@@ -4,6 +4,12 @@ from distill.schemas.base import SCHEMA_VERSION, Record
 from distill.schemas.dataset_manifest import DatasetManifest
 from distill.schemas.eval_result import EvalItem, EvalResult, HarnessRun, HarnessScore, ModelRef
 from distill.schemas.hashing import canonical_json, content_hash, file_sha256, sha256_hex
+from distill.schemas.judgement import (
+    JudgeIdentity,
+    Judgement,
+    make_judgement_key,
+    same_answer_subject,
+)
 from distill.schemas.manifest import ShardRef, StageManifest
 from distill.schemas.rejection import Rejection
 from distill.schemas.run_manifest import RunManifest
@@ -17,6 +23,7 @@ RECORD_TYPES: dict[str, type[Record]] = {
     "trace": Trace,
     "rejection": Rejection,
     "scored_trace": ScoredTrace,
+    "judgement": Judgement,
     "stage_manifest": StageManifest,
     "dataset_manifest": DatasetManifest,
     "run_manifest": RunManifest,
@@ -32,6 +39,8 @@ __all__ = [
     "HarnessRun",
     "HarnessScore",
     "ImageRef",
+    "JudgeIdentity",
+    "Judgement",
     "ModelRef",
     "Record",
     "Rejection",
@@ -45,6 +54,8 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "file_sha256",
+    "make_judgement_key",
     "make_trace_key",
+    "same_answer_subject",
     "sha256_hex",
 ]

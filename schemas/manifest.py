@@ -31,7 +31,7 @@ class StageManifest(Record):
     to; it is carried from stage to stage so that every record can find its pixels.
     """
 
-    stage: Literal["ingest", "generate"]
+    stage: Literal["ingest", "generate", "judge"]
     created_at: datetime
     image_root: str | None = None
     inputs: list[ShardRef] = Field(default_factory=list)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from distill.schemas.base import NonEmptyStr, Record
 
-Stage = Literal["ingest", "generate", "filter", "train", "eval"]
+Stage = Literal["ingest", "generate", "judge", "filter", "train", "eval"]
 
 MAX_RAW_CHARS = 4000
 

@@ -78,16 +78,22 @@ class ImageRef(Part):
 class Sample(Record):
     """One item: image, question, optional choices and the gold answer.
 
+    ``answer`` is None for an item without a gold answer (an unlabeled image pool): its
+    label can only be derived later, from teacher consensus or a judge (the filter marks
+    such labels ``label_source: consensus|judge``). ``answer_type`` (and ``choices``) are
+    still required: they say how answers to the item are read and compared.
+
     ``meta`` keys the answer judge reads (outside the content hash, so adding them keeps
     trace keys): ``precision`` (int, decimals the gold number is rounded to, as MathVista
     states it: '1.732' matches '1.73' at 2) and ``relative_tolerance`` (float, e.g. 0.05
-    for ChartQA's relaxed accuracy)."""
+    for ChartQA's relaxed accuracy).
+    """
 
     id: Identifier
     image: ImageRef
     question: NonEmptyStr
     choices: list[NonEmptyStr] | None = None
-    answer: NonEmptyStr
+    answer: NonEmptyStr | None = None
     answer_type: AnswerType
     category: Identifier
     source: NonEmptyStr
@@ -96,8 +102,8 @@ class Sample(Record):
 
     @field_validator("question", "answer")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
 
@@ -109,18 +115,28 @@ class Sample(Record):
             if len(self.choices) > len(CHOICE_LETTERS):
                 raise ValueError(f"at most {len(CHOICE_LETTERS)} choices are supported")
             letters = CHOICE_LETTERS[: len(self.choices)]
-            if self.answer not in letters:
+            if self.answer is not None and self.answer not in letters:
                 raise ValueError(f"a 'choice' answer must be one of the letters {letters!r}")
         elif self.choices is not None:
             raise ValueError("'choices' is only allowed when answer_type is 'choice'")
+        if self.answer is None:
+            return self
         if self.answer_type == "yes_no" and self.answer not in ("yes", "no"):
             raise ValueError("a 'yes_no' answer must be 'yes' or 'no'")
         if self.answer_type == "number" and not _NUMBER.match(self.answer.strip()):
             raise ValueError(f"a 'number' answer must be a number, got {self.answer!r}")
         return self
 
+    @property
+    def has_gold(self) -> bool:
+        return self.answer is not None
+
     def content_hash(self) -> str:
-        """Hash of everything a teacher sees or is judged against (image by its sha256)."""
+        """Hash of everything a teacher sees or is judged against (image by its sha256).
+
+        Unchanged by gold answers becoming optional: a sample with gold hashes exactly as
+        before (so its trace keys and dataset versions stay), one without hashes with
+        ``answer: null``, which no sample with gold can have."""
         return content_hash(
             {
                 "id": self.id,

@@ -10,11 +10,10 @@ from filter_fixtures import good_text, ingest_digits, reasoning, wrong_answer
 from bench.filter_data import make_trace
 from distill.core.answers import canonical_answer
 from distill.core.shards import iter_records
+from distill.filter.consensus import ItemAnswer, score_item
 from distill.filter.scorers import (
-    ItemAnswer,
     ScorerSuite,
     load_refusal_phrases,
-    score_item,
     tag_structure,
 )
 from distill.schemas import ImageRef, Sample
@@ -177,11 +176,12 @@ def test_length_is_estimated_without_engine_counts(suite: ScorerSuite, samples: 
     assert score(suite, sample, good_text(sample), completion_tokens=7)["length_tokens"] == 7
 
 
-def test_agreement_across_teachers_and_samples() -> None:
+def test_agreement_across_teachers_and_samples(samples: dict) -> None:
+    sample = samples["sum"]
     answers = [ItemAnswer("big", "15", True), ItemAnswer("big", "15", True),
                ItemAnswer("big", "14", False), ItemAnswer("small", "14", False),
                ItemAnswer("small", "", False), ItemAnswer("odd", "15", True)]
-    out = score_item(answers)
+    out = score_item(answers, sample)
     assert all(s["majority_answer"] == "15" for s in out)
     assert out[0]["majority_fraction"] == pytest.approx(0.5)
     assert [s["agrees_with_majority"] for s in out] == [True, True, False, False, False, True]
@@ -195,7 +195,8 @@ def test_agreement_across_teachers_and_samples() -> None:
     assert out[4]["agreement_teachers"] == 0.0  # no answer agrees with nothing
     # Ties are broken by the answer, not by the order the traces came in.
     tie = [ItemAnswer("a", "3", True), ItemAnswer("b", "2", False)]
-    assert score_item(tie)[0]["majority_answer"] == score_item(tie[::-1])[0]["majority_answer"]
+    assert score_item(tie, sample)[0]["majority_answer"] \
+        == score_item(tie[::-1], sample)[0]["majority_answer"]
 
 
 def test_canonical_answers_spell_one_meaning_one_way(samples: dict) -> None:
@@ -210,4 +211,4 @@ def test_canonical_answers_spell_one_meaning_one_way(samples: dict) -> None:
 
 def test_scorer_versions_cover_every_scorer(suite: ScorerSuite, tmp_path: Path) -> None:
     assert set(suite.versions) == {"correctness", "format", "repetition", "refusal",
-                                   "garbage", "length", "agreement"}
+                                   "garbage", "length", "agreement", "judge"}

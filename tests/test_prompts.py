@@ -8,7 +8,7 @@ import pytest
 
 from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
-from distill.core.prompts import load_prompt
+from distill.core.prompts import load_prompt, shipped_prompts
 from distill.schemas import ImageRef, Sample
 
 SAMPLE = Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
@@ -16,7 +16,10 @@ SAMPLE = Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
                 answer_type="choice", category="animals", source="t")
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml")))
+TEACHER_PROMPTS = [path.stem for path in shipped_prompts("teacher")]
+
+
+@pytest.mark.parametrize("name", TEACHER_PROMPTS)
 def test_shipped_prompts_render_every_answer_type(name: str) -> None:
     prompt = load_prompt(name)
     system, user = prompt.render(SAMPLE)
@@ -55,5 +58,56 @@ def test_bad_prompt_files_fail_naming_file_and_field(tmp_path: Path, text, field
 
 
 def test_unknown_prompt_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(InputError, match=r"shipped: \['cot', 'direct', 'think'\]"):
+    shipped = r"shipped: \['cot', 'direct', 'judge-rubric', 'judge-same', 'think'\]"
+    with pytest.raises(InputError, match=shipped):
         load_prompt("nonexistent")
+
+
+def test_teacher_prompt_hashes_did_not_move() -> None:
+    """Judge prompts added placeholders of their own; the teacher prompts' identity (and
+    every trace key made with them) stayed where it was."""
+    assert {name: load_prompt(name).hash[:16] for name in ("cot", "direct", "think")} == {
+        "cot": "5d11b675e81254e9", "direct": "91e9ddb2cd88447a", "think": "5eef670856503262"}
+
+
+def test_judge_prompts_take_what_they_judge() -> None:
+    rubric = load_prompt("judge-rubric", "judge")
+    assert rubric.score_range == (1, 5) and rubric.answer_format == "score"
+    _, user = rubric.render(SAMPLE, reasoning="I see a cat.", answer="A")
+    assert "I see a cat." in user and "final answer: A" in user and "A. cat" in user
+    same = load_prompt("judge-same", "judge")
+    _, user = same.render(SAMPLE, answer_a="a cat", answer_b="kitty")
+    assert "Answer A: a cat" in user and "Answer B: kitty" in user
+    with pytest.raises(InputError, match="a teacher prompt is needed") as info:
+        load_prompt("judge-rubric")
+    assert info.value.field == "kind"
+    with pytest.raises(InputError, match="a judge prompt is needed"):
+        load_prompt("cot", "judge")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        ("id: j\nkind: judge\nanswer_format: score\nuser: '{{ reasoning }}'\n", "score_range",
+         "needs score_range"),
+        ("id: j\nkind: judge\nanswer_format: score\nscore_range: [5, 1]\nuser: q\n",
+         "score_range", "LOW < HIGH"),
+        ("id: j\nkind: judge\nanswer_format: same\nuser: '{{ reasoning }}'\n", "user",
+         "unknown placeholder(s) ['reasoning']"),
+        ("id: j\nanswer_format: answer_line\nuser: '{{ answer }}'\n", "user",
+         "unknown placeholder(s) ['answer']"),
+        ("id: j\nkind: judge\nanswer_format: answer_line\nuser: q\n", "answer_format",
+         "one of ['score', 'same']"),
+    ],
+)
+def test_bad_judge_prompts_fail_naming_the_field(tmp_path: Path, text, field, message) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        load_prompt(path, "judge")
+    assert info.value.field == field and message in str(info.value)
+
+
+def test_shipped_prompts_are_told_apart_by_kind() -> None:
+    assert [p.stem for p in shipped_prompts("teacher")] == ["cot", "direct", "think"]
+    assert [p.stem for p in shipped_prompts("judge")] == ["judge-rubric", "judge-same"]

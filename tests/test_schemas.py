@@ -15,6 +15,8 @@ from distill.schemas import (
     EvalItem,
     EvalResult,
     ImageRef,
+    JudgeIdentity,
+    Judgement,
     ModelRef,
     Rejection,
     RunManifest,
@@ -25,7 +27,9 @@ from distill.schemas import (
     StageManifest,
     Trace,
     content_hash,
+    make_judgement_key,
     make_trace_key,
+    same_answer_subject,
 )
 from distill.schemas.cli import export_schemas
 
@@ -51,15 +55,39 @@ def make_trace(sample: Sample, k: int = 0) -> Trace:
                  completion_tokens=9, finish_reason="stop", latency_s=0.01)
 
 
+JUDGE = JudgeIdentity(judge_id="judge", engine="openai", model="grader", prompt_id="rubric",
+                      prompt_hash=SHA, sampling=SamplingParams(temperature=0.0, seed=0))
+
+
+def make_rubric(trace: Trace, **overrides) -> Judgement:
+    fields = dict(judgement_key=make_judgement_key(kind="rubric", subject=trace.trace_key,
+                                                   judge=JUDGE),
+                  kind="rubric", subject=trace.trace_key, sample_id=trace.sample_id,
+                  sample_hash=trace.sample_hash, judge=JUDGE, trace_key=trace.trace_key,
+                  teacher_id=trace.teacher_id, score=0.75, raw_score=4.0,
+                  raw_text="Consistent.\nScore: 4", finish_reason="stop", latency_s=0.2)
+    return Judgement(**{**fields, **overrides})
+
+
 def every_record() -> list:
     sample = make_sample()
     trace = make_trace(sample)
+    unlabeled = make_sample(id="s3", answer=None)
+    subject = same_answer_subject(unlabeled.content_hash(), "a red car", "red automobile")
     shard = ShardRef(name="data/part-00000.jsonl", sha256=SHA, rows=3)
     return [
         sample,
         make_sample(id="s2", image=ImageRef.inline(b"\x89PNG\r\n", sha256=SHA),
                     answer="B", answer_type="choice", choices=["red", "blue"]),
+        unlabeled,
         trace,
+        make_rubric(trace),
+        Judgement(judgement_key=make_judgement_key(kind="same_answer", subject=subject,
+                                                   judge=JUDGE),
+                  kind="same_answer", subject=subject, sample_id="s3",
+                  sample_hash=unlabeled.content_hash(), judge=JUDGE,
+                  answers=["a red car", "red automobile"], same=True, raw_text="Same: yes",
+                  finish_reason="stop", latency_s=0.1),
         Rejection(stage="generate", key=trace.trace_key, reason="unparseable",
                   message="no final answer", raw="hmm"),
         ScoredTrace(sample=sample, trace=trace, signals={"correctness": "correct",
@@ -163,3 +191,45 @@ def test_trace_key_changes_with_every_input_and_only_with_them() -> None:
 
 def test_content_hash_ignores_key_order() -> None:
     assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
+
+
+def test_gold_stays_in_the_sample_hash_exactly_as_before() -> None:
+    """Gold becoming optional changed no hash of a sample that has gold (so no trace key
+    and no dataset version); a sample without gold hashes differently from any with."""
+    sample = make_sample()
+    before = content_hash({"id": sample.id, "image_sha256": SHA, "question": sample.question,
+                           "choices": None, "answer": "12", "answer_type": "number"})
+    assert sample.content_hash() == before
+    unlabeled = make_sample(answer=None)
+    assert unlabeled.content_hash() != before and not unlabeled.has_gold
+    assert Sample.model_validate_json(sample_json(answer=...)).answer is None
+    # Without gold, the answer type still says how answers are read: choices stay checked.
+    with pytest.raises(ValidationError, match="at least two choices"):
+        make_sample(answer=None, answer_type="choice", choices=["only"])
+
+
+def test_scored_trace_says_where_its_label_comes_from() -> None:
+    trace = make_trace(make_sample())
+    gold = ScoredTrace(sample=make_sample(), trace=trace, signals={}, verdict="keep")
+    assert (gold.label, gold.label_source) == ("12", "gold")
+    derived = ScoredTrace(sample=make_sample(answer=None), trace=trace, verdict="keep",
+                          signals={"label": "13", "label_source": "consensus"})
+    assert (derived.label, derived.label_source) == ("13", "consensus")
+    none = ScoredTrace(sample=make_sample(answer=None), trace=trace, verdict="drop",
+                       signals={"label": "", "label_source": "none"})
+    assert (none.label, none.label_source) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"score": None}, "needs trace_key, score"),
+        ({"score": 1.5}, "less than or equal to 1"),
+        ({"judgement_key": "cd" * 32}, "does not match"),
+        ({"same": True}, "belong to 'same_answer'"),
+        ({"subject": "cd" * 32}, "subject is its trace_key"),
+    ],
+)
+def test_bad_judgements_are_refused(overrides, fragment) -> None:
+    with pytest.raises(ValidationError, match=fragment):
+        make_rubric(make_trace(make_sample()), **overrides)

@@ -188,6 +188,41 @@ def test_two_generates_at_once(samples_dir, tmp_path, capfd):
     assert not leftovers(out) and not list(out.rglob("*.lock"))
 
 
+def test_two_judges_at_once(samples_dir, tmp_path, capfd):
+    """`distill judge` takes the same guard on its OUT as every stage."""
+    from distill.generate.runner import GenerateOptions, run_generate
+    from distill.schemas import Judgement, Rejection
+
+    teachers = write_teachers(tmp_path / "t.yaml", {"knn": builtin_teacher("knn", k=1)})
+    traces = tmp_path / "gen"
+    run_generate(GenerateOptions(samples_dir, str(teachers), traces))
+    reference = tmp_path / "reference"
+    assert main(["judge", "--traces", str(traces), "--judge", "digits",
+                 "--out", str(reference)]) == 0
+    out = tmp_path / "judged"
+    args = ["judge", "--traces", str(traces), "--judge", "digits", "--out", str(out),
+            "--flush-every", "1"]
+    with frozen_holder(args, (out, ".lock")) as first:
+        _second_run_refused(args, first, capfd)
+        waiter = _waits(args)
+    _finish(first)
+    _finish(waiter)
+
+    def keyed(folder: Path) -> tuple[list[str], set[str]]:
+        judgements = [j for p in sorted(folder.glob("judgements/*/part-*.jsonl"))
+                      for j in map(Judgement.model_validate_json, p.read_text().splitlines())]
+        rejects = [r for p in sorted(folder.glob("rejects/*/part-*.jsonl"))
+                   for r in map(Rejection.model_validate_json, p.read_text().splitlines())]
+        keys = [j.judgement_key for j in judgements] + [r.key for r in rejects]
+        return keys, {json.dumps(j.content_fields(), sort_keys=True) for j in judgements}
+
+    keys, contents = keyed(out)
+    ref_keys, ref_contents = keyed(reference)
+    assert len(keys) == len(set(keys)) == len(ref_keys) == 100
+    assert contents == ref_contents
+    assert not leftovers(out) and not list(out.rglob("*.lock"))
+
+
 def test_two_ingests_at_once(tmp_path, capfd):
     out = tmp_path / "ingest"
     args = ["ingest", "digits", "--counts", "train=300,test=20", "--shard-size", "50",

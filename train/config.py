@@ -46,8 +46,10 @@ class TrainConfig(BaseModel):
     vision_path: str | None = Field(default=None, description="override the spec's vision tower")
     init: str | None = Field(default=None, description="start from this saved student folder")
     target: Literal["cot", "answer", "gold"] = Field(
-        default="answer", description="cot: trace reasoning + answer; answer: the trace's final "
-                                      "answer only; gold: the sample's gold answer")
+        default="answer",
+        description="cot: trace reasoning + answer; answer: the trace's final answer only; "
+                    "gold: the item's label (its gold answer, or the label the filter derived "
+                    "for an item without one)")
     split: str = Field(default="train", description="split to train on (ingest folders)")
     llm: Literal["frozen", "lora", "full"] = "frozen"
     train_projector: bool = True

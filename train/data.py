@@ -1,6 +1,11 @@
 """Reading what to train on: a dataset version (ScoredTrace shards) or an ingest folder
 (Sample shards, gold answers), as a list of ``TrainItem`` (sample + target text).
 
+Every item says where its label comes from (``label_source``): ``gold`` for an item that
+came with a gold answer, ``consensus`` or ``judge`` for a label the filter derived from
+the teachers (an unlabeled pool). Target ``gold`` trains on the item's label, which for
+such items is the derived one; the training set counts both kinds and says so.
+
 A dataset version is self-contained: each record embeds its sample, and images resolve
 through the manifest's ``image_root`` (relative to the manifest's folder). Shards are
 checked against the sha256 and row counts in the manifest before training starts.
@@ -9,7 +14,9 @@ checked against the sha256 and row counts in the manifest before training starts
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +33,7 @@ from distill.schemas import (
 from distill.train.siqvl.processing import PromptMode, target_text
 
 TargetMode = Literal["cot", "answer", "gold"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class TrainItem:
     target: str
     mode: PromptMode
     image_root: Path
+    label_source: str = "gold"  # gold | consensus | judge (see distill.schemas.scored_trace)
 
 
 @dataclass
@@ -46,6 +55,12 @@ class TrainingSet:
     version: str | None
     manifest_sha256: str
     skipped: int = 0
+    label_sources: Counter = field(default_factory=Counter)  # items by label source
+
+    @property
+    def derived_labels(self) -> int:
+        """Items whose label was derived by the filter, not given as gold."""
+        return sum(n for source, n in self.label_sources.items() if source != "gold")
 
 
 def image_root_of(folder: Path, image_root: str | None) -> Path:
@@ -98,18 +113,31 @@ def _from_dataset(folder: Path, manifest_path: Path, target: TargetMode,
             if record.verdict != "keep":
                 skipped += 1
                 continue
+            label, source = record.label, record.label_source
+            if label is None or source is None:
+                raise InputError(f"kept trace of item {record.sample.id!r} has no gold answer "
+                                 "and no derived label (a policy without a label_source "
+                                 "rule?); it cannot be trained on", file=shard,
+                                 field="signals.label_source", reason="no_label")
             trace = record.trace
             if target == "cot":
                 text, mode = target_text("cot", trace.final_answer, trace.reasoning), "cot"
             elif target == "answer":
                 text, mode = target_text("direct", trace.final_answer), "direct"
             else:
-                text, mode = target_text("direct", record.sample.answer), "direct"
-            items.append(TrainItem(record.sample, text, mode, root))
+                text, mode = target_text("direct", label), "direct"
+            items.append(TrainItem(record.sample, text, mode, root, source))
     if not items:
         raise DistillError(f"dataset version {manifest.version[:12]} at {folder} has no kept "
                            "traces to train on")
-    return TrainingSet(items, "dataset", folder, manifest.version, digest, skipped)
+    training = TrainingSet(items, "dataset", folder, manifest.version, digest, skipped)
+    training.label_sources.update(item.label_source for item in items)
+    if training.derived_labels:
+        log.info("training on %d item(s) with derived labels (%s) and %d with gold",
+                 training.derived_labels, ", ".join(
+                     f"{k} {v}" for k, v in sorted(training.label_sources.items())
+                     if k != "gold"), training.label_sources["gold"])
+    return training
 
 
 def _from_ingest(folder: Path, manifest_path: Path, target: TargetMode, split: str,
@@ -128,6 +156,14 @@ def _from_ingest(folder: Path, manifest_path: Path, target: TargetMode, split: s
         raise DistillError(f"{folder} has no split {split!r} (splits: {splits})")
     items = []
     for ref in refs:
-        for sample in iter_records(_checked_shard(folder, ref, manifest_path), Sample):
+        shard = _checked_shard(folder, ref, manifest_path)
+        for sample in iter_records(shard, Sample):
+            if sample.answer is None:
+                raise InputError(f"item {sample.id!r} has no gold answer: an ingest folder "
+                                 "without gold cannot be trained on directly; generate traces "
+                                 "and filter them (labels derived by consensus) first",
+                                 file=shard, field="answer", reason="no_gold")
             items.append(TrainItem(sample, target_text("direct", sample.answer), "direct", root))
-    return TrainingSet(items, "ingest", folder, None, digest)
+    training = TrainingSet(items, "ingest", folder, None, digest)
+    training.label_sources["gold"] = len(items)
+    return training

@@ -20,8 +20,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from distill.core.paths import DATA_DIR, PROMPTS_DIR
-from distill.core.prompts import load_prompt
+from distill.core.paths import DATA_DIR
+from distill.core.prompts import load_prompt, shipped_prompts
 from distill.schemas import ImageRef, Sample
 
 TINY_TOKENIZER_DIR = DATA_DIR / "models" / "tiny-tokenizer"
@@ -40,12 +40,13 @@ CHAT_TEMPLATE = (
 
 
 def _prompt_texts() -> list[str]:
-    """Every shipped prompt rendered for every question kind the digits data asks."""
+    """Every shipped teacher prompt rendered for every question kind the digits data asks
+    (the judge's rubrics are no prompts a student sees)."""
     from distill.core.digits import QUESTIONS
 
     texts = []
     dummy = ImageRef(path="x.png", sha256="0" * 64)
-    for path in sorted(PROMPTS_DIR.glob("*.yaml")):
+    for path in shipped_prompts("teacher"):
         template = load_prompt(path)
         texts.append(template.system)
         for category, (question, answer_type) in QUESTIONS.items():

@@ -42,6 +42,17 @@ class EvalSet:
         return {sample.id: sample for sample in self.samples}
 
 
+def require_gold(eval_set: EvalSet) -> None:
+    """Eval scores against gold answers only: refuse a set whose items lack them (an
+    unlabeled pool is training material; its derived labels are never a yardstick)."""
+    missing = [sample.id for sample in eval_set.samples if sample.answer is None]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(eval_set.samples)} eval items have no gold "
+                         f"answer (first: {missing[0]!r}); an eval set needs gold answers for "
+                         "every item (ingest it without --withhold-gold)", file=eval_set.spec,
+                         field="answer", reason="no_gold")
+
+
 def split_spec(spec: str) -> tuple[Path, str | None]:
     """``DIR:SPLIT`` -> (DIR, SPLIT); a path that exists as written is taken whole."""
     path = Path(spec).expanduser()

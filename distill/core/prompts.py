@@ -4,6 +4,19 @@ A template holds a system prompt, a user template (Jinja2, strict: an unknown
 placeholder is an error at load time, not a silently empty string) and the answer format
 the parser expects. The hash of the parsed file goes into every trace, so changing a
 prompt makes new trace keys and old traces stay attributable.
+
+Two kinds of prompt, told apart by ``kind`` (default ``teacher``):
+
+* ``teacher``: a teacher answers an item (placeholders ``question``, ``choices``,
+  ``answer_type``, ``category``); ``answer_format`` answer_line | think_tags | direct;
+* ``judge``: a judge reads a teacher's output (``distill judge``). ``answer_format: score``
+  (a rubric: the item's placeholders plus ``reasoning`` and ``answer``; the reply ends with
+  ``Score: N``, N an integer in ``score_range``) or ``answer_format: same`` (two answers to
+  one item: the item's placeholders plus ``answer_a`` and ``answer_b``; the reply ends with
+  ``Same: yes`` or ``Same: no``).
+
+A teacher prompt's hash covers exactly what it always did, so adding judge prompts
+changed no teacher prompt's hash (nor any trace key).
 """
 
 from __future__ import annotations
@@ -11,12 +24,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
-from distill.core.config_files import ConfigFile, load_config_file
+from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
 from distill.schemas import Sample, content_hash
@@ -24,10 +38,23 @@ from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
 from distill.schemas.trace import AnswerFormat
 
-# The only names a user template may use.
+PromptKind = Literal["teacher", "judge"]
+JudgeFormat = Literal["score", "same"]
+
+# The only names a user template may use, by kind and answer format.
 PLACEHOLDERS = frozenset({"question", "choices", "answer_type", "category"})
+JUDGE_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    "score": PLACEHOLDERS | {"reasoning", "answer"},
+    "same": PLACEHOLDERS | {"answer_a", "answer_b"},
+}
+FORMATS: dict[str, tuple[str, ...]] = {"teacher": AnswerFormat.__args__,
+                                       "judge": JudgeFormat.__args__}
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                           autoescape=False)
+
+
+def _placeholders(template: str) -> set[str]:
+    return set(jinja2.meta.find_undeclared_variables(_ENV.parse(template)))
 
 
 class PromptFile(ConfigFile):
@@ -36,25 +63,45 @@ class PromptFile(ConfigFile):
 
     id: Identifier
     description: str = ""
+    kind: PromptKind = "teacher"
     system: str = ""
     user: str
-    answer_format: AnswerFormat
+    answer_format: str
+    score_range: tuple[int, int] | None = None
 
     @field_validator("user")
     @classmethod
-    def _template_uses_known_placeholders(cls, value: str) -> str:
+    def _template_parses(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a non-empty template")
         try:
-            names = jinja2.meta.find_undeclared_variables(_ENV.parse(value))
+            _placeholders(value)
         except jinja2.TemplateSyntaxError as exc:
             raise ValueError(f"template syntax error on its line {exc.lineno}: "
                              f"{exc.message}") from None
-        unknown = sorted(names - PLACEHOLDERS)
-        if unknown:
-            raise ValueError(f"unknown placeholder(s) {unknown}; available: "
-                             f"{sorted(PLACEHOLDERS)}")
         return value
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> PromptFile:
+        formats = FORMATS[self.kind]
+        if self.answer_format not in formats:
+            raise KeyProblem(("answer_format",), f"a {self.kind} prompt's answer_format is one "
+                                                 f"of {list(formats)}, got {self.answer_format!r}")
+        allowed = PLACEHOLDERS if self.kind == "teacher" else \
+            JUDGE_PLACEHOLDERS[self.answer_format]
+        unknown = sorted(_placeholders(self.user) - allowed)
+        if unknown:
+            raise KeyProblem(("user",), f"unknown placeholder(s) {unknown}; available in a "
+                                        f"{self.kind} prompt ({self.answer_format}): "
+                                        f"{sorted(allowed)}")
+        scored = self.kind == "judge" and self.answer_format == "score"
+        if scored != (self.score_range is not None):
+            raise KeyProblem(("score_range",), "a judge prompt with answer_format 'score' "
+                                               "needs score_range: [LOW, HIGH]; no other "
+                                               "prompt takes one")
+        if self.score_range is not None and self.score_range[0] >= self.score_range[1]:
+            raise KeyProblem(("score_range",), "needs LOW < HIGH")
+        return self
 
 
 @dataclass(frozen=True)
@@ -64,34 +111,56 @@ class PromptTemplate:
     id: str
     system: str
     user: str
-    answer_format: AnswerFormat
+    answer_format: str
     description: str = ""
+    kind: PromptKind = "teacher"
+    score_range: tuple[int, int] | None = None
 
     @cached_property
     def hash(self) -> str:
-        return content_hash({"system": self.system, "user": self.user,
-                             "answer_format": self.answer_format})
+        identity: dict[str, Any] = {"system": self.system, "user": self.user,
+                                    "answer_format": self.answer_format}
+        if self.kind != "teacher":  # a teacher prompt hashes as it always did
+            identity |= {"kind": self.kind, "score_range": self.score_range}
+        return content_hash(identity)
 
     @cached_property
     def _template(self) -> jinja2.Template:
         return _ENV.from_string(self.user)
 
-    def render(self, sample: Sample) -> tuple[str, str]:
+    def render(self, sample: Sample, **judged: str) -> tuple[str, str]:
+        """(system, user) for ``sample``; a judge prompt also takes what it judges
+        (``reasoning`` and ``answer``, or ``answer_a`` and ``answer_b``)."""
         choices = None
         if sample.choices:
             choices = "\n".join(f"{CHOICE_LETTERS[i]}. {text}"
                                 for i, text in enumerate(sample.choices))
         user = self._template.render(question=sample.question, choices=choices,
-                                     answer_type=sample.answer_type, category=sample.category)
+                                     answer_type=sample.answer_type, category=sample.category,
+                                     **judged)
         return self.system, user.strip()
 
 
-def load_prompt(name_or_path: str | Path) -> PromptTemplate:
-    """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml)."""
-    prompt, _ = load_config_file(name_or_path, PROMPTS_DIR, "prompt file", PromptFile)
+def shipped_prompts(kind: PromptKind = "teacher") -> list[Path]:
+    """The prompt files shipped in prompts/ of one kind, by name (judge rubrics are no
+    prompts a teacher or a student is ever given)."""
+    return [path for path in sorted(PROMPTS_DIR.glob("*.yaml"))
+            if load_config_file(path, PROMPTS_DIR, "prompt file", PromptFile)[0].kind == kind]
+
+
+def load_prompt(name_or_path: str | Path, kind: PromptKind = "teacher") -> PromptTemplate:
+    """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml).
+
+    ``kind`` is what the caller needs: a teacher cannot be given a judge's rubric, nor a
+    judge a teacher's prompt."""
+    prompt, found = load_config_file(name_or_path, PROMPTS_DIR, "prompt file", PromptFile)
+    if prompt.kind != kind:
+        raise InputError(f"this is a {prompt.kind} prompt; a {kind} prompt is needed here",
+                         file=found, field="kind", reason="bad_config")
     return PromptTemplate(id=prompt.id, system=prompt.system.strip(), user=prompt.user,
                           answer_format=prompt.answer_format,
-                          description=prompt.description.strip())
+                          description=prompt.description.strip(), kind=prompt.kind,
+                          score_range=prompt.score_range)
 
 
 @lru_cache(maxsize=256)

@@ -201,6 +201,9 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
                         + (", ".join(f"{k} {v[:12]}" for k, v in dataset.prompts.items()) or "-"))
     link.details.append(f"policy {dataset.policy_hash[:12]}; counts "
                         + ", ".join(f"{k}={v}" for k, v in sorted(dataset.counts.items())))
+    labels = _label_note(dataset)
+    if labels:
+        link.details.append(labels)
     if dataset.eval_sets:
         link.details.append(f"decontaminated against {', '.join(dataset.eval_sets)}")
     link.details.append(_decontamination_note(dataset, eval_set_hash))
@@ -212,6 +215,20 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
     if not full:
         return [link]
     return [link, *_stage_chain(dataset, manifest_path, verify=verify)]
+
+
+def _label_note(dataset: DatasetManifest) -> str | None:
+    """Which of the trained items' labels were gold and which derived by the filter."""
+    kept = {key.removeprefix("kept_items:label_"): n for key, n in dataset.counts.items()
+            if key.startswith("kept_items:label_")}
+    if not kept:
+        return None
+    derived = sum(n for source, n in kept.items() if source != "gold")
+    parts = ", ".join(f"{source} {n:,}" for source, n in sorted(kept.items()))
+    if not derived:
+        return f"labels: all gold ({parts} items)"
+    return (f"labels: {derived:,} of {sum(kept.values()):,} items derived from the teachers, "
+            f"not gold ({parts})")
 
 
 def _decontamination_note(dataset: DatasetManifest, eval_set_hash: str) -> str:

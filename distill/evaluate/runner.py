@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from distill.core.answers import read_output, verdict_of
-from distill.core.evalsets import EvalSet
+from distill.core.evalsets import EvalSet, require_gold
 from distill.core.predictors import (
     Generation,
     Mode,
@@ -60,6 +60,7 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
              cache_dir: Path | None, chunk_size: int = DEFAULT_CHUNK,
              wait: bool = False) -> EvalRun:
     """Run the model on the items the cache lacks (durably, chunk by chunk), then score."""
+    require_gold(eval_set)
     generation = predictor.generation_config(mode)
     key = model_key(predictor.model_ref, generation)
     outputs: dict[str, CachedGeneration] = {}
@@ -103,6 +104,8 @@ def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequen
     ``threads`` caps torch's CPU threads (small batched decoding on a busy or small machine
     is often fastest on one). ``wait``: if another eval writes the same cache entry (same
     model and generation config), wait for it instead of stopping."""
+    for eval_set in eval_sets:  # before any model is loaded
+        require_gold(eval_set)
     if threads is not None:
         import torch
 

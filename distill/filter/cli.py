@@ -41,14 +41,17 @@ def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazil
               "the version's rejects.jsonl.")
 @click.option("--refusals", type=click.Path(dir_okay=False, path_type=Path),
               help="Refusal phrase list (default: data/refusals.txt).")
+@click.option("--judgements", type=click.Path(file_okay=False, path_type=Path),
+              help="A finished `distill judge` folder of these traces: its scores become "
+              "the signals judge_score / judge_status (read only; nothing is asked again).")
 @click.option("--ray-actors", type=int,
               help="Scoring actors on Ray (default: as many as the cluster's CPUs fit).")
 @click.option("--wait", is_flag=True,
               help="If another run is writing to --store, wait for it instead of exiting.")
 def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: str | None,
                    eval_sets: tuple[str, ...], report_dir: Path | None, executor: str,
-                   on_error: str, refusals: Path | None, ray_actors: int | None,
-                   wait: bool) -> None:
+                   on_error: str, refusals: Path | None, judgements: Path | None,
+                   ray_actors: int | None, wait: bool) -> None:
     """Score, select, dedup and decontaminate traces into a dataset version.
 
     Prints the version id on stdout (the same input and policy always give the same id).
@@ -60,7 +63,8 @@ def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: 
     options = FilterOptions(traces=traces, store=store, policy=load_policy(policy_path),
                             parent=parent, eval_sets=list(eval_sets), report_dir=report_dir,
                             executor=executor, on_error=on_error,  # type: ignore[arg-type]
-                            refusals=refusals, wait=wait, ray=RayOptions(actors=ray_actors))
+                            refusals=refusals, judgements=judgements, wait=wait,
+                            ray=RayOptions(actors=ray_actors))
     result = run_filter(options)
     counts = result.manifest.counts
     state = "published" if result.created else "already published (same content)"
@@ -72,6 +76,16 @@ def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: 
                         sorted(result.manifest.drop_reasons.items(), key=lambda kv: -kv[1])[:6])
     if reasons:
         console.print(f"dropped: {reasons}")
+    derived = {k.removeprefix("kept_items:label_"): v for k, v in counts.items()
+               if k.startswith("kept_items:label_")}
+    if set(derived) - {"gold"}:
+        console.print("items kept by label source: " + ", ".join(
+            f"{k} {v:,}" for k, v in sorted(derived.items()))
+            + " (consensus/judge labels are derived, not gold)")
+    unlabeled = sum(v for k, v in counts.items() if k.startswith("items_unlabeled:"))
+    if unlabeled:
+        console.print(f"[yellow]{unlabeled:,} item(s) have neither gold nor a derived label "
+                      "(listed in the report)")
     console.print(f"report: {result.report}")
     click.echo(result.version)
 

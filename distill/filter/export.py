@@ -1,7 +1,9 @@
 """`distill datasets export`: a version as flat JSONL, Parquet or a Hugging Face dataset.
 
-One row per kept trace: the item (question, choices, gold answer, image), the teacher's
-output (reasoning, final answer, raw text) and every signal. Rows stream from the
+One row per kept trace: the item (question, choices, gold answer, image), its label and
+where that comes from (``label_source``: gold, or consensus/judge for a label derived from
+the teachers; ``answer`` stays the gold, null without one), the teacher's output
+(reasoning, final answer, raw text) and every signal. Rows stream from the
 version's shards to the output (bounded memory); the output is written beside its
 final path and renamed into place when complete.
 """
@@ -46,6 +48,8 @@ def _row(record: ScoredTrace, image_root: Path | None, with_bytes: bool) -> dict
         "question": sample.question,
         "choices": sample.choices,
         "answer": sample.answer,
+        "label": record.label,
+        "label_source": record.label_source,
         "answer_type": sample.answer_type,
         "image_path": image_path,
         "image_sha256": sample.image.sha256,
@@ -107,7 +111,8 @@ def _arrow_schema():  # noqa: ANN202 - pyarrow is imported lazily
     return pa.schema([
         ("trace_key", pa.string()), ("sample_id", pa.string()), ("split", pa.string()),
         ("category", pa.string()), ("question", pa.string()), ("choices", pa.list_(pa.string())),
-        ("answer", pa.string()), ("answer_type", pa.string()), ("image_path", pa.string()),
+        ("answer", pa.string()), ("label", pa.string()), ("label_source", pa.string()),
+        ("answer_type", pa.string()), ("image_path", pa.string()),
         ("image_sha256", pa.string()), ("teacher_id", pa.string()), ("model", pa.string()),
         ("prompt_id", pa.string()), ("k", pa.int64()), ("reasoning", pa.string()),
         ("final_answer", pa.string()), ("raw_text", pa.string()),
@@ -142,7 +147,8 @@ def _export_hf(store: DatasetStore, version: str, path: Path) -> int:
     kinds = {"bool": "bool", "int": "int64", "float": "float64", "str": "string"}
     features = datasets.Features({
         **{name: datasets.Value("string") for name in (
-            "trace_key", "sample_id", "split", "category", "question", "answer", "answer_type",
+            "trace_key", "sample_id", "split", "category", "question", "answer", "label",
+            "label_source", "answer_type",
             "image_path", "image_sha256", "teacher_id", "model", "prompt_id", "reasoning",
             "final_answer", "raw_text")},
         "choices": datasets.Sequence(datasets.Value("string")),

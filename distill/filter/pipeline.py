@@ -51,6 +51,7 @@ from distill.filter.dedup import (
     read_rows,
 )
 from distill.filter.inputs import GenerateInput, open_generate_dir, verify_files
+from distill.filter.judgements import JudgeInput, open_judge_dir
 from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Policy
@@ -92,6 +93,7 @@ class FilterOptions:
     executor: Executor = "local"
     on_error: str = "fail"
     refusals: Path | None = None
+    judgements: Path | None = None  # a `distill judge` folder of these traces
     wait: bool = False  # wait for another run on the same store instead of exiting
     ray: RayOptions = field(default_factory=RayOptions)
 
@@ -140,9 +142,11 @@ class _Run:
     def run(self) -> FilterResult:
         generate = open_generate_dir(self.options.traces)
         pairs = verify_files(generate)
+        judge = open_judge_dir(self.options.judgements, generate.root) \
+            if self.options.judgements is not None else None
         parent = self.store.resolve(self.options.parent) if self.options.parent else None
         eval_sets = [load_eval_set(spec) for spec in self.options.eval_sets]
-        entries, scored, reused = self._score(generate, pairs)
+        entries, scored, reused = self._score(generate, pairs, judge)
         self._check_rejects(entries)
         eval_index = build_eval_index(eval_sets, self.policy.decontamination) \
             if eval_sets else None
@@ -157,7 +161,7 @@ class _Run:
         duplicates, trace_keys = self._find_duplicates(entries, selector, parent_parts, work)
         selection = _Selection(selector, parent, parent_parts, eval_sets, duplicates,
                                trace_keys, RunStats())
-        self._count_rejects(generate, entries, selection.stats)
+        self._count_inputs(generate, entries, selection.stats)
         outputs = self._write_version(entries, selection, staging)
         manifest = self._manifest(generate, pairs, outputs, selection)
         write_json_atomic(staging / "manifest.json", manifest)
@@ -172,12 +176,21 @@ class _Run:
         return FilterResult(manifest.version, manifest, created, scored, reused, report,
                             selection.stats)
 
-    def _score(self, generate: GenerateInput, pairs: list) -> tuple[list[CacheEntry], int, int]:
-        tasks = [ScoreTask(pair=pair, store_root=self.store.root, image_root=generate.image_root,
-                           key=cache_key(pair, self.suite.versions, self.hasher.config),
-                           refusal_phrases=self.phrases, num_perm=self.hasher.num_perm,
-                           shingle_words=self.hasher.shingle_words,
-                           on_error=self.options.on_error) for pair in pairs]
+    def _score(self, generate: GenerateInput, pairs: list, judge: JudgeInput | None
+               ) -> tuple[list[CacheEntry], int, int]:
+        tasks = []
+        for pair in pairs:
+            shard = judge.for_trace_shard(pair.trace_ref.name) if judge else None
+            tasks.append(ScoreTask(
+                pair=pair, store_root=self.store.root, image_root=generate.image_root,
+                key=cache_key(pair, self.suite.versions, self.hasher.config, shard),
+                refusal_phrases=self.phrases, num_perm=self.hasher.num_perm,
+                shingle_words=self.hasher.shingle_words, on_error=self.options.on_error,
+                judge=shard))
+        if judge is not None:
+            rubric, same = (j.judge_id if j else "-" for j in (judge.rubric, judge.same_answer))
+            self.notes.append(f"judgements: {judge.root} (rubric judge {rubric}, free-text "
+                              f"answers judge {same})")
         todo = [task for task in tasks if read_entry_summary(task.entry_dir) is None]
         self.store.cache_dir.mkdir(parents=True, exist_ok=True)
         with progress_bar("score", total=sum(t.pair.trace_ref.rows for t in todo),
@@ -311,24 +324,30 @@ class _Run:
         lines = entry.row_lines()
         scored = outputs.shard_writer(entry.output_name)
         kept: list[int] = []
+        kept_items: dict[str, str] = {}
         for index in decision.order:
             kind, of = dedup.get(index, ("none", ""))
             derived = {**decision.derived[index], "duplicate": kind, "duplicate_of": of}
             verdict = "drop" if reasons[index] else "keep"
             line = _scored_line(lines[index], derived, verdict, reasons[index])
             scored.write_line(line)
+            row = decision.rows[index]
             if verdict == "keep":
                 outputs.keep(line)
                 kept.append(index)
-            stats.add(decision.rows[index], verdict, reasons[index])
+                kept_items[row["sample_id"]] = str(row["signals"].get("label_source", "gold"))
+            stats.add(row, verdict, reasons[index])
+        stats.kept_items.update(kept_items.values())
         outputs.commit_shard(entry.output_name, decision.keys[kept],
                              [decision.rows[i]["trace_key"] for i in kept])
         return ordinal
 
-    def _count_rejects(self, generate: GenerateInput, entries: list[CacheEntry],
-                       stats: RunStats) -> None:
+    def _count_inputs(self, generate: GenerateInput, entries: list[CacheEntry],
+                      stats: RunStats) -> None:
+        """Rejected lines (of filter and of generate) and items by label source."""
         for entry in entries:
             stats.rejects.update(entry.summary.get("reject_reasons", {}))
+            stats.add_labels(entry.summary)
         for path in generate.rejects:
             if path.is_file():
                 stats.generate_rejects.update(r.reason for r in iter_records(path, Rejection))
@@ -356,6 +375,9 @@ class _Run:
             "generate_rejects": sum(stats.generate_rejects.values()),
             "duplicate_groups": selection.duplicates.groups,
             **{f"correctness:{k}": v for k, v in sorted(stats.correctness.items())},
+            **{f"items:label_{k}": v for k, v in sorted(stats.items.items())},
+            **{f"kept_items:label_{k}": v for k, v in sorted(stats.kept_items.items())},
+            **{f"items_unlabeled:{k}": v for k, v in sorted(stats.unlabeled.items())},
         }
         identity = {"parent": parent, "inputs": inputs, "policy_hash": self.policy.hash,
                     "scorer_versions": self.scorer_versions, "eval_sets": labels,

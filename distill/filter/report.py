@@ -36,18 +36,29 @@ class RunStats:
         self.duplicates: Counter = Counter()
         self.rejects: Counter = Counter()
         self.generate_rejects: Counter = Counter()
+        self.label_traces: dict[str, Counter] = defaultdict(Counter)  # source -> verdicts
+        self.kept_items: Counter = Counter()  # label source -> items with a kept trace
+        self.items: Counter = Counter()  # label source -> items (all scored items)
+        self.unlabeled: Counter = Counter()  # why -> items without gold or derived label
+        self.unlabeled_examples: list[dict] = []
+        self.judge: Counter = Counter()  # judge_status (+ ':' reason) -> traces
 
     def add(self, row: dict, verdict: str, reasons: list[str]) -> None:
         signals = row["signals"]
         self.verdicts[verdict] += 1
         self.correctness[signals["correctness"]] += 1
-        if signals["correctness"] != "correct":
+        # Items without gold: only outputs with no answer of the asked type count here
+        # ('no_gold/truncated'); an answer read on such an item ('no_gold') is neither.
+        if signals["correctness"] != "correct" and signals.get("answer_reason") != "no_gold":
             self.answer_reasons[f"{signals['correctness']}/{signals.get('answer_reason')}"] += 1
         teacher = self.teachers[row["teacher_id"]]
         teacher["traces"] += 1
         teacher[signals["correctness"]] += 1
         teacher[verdict] += 1
         self.categories[row["category"]][verdict] += 1
+        self.label_traces[str(signals.get("label_source", "gold"))][verdict] += 1
+        status = str(signals.get("judge_status", "not_judged"))
+        self.judge[status if status != "rejected" else f"rejected:{signals['judge_reason']}"] += 1
         if reasons:
             self.primary_reasons[reasons[0]] += 1
             self.all_reasons.update(reasons)
@@ -55,8 +66,21 @@ class RunStats:
         bin_index = int(np.searchsorted(LENGTH_EDGES, length, side="right")) - 1
         self.lengths[row["category"]][verdict][max(bin_index, 0)] += 1
 
+    def add_labels(self, summary: dict) -> None:
+        """A scored shard's item counts by label source and its unlabeled items."""
+        labels = summary.get("labels", {})
+        self.items.update(labels.get("items", {}))
+        self.unlabeled.update(labels.get("unlabeled", {}))
+        room = 50 - len(self.unlabeled_examples)
+        self.unlabeled_examples += labels.get("examples", [])[:max(0, room)]
+
     def to_dict(self) -> dict:
         return {
+            "labels": {"items": dict(self.items), "kept_items": dict(self.kept_items),
+                       "traces": {k: dict(v) for k, v in sorted(self.label_traces.items())},
+                       "unlabeled": dict(self.unlabeled),
+                       "unlabeled_examples": self.unlabeled_examples},
+            "judge": dict(self.judge),
             "verdicts": dict(self.verdicts),
             "correctness": dict(self.correctness),
             "answer_reasons": dict(self.answer_reasons.most_common()),
@@ -154,13 +178,15 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
     if stats.rejects or stats.generate_rejects:
         lines += ["", "Rejected lines by reason: " + ", ".join(
             f"{k} {v:,}" for k, v in sorted((stats.rejects + stats.generate_rejects).items()))]
+    lines += _label_lines(stats)
     lines += ["", "## Teachers", "",
-              "| teacher | traces | correct | wrong | unparseable | accuracy | kept |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+              "Accuracy is against gold, so only over items that have one.", "",
+              "| teacher | traces | correct | wrong | unparseable | no gold | accuracy | kept |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for teacher, c in sorted(stats.teachers.items()):
         lines.append(f"| `{teacher}` | {c['traces']:,} | {c['correct']:,} | {c['wrong']:,} | "
-                     f"{c['unparseable']:,} | {_pct(c['correct'], c['traces'])} | "
-                     f"{c['keep']:,} |")
+                     f"{c['unparseable']:,} | {c['no_gold']:,} | "
+                     f"{_pct(c['correct'], c['traces'] - c['no_gold'])} | {c['keep']:,} |")
     lines += ["", "## Categories", "", "| category | kept | dropped |", "|---|---:|---:|"]
     for category, c in sorted(stats.categories.items()):
         lines.append(f"| `{category}` | {c['keep']:,} | {c['drop']:,} |")
@@ -173,6 +199,35 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def _label_lines(stats: RunStats) -> list[str]:
+    """Which labels are gold and which derived, and the items left without any."""
+    derived = stats.items["consensus"] + stats.items["judge"]
+    lines = ["", "## Labels: gold or derived", "",
+             f"Items by where their label comes from ({derived:,} derived from the teachers, "
+             "never checked against a gold answer):", "",
+             "| label source | items | items with a kept trace | traces kept | traces dropped |",
+             "|---|---:|---:|---:|---:|"]
+    for source in ("gold", "consensus", "judge", "none"):
+        traces = stats.label_traces.get(source, Counter())
+        if stats.items[source] or traces:
+            lines.append(f"| {source} | {stats.items[source]:,} | "
+                         f"{stats.kept_items[source]:,} | {traces['keep']:,} | "
+                         f"{traces['drop']:,} |")
+    if stats.unlabeled:
+        why = {"no_traces": "no trace at all (every teacher failed: see the generate rejects)",
+               "no_answer": "no teacher gave an answer of the asked type",
+               "tie": "the teachers' answers tie and nothing breaks the tie"}
+        lines += ["", f"**{sum(stats.unlabeled.values()):,} item(s) have neither a gold "
+                  "answer nor a derived label**; none of their traces is kept:", ""]
+        lines += [f"- {why.get(k, k)}: {n:,}" for k, n in sorted(stats.unlabeled.items())]
+        examples = ", ".join(f"`{e['sample_id']}` ({e['why']})"
+                             for e in stats.unlabeled_examples[:20])
+        lines += ["", f"First of them: {examples}"]
+    if any(k != "not_judged" for k in stats.judge):
+        lines += ["", "Judge: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.judge.items()))]
+    return lines
 
 
 def _median(hist: np.ndarray) -> str:
@@ -221,7 +276,8 @@ def _plots(folder: Path, stats: RunStats) -> list[str]:
         written.append("drop_reasons.png")
     if stats.teachers:
         teachers = sorted(stats.teachers)
-        accuracy = [stats.teachers[t]["correct"] / max(1, stats.teachers[t]["traces"])
+        accuracy = [stats.teachers[t]["correct"]
+                    / max(1, stats.teachers[t]["traces"] - stats.teachers[t]["no_gold"])
                     for t in teachers]
         kept = [stats.teachers[t]["keep"] / max(1, stats.teachers[t]["traces"])
                 for t in teachers]

@@ -2,7 +2,8 @@
 all per-trace and per-item signals and its MinHash signature.
 
 An entry is named by the hash of what decides its content (the two input shards'
-sha256, the scorer versions, the MinHash settings), is built in a temp folder and
+sha256, the judge's shards and identity when judgements are given, the scorer versions,
+the MinHash settings), is built in a temp folder and
 renamed into place when complete: a rerun skips finished entries (resume per shard),
 and any policy reuses them (no re-scoring).
 
@@ -14,7 +15,8 @@ Entry files::
                    signals (small, so selection never parses whole traces)
     keys.npy       per row: sample position, exact text hash, image salt, signature
     rejects.jsonl  input lines that could not be scored (--on-error skip)
-    entry.json     a summary: counts, length statistics, teachers, prompts
+    entry.json     a summary: counts, length statistics, teachers, prompts, labels per
+                   source, and the items that got no label (with why)
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ from distill.core.shards import (
     parse_line,
     write_json_atomic,
 )
+from distill.filter.consensus import ItemAnswer, score_item
 from distill.filter.inputs import ShardPair
+from distill.filter.judgements import JudgeShard, JudgeView
 from distill.filter.minhash import MinHasher
-from distill.filter.scorers import ItemAnswer, ScorerSuite, score_item
+from distill.filter.scorers import ScorerSuite
 from distill.filter.store import DatasetStore
 from distill.schemas import Rejection, Sample, Trace, content_hash
 
 CACHE_FORMAT = "1"
 JSON_COMPACT = {"separators": (",", ":"), "ensure_ascii": False}
+UNLABELED_EXAMPLES = 20  # items without a label listed by id in a shard's summary
 
 
 def keys_dtype(num_perm: int) -> np.dtype:
@@ -84,16 +89,20 @@ class ScoreTask:
     num_perm: int
     shingle_words: int
     on_error: str  # "fail" | "skip"
+    judge: JudgeShard | None = None
 
     @property
     def entry_dir(self) -> Path:
         return DatasetStore(self.store_root).cache_dir / self.key
 
 
-def cache_key(pair: ShardPair, scorer_versions: dict[str, str], minhash: dict) -> str:
-    return content_hash({"format": CACHE_FORMAT, "traces": pair.trace_ref.sha256,
-                         "samples": pair.sample_sha256, "scorers": scorer_versions,
-                         "minhash": minhash})
+def cache_key(pair: ShardPair, scorer_versions: dict[str, str], minhash: dict,
+              judge: JudgeShard | None = None) -> str:
+    identity = {"format": CACHE_FORMAT, "traces": pair.trace_ref.sha256,
+                "samples": pair.sample_sha256, "scorers": scorer_versions, "minhash": minhash}
+    if judge is not None:
+        identity["judge"] = judge.cache_identity()
+    return content_hash(identity)
 
 
 def read_entry_summary(entry_dir: Path) -> dict | None:
@@ -150,6 +159,7 @@ def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path, suite: ScorerSu
     for pos, (number, line, _) in enumerate(iter_unique(pair.sample_path, "id")):
         sample = parse_line(line, Sample, file=pair.sample_path, line=number)
         samples[sample.id] = (pos, sample)
+    judged = JudgeView(task.judge)
     seen_keys: dict[str, int] = {}  # a trace key written twice is refused (or set aside)
     pooled: dict[str, tuple[Sample, str]] = {}
     touched: set[Path] = set()
@@ -178,14 +188,16 @@ def _score_into(task: ScoreTask, store: DatasetStore, tmp: Path, suite: ScorerSu
             pooled_sample = sample.model_copy(update={"image": image})
             pooled[sample.id] = (pooled_sample, pooled_sample.model_dump_json())
         pooled_sample, sample_json = pooled[sample.id]
-        scored.append(_Scored(pos, trace, sample_json, pooled_sample,
-                              suite.score_trace(trace, sample)))
+        signals = suite.score_trace(trace, sample)
+        signals.update(judged.trace_signals(trace.trace_key))
+        scored.append(_Scored(pos, trace, sample_json, pooled_sample, signals))
     for folder in sorted(touched):
         fsync_dir(folder)
-    _add_agreement(scored)
+    _add_agreement(scored, judged)
     scored.sort(key=lambda s: (s.pos, s.trace.teacher_id, s.trace.k, s.trace.trace_key))
     _write_entry(task, tmp, scored, rejects)
     summary = _summary(task, scored, rejects)
+    summary["labels"] = _labels(samples, scored)
     write_json_atomic(tmp / "entry.json", summary)
     return summary
 
@@ -203,15 +215,45 @@ def _sample_of(trace: Trace, samples: dict[str, tuple[int, Sample]], file: Path,
     return found
 
 
-def _add_agreement(scored: list[_Scored]) -> None:
+def _add_agreement(scored: list[_Scored], judged: JudgeView) -> None:
     items: dict[str, list[_Scored]] = defaultdict(list)
     for row in scored:
         items[row.trace.sample_id].append(row)
     for rows in items.values():
         answers = [ItemAnswer(r.trace.teacher_id, str(r.signals["answer_canonical"]),
-                              r.signals["correctness"] == "correct") for r in rows]
-        for row, signals in zip(rows, score_item(answers), strict=True):
-            row.signals.update(signals)
+                              r.signals["correctness"] == "correct",
+                              judged.score(r.trace.trace_key)) for r in rows]
+        sample = rows[0].sample
+        signals = score_item(answers, sample, judged.judged_same(rows[0].trace.sample_hash))
+        for row, item_signals in zip(rows, signals, strict=True):
+            row.signals.update(item_signals)
+
+
+def _labels(samples: dict[str, tuple[int, Sample]], scored: list[_Scored]) -> dict:
+    """Items of the shard by label source, and the items left without a label and why:
+    no trace at all (every teacher failed), no answer of the asked type, or a tie."""
+    first: dict[str, _Scored] = {}
+    answered: set[str] = set()
+    for row in scored:
+        first.setdefault(row.sample.id, row)
+        if row.signals["answer_canonical"]:
+            answered.add(row.sample.id)
+    counts: Counter = Counter()
+    unlabeled: Counter = Counter()
+    examples: list[dict] = []
+    for sample_id, (_, sample) in sorted(samples.items(), key=lambda kv: kv[1][0]):
+        row = first.get(sample_id)
+        source = "gold" if sample.has_gold else (
+            str(row.signals["label_source"]) if row is not None else "none")
+        counts[source] += 1
+        if source != "none":
+            continue
+        why = "no_traces" if row is None else "no_answer" if sample_id not in answered \
+            else "tie"
+        unlabeled[why] += 1
+        if len(examples) < UNLABELED_EXAMPLES:
+            examples.append({"sample_id": sample_id, "why": why})
+    return {"items": dict(counts), "unlabeled": dict(unlabeled), "examples": examples}
 
 
 def _write_entry(task: ScoreTask, tmp: Path, scored: list[_Scored],

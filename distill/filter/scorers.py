@@ -5,8 +5,10 @@ key and the dataset manifest, so changing what a scorer computes (or the refusal
 list) re-scores on the next run, and nothing else does. The names the scorers write
 are the vocabulary of ``distill.filter.signals``.
 
-Per-trace scorers see one ``TraceView``; the agreement scorer sees all traces of one
-item (its teachers and their k samples), which generate writes into the same shard.
+Per-trace scorers see one ``TraceView``; the agreement scorer
+(``distill.filter.consensus``) sees all traces of one item (its teachers and their k
+samples), which generate writes into the same shard; judge signals come from a judge
+run's judgements (``distill.filter.judgements``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.core.answers import ParsedOutput, read_output, verdict_of
+from distill.core.answers import ParsedOutput, read_trace, verdict_of
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
-from distill.core.prompts import builtin_answer_format
+from distill.filter.consensus import AGREEMENT, AGREEMENT_VERSION
+from distill.filter.judgements import JUDGE, JUDGE_VERSION
 from distill.schemas import Sample, Trace, sha256_hex
 from distill.schemas.base import Scalar
 
@@ -49,11 +52,7 @@ class TraceView:
 
     @classmethod
     def of(cls, trace: Trace, sample: Sample) -> TraceView:
-        answer_format = trace.answer_format or builtin_answer_format(trace.prompt_id,
-                                                                     trace.prompt_hash)
-        return cls(trace, sample, read_output(trace.raw_text, sample,
-                                              answer_format=answer_format,
-                                              finish_reason=trace.finish_reason))
+        return cls(trace, sample, read_trace(trace, sample))
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,28 @@ class Scorer:
 def score_correctness(view: TraceView) -> Signals:
     """Judge the trace's raw text against the gold, with the judge generate recorded its
     final answer by (so traces generated before a judge change are judged by the new
-    rules), and say why."""
+    rules), and say why. An item without gold gets 'no_gold' and its answer read by the
+    same rules (a truncated or hedged output reads as no answer), for agreement to count."""
+    if not view.sample.has_gold:
+        return _read_without_gold(view)
     verdict = verdict_of(view.parsed, view.sample)
     return {
         "correctness": verdict.correctness,
         "answer_canonical": verdict.canonical or "",
         "answer_reason": verdict.reason,
     }
+
+
+def _read_without_gold(view: TraceView) -> Signals:
+    """The answer as consensus counts it: '' (a non-answer) with the judge's reason when
+    the output holds no answer of the asked type (truncated, hedged, not an option...);
+    its canonical spelling and the reason 'no_gold' otherwise."""
+    parsed = view.parsed
+    if parsed.reason != "ok" or parsed.canonical is None:
+        reason = "no_answer" if parsed.reason == "ok" else parsed.reason
+        return {"correctness": "no_gold", "answer_canonical": "", "answer_reason": reason}
+    return {"correctness": "no_gold", "answer_canonical": parsed.canonical,
+            "answer_reason": "no_gold"}
 
 
 # --- format ------------------------------------------------------------------------------
@@ -273,58 +287,6 @@ def score_length(view: TraceView) -> Signals:
     return {"length_tokens": tokens, "length_chars": len(view.trace.raw_text)}
 
 
-# --- agreement (one item) ----------------------------------------------------------------
-
-AGREEMENT = "agreement"
-AGREEMENT_VERSION = "1"
-
-
-@dataclass(frozen=True)
-class ItemAnswer:
-    """One trace of an item, as the agreement scorer needs it."""
-
-    teacher_id: str
-    answer: str  # canonical; '' = no answer of the asked type
-    correct: bool
-
-
-def _majority(answers: Sequence[str]) -> str:
-    """Most common non-empty answer; ties broken by the answer text (order-free)."""
-    counts = Counter(answer for answer in answers if answer)
-    if not counts:
-        return ""
-    return min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
-
-
-def score_item(traces: Sequence[ItemAnswer]) -> list[Signals]:
-    """Agreement signals for every trace of one item, in the order given."""
-    majority = _majority([t.answer for t in traces])
-    by_teacher: dict[str, list[ItemAnswer]] = {}
-    for trace in traces:
-        by_teacher.setdefault(trace.teacher_id, []).append(trace)
-    teacher_majority = {teacher: _majority([t.answer for t in group])
-                        for teacher, group in by_teacher.items()}
-    n = len(traces)
-    majority_fraction = sum(t.answer == majority for t in traces) / n if majority else 0.0
-    item_pass = sum(t.correct for t in traces) / n
-    out = []
-    for trace in traces:
-        group = by_teacher[trace.teacher_id]
-        agreeing = sum(1 for answer in teacher_majority.values()
-                       if trace.answer and answer == trace.answer)
-        out.append({
-            "majority_answer": majority,
-            "majority_fraction": round(majority_fraction, 6),
-            "agrees_with_majority": bool(trace.answer) and trace.answer == majority,
-            "agreement_teachers": round(agreeing / len(by_teacher), 6),
-            "n_teachers": len(by_teacher),
-            "pass_rate_k": round(sum(t.correct for t in group) / len(group), 6),
-            "n_samples_k": len(group),
-            "pass_rate_item": round(item_pass, 6),
-        })
-    return out
-
-
 # --- the suite ---------------------------------------------------------------------------
 
 
@@ -334,9 +296,11 @@ class ScorerSuite:
     def __init__(self, refusal_phrases: Sequence[str] | None = None) -> None:
         phrases = load_refusal_phrases() if refusal_phrases is None else list(refusal_phrases)
         self.scorers = [
-            # 2: the answer judge reads the raw text (last statement wins, answer types,
-            # precision, truncation unparseable) and says why ("answer_reason").
-            Scorer("correctness", "2", score_correctness),
+            # 3: the answer judge reads the raw text (last statement wins, answer types,
+            # precision, truncation unparseable) and says why ("answer_reason"); an item
+            # without gold is 'no_gold' (2 on either side before the merge meant different
+            # things, so both re-score).
+            Scorer("correctness", "3", score_correctness),
             Scorer("format", "2", score_format),  # has_answer_line from the new reading
             Scorer("repetition", "1", score_repetition),
             refusal_scorer(phrases),
@@ -348,6 +312,7 @@ class ScorerSuite:
     def versions(self) -> dict[str, str]:
         versions = {scorer.name: scorer.version for scorer in self.scorers}
         versions[AGREEMENT] = AGREEMENT_VERSION
+        versions[JUDGE] = JUDGE_VERSION
         return versions
 
     def score_trace(self, trace: Trace, sample: Sample) -> Signals:

@@ -1,8 +1,10 @@
 """The signal vocabulary: every name a scorer writes and a policy may test.
 
 Names are a stable contract: they are stored on every ScoredTrace (kept or dropped), in
-scoring caches and in policies. A scorer that changes what a signal means bumps its
-version (see ``distill.filter.scorers``), which invalidates cached scores.
+scoring caches and in policies; a signal marked ``always=False`` is absent where it has
+no value (``judge_score`` of a trace the judge did not score). A scorer that changes what
+a signal means bumps its version (see ``distill.filter.scorers``), which invalidates
+cached scores.
 
 ``stage`` says when a signal is known:
 
@@ -22,7 +24,9 @@ from distill.core.answers import REASONS
 Kind = Literal["bool", "int", "float", "str"]
 Stage = Literal["trace", "item", "run"]
 
-CORRECTNESS_VALUES = ("correct", "wrong", "unparseable")
+CORRECTNESS_VALUES = ("correct", "wrong", "unparseable", "no_gold")
+LABEL_SOURCE_VALUES = ("gold", "consensus", "judge", "none")
+JUDGE_STATUS_VALUES = ("scored", "rejected", "not_judged")
 CONTAMINATION_VALUES = ("none", "image", "question", "question_near")
 DUPLICATE_VALUES = ("none", "exact", "near")
 
@@ -35,6 +39,7 @@ class Signal:
     scorer: str
     doc: str
     values: tuple[str, ...] | None = None  # the closed set of values of a str signal
+    always: bool = True  # False: present only when it has a value (a rule on it then fails)
 
 
 SIGNALS: dict[str, Signal] = {
@@ -42,14 +47,15 @@ SIGNALS: dict[str, Signal] = {
     for signal in [
         # correctness
         Signal("correctness", "str", "trace", "correctness",
-               "the final answer judged against the gold answer by answer type",
-               CORRECTNESS_VALUES),
+               "the final answer judged against the gold answer by answer type ('no_gold' "
+               "when the item has none: see label_source)", CORRECTNESS_VALUES),
         Signal("answer_canonical", "str", "trace", "correctness",
                "the final answer in canonical spelling ('' if none of the asked type)"),
         Signal("answer_reason", "str", "trace", "correctness",
                "why the judge gave its verdict (distill.core.answers.REASONS): 'correct', "
-               "or e.g. 'truncated', 'hedged', 'not_an_option', 'wrong_value'",
-               tuple(REASONS)),
+               "or e.g. 'truncated', 'hedged', 'not_an_option', 'wrong_value'; 'no_gold' "
+               "for an answer read on an item without gold",
+               (*REASONS, "no_gold")),
         # format
         Signal("has_reasoning", "bool", "trace", "format",
                "the trace has at least 3 words of reasoning before its answer"),
@@ -88,22 +94,52 @@ SIGNALS: dict[str, Signal] = {
         Signal("length_zscore", "float", "run", "length_outlier",
                "z-score of log(1 + length_tokens) among the run's traces of the same "
                "category (0 when the category has fewer than 2 traces)"),
-        # agreement (one item = one sample: all its teachers and k samples)
+        # agreement (one item = one sample: all its teachers and k samples); answers are
+        # grouped by the answer judge (distill.core.answers.same_answer)
         Signal("majority_answer", "str", "item", "agreement",
-               "most common canonical answer among the item's traces ('' if none)"),
+               "most common answer among the item's traces, answers judged equal counted "
+               "together, in canonical spelling ('' if none)"),
         Signal("majority_fraction", "float", "item", "agreement",
                "share of the item's traces that give the majority answer"),
+        Signal("majority_count", "int", "item", "agreement",
+               "traces of the item that give the majority answer"),
+        Signal("majority_teachers", "int", "item", "agreement",
+               "teachers with at least one trace giving the majority answer"),
         Signal("agrees_with_majority", "bool", "item", "agreement",
                "this trace gives the item's majority answer"),
         Signal("agreement_teachers", "float", "item", "agreement",
                "share of the item's teachers whose own majority answer equals this trace's"),
+        Signal("teacher_majority_share", "float", "item", "agreement",
+               "share of this trace's teacher's samples of the item that give the majority "
+               "answer"),
         Signal("n_teachers", "int", "item", "agreement", "teachers that answered the item"),
         Signal("pass_rate_k", "float", "item", "agreement",
-               "share of this teacher's k samples of the item that are correct"),
+               "share of this teacher's k samples of the item that are correct (0 without "
+               "gold)"),
         Signal("n_samples_k", "int", "item", "agreement",
                "samples this teacher wrote for the item"),
         Signal("pass_rate_item", "float", "item", "agreement",
-               "share of all the item's traces that are correct"),
+               "share of all the item's traces that are correct (0 without gold)"),
+        # the item's label: gold, or derived (distill.filter.consensus)
+        Signal("label", "str", "item", "agreement",
+               "the item's label: its gold answer, or the derived one ('' if none)"),
+        Signal("label_source", "str", "item", "agreement",
+               "where the label comes from: the item's gold; the teachers' consensus (one "
+               "group of equal answers strictly largest); the judge's scores breaking a tie; "
+               "none (no answer of the asked type, or an unbroken tie)", LABEL_SOURCE_VALUES),
+        Signal("agrees_with_label", "bool", "item", "agreement",
+               "this trace's answer is the label (with gold: it is correct)"),
+        # judge (distill judge; filter --judgements)
+        Signal("judge_score", "float", "trace", "judge",
+               "the judge's rubric score of this trace in [0, 1] (absent unless "
+               "judge_status is 'scored', so a rule on it fails for unjudged traces)",
+               always=False),
+        Signal("judge_status", "str", "trace", "judge",
+               "scored; rejected (the judge's reply was no valid score, or the call failed: "
+               "see judge_reason); not_judged (no judgements given, or none for this trace)",
+               JUDGE_STATUS_VALUES),
+        Signal("judge_reason", "str", "trace", "judge",
+               "why the judge's judgement was rejected ('' otherwise)"),
         # run-level
         Signal("contamination", "str", "run", "decontamination",
                "why the item matches an eval set item: its image, its question text, or a "

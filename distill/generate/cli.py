@@ -91,3 +91,54 @@ def print_summary(summary: RunSummary) -> None:
         if transient:
             console.print("[yellow]some requests failed at the engine; run the same command "
                           "again to retry the transient ones")
+
+
+@click.command("judge")
+@click.option("--traces", "traces_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A finished 'distill generate' folder (holds manifest.json).")
+@click.option("--judge", "judge", required=True,
+              help="Judge file: a YAML path or a name in data/judges/ (digits: the built-in "
+              "digits judge).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder; run the same command again to resume.")
+@click.option("--splits", help="Comma-separated splits to judge (default: all).")
+@click.option("--retry-rejected", is_flag=True,
+              help="Also retry permanent rejections (invalid replies, 4xx); transient ones "
+              "are always retried.")
+@click.option("--flush-every", default=256, show_default=True,
+              help="fsync a partial shard every N records (bounds loss on a crash).")
+@click.option("--flush-seconds", default=5.0, show_default=True,
+              help="... or every this many seconds, whichever comes first.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --out, wait for it instead of exiting.")
+def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
+                  retry_rejected: bool, flush_every: int, flush_seconds: float,
+                  wait: bool) -> None:
+    """Score every trace of a generate folder with a judge model (a rubric prompt), and
+    compare free-text answers it has no rule for; exactly once, resumable. Then:
+    distill filter --traces TRACES --judgements OUT ..."""
+    from distill.generate.judging import JudgeOptions, run_judge
+
+    options = JudgeOptions(
+        traces_dir=traces_dir, judge=judge, out=out,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
+        flush_every=flush_every, flush_seconds=flush_seconds, retry_rejected=retry_rejected,
+        wait=wait)
+    with progress_bar("judge", unit="judgements") as bar:
+        summary = run_judge(options, bar_advance=bar.advance, on_total=bar.set_total)
+    table = Table(title=f"judge -> {summary.out}", show_header=False)
+    table.add_row("judgements written", f"{summary.judged:,}")
+    table.add_row("rejections", f"{summary.rejected:,}")
+    for reason, n in summary.rejections.most_common():
+        table.add_row(f"  {reason}", f"{n:,}")
+    table.add_row("already done (skipped keys)", f"{summary.already_done:,}")
+    table.add_row("shards done / complete skipped / reopened",
+                  f"{summary.shards_done} / {summary.shards_skipped} / "
+                  f"{summary.shards_reopened}")
+    if summary.repaired_bytes:
+        table.add_row("torn tails repaired", f"{summary.repaired_bytes:,} bytes")
+    if summary.duplicates_removed:
+        table.add_row("duplicated keys removed", f"{summary.duplicates_removed:,}")
+    table.add_row("time", f"{summary.seconds:,.1f} s")
+    console.print(table)

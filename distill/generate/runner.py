@@ -8,19 +8,12 @@ Layout (paths relative to OUT)::
     manifest.json                     StageManifest(stage="generate"), written when all
                                       requested shards are complete
 
-Exactly-once: every requested output has a deterministic ``trace_key``. A shard is
-complete when its traces file exists under its final name (it is renamed into place last,
-after its rejects file). An incomplete shard lives in ``.partial`` files that are flushed
-and fsynced every ``flush_every`` records / ``flush_seconds``; a restart repairs a torn
-last line, collects the keys already written and asks the engines only for the others.
-
-Rejections and restarts: a key is done when it has a trace, or a *permanent* rejection
-(unparseable output, a 4xx from the server, a missing image). A *transient* rejection
-(rate limits, 5xx, timeouts, dropped connections that outlived the engine's retries) is
-retried by the next run: the complete shard holding it is reopened (its files renamed
-back to ``.partial``), the stale rejection dropped, and the key asked again.
-``--retry-rejected`` retries permanent rejections too. At the end of every run each
-requested key is in exactly one place: the traces file or the rejects file.
+Exactly-once: every requested output has a deterministic ``trace_key``; the shard files
+are keyed, partial-then-renamed and repaired as ``distill.generate.durable`` describes
+(shared with ``distill judge``). Transient rejections (rate limits, 5xx, timeouts,
+dropped connections that outlived the engine's retries) are retried by the next run,
+permanent ones with ``--retry-rejected``. At the end of every run each requested key is
+in exactly one place: the traces file or the rejects file.
 
 One writer: a run holds ``OUT/.lock`` (``distill.core.locks``), so a second run on the
 same OUT stops (or waits) before it writes; each shard also has its own lock, which the
@@ -37,48 +30,57 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 from distill.core.answers import read_output
-from distill.core.errors import DistillError, InputError
+from distill.core.errors import DistillError
 from distill.core.executors import DEFAULT_RAY_CPUS, Executor, RayOptions, map_shards
 from distill.core.images import ImageError, read_image_bytes
 from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import (
-    ShardWriter,
     fsync_dir,
     iter_records,
     iter_unique,
     parse_line,
     read_json_model,
-    shard_ref,
     write_json_atomic,
 )
+from distill.generate import durable
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,
     Engine,
     EngineFailure,
+    EngineOptions,
     RequestResults,
 )
-from distill.generate.shard_files import (
-    ShardTask,
-    complete_shard_retries,
-    duplicated,
-    prepare_partials,
-    reopen,
-)
+from distill.generate.shard_files import ShardTask
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
-from distill.schemas import Rejection, Sample, ShardRef, StageManifest, Trace, make_trace_key
+from distill.schemas import Rejection, Sample, StageManifest, Trace, make_trace_key
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-EngineSource = Callable[[Teacher], Engine]
+
+
+class EngineMaker(Protocol):
+    """A teacher or a judge: what defines its outputs, its engine options, its engine."""
+
+    options: EngineOptions
+
+    @property
+    def id(self) -> str: ...
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def make_engine(self) -> Engine: ...
+
+
+EngineSource = Callable[[EngineMaker], Engine]
 
 
 @dataclass
@@ -141,14 +143,15 @@ class GenerateWorker:
     """Runs shards with engines it keeps: each teacher's engine is made once per worker,
     and an executor makes one worker per process (per Ray actor), so a teacher loads once
     per actor however many shards the actor is given. Loads are counted per teacher and
-    reported with each shard's summary (``engine_loads``, ``worker``)."""
+    reported with each shard's summary (``engine_loads``, ``worker``). ``distill judge``
+    keeps its judge's engine in one the same way."""
 
     def __init__(self) -> None:
         self.engines: dict[str, Engine] = {}
         self.loads: Counter = Counter()
         self.name = worker_name()
 
-    def engine_for(self, teacher: Teacher) -> Engine:
+    def engine_for(self, teacher: EngineMaker) -> Engine:
         key = json.dumps([teacher.identity(), teacher.options.model_dump(mode="json")],
                          sort_keys=True)
         if key not in self.engines:
@@ -219,22 +222,23 @@ def run_shard(task: ShardTask, progress: Progress | None = None, *,
 def _run_shard(task: ShardTask, progress: Progress | None,
                engine_for: EngineSource) -> ShardSummary:
     summary = ShardSummary(task.split, task.name)
-    if task.traces_path.exists():
-        if not duplicated(task) and not complete_shard_retries(task):
-            summary.skipped_complete = True
-            return summary
-        reopen(task)
-        summary.reopened = True
-    done, summary.repaired_bytes, summary.duplicates_removed = prepare_partials(task)
+    files = task.files
+    if not durable.needs_work(files):
+        summary.skipped_complete = True
+        return summary
+    start = durable.begin(files)
+    summary.reopened, summary.repaired_bytes = start.reopened, start.repaired_bytes
+    summary.duplicates_removed = start.duplicates_removed
     teachers = cached_teacher_set(task.teacher_set)
-    work = _plan_work(task, teachers, done, summary)
+    work = _plan_work(task, teachers, start.done, summary)
     if progress and summary.already_done:
         progress(summary.already_done)
-    with _ShardOutput.open(task, summary, progress) as output:
+    with durable.open_writers(files) as writers:
+        output = _ShardOutput(task, writers, summary, progress)
         for teacher_id, items in work.items():
             teacher = teachers.teachers[teacher_id]
             _run_teacher(output, teacher, engine_for(teacher), items)
-        output.commit()
+        writers.commit()
     return summary
 
 
@@ -266,40 +270,19 @@ class _ShardOutput:
     progress callback. Every outcome is written and counted in exactly one place."""
 
     task: ShardTask
-    traces: ShardWriter
-    rejects: ShardWriter
+    writers: durable.ShardWriters
     summary: ShardSummary
     progress: Progress | None
 
-    @classmethod
-    @contextmanager
-    def open(cls, task: ShardTask, summary: ShardSummary,
-             progress: Progress | None) -> Iterator[_ShardOutput]:
-        traces = ShardWriter(task.traces_path, flush_every=task.flush_every,
-                             flush_seconds=task.flush_seconds)
-        rejects = ShardWriter(task.rejects_path, flush_every=task.flush_every,
-                              flush_seconds=task.flush_seconds)
-        try:
-            yield cls(task, traces, rejects, summary, progress)
-        finally:
-            traces.close()
-            rejects.close()
-
-    def commit(self) -> None:
-        """Rejects first, traces last: the traces file under its final name is what marks
-        the shard complete."""
-        self.rejects.commit()
-        self.traces.commit()
-
     def trace(self, trace: Trace, result: Completion) -> None:
-        self.traces.write(trace)
+        self.writers.records.write(trace)
         self.summary.traces += 1
         self.summary.prompt_tokens += result.prompt_tokens or 0
         self.summary.completion_tokens += result.completion_tokens or 0
         self._advance()
 
     def reject(self, teacher: Teacher, item: _Work, key: str, failure: EngineFailure) -> None:
-        self.rejects.write(Rejection(
+        self.writers.rejects.write(Rejection(
             stage="generate", key=key, reason=failure.reason,
             message=failure.message or failure.reason, sample_id=item.sample.id,
             teacher_id=teacher.id, location=f"{self.task.input_path}:{item.line}",
@@ -446,22 +429,12 @@ def plan_tasks(options: GenerateOptions) -> tuple[list[ShardTask], StageManifest
 
 def _check_plan(out: Path, samples_dir: Path, teachers: TeacherSet) -> None:
     """One output folder holds one generation: refuse to mix in other inputs or teachers."""
-    plan = {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
-            "teacher_set": teachers.describe()}
-    path = out / "plan.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            raise InputError("not valid JSON", file=path, reason="bad_json") from None
-        if old.get("teacher_set_hash") != teachers.hash:
-            raise DistillError(f"{out} was generated with a different teacher set (or prompt, "
-                               "sampling, k); use a new --out to generate with this one")
-        if old.get("input_dir") != str(samples_dir):
-            raise DistillError(f"{out} was generated from {old.get('input_dir')}, not "
-                               f"{samples_dir}; use a new --out")
-        return
-    write_json_atomic(path, plan)
+    durable.check_plan(out, {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
+                             "teacher_set": teachers.describe()}, [
+        ("teacher_set_hash", f"{out} was generated with a different teacher set (or prompt, "
+                             "sampling, k); use a new --out to generate with this one"),
+        ("input_dir", f"{out} was generated from another input folder, not {samples_dir}; "
+                      "use a new --out")])
 
 
 def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) -> float:
@@ -525,8 +498,8 @@ def _run_generate(options: GenerateOptions, out: Path, bar_advance: Progress | N
 def write_manifest(out: Path, ingest: StageManifest, options: GenerateOptions,
                    teachers: TeacherSet, tasks: list[ShardTask]) -> StageManifest:
     """Describe every complete shard in OUT (all splits generated so far)."""
-    shards = _refs(out, "traces")
-    rejects = _refs(out, "rejects")
+    shards = durable.complete_refs(out, "traces")
+    rejects = durable.complete_refs(out, "rejects")
     counts: Counter = Counter()
     for ref in shards:
         counts["traces"] += ref.rows
@@ -549,10 +522,3 @@ def write_manifest(out: Path, ingest: StageManifest, options: GenerateOptions,
     )
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
-
-
-def _refs(out: Path, kind: str) -> list[ShardRef]:
-    root = out / kind
-    if not root.exists():
-        return []
-    return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]

@@ -37,7 +37,7 @@ from distill.core.config_files import (
 )
 from distill.core.errors import DistillError, InputError
 from distill.core.paths import DATA_DIR
-from distill.core.prompts import PromptTemplate, load_prompt
+from distill.core.prompts import PromptKind, PromptTemplate, load_prompt
 from distill.generate.engines import engine_class
 from distill.generate.engines.base import Engine, EngineOptions
 from distill.schemas import SamplingParams, content_hash
@@ -123,6 +123,28 @@ class TeacherSet:
                              for tid, t in self.teachers.items()}}
 
 
+def resolve_engine(document: YamlDocument, where: tuple[str, ...], engine: str,
+                   options: dict[str, Any]) -> tuple[type[Engine], EngineOptions]:
+    """The engine class a config names and its options, checked against the engine's own
+    Options model; errors name the file and the key (``where`` + engine/options)."""
+    try:
+        cls = engine_class(engine)
+    except DistillError as exc:
+        raise document.error((*where, "engine"), str(exc), "bad_teacher") from None
+    try:
+        return cls, cls.Options.model_validate(options)
+    except ValidationError as exc:
+        raise located_error(exc, document, cls.Options, prefix=(*where, "options")) from None
+
+
+def resolve_prompt(document: YamlDocument, where: tuple[str, ...], name: str,
+                   kind: PromptKind) -> PromptTemplate:
+    try:
+        return load_prompt(name, kind)
+    except InputError as exc:
+        raise document.error(where, f"prompt {name!r}: {exc}", "bad_teacher") from None
+
+
 def load_teacher_set(name_or_path: str | Path) -> TeacherSet:
     """A teacher set by path, or by name of a file in data/teachers (``digits``)."""
     document = read_yaml_file(name_or_path, TEACHERS_DIR, "teacher set")
@@ -135,19 +157,8 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
     teachers = {}
     for teacher_id, spec in parsed.teachers.items():
         where = ("teachers", teacher_id)
-        try:
-            cls = engine_class(spec.engine)
-        except DistillError as exc:
-            raise document.error((*where, "engine"), str(exc), "bad_teacher") from None
-        try:
-            options = cls.Options.model_validate(spec.options)
-        except ValidationError as exc:
-            raise located_error(exc, document, cls.Options, prefix=(*where, "options")) from None
-        try:
-            prompt = load_prompt(spec.prompt)
-        except InputError as exc:
-            raise document.error((*where, "prompt"), f"prompt {spec.prompt!r}: {exc}",
-                                 "bad_teacher") from None
+        cls, options = resolve_engine(document, where, spec.engine, spec.options)
+        prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt, "teacher")
         teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
     for category, ids in parsed.routing.items():
         for teacher_id in ids:

@@ -19,6 +19,9 @@ WAIT_OPTION = click.option("--wait", is_flag=True, help="If another ingest is wr
 
 def print_summary(summary: IngestSummary) -> None:
     console.print(f"ingested {summary.total:,} samples into {summary.out}")
+    if summary.no_gold:
+        console.print(f"{summary.no_gold:,} of them have no gold answer: their labels can "
+                      "only be derived (distill filter marks them label_source consensus/judge)")
     table = Table()
     table.add_column("split")
     table.add_column("category")
@@ -83,15 +86,24 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse images larger than this (decompression-bomb guard).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--withhold-gold", help="Comma-separated splits to ingest WITHOUT their gold "
+              "answers (an unlabeled pool: labels are derived from teacher consensus); the "
+              "gold goes to --gold-out, for measuring derived labels only.")
+@click.option("--gold-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSONL file (outside OUT) for the withheld gold answers.")
 @WAIT_OPTION
 def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, image_mode: str,
                    image_root: Path | None, on_error: str, columns: tuple[str, ...],
                    counts: str | None, seed: int, categories: str | None, limit: int | None,
-                   max_pixels: int, overwrite: bool, wait: bool) -> None:
+                   max_pixels: int, overwrite: bool, withhold_gold: str | None,
+                   gold_out: Path | None, wait: bool) -> None:
     """Read items from SOURCE (jsonl PATH, hf PATH, easy-vqa, digits) into Sample shards."""
+    withheld = tuple(s.strip() for s in withhold_gold.split(",") if s.strip()) \
+        if withhold_gold else ()
     options = IngestOptions(out=out, shard_size=shard_size, images=image_mode,  # type: ignore[arg-type]
                             on_error=on_error, max_pixels=max_pixels,  # type: ignore[arg-type]
-                            overwrite=overwrite, wait=wait)
+                            overwrite=overwrite, withhold_gold=withheld, gold_out=gold_out,
+                            wait=wait)
     category_list = tuple(c.strip() for c in categories.split(",")) if categories else None
     rows, total = open_source(source, path, image_root=image_root, columns=_parse_columns(columns),
                               counts=_parse_counts(counts), seed=seed, limit=limit,
@@ -135,7 +147,7 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
                           category_field=category_field, stats=stats,
                           relative_tolerance=relative_tolerance)
     options = IngestOptions(out=out, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
-                            wait=wait,
+                            require_gold=True, wait=wait,
                             source_config={"source": f"convert:{fmt}", "path": str(source),
                                            "category_field": category_field,
                                            **({"relative_tolerance": relative_tolerance}

@@ -7,6 +7,11 @@ Output layout (all paths in the manifest are relative to OUT)::
     OUT/images/ab/ab12...ef.png          copied images, named by sha256 (copy mode)
     OUT/rejects.jsonl                    Rejection records (--on-error skip)
 
+``--withhold-gold SPLITS --gold-out FILE`` ingests the items of those splits *without*
+their gold answers (as an unlabeled pool would arrive) and writes the gold, one
+``{"id", "split", "answer"}`` object a line, to FILE outside OUT: kept for measuring
+derived labels against it, never read by any stage.
+
 Ingestion writes into a staging folder beside OUT and renames it into place only when
 everything succeeded: a failed run leaves nothing that looks like a finished dataset.
 Two ingests into the same OUT would race on that rename; the core's single-writer guard
@@ -16,6 +21,7 @@ Two ingests into the same OUT would race on that rename; the core's single-write
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections import Counter
@@ -36,7 +42,7 @@ from distill.core.images import (
 )
 from distill.core.locks import lock_path_beside, single_writer
 from distill.core.progress import progress_bar
-from distill.core.shards import ShardWriter, shard_name, write_json_atomic
+from distill.core.shards import ShardWriter, shard_name, write_bytes_atomic, write_json_atomic
 from distill.ingest.sources.base import RawItem, SourceRow
 from distill.schemas import ImageRef, Rejection, Sample, ShardRef, StageManifest, sha256_hex
 
@@ -53,6 +59,9 @@ class IngestOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
     source_config: dict = field(default_factory=dict)
+    withhold_gold: tuple[str, ...] = ()  # splits ingested without their gold answers
+    gold_out: Path | None = None  # where the withheld gold goes (outside ``out``)
+    require_gold: bool = False  # an eval set: a row without a gold answer is a bad row
     wait: bool = False  # wait for another ingest into the same OUT instead of exiting
 
 
@@ -61,6 +70,7 @@ class IngestSummary:
     out: Path
     counts: Counter = field(default_factory=Counter)  # (split, category) -> n
     rejects: Counter = field(default_factory=Counter)  # reason -> n
+    no_gold: int = 0  # samples written without a gold answer
     manifest: StageManifest | None = None
 
     @property
@@ -164,12 +174,17 @@ def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, descriptio
     out = options.out
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
+    _check_withholding(options)
     staging = out.parent / f".{out.name}.ingest-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     summary = IngestSummary(out=out)
+    withheld: list[dict] = []
     try:
-        manifest = _ingest_into(rows, options, staging, summary, description, total)
+        manifest = _ingest_into(rows, options, staging, summary, description, total, withheld)
+        if options.gold_out is not None:
+            write_bytes_atomic(options.gold_out, "".join(
+                json.dumps(row, ensure_ascii=False) + "\n" for row in withheld).encode())
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
@@ -180,8 +195,28 @@ def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, descriptio
     return summary
 
 
+def _check_withholding(options: IngestOptions) -> None:
+    if bool(options.withhold_gold) != (options.gold_out is not None):
+        raise DistillError("--withhold-gold SPLITS and --gold-out FILE go together: the "
+                           "withheld gold must be kept somewhere, outside the ingest folder")
+    if options.gold_out is not None:
+        gold, out = options.gold_out.resolve(), options.out.resolve()
+        if gold == out or out in gold.parents:
+            raise DistillError(f"--gold-out {options.gold_out} is inside {options.out}: the "
+                               "withheld gold must stay out of what the pipeline reads")
+
+
+def _withhold(sample: Sample, options: IngestOptions, withheld: list[dict]) -> Sample:
+    """The sample without its gold if its split is withheld (the gold goes to the list)."""
+    if sample.split not in options.withhold_gold or sample.answer is None:
+        return sample
+    withheld.append({"id": sample.id, "split": sample.split, "answer": sample.answer})
+    return sample.model_copy(update={"answer": None})
+
+
 def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Path,
-                 summary: IngestSummary, description: str, total: int | None) -> StageManifest:
+                 summary: IngestSummary, description: str, total: int | None,
+                 withheld: list[dict]) -> StageManifest:
     shards = _SplitShards(staging, options.shard_size)
     rejects: ShardWriter | None = None
     seen_ids: dict[str, str] = {}
@@ -193,6 +228,10 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                 if isinstance(row, InputError):
                     raise row
                 sample = _to_sample(row, _image_ref(row, options, staging, reference_root))
+                if options.require_gold and sample.answer is None:
+                    raise InputError("no gold answer: an eval set needs one for every item",
+                                     file=row.file, line=row.line, field="answer",
+                                     reason="no_gold")
                 if sample.id in seen_ids:
                     raise InputError(f"duplicate id {sample.id!r} (first seen at "
                                      f"{seen_ids[sample.id]})", file=row.file, line=row.line,
@@ -205,8 +244,10 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                 rejects.write(_rejection(error))
                 summary.rejects[error.reason] += 1
                 continue
+            sample = _withhold(sample, options, withheld)
             shards.write(sample)
             summary.counts[(sample.split, sample.category)] += 1
+            summary.no_gold += sample.answer is None
     if summary.total == 0:
         raise DistillError("no valid items were read; nothing to write")
     shard_refs = shards.commit_all()
@@ -216,12 +257,16 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
     image_root = str(reference_root[0]) if reference_root else "."
     counts = {f"{split}/{category}": n for (split, category), n in sorted(summary.counts.items())}
     counts["samples"] = summary.total
+    counts["samples_without_gold"] = summary.no_gold
     counts["rejected"] = sum(summary.rejects.values())
+    config = {"shard_size": options.shard_size, "images": options.images,
+              "on_error": options.on_error, "source": options.source_config}
+    if options.gold_out is not None:  # where the gold went, for people; never read back
+        config["withheld_gold"] = {"splits": list(options.withhold_gold),
+                                   "file": str(options.gold_out.resolve())}
     manifest = StageManifest(
         stage="ingest", created_at=datetime.now(UTC), image_root=image_root,
-        shards=shard_refs, rejects=reject_refs, counts=counts,
-        config={"shard_size": options.shard_size, "images": options.images,
-                "on_error": options.on_error, "source": options.source_config},
+        shards=shard_refs, rejects=reject_refs, counts=counts, config=config,
     )
     write_json_atomic(staging / "manifest.json", manifest)
     return manifest

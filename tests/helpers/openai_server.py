@@ -6,6 +6,12 @@ tiny test model). A fault plan can make it misbehave deterministically per reque
 identity and attempt: 429 with Retry-After, 500/503, hanging past the client's timeout,
 dropping the connection, a malformed JSON body, an empty choice list, a permanent 400.
 
+It can also answer on a fixed script: ``script(body)`` returns the reply text for a
+request (or None to let the engine answer). ``judge_script`` makes it a judge whose
+replies are, per request identity, either the engine's real grading (the built-in digits
+judge) or one of the malformed replies a judge model writes (no score, out of range, not
+a number, two scores).
+
 It binds 127.0.0.1 only, counts requests in flight (to check client concurrency limits),
 and shuts itself down after ``max_lifetime_s`` even if a test forgets to.
 """
@@ -29,7 +35,30 @@ from distill.schemas import SamplingParams
 
 # (identity, attempt number from 1) -> action
 FaultPlan = Callable[[str, int], str]
+# request body -> the reply text, or None to let the engine answer
+ReplyScript = Callable[[dict], str | None]
 ACTIONS = ("ok", "429", "500", "503", "timeout", "drop", "malformed", "empty", "400")
+
+
+# A judge on a fixed script: per request identity, the reply that replaces the engine's
+# (None: the engine grades for real).
+JUDGE_REPLIES: list[str | None] = [
+    None, None, None, None, None, None,
+    "The reasoning looks right to me.",  # no score at all
+    "Consistent.\nScore: 9",  # outside 1..5
+    "Score: four",  # not a number
+    "Score: 2\nScore: 5",  # two different scores
+]
+JUDGE_EXPECTED_REASON = {6: "judge_no_score", 7: "judge_score_out_of_range",
+                         8: "judge_bad_score", 9: "judge_ambiguous_score"}
+
+
+def judge_reply_of(identity: str) -> int:
+    return int(identity[:8], 16) % len(JUDGE_REPLIES)
+
+
+def judge_script(body: dict) -> str | None:
+    return JUDGE_REPLIES[judge_reply_of(request_identity(body))]
 
 
 # Per request identity: what the server does on attempt 1, 2, ... ("ok" after the list).
@@ -81,11 +110,13 @@ class EngineServer:
     """``with EngineServer(engine) as server: server.base_url ...``"""
 
     def __init__(self, engine: Engine, *, faults: FaultPlan | None = None,
+                 script: ReplyScript | None = None,
                  hang_s: float = 2.0, latency_s: float = 0.0, retry_after: str = "1",
                  echo_auth: bool = False, port: int = 0, slots: int | None = None,
                  max_lifetime_s: float = 300.0) -> None:
         self.engine = engine
         self.faults = faults
+        self.script = script
         self.hang_s = hang_s
         self.latency_s = latency_s  # a model's think time, spent outside the engine lock
         # A server's capacity: at most this many requests think at once (a GPU's batch);
@@ -161,6 +192,13 @@ class EngineServer:
         return identity, action
 
     def answer(self, body: dict) -> dict:
+        scripted = self.script(body) if self.script else None
+        if scripted is not None:
+            return {"id": "chatcmpl-test", "object": "chat.completion",
+                    "created": int(time.time()), "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": scripted}}],
+                    "usage": None}
         system, user, images = "", "", []
         for message in body["messages"]:
             content = message["content"]

@@ -36,6 +36,7 @@ from distill.core.answers.judge import (
     judge_answer,
     judge_output,
     read_output,
+    read_trace,
     same_answer,
     verdict_of,
 )
@@ -62,5 +63,5 @@ __all__ = [
     "AnswerSpec", "Correctness", "Number", "ParsedOutput", "Verdict", "canonical_answer",
     "choice_letter", "clean_answer", "judge", "judge_answer", "judge_output",
     "normalize_text", "numbers_match", "parse_number", "parse_output", "read_number",
-    "read_output", "read_value", "same_answer", "verdict_of", "yes_no",
+    "read_output", "read_trace", "read_value", "same_answer", "verdict_of", "yes_no",
 ]

@@ -14,7 +14,8 @@ from distill.core.answers.extract import ParsedOutput, parse_output
 from distill.core.answers.numbers import Number, numbers_match
 from distill.core.answers.symbolic import formulas_equal, looks_symbolic
 from distill.core.answers.values import AnswerSpec, NoValue, Value, gold_value, read_value
-from distill.schemas import Sample
+from distill.core.prompts import builtin_answer_format
+from distill.schemas import Sample, Trace
 
 Correctness = Literal["correct", "wrong", "unparseable"]
 
@@ -92,6 +93,17 @@ def read_output(text: str, sample: Sample | AnswerSpec, *, answer_format: str | 
     """``parse_output`` with the item's answer spec: what generate, filter and eval read."""
     return parse_output(text, AnswerSpec.of(sample), answer_format=answer_format,
                         finish_reason=finish_reason)
+
+
+def read_trace(trace: Trace, sample: Sample | AnswerSpec) -> ParsedOutput:
+    """A stored trace's raw text read again by today's rules: its prompt's answer format
+    first (a trace written before formats were recorded gets its built-in prompt's, when
+    the hash still matches), a truncated output unparseable. The filter's scorers and the
+    judge run's pairs of answers read traces through here, so they count the same answers."""
+    answer_format = trace.answer_format or builtin_answer_format(trace.prompt_id,
+                                                                 trace.prompt_hash)
+    return read_output(trace.raw_text, sample, answer_format=answer_format,
+                       finish_reason=trace.finish_reason)
 
 
 def verdict_of(parsed: ParsedOutput, sample: Sample) -> Verdict:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from distill.core.errors import DistillError, InputError
-from distill.core.evalsets import EvalSet
+from distill.core.evalsets import EvalSet, require_gold
 from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from distill.core.predictors import Mode, model_fingerprint
 from distill.evaluate.cache import CachedGeneration, input_hash
@@ -48,6 +48,7 @@ def import_rows(rows: list[HarnessRow], run: HarnessRun, eval_set: EvalSet, *, m
                 match_by: MatchBy = "auto") -> ImportOutcome:
     """Match, judge and summarize; any unmatched or ambiguous row is an error naming its
     file and row unless ``allow_unmatched`` (then it is left out and listed)."""
+    require_gold(eval_set)
     matching = match_rows(rows, eval_set, match_by)
     if matching.problems and not allow_unmatched:
         first = matching.problems[0]

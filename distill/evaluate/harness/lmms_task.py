@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.core.evalsets import EvalSet
+from distill.core.evalsets import EvalSet, require_gold
 from distill.core.images import image_format_suffix, read_image_bytes, resolve_image_path
 from distill.core.paths import slug
 from distill.core.predictors import Mode, mode_prompt
@@ -44,6 +44,7 @@ def write_lmms_task(eval_set: EvalSet, out: Path, *, mode: Mode = "cot",
                     name: str | None = None, max_new_tokens: int = 512) -> Path:
     """Write the task files under ``out``; returns the YAML's path (written last, so a task
     that lmms-eval can see is complete)."""
+    require_gold(eval_set)
     name = name or task_name(eval_set, mode)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)

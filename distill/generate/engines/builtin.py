@@ -12,6 +12,17 @@ coarse, vote-based probabilities) and ``logreg`` (multinomial logistic regressio
 probabilities, different confusions). With temperature > 0 each digit is *sampled* from
 the classifier's (tempered, nucleus-cut) probabilities, so k samples can differ; the
 random stream is a pure function of (seed, k, image, prompt), so a rerun writes the same.
+
+A third model, ``judge``, answers a judge's rubric prompt (``prompts/judge-rubric.yaml``,
+``distill judge``): it reads the digits itself with a third classifier (an RBF support
+vector machine trained on the *val* pool's scans: the teachers were trained on the train
+pool, whose scans make up the training items, so a judge trained there would have
+memorised the very digits it grades; val scans never appear in train or test items and
+the val split is only used to tune, never to score), finds the digits the judged
+reasoning claims and its final answer, and grades: 5 when the claimed digits are the ones
+it reads and the answer follows from them, 3 or 2 when one or more claimed digits differ
+from its reading, 1 when the answer does not follow from the claimed digits (or the
+reasoning names none). It cannot compare free-text answers and says so.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import hashlib
 import io
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import ClassVar, Literal
@@ -28,7 +40,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from threadpoolctl import ThreadpoolController
 
-from distill.core.digits import CELL, GRID, IMAGE_SIZE, SCALE, digit_images, source_pools
+from distill.core.digits import (
+    CELL,
+    GRID,
+    IMAGE_SIZE,
+    SCALE,
+    digit_images,
+    gold_answer,
+    source_pools,
+)
 from distill.generate.engines.base import (
     ChatRequest,
     Completion,
@@ -39,7 +59,8 @@ from distill.generate.engines.base import (
 )
 from distill.schemas import SamplingParams
 
-Reader = Literal["knn", "logreg"]
+Reader = Literal["knn", "logreg", "svc"]
+MODELS = ("knn", "logreg", "judge")
 # A cell whose total ink (0..16 units a pixel, 64 pixels) is below this is blank; the
 # faintest real scan in sklearn's digits has far more ink than this.
 BLANK_INK = 24.0
@@ -58,9 +79,9 @@ class BuiltinOptions(EngineOptions):
 
 
 @lru_cache(maxsize=4)
-def train_reader(reader: Reader, pool_seed: int):
-    """Fit the classifier on the train pool's 8x8 scans (cached per process)."""
-    images, labels = digit_images(source_pools(pool_seed)["train"])
+def train_reader(reader: Reader, pool_seed: int, pool: str = "train"):
+    """Fit the classifier on one pool's 8x8 scans (cached per process)."""
+    images, labels = digit_images(source_pools(pool_seed)[pool])
     features = to_features(list(images))
     if reader == "knn":
         from sklearn.neighbors import KNeighborsClassifier
@@ -70,8 +91,12 @@ def train_reader(reader: Reader, pool_seed: int):
         from sklearn.linear_model import LogisticRegression
 
         model = LogisticRegression(C=1.0, max_iter=2000)
+    elif reader == "svc":
+        from sklearn.svm import SVC
+
+        model = SVC(C=10.0)
     else:
-        raise ValueError(f"unknown digit reader {reader!r}; use 'knn' or 'logreg'")
+        raise ValueError(f"unknown digit reader {reader!r}; use 'knn', 'logreg' or 'svc'")
     return model.fit(features, labels)
 
 
@@ -195,11 +220,17 @@ class BuiltinDigitsEngine(Engine):
 
     def __init__(self, model: str, options: BuiltinOptions) -> None:
         super().__init__(model, options)
-        if model not in ("knn", "logreg"):
-            raise ValueError(f"the builtin engine has models 'knn' and 'logreg', not {model!r}")
-        self.classifier = train_reader(model, options.pool_seed)  # type: ignore[arg-type]
+        if model not in MODELS:
+            raise ValueError(f"the builtin engine has models {list(MODELS)}, not {model!r}")
+        if model == "judge":
+            self.classifier = train_reader("svc", options.pool_seed, "val")
+        else:
+            self.classifier = train_reader(model, options.pool_seed)  # type: ignore[arg-type]
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
+        if self.model == "judge":
+            yield from _judge_replies(self, requests)
+            return
         # Read every request first, then classify all their digits in one call: sklearn's
         # per-call overhead dwarfs the work for a handful of 8x8 cells.
         start = time.perf_counter()
@@ -243,3 +274,60 @@ class BuiltinDigitsEngine(Engine):
         if kind is None:
             return "I do not understand what computation the question asks for."
         return kind, cells
+
+
+# --- the judge -------------------------------------------------------------------------------
+
+_JUDGED_QUESTION = re.compile(r"^Question:\s*(?P<question>.+)$", re.MULTILINE)
+_JUDGED_ANSWER = re.compile(r"final answer:\s*(?P<answer>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_CLAIMED_DIGITS = re.compile(r"shows \d+ digits?:\s*(?P<digits>[0-9 ,and]+)", re.IGNORECASE)
+
+
+def grade(own: list[int], claimed: list[int] | None, kind: str | None,
+          answer: str | None) -> tuple[int, str]:
+    """(score 1..5, why) of a digits rationale, given the digits the judge reads itself."""
+    if claimed is None or not claimed or kind is None or answer is None:
+        return 1, "The reasoning does not say which digits it read, or what it answers."
+    follows = gold_answer(kind, claimed) == answer.strip().rstrip(".").lower()
+    if not follows:
+        return 1, f"The answer {answer} does not follow from the digits it names {claimed}."
+    misread = sum((Counter(own) - Counter(claimed)).values()) + \
+        sum((Counter(claimed) - Counter(own)).values())
+    if misread == 0:
+        return 5, f"The digits {claimed} are the ones in the image and the answer follows."
+    score = 3 if misread <= 2 else 2
+    return score, f"I read {own} but the reasoning names {claimed}; its answer follows from " \
+                  "what it names, not from the image."
+
+
+def _judge_digits(request: ChatRequest, own: list[int]) -> str:
+    question = _JUDGED_QUESTION.search(request.user)
+    answer = _JUDGED_ANSWER.search(request.user)
+    claimed_match = _CLAIMED_DIGITS.search(request.user)
+    claimed = [int(d) for d in re.findall(r"\d", claimed_match.group("digits"))] \
+        if claimed_match else None
+    kind = question_kind(question.group("question")) if question else None
+    score, why = grade(own, claimed, kind, answer.group("answer") if answer else None)
+    return f"{why}\nScore: {score}"
+
+
+def _judge_replies(engine: BuiltinDigitsEngine, requests: Sequence[ChatRequest]
+                   ) -> Iterator[RequestResults]:
+    start = time.perf_counter()
+    readings = [read_cells(r.images[0]) if len(r.images) == 1 else None for r in requests]
+    cells = [cell for reading in readings if reading for cell in reading]
+    with _threadpools().limit(limits=1):
+        labels = engine.classifier.predict(to_features(cells)) if cells else np.zeros(0)
+    latency = (time.perf_counter() - start) / max(1, len(requests))
+    offset = 0
+    for request, reading in zip(requests, readings, strict=True):
+        own = [int(label) for label in labels[offset:offset + len(reading or [])]]
+        offset += len(reading or [])
+        if "Answer A:" in request.user:
+            text = "I can only grade digit rationales; I cannot compare free-text answers."
+        elif not reading:
+            text = "This image is not a grid of handwritten digits; I cannot grade it."
+        else:
+            text = _judge_digits(request, own)
+        yield RequestResults(request, [Completion(text=text, finish_reason="stop",
+                                                  latency_s=latency) for _ in request.ks])

@@ -2,9 +2,11 @@
 
 Each line: ``id`` (optional: derived from file and line), ``image`` (a path relative to
 the image root, default the file's folder) or ``image_b64``, ``question``, ``answer``
-(a string; a JSON number is accepted for numeric answers), optional ``choices``,
-``answer_type`` (inferred when absent), ``category``, ``source``, ``split``, ``meta``.
-Unknown keys are errors: a typo never silently loses a field.
+(a string; a JSON number is accepted for numeric answers; absent or null for an item
+without a gold answer), optional ``choices``, ``answer_type`` (inferred when absent: from
+the answer, or from the question when there is no answer, see ``infer_answer_type``),
+``category``, ``source``, ``split``, ``meta``. Unknown keys are errors: a typo never
+silently loses a field.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,32 @@ ALLOWED_KEYS = {
 }
 
 
-def infer_answer_type(answer: str, choices: list[str] | None) -> str:
-    """Sensible default when a file does not say: choices -> choice, yes/no, number, text."""
+# A question that opens with one of these words asks for yes or no ("Is the cup red?").
+_YES_NO_OPENING = re.compile(
+    r"^\s*(is|are|was|were|does|do|did|can|could|has|have|had|will|would|should|must|may)\b",
+    re.IGNORECASE)
+# A question that asks for a quantity ("How many cats...?", "What number is on the door?").
+_NUMBER_QUESTION = re.compile(r"^\s*how\s+(many|much)\b|\b(what|which)\s+number\b",
+                              re.IGNORECASE)
+
+
+def infer_answer_type(answer: str | None, choices: list[str] | None,
+                      question: str | None = None) -> str:
+    """The answer type when a file does not say.
+
+    With a gold answer: choices -> choice, 'yes'/'no' -> yes_no, a number -> number, else
+    text. Without one, from the question, by this rule: choices -> choice; a question
+    opening with is/are/was/were/does/do/did/can/could/has/have/had/will/would/should/
+    must/may -> yes_no; one opening with 'how many'/'how much' or asking 'what number' /
+    'which number' -> number; anything else -> text. Give ``answer_type`` where the rule
+    guesses wrong."""
     if choices:
         return "choice"
+    if answer is None:
+        text = question or ""
+        if _YES_NO_OPENING.match(text):
+            return "yes_no"
+        return "number" if _NUMBER_QUESTION.search(text) else "text"
     if answer.strip().lower() in ("yes", "no"):
         return "yes_no"
     try:
@@ -57,13 +82,15 @@ def row_to_item(row: dict[str, Any], *, file: str, line: int | None, image_root:
         for key in ("id", "question", "choices", "answer_type", "category", "split", "meta")
         if key in row
     }
-    fields["answer"] = answer
+    if answer is not None:
+        fields["answer"] = answer
     fields.setdefault("id", default_id)
     fields.setdefault("category", "default")
     fields["source"] = row.get("source", default_source)
-    if "answer_type" not in fields and isinstance(answer, str):
+    if "answer_type" not in fields and (answer is None or isinstance(answer, str)):
         choices = row.get("choices") if isinstance(row.get("choices"), list) else None
-        fields["answer_type"] = infer_answer_type(answer, choices)
+        question = row.get("question") if isinstance(row.get("question"), str) else None
+        fields["answer_type"] = infer_answer_type(answer, choices, question)
     has_path, has_b64 = "image" in row, "image_b64" in row
     if has_path == has_b64:
         raise fail("image", "each row needs exactly one of 'image' (a path) or 'image_b64'")
