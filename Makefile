@@ -24,6 +24,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The three --quick benches, each printing its ratios against a baseline of the same run.
+bench-quick: $(STAMP)
+	$(PY) bench/generate_overhead.py --quick
+	$(PY) bench/filter_throughput.py --quick
+	$(PY) bench/train_throughput.py --quick
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
