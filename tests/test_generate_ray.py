@@ -19,7 +19,12 @@ from tests.helpers.generate import (
 ray = pytest.importorskip("ray")
 
 
-def test_ray_executor_writes_what_the_local_executor_writes(tmp_path):
+def test_ray_executor_writes_what_the_local_executor_writes(tmp_path, monkeypatch):
+    import ray.data
+
+    # Shards go to whichever actor is up: wait for both, or on a loaded machine the first
+    # could take all six and the count of loads per actor would not be seen.
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "wait_for_min_actors_s", 120)
     samples_dir = make_ingest(tmp_path / "d", {"train": 32, "val": 16}, shard_size=8)
     teachers = write_teachers(tmp_path / "t.yaml", {"knn": builtin_teacher("knn", k=2),
                                                     "logreg": builtin_teacher("logreg", k=1)})
