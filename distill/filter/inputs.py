@@ -50,6 +50,22 @@ def _resolve(base: Path, value: str | None) -> Path | None:
     return (path if path.is_absolute() else base / path).resolve()
 
 
+def read_stage_manifest(root: Path, stage: str, reader: str) -> StageManifest:
+    """The manifest of a finished ``distill STAGE`` folder; a missing one (the run never
+    finished) or another stage's is one located line telling ``reader``'s user what to do."""
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise InputError(f"no manifest.json: not a finished {stage} folder (run `distill "
+                         f"{stage}` to completion first; it resumes where it stopped)",
+                         file=manifest_path, reason="missing_file")
+    manifest = read_json_model(manifest_path, StageManifest)
+    if manifest.stage != stage:
+        raise InputError(f"this is a '{manifest.stage}' folder; {reader} reads the output of "
+                         f"`distill {stage}`", file=manifest_path, field="stage",
+                         reason="wrong_stage")
+    return manifest
+
+
 def open_generate_dir(root: Path | str) -> GenerateInput:
     """Read a finished generate folder's manifest and pair its shards with sample shards.
 
@@ -58,15 +74,7 @@ def open_generate_dir(root: Path | str) -> GenerateInput:
     """
     root = Path(root)
     manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError("no manifest.json: not a finished generate folder (run `distill "
-                         "generate` to completion first; it resumes where it stopped)",
-                         file=manifest_path, reason="missing_file")
-    manifest = read_json_model(manifest_path, StageManifest)
-    if manifest.stage != "generate":
-        raise InputError(f"this is a '{manifest.stage}' folder; filter reads the output of "
-                         "`distill generate`", file=manifest_path, field="stage",
-                         reason="wrong_stage")
+    manifest = read_stage_manifest(root, "generate", "filter")
     input_dir = _resolve(root, manifest.input_dir)
     if input_dir is None:
         raise InputError("the generate manifest does not name its input folder",

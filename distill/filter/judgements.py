@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from distill.core.errors import InputError
-from distill.core.shards import iter_records, read_json_model
+from distill.core.shards import iter_records
 from distill.filter.consensus import JudgedSame
+from distill.filter.inputs import read_stage_manifest
 from distill.schemas import (
     JudgeIdentity,
     Judgement,
@@ -76,15 +77,7 @@ def open_judge_dir(root: Path | str, traces_root: Path) -> JudgeInput:
     """A finished judge folder that judged ``traces_root``, every file hash-checked."""
     root = Path(root)
     manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
-        raise InputError("no manifest.json: not a finished judge folder (run `distill judge` "
-                         "to completion first; it resumes where it stopped)",
-                         file=manifest_path, reason="missing_file")
-    manifest = read_json_model(manifest_path, StageManifest)
-    if manifest.stage != "judge":
-        raise InputError(f"this is a '{manifest.stage}' folder; --judgements reads the output "
-                         "of `distill judge`", file=manifest_path, field="stage",
-                         reason="wrong_stage")
+    manifest = read_stage_manifest(root, "judge", "--judgements")
     judged = Path(manifest.input_dir or "")
     if not judged.is_absolute():
         judged = root / judged
