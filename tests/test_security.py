@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from distill.core.errors import DistillError
-from distill.core.paths import REPO_ROOT
 from distill.train.checkpoint import rng_state, set_rng_state
 from distill.train.safe_state import load_state, save_state
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 UNSAFE_CALLS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("joblib", "load"),
                 ("dill", "load"), ("cloudpickle", "load"), ("cloudpickle", "loads")}
 

@@ -29,10 +29,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from distill.core.errors import require_extra
+from distill.core.paths import PACKAGE_PARENT
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -87,7 +87,7 @@ def init_ray() -> None:
 def _runtime_env() -> dict:
     """Workers must import this package even when it is not installed (a checkout run
     with PYTHONPATH or pytest's pythonpath): put its root on their path."""
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(PACKAGE_PARENT)
     paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
 

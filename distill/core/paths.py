@@ -1,15 +1,34 @@
-"""Where the files that ship with the repository live (data/, prompts/), and how names
-become safe file and identifier names."""
+"""Where the files that ship with the toolkit live (data/, prompts/), and how names
+become safe file and identifier names.
+
+The embedded data, configs and prompts are package data: a wheel carries them inside
+`distill/` (`distill/data`, `distill/prompts`; in a checkout those are links to the
+top-level folders), so an install from an index runs the demo from any folder. They are
+found through `importlib.resources`, never relative to a repository. `DISTILL_HOME`
+overrides the whole set with a folder holding `data/` and `prompts/` of its own.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
-REPO_ROOT = Path(os.environ.get("DISTILL_HOME", Path(__file__).resolve().parents[2]))
-DATA_DIR = REPO_ROOT / "data"
-PROMPTS_DIR = REPO_ROOT / "prompts"
+
+def _shipped_root() -> Path:
+    """The folder holding `data/` and `prompts/`: DISTILL_HOME, else the installed package."""
+    home = os.environ.get("DISTILL_HOME")
+    if home:
+        return Path(home)
+    return Path(str(resources.files("distill")))
+
+
+SHIPPED_ROOT = _shipped_root()
+DATA_DIR = SHIPPED_ROOT / "data"
+PROMPTS_DIR = SHIPPED_ROOT / "prompts"
+# The folder above the package: a checkout's root, or site-packages for an install.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
 def slug(value: object, default: str = "default") -> str:
