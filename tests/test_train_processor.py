@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from distill.core.prompts import target_text
 from distill.ingest.sources.digits import DigitsConfig, iter_digits
 from distill.schemas import ImageRef, Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
-from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor, target_text
+from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
 from distill.train.tokenizer import TINY_TOKENIZER_DIR, build_tokenizer
 
 torch.set_num_threads(1)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from distill.core.errors import DistillError, InputError
+from distill.core.prompts import target_text
 from distill.core.shards import iter_records, read_json_model
 from distill.schemas import (
     DatasetManifest,
@@ -30,7 +31,7 @@ from distill.schemas import (
     StageManifest,
     file_sha256,
 )
-from distill.train.siqvl.processing import PromptMode, target_text
+from distill.train.siqvl.processing import PromptMode
 
 TargetMode = Literal["cot", "answer", "gold"]
 log = logging.getLogger(__name__)

@@ -141,6 +141,16 @@ class PromptTemplate:
         return self.system, user.strip()
 
 
+def target_text(mode: str, answer: str, reasoning: str | None = None) -> str:
+    """The assistant's text a student learns: reasoning then an answer line (``cot``), or
+    the answer line alone (``direct``). One place, so the SiQ-VL student and a dataset
+    exported for another trainer learn exactly the same target."""
+    if mode == "cot":
+        reasoning = (reasoning or "").strip()
+        return f"{reasoning}\nAnswer: {answer}" if reasoning else f"Answer: {answer}"
+    return f"Answer: {answer}"
+
+
 def shipped_prompts(kind: PromptKind = "teacher") -> list[Path]:
     """The prompt files shipped in prompts/ of one kind, by name (judge rubrics are no
     prompts a teacher or a student is ever given)."""

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
+from distill.core.errors import DistillError
 from distill.core.progress import console
 
 STORE_OPTION = click.option("--store", required=True,
@@ -178,19 +180,32 @@ def diff_command(ctx: click.Context, a: str, b: str, examples: int, as_json: boo
 
 @datasets_group.command("export")
 @click.argument("version")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet", "hf"]), default="jsonl",
-              show_default=True)
+@click.option("--format", "fmt", default="jsonl", show_default=True,
+              type=click.Choice(["jsonl", "parquet", "hf", "trl", "llamafactory", "swift"]),
+              help="jsonl/parquet/hf: one flat row per trace with every signal. trl, "
+                   "llamafactory, swift: the kept traces as chat conversations in the layout "
+                   "that trainer reads (TRL SFTTrainer, LLaMA-Factory sharegpt, ms-swift).")
+@click.option("--target", type=click.Choice(["cot", "direct"]), default="cot",
+              show_default=True,
+              help="Conversation formats: the assistant's turn is the teacher's reasoning and "
+                   "an answer line (cot) or the answer line alone (direct), as distill train.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Output file (jsonl, parquet) or folder (hf).")
+              help="Output file (jsonl, parquet) or folder (the others).")
 @click.pass_context
-def export_command(ctx: click.Context, version: str, fmt: str, out: Path) -> None:
-    """Write a version as flat JSONL, Parquet, or a Hugging Face `save_to_disk` folder."""
+def export_command(ctx: click.Context, version: str, fmt: str, target: str, out: Path) -> None:
+    """Write a version as flat rows, or as conversations other trainers read."""
     store = _store(ctx)
+    from distill.filter.conversations import CONVERSATION_FORMATS, export_conversations
     from distill.filter.export import export_version
 
     resolved = store.resolve(version)
-    rows = export_version(store, resolved, fmt, out)  # type: ignore[arg-type]
-    console.print(f"exported {rows:,} rows of {resolved[:16]} to {out} ({fmt})")
+    if fmt in CONVERSATION_FORMATS:
+        rows = export_conversations(store, resolved, fmt, target, out)  # type: ignore[arg-type]
+        what = f"{fmt}, target {target}"
+    else:
+        rows = export_version(store, resolved, fmt, out)  # type: ignore[arg-type]
+        what = fmt
+    console.print(f"exported {rows:,} rows of {resolved[:16]} to {escape(str(out))} ({what})")
 
 
 @datasets_group.command("verify")
@@ -199,7 +214,6 @@ def export_command(ctx: click.Context, version: str, fmt: str, out: Path) -> Non
 def verify_command(ctx: click.Context, version: str) -> None:
     """Check every file of a version against its manifest and its name."""
     store = _store(ctx)
-    from distill.core.errors import DistillError
     from distill.filter.store import verify_version
 
     resolved = store.resolve(version)

@@ -68,12 +68,17 @@ def _row(record: ScoredTrace, image_root: Path | None, with_bytes: bool) -> dict
     return row
 
 
+def refuse_existing(out: Path) -> None:
+    """An export never overwrites: a finished file or folder at OUT is someone's data."""
+    if out.exists() or out.is_symlink():
+        raise DistillError(f"{out} already exists; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
 def export_version(store: DatasetStore, version: str, fmt: ExportFormat, out: Path) -> int:
     """Write the version to ``out``; returns the number of rows."""
     out = Path(out)
-    if out.exists():
-        raise DistillError(f"{out} already exists; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    refuse_existing(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
     try:

@@ -60,14 +60,6 @@ class ProcessorSettings:
     include_system: bool = True
 
 
-def target_text(mode: PromptMode, answer: str, reasoning: str | None = None) -> str:
-    """The assistant's text: reasoning then an answer line (cot), or the answer line alone."""
-    if mode == "cot":
-        reasoning = (reasoning or "").strip()
-        return f"{reasoning}\nAnswer: {answer}" if reasoning else f"Answer: {answer}"
-    return f"Answer: {answer}"
-
-
 PROMPT_CACHE_SIZE = 4096
 
 
