@@ -24,7 +24,8 @@ repository lmms-eval was started in (``get_lmms_eval_version_string``), not lmms
 
 A metric is a number, or a dict: MMStar writes ``{"<category>": {...}, "average":
 {"question_id", "l2_category", "score"}}``; the item's id then comes from ``question_id``
-(or ``sample_id``/``index``/``pid``/``id``) in that dict.
+(or ``sample_id``/``index``/``pid``/``id``) in that dict. The verdict inside a dict (MMStar's
+``score``, MathVista's ``true_false``, MMMU recomputed) is read by verdicts.py.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 from distill.core.errors import InputError
 from distill.core.shards import iter_lines
 from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
+from distill.evaluate.harness.verdicts import lmms_dict_verdict
 from distill.schemas import HarnessRun, file_sha256
 
 SAMPLES_NAME = re.compile(r"^(?P<date>.+?)_samples_(?P<task>.+)\.jsonl$")
@@ -242,7 +244,7 @@ def _row(path: Path, number: int, data: dict[str, Any], metric: str | None,
         file=path, line=number, position=doc_id, key=key,
         question=question or as_text(data.get("input")), target=as_text(data.get("target")),
         raw_output=output, extracted=extracted, metric=name,  # type: ignore[arg-type]
-        score=as_score(details.get("score")) if isinstance(value, dict) else as_score(value),
+        score=lmms_dict_verdict(details) if isinstance(value, dict) else as_score(value),
         output_tokens=tokens, finish_reason=_finish_reason(tokens, token_limit))
 
 

@@ -13,7 +13,9 @@ row; json is a list of records.
 Judged files (written by ``evaluate`` of the dataset class, same commit) sit beside it:
 multiple choice (vlmeval/dataset/image_mcq.py) ``{stem}_{judge}_result.xlsx`` with ``hit``
 (0/1) and ``log``; yes/no (vlmeval/dataset/image_yorn.py) ``{stem}_auxmatch.xlsx`` with
-``extracted`` and ``score`` (True/False). Rows pair with predictions by ``index``.
+``extracted`` and ``score`` (True/False); MathVista (vlmeval/dataset/utils/mathvista.py)
+``{stem}_{judge}.xlsx`` with the judge's extraction ``res``, its verdict recomputed by
+``post_check`` (verdicts.py). Rows pair with predictions by ``index``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from typing import Any
 
 from distill.core.errors import InputError
 from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
+from distill.evaluate.harness.verdicts import is_mathvista_judged, mathvista_post_check
 from distill.schemas import HarnessRun, file_sha256
 
 SUFFIXES = (".xlsx", ".tsv", ".json")
 _SCORE_COLUMNS = ("hit", "score")
-_JUDGED = re.compile(r"_(auxmatch|.+_result)$")
+# {stem}_auxmatch, {stem}_{judge}_result, and MathVista's {stem}_{judge}
+_JUDGED = re.compile(r"_.+$")
 
 
 @dataclass
@@ -167,15 +171,25 @@ def _judged_by_index(path: Path) -> dict[str, tuple[int, dict[str, Any]]]:
         if index is None:
             raise InputError("a judged row without 'index'", file=path, line=number,
                              field="index", reason="schema_error")
-        if not any(column in record for column in _SCORE_COLUMNS):
-            raise InputError(f"no score column ({' or '.join(_SCORE_COLUMNS)}) in the judged "
-                             "file", file=path, line=number, reason="schema_error")
+        if not any(column in record for column in _SCORE_COLUMNS) \
+                and not is_mathvista_judged(record):
+            raise InputError(f"no score column ({' or '.join(_SCORE_COLUMNS)}, or MathVista's "
+                             "res) in the judged file", file=path, line=number,
+                             reason="schema_error")
         if index in by_index:
             raise InputError(f"index {index!r} appears twice (first at row "
                              f"{by_index[index][0]})", file=path, line=number, field="index",
                              reason="duplicate_id")
         by_index[index] = (number, record)
     return by_index
+
+
+def _judged_verdict(record: dict[str, Any]) -> tuple[str, float | None, str | None]:
+    """(metric, score, extraction) of one judged row."""
+    metric = next((column for column in _SCORE_COLUMNS if column in record), None)
+    if metric is not None:
+        return metric, as_score(record.get(metric)), as_text(record.get("extracted"))
+    return "post_check", mathvista_post_check(record), as_text(record.get("res"))
 
 
 def _row(path: Path, number: int, record: dict[str, Any],
@@ -195,10 +209,7 @@ def _row(path: Path, number: int, record: dict[str, Any],
         if found is None:
             raise InputError(f"index {index!r} has no row in the judged file {scores}",
                              file=path, line=number, field="index", reason="schema_error")
-        judged_record = found[1]
-        metric = next(column for column in _SCORE_COLUMNS if column in judged_record)
-        score = as_score(judged_record.get(metric))
-        extracted = as_text(judged_record.get("extracted"))
+        metric, score, extracted = _judged_verdict(found[1])
     return HarnessRow(file=path, line=number, position=number - 2 if path.suffix != ".json"
                       else number - 1, key=index, question=as_text(record.get("question")),
                       target=as_text(record.get("answer")), raw_output=output,
