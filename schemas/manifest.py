@@ -37,6 +37,11 @@ class ShardRef(Part):
         """The shard's file name, the same in every stage's folder."""
         return PurePosixPath(self.name).name
 
+    def in_folder(self, folder: str) -> bool:
+        """Is this shard named ``<folder>/<split>/<file>``?"""
+        parts = PurePosixPath(self.name).parts
+        return len(parts) == 3 and parts[0] == folder
+
     def beside(self, folder: str) -> str:
         """The name of the shard of the same split and file in another stage's folder."""
         return f"{folder}/{self.split}/{self.file}"
