@@ -31,7 +31,7 @@ from distill.generate.runner import GenerateOptions, run_generate  # noqa: E402
 from distill.generate.stage import EngineCache  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
 from distill.schemas import Sample, SamplingParams  # noqa: E402
-from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
+from testing.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
 from tests.helpers.tiny_vlm import build_tiny_vlm  # noqa: E402
 
 pytestmark = pytest.mark.vllm
