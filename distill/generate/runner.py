@@ -87,7 +87,7 @@ class GenerateStage(ShardStage[SampleAsk]):
 
     name = "generate"
     records = "traces"
-    counts_no_rejections = True
+    count_zero_rejections = True
 
     def plan(self, task: ShardTask) -> list[SampleAsk]:
         """Every sample x routed teacher, grouped by teacher in the teacher set's order."""

@@ -242,7 +242,7 @@ class ShardStage(ABC, Generic[A]):
     skip_checks_keys: ClassVar[bool] = False  # must a complete shard hold every planned key?
     # generate's manifests have always said "rejected": 0 when nothing was rejected, judge's
     # leave the count out; kept, so that a rerun rewrites a folder's manifest unchanged
-    counts_no_rejections: ClassVar[bool] = False
+    count_zero_rejections: ClassVar[bool] = False
 
     # --- what a stage says ---------------------------------------------------------------
 
@@ -357,7 +357,7 @@ class ShardStage(ABC, Generic[A]):
         shards = durable.complete_refs(out, self.records)
         rejects = durable.complete_refs(out, "rejects")
         counts = self.record_counts(out, shards)
-        if self.counts_no_rejections and rejects:
+        if self.count_zero_rejections and rejects:
             counts["rejected"] += 0
         for ref in rejects:
             for rejection in iter_records(out / ref.name, Rejection):
