@@ -27,24 +27,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.filter_data import (  # noqa: E402
+from distill.filter.store import DatasetStore, find_half_written  # noqa: E402
+from testing.filter_data import (  # noqa: E402
+    filter_command,
     realistic_traces,
     synthetic_ingest,
     write_generate_dir,
 )
-from distill.filter.store import DatasetStore, find_half_written  # noqa: E402
 
 ENV = {**os.environ, "DISTILL_PROGRESS": "0"}
 
 
-def command(gen: Path, store: Path) -> list[str]:
-    return [sys.executable, "-m", "distill", "filter", "--traces", str(gen), "--store",
-            str(store)]
-
-
 def complete(gen: Path, store: Path) -> tuple[str, float]:
     start = time.perf_counter()
-    done = subprocess.run(command(gen, store), cwd=ROOT, env=ENV, capture_output=True,
+    done = subprocess.run(filter_command(gen, store), cwd=ROOT, env=ENV, capture_output=True,
                           text=True, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(done.stderr)
@@ -52,7 +48,7 @@ def complete(gen: Path, store: Path) -> tuple[str, float]:
 
 
 def kill_after(gen: Path, store: Path, delay: float) -> bool:
-    process = subprocess.Popen(command(gen, store), cwd=ROOT, env=ENV,
+    process = subprocess.Popen(filter_command(gen, store), cwd=ROOT, env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         process.wait(timeout=delay)

@@ -46,9 +46,9 @@ SHARDS_AT_LARGEST = 40  # every size is a whole number of equal shards
 
 def build_inputs(workdir: Path, sizes: list[int]) -> dict[int, Path]:
     """One generate folder for the largest size; smaller sizes list a prefix of its shards."""
-    from bench.filter_data import realistic_traces, synthetic_ingest, write_generate_dir
     from distill.core.shards import read_json_model, write_json_atomic
     from distill.schemas import StageManifest
+    from testing.filter_data import realistic_traces, synthetic_ingest, write_generate_dir
 
     largest = max(sizes)
     planted: list[tuple[str, str]] = []

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions  # noqa: E402
 from distill.generate.runner import GenerateOptions, run_generate  # noqa: E402
-from tests.helpers.generate import (  # noqa: E402
+from testing.generate import (  # noqa: E402
     builtin_teacher,
     content_set,
     generate_command,
@@ -41,7 +41,7 @@ from tests.helpers.generate import (  # noqa: E402
     read_outputs,
     write_teachers,
 )
-from tests.helpers.openai_server import EngineServer, faults  # noqa: E402
+from testing.openai_server import EngineServer, faults  # noqa: E402
 
 
 def _keys(out: Path) -> list[str]:

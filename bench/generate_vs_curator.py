@@ -3,7 +3,7 @@ that does the same job: ask an OpenAI-compatible server for one completion per i
 the answers, survive being killed.
 
 Both ask the same loopback server (the built-in kNN digit reader behind the OpenAI
-protocol, ``tests/helpers/openai_server.py``, with the same think time per request) the
+protocol, ``testing/openai_server.py``, with the same think time per request) the
 very same requests (the toolkit's rendered prompt and image data URL; the same sampling
 and seed), at the same concurrency. Figures:
 
@@ -48,8 +48,8 @@ from distill.generate.engines.base import ChatRequest, openai_messages  # noqa: 
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
 from distill.schemas import Sample, StageManifest  # noqa: E402
-from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
-from tests.helpers.openai_server import EngineServer  # noqa: E402
+from testing.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
+from testing.openai_server import EngineServer  # noqa: E402
 
 CURATOR_PYTHON = Path(os.environ.get("CURATOR_PYTHON", "/work/venvs/curator/bin/python"))
 SAMPLING = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 128, "seed": 0}

@@ -1,13 +1,13 @@
 """Scale-out figures: a teacher fleet with no load balancer, and a Ray cluster losing
 machines.
 
-Fleet (``tests/helpers/fleet.py``): `distill generate` with an openai teacher over loopback
+Fleet (``testing/fleet.py``): `distill generate` with an openai teacher over loopback
 servers that each think ``--latency`` per request and run at most ``--slots`` requests at
 once (a GPU's batch). Throughput with one server and with three, side by side in one run
 (the ratio is the figure), then three servers with one killed mid-request and restarted on
 its port: requests lost, written twice, asked again, and the rate against the healthy run.
 
-Cluster (``tests/helpers/ray_cluster.py``): a head and two worker nodes of
+Cluster (``testing/ray_cluster.py``): a head and two worker nodes of
 ``ray.cluster_utils.Cluster``; a node removed mid-generate (a replacement joins) and one
 mid-filter; the same commands again. Figures per repeat: records lost and duplicated,
 same traces and dataset version id as the uninterrupted run, engine loads per actor.
@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions  # noqa: E402
-from tests.helpers.fleet import run_fleet  # noqa: E402
-from tests.helpers.generate import make_ingest  # noqa: E402
+from testing.fleet import run_fleet  # noqa: E402
+from testing.generate import make_ingest  # noqa: E402
 
 
 def fleet(root: Path, repeats: int, samples: int, latency: float, slots: int) -> None:
@@ -60,7 +60,7 @@ def fleet(root: Path, repeats: int, samples: int, latency: float, slots: int) ->
 
 
 def cluster(root: Path, repeats: int) -> None:
-    from tests.helpers.ray_cluster import lose_nodes
+    from testing.ray_cluster import lose_nodes
 
     print("\nray cluster (head + 2 worker nodes in this machine's processes)")
     print(f"{'repeat':>6} {'nodes lost':>10} {'first runs':>22} {'traces':>6} {'lost':>5} "

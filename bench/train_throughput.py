@@ -57,7 +57,7 @@ from distill.train.config import TrainConfig  # noqa: E402
 from distill.train.loop import train  # noqa: E402
 from distill.train.metrics import read_metrics  # noqa: E402
 from distill.train.tokenizer import TINY_TOKENIZER_DIR, training_corpus  # noqa: E402
-from tests.helpers.train_fixtures import write_dataset_version  # noqa: E402
+from testing.train_fixtures import write_dataset_version  # noqa: E402
 
 SIZES = {
     "full": dict(image_size=64, vision_hidden=128, vision_layers=2, llm_hidden=256,

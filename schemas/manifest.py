@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import Field, JsonValue, field_validator
@@ -22,6 +23,28 @@ class ShardRef(Part):
     @classmethod
     def _relative(cls, value: str) -> str:
         return check_relative_path(value)
+
+    # A stage's shards are named <folder>/<split>/<file> (samples/train/part-00000.jsonl):
+    # these are the one place that reads that name.
+
+    @property
+    def split(self) -> str:
+        """The split this shard holds."""
+        return PurePosixPath(self.name).parent.name
+
+    @property
+    def file(self) -> str:
+        """The shard's file name, the same in every stage's folder."""
+        return PurePosixPath(self.name).name
+
+    def in_folder(self, folder: str) -> bool:
+        """Is this shard named ``<folder>/<split>/<file>``?"""
+        parts = PurePosixPath(self.name).parts
+        return len(parts) == 3 and parts[0] == folder
+
+    def beside(self, folder: str) -> str:
+        """The name of the shard of the same split and file in another stage's folder."""
+        return f"{folder}/{self.split}/{self.file}"
 
 
 class StageManifest(Record):

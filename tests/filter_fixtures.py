@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from bench.filter_data import make_trace, write_generate_dir
 from distill.core.digits import digits_of
 from distill.ingest.pipeline import IngestOptions, ingest
 from distill.ingest.sources.digits import DigitsConfig, iter_digits
 from distill.schemas import Sample, Trace
+from testing.filter_data import make_trace, write_generate_dir
 
 
 def ingest_digits(out: Path, counts: dict[str, int], shard_size: int = 10,

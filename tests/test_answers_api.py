@@ -27,7 +27,7 @@ from distill.core.prompts import builtin_answer_format, load_prompt
 from distill.evaluate.cache import CachedGeneration
 from distill.evaluate.runner import score
 from distill.schemas import EvalResult, ImageRef, ModelRef, Sample, content_hash
-from tests.helpers.generate import builtin_teacher, make_ingest, read_outputs, write_teachers
+from testing.generate import builtin_teacher, make_ingest, read_outputs, write_teachers
 
 _IMAGE = ImageRef(path="a.png", sha256="0" * 64)
 

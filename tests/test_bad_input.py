@@ -23,8 +23,8 @@ from PIL import Image
 
 from distill.cli import main
 from distill.schemas import file_sha256
+from testing.generate import builtin_teacher, make_ingest, write_teachers
 from tests.conftest import png_bytes, write_jsonl
-from tests.helpers.generate import builtin_teacher, make_ingest, write_teachers
 
 REPO = Path(__file__).resolve().parents[1]
 

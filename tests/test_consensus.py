@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.filter_data import make_trace, write_generate_dir
 from distill.cli import main
 from distill.core.answers import same_answer
 from distill.core.digits import digits_of, gold_answer
@@ -27,8 +26,9 @@ from distill.ingest.pipeline import IngestOptions, ingest, open_source
 from distill.ingest.sources.jsonl import infer_answer_type
 from distill.schemas import ImageRef, Sample, ScoredTrace
 from distill.train.data import load_training_set
+from testing.filter_data import make_trace, write_generate_dir
+from testing.generate import builtin_teacher, write_teachers
 from tests.conftest import png_bytes, write_jsonl
-from tests.helpers.generate import builtin_teacher, write_teachers
 
 
 def sample(answer: str | None, answer_type: str = "number", **extra) -> Sample:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from distill.core.shards import iter_records
 from distill.schemas import Sample, file_sha256
 from distill.train.checkpoint import list_checkpoints
-from tests.helpers.generate import (
+from testing.generate import (
     builtin_teacher,
     content_set,
     generate_command,

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.filter_data import perturb, synthetic_item, teacher_reasoning
 from distill.filter.dedup import DuplicateFinder, exact_keys
 from distill.filter.minhash import (
     MinHasher,
@@ -18,6 +17,7 @@ from distill.filter.minhash import (
     jaccard_estimate,
     lsh_params,
 )
+from testing.filter_data import perturb, synthetic_item, teacher_reasoning
 
 
 def shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:

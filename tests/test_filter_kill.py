@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from filter_fixtures import build_generate_dir, faulty_teachers
 
-from bench.filter_reliability import command as filter_command
 from distill.filter.store import DatasetStore, find_half_written
+from testing.filter_data import filter_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

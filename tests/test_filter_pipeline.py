@@ -16,13 +16,13 @@ from filter_fixtures import (
     sample_index,
 )
 
-from bench.filter_data import make_trace, write_generate_dir
 from distill.cli import main
 from distill.core.images import read_image_bytes
 from distill.core.shards import iter_records, read_json_model
 from distill.filter.signals import SIGNALS
 from distill.filter.store import DatasetStore, verify_version
 from distill.schemas import DatasetManifest, Sample, ScoredTrace, StageManifest, file_sha256
+from testing.filter_data import make_trace, write_generate_dir
 
 STRICT = Path(__file__).resolve().parents[1] / "data" / "policies" / "strict.yaml"
 

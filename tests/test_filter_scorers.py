@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from filter_fixtures import good_text, ingest_digits, reasoning, wrong_answer
 
-from bench.filter_data import make_trace
 from distill.core.answers import canonical_answer
 from distill.core.shards import iter_records
 from distill.filter.consensus import ItemAnswer, score_item
@@ -17,6 +16,7 @@ from distill.filter.scorers import (
     tag_structure,
 )
 from distill.schemas import ImageRef, Sample
+from testing.filter_data import make_trace
 
 
 @pytest.fixture(scope="module")

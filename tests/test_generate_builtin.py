@@ -21,7 +21,7 @@ from distill.generate.engines.builtin import (
     read_cells,
 )
 from distill.schemas import Sample, SamplingParams
-from tests.helpers.generate import make_ingest
+from testing.generate import make_ingest
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions
 from distill.generate.engines.openai import OpenAIOptions
 from distill.generate.runner import GenerateOptions, run_generate
-from tests.helpers.fleet import fleet_teachers, run_fleet
-from tests.helpers.generate import content_set, make_ingest, read_outputs
-from tests.helpers.openai_server import EngineServer
+from testing.fleet import fleet_teachers, run_fleet
+from testing.generate import content_set, make_ingest, read_outputs
+from testing.openai_server import EngineServer
 
 SAMPLES, K = 60, 2
 

@@ -15,8 +15,8 @@ from distill.generate.engines.hf import HFEngine, HFOptions
 from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions
 from distill.generate.runner import GenerateOptions, run_generate
 from distill.schemas import Sample, SamplingParams
-from tests.helpers.generate import make_ingest, read_outputs, write_teachers
-from tests.helpers.openai_server import EngineServer
+from testing.generate import make_ingest, read_outputs, write_teachers
+from testing.openai_server import EngineServer
 from tests.helpers.tiny_vlm import build_tiny_vlm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -13,7 +13,7 @@ import pytest
 from distill.core.shards import iter_records
 from distill.generate.runner import GenerateOptions, run_generate
 from distill.schemas import Rejection, Trace
-from tests.helpers.generate import (
+from testing.generate import (
     builtin_teacher,
     content_set,
     generate_command,

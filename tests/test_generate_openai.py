@@ -20,8 +20,8 @@ from distill.generate.engines.hf import HFOptions
 from distill.generate.engines.openai import parse_retry_after
 from distill.generate.engines.vllm import VLLMOptions
 from distill.generate.runner import GenerateOptions, run_generate
-from tests.helpers.generate import leftovers, make_ingest, read_outputs, write_teachers
-from tests.helpers.openai_server import (
+from testing.generate import leftovers, make_ingest, read_outputs, write_teachers
+from testing.openai_server import (
     EXPECTED_REASON,
     SCRIPTS,
     EngineServer,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from distill.generate.runner import GenerateOptions, run_generate
-from tests.helpers.generate import (
+from testing.generate import (
     builtin_teacher,
     content_set,
     leftovers,

@@ -17,7 +17,7 @@ from distill.core.shards import iter_records, partial_path, read_json_model
 from distill.generate.runner import GenerateOptions, run_generate
 from distill.generate.teachers import load_teacher_set
 from distill.schemas import Rejection, Sample, StageManifest, Trace
-from tests.helpers.generate import (
+from testing.generate import (
     builtin_teacher,
     content_set,
     leftovers,

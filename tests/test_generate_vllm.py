@@ -27,10 +27,11 @@ from distill.core.prompts import load_prompt  # noqa: E402
 from distill.core.shards import iter_records  # noqa: E402
 from distill.generate.engines.base import ChatRequest, Completion  # noqa: E402
 from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions  # noqa: E402
-from distill.generate.runner import GenerateOptions, GenerateWorker, run_generate  # noqa: E402
+from distill.generate.runner import GenerateOptions, run_generate  # noqa: E402
+from distill.generate.stage import EngineCache  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
 from distill.schemas import Sample, SamplingParams  # noqa: E402
-from tests.helpers.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
+from testing.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
 from tests.helpers.tiny_vlm import build_tiny_vlm  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -66,8 +67,8 @@ def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp
         "options": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32",
                     "engine_args": {"max_num_seqs": 8}}}})
     # A worker keeps its engines: this builds the LLM once for both halves of the test.
-    worker = GenerateWorker()
-    engine = worker.engine_for(next(iter(load_teacher_set(teachers).teachers.values())))
+    worker = EngineCache()
+    engine = worker.get(next(iter(load_teacher_set(teachers).teachers.values())))
     with_images = {o.request.id: o.results for o in engine.generate(_requests(samples_dir))}
     without = {o.request.id: o.results for o in engine.generate(_requests(samples_dir, False))}
     for request_id, results in with_images.items():
@@ -79,7 +80,7 @@ def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp
 
     out = tmp_path / "gen"
     try:
-        run_generate(GenerateOptions(samples_dir, str(teachers), out), worker=worker)
+        run_generate(GenerateOptions(samples_dir, str(teachers), out), engines=worker)
     finally:
         worker.close()
     assert worker.loads == {"tiny": 1}

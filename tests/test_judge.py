@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.filter_data import make_trace, write_generate_dir
 from distill.core.errors import InputError
 from distill.core.shards import iter_records
 from distill.filter.judgements import open_judge_dir
@@ -28,15 +27,16 @@ from distill.generate.judging import JudgeOptions, run_judge
 from distill.generate.runner import GenerateOptions, run_generate
 from distill.ingest.pipeline import IngestOptions, ingest, open_source
 from distill.schemas import Judgement, Rejection, ScoredTrace, Trace, make_judgement_key
-from tests.conftest import png_bytes, write_jsonl
-from tests.helpers.generate import (
+from testing.filter_data import make_trace, write_generate_dir
+from testing.generate import (
     builtin_teacher,
     kill_after,
     leftovers,
     lines_written,
     write_teachers,
 )
-from tests.helpers.openai_server import JUDGE_EXPECTED_REASON, EngineServer, judge_script
+from testing.openai_server import JUDGE_EXPECTED_REASON, EngineServer, judge_script
+from tests.conftest import png_bytes, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

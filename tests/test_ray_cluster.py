@@ -1,5 +1,5 @@
 """Losing a machine: a Ray cluster of a head and two worker nodes in this machine's
-processes (``ray.cluster_utils.Cluster``, see ``tests/helpers/ray_cluster.py``). Generate
+processes (``ray.cluster_utils.Cluster``, see ``testing/ray_cluster.py``). Generate
 runs across the nodes on an actor pool (one actor per node, each loading its teacher
 once); a worker node is removed while it is generating and a replacement joins; the same
 command again gives exactly the traces of an uninterrupted run. Filter scores on the pool,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers.ray_cluster import PER_SHARD, SHARDS, K, lose_nodes
+from testing.ray_cluster import PER_SHARD, SHARDS, K, lose_nodes
 
 pytest.importorskip("ray.cluster_utils")
 pytestmark = pytest.mark.slow  # ~1.5-2 min on 2 cores: its own step in .ci/run

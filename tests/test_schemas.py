@@ -233,3 +233,13 @@ def test_scored_trace_says_where_its_label_comes_from() -> None:
 def test_bad_judgements_are_refused(overrides, fragment) -> None:
     with pytest.raises(ValidationError, match=fragment):
         make_rubric(make_trace(make_sample()), **overrides)
+
+
+def test_a_shard_ref_is_the_one_reader_of_its_name() -> None:
+    ref = ShardRef(name="traces/val/part-00003.jsonl", sha256="0" * 64, rows=2)
+    assert (ref.split, ref.file) == ("val", "part-00003.jsonl")
+    assert ref.beside("samples") == "samples/val/part-00003.jsonl"
+    assert ref.in_folder("traces") and not ref.in_folder("samples")
+    assert not ShardRef(name="traces/part-00003.jsonl", sha256="0" * 64,
+                        rows=2).in_folder("traces")
+    assert "split" not in ref.model_dump()  # derived, never stored

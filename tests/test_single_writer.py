@@ -30,7 +30,7 @@ from distill.core.locks import (
     single_writer,
 )
 from distill.schemas import StageManifest
-from tests.helpers.generate import (
+from testing.generate import (
     builtin_teacher,
     content_set,
     leftovers,

@@ -12,7 +12,7 @@ from distill.train.batching import Example
 from distill.train.config import TrainConfig
 from distill.train.siqvl.build import build_student, load_model_spec
 from distill.train.siqvl.modeling import IGNORE_INDEX
-from tests.helpers.train_fixtures import write_dataset_version
+from testing.train_fixtures import write_dataset_version
 
 MICRO = "test-micro"
 

@@ -149,11 +149,10 @@ def _from_ingest(folder: Path, manifest_path: Path, target: TargetMode, split: s
                            "target 'cot' on a dataset version")
     manifest = read_json_model(manifest_path, StageManifest)
     root = image_root_of(folder, manifest.image_root)
-    prefix = f"samples/{split}/"
-    refs = [ref for ref in manifest.shards if ref.name.startswith(prefix)]
+    samples = [ref for ref in manifest.shards if ref.in_folder("samples")]
+    refs = [ref for ref in samples if ref.split == split]
     if not refs:
-        splits = sorted({ref.name.split("/")[1] for ref in manifest.shards
-                         if ref.name.startswith("samples/")})
+        splits = sorted({ref.split for ref in samples})
         raise DistillError(f"{folder} has no split {split!r} (splits: {splits})")
     items = []
     for ref in refs:

@@ -98,11 +98,10 @@ def _from_ingest_dir(folder: Path, split: str, *, verify: bool) -> tuple[tuple[S
         raise InputError(f"this is a '{manifest.stage}' stage folder; an eval set is an "
                          "ingest folder", file=manifest_path, field="stage",
                          reason="config_error")
-    prefix = f"samples/{split}/"
-    shards = [ref for ref in manifest.shards if ref.name.startswith(prefix)]
+    samples = [ref for ref in manifest.shards if ref.in_folder("samples")]
+    shards = [ref for ref in samples if ref.split == split]
     if not shards:
-        splits = sorted({ref.name.split("/")[1] for ref in manifest.shards
-                         if ref.name.startswith("samples/") and ref.name.count("/") >= 2})
+        splits = sorted({ref.split for ref in samples})
         raise InputError(f"no split {split!r} in this eval set; splits: {splits}",
                          file=manifest_path, reason="config_error")
     for ref in shards:

@@ -56,19 +56,28 @@ class RayOptions:
 
 
 def map_shards(make_worker: WorkerFactory, tasks: Sequence[T], *,
-               executor: Executor = "local", ray: RayOptions | None = None) -> Iterator[R]:
-    """Yield ``worker(task)`` for every task, in task order (one worker per process)."""
+               executor: Executor = "local", ray: RayOptions | None = None,
+               progress: Callable[[int], None] | None = None,
+               settled: Callable[[R], int] | None = None) -> Iterator[R]:
+    """Yield ``worker(task)`` for every task, in task order (one worker per process).
+
+    ``progress`` is advanced as work settles: in this process the worker is handed it and
+    advances it per output (``worker(task, progress)``); on Ray, where a shard runs
+    elsewhere, it is advanced by ``settled(result)`` when each shard's result comes back."""
     if executor == "local":
         worker = make_worker()
         try:
             for task in tasks:
-                yield worker(task)
+                yield worker(task, progress) if progress else worker(task)
         finally:
             _close(worker)
         return
     if executor != "ray":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
-    yield from _map_on_ray(make_worker, list(tasks), ray or RayOptions())
+    for result in _map_on_ray(make_worker, list(tasks), ray or RayOptions()):
+        if progress and settled:
+            progress(settled(result))
+        yield result
 
 
 def init_ray() -> None:

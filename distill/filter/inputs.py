@@ -9,7 +9,7 @@ with its sample only ever needs one sample shard in memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from distill.core.errors import InputError
 from distill.core.shards import read_json_model
@@ -27,7 +27,7 @@ class ShardPair:
 
     @property
     def split(self) -> str:
-        return PurePosixPath(self.trace_ref.name).parts[1]
+        return self.trace_ref.split
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,10 @@ def open_generate_dir(root: Path | str) -> GenerateInput:
     known_samples = {ref.name: ref for ref in manifest.inputs}
     pairs = []
     for ref in sorted(manifest.shards, key=lambda r: r.name):
-        parts = PurePosixPath(ref.name).parts
-        if len(parts) != 3 or parts[0] != "traces":
+        if not ref.in_folder("traces"):
             raise InputError(f"trace shard {ref.name!r} is not traces/<split>/<file>",
                              file=manifest_path, field="shards", reason="schema_error")
-        sample_name = f"samples/{parts[1]}/{parts[2]}"
+        sample_name = ref.beside("samples")
         sample_path = input_dir / sample_name
         if not sample_path.is_file():
             raise InputError(f"the sample shard that {ref.name} answers is missing "

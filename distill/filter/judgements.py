@@ -14,7 +14,7 @@ asks a judge anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -115,11 +115,10 @@ def _identities(manifest: StageManifest, path: Path
 
 
 def _trace_name(ref: ShardRef, folder: str) -> str:
-    parts = PurePosixPath(ref.name).parts
-    if len(parts) != 3 or parts[0] != folder:
+    if not ref.in_folder(folder):
         raise InputError(f"judge shard {ref.name!r} is not {folder}/<split>/<file>",
                          field="shards", reason="schema_error")
-    return f"traces/{parts[1]}/{parts[2]}"
+    return ref.beside("traces")
 
 
 def _checked(root: Path, ref: ShardRef) -> tuple[Path, ShardRef]:

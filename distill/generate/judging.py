@@ -13,9 +13,10 @@ The work of one trace shard: a ``rubric`` judgement of every trace, and -- when 
 has a ``same_prompt`` -- a ``same_answer`` judgement of every pair of different answers
 (in canonical spelling) that teachers gave to an item with free-text answers (answer type
 ``text``: no rule compares those well). Every judgement has a deterministic key (what it
-judges + the judge), and the shard files are written, repaired and resumed exactly as
-generation's are (``distill.generate.durable``): kill the run at any moment, run the same
-command again, and nothing is lost or asked twice. A reply that is no valid judgement is
+judges + the judge), and the shard files are written, repaired and resumed by the
+shard-stage base generation uses too (``distill.generate.stage``; this module only says
+what judging does to one trace): kill the run at any moment, run the same command
+again, and nothing is lost or asked twice. A reply that is no valid judgement is
 a permanent rejection with its reason (``distill.generate.judges``), never a crash.
 
 One writer: a run holds ``OUT/.lock`` and each shard its own lock
@@ -28,38 +29,34 @@ judge again.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from distill.core.answers import read_trace
 from distill.core.errors import DistillError, InputError
-from distill.core.images import ImageError, read_image_bytes
-from distill.core.locks import lock_path_beside, lock_path_for, single_writer
-from distill.core.shards import (
-    fsync_dir,
-    iter_records,
-    iter_unique,
-    parse_line,
-    read_json_model,
-    write_json_atomic,
-)
+from distill.core.shards import iter_records, iter_unique, parse_line, read_json_model
 from distill.generate import durable
-from distill.generate.engines.base import ChatRequest, Completion, EngineFailure, RequestResults
+from distill.generate.engines.base import Completion, EngineFailure
 from distill.generate.judges import BadReply, Judge, load_judge, parse_same, parse_score
-from distill.generate.runner import EngineSource, GenerateWorker
+from distill.generate.stage import (
+    Ask,
+    Progress,
+    RunPlan,
+    ShardStage,
+    ShardTask,
+    StageSummary,
+    locked_run,
+)
 from distill.schemas import (
     Judgement,
-    Rejection,
     Sample,
+    ShardRef,
     StageManifest,
     Trace,
     make_judgement_key,
@@ -67,65 +64,14 @@ from distill.schemas import (
 )
 from distill.schemas.judgement import JudgementKind
 
-log = logging.getLogger(__name__)
-
-Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class JudgeTask:
-    """One trace shard to judge; plain data."""
-
-    split: str
-    name: str
-    traces_path: str
-    samples_path: str
-    out: str
-    image_root: str | None
-    judge: str  # the judge file's path
-    flush_every: int = 256
-    flush_seconds: float = 5.0
-    retry_rejected: bool = False
-
-    @property
-    def files(self) -> durable.ShardFiles:
-        out = Path(self.out)
-        return durable.ShardFiles(out / "judgements" / self.split / self.name,
-                                  out / "rejects" / self.split / self.name, "judgement_key",
-                                  self.retry_rejected, self.flush_every, self.flush_seconds)
-
 
 @dataclass
-class JudgeSummary:
-    out: Path
-    judged: int = 0
-    rejections: Counter = field(default_factory=Counter)
-    already_done: int = 0
-    shards_done: int = 0
-    shards_skipped: int = 0
-    shards_reopened: int = 0
-    repaired_bytes: int = 0
-    duplicates_removed: int = 0
-    seconds: float = 0.0
-    manifest: StageManifest | None = None
+class JudgeSummary(StageSummary):
+    """A judge run's counters (``judged``: the judgements written)."""
 
     @property
-    def rejected(self) -> int:
-        return sum(self.rejections.values())
-
-
-@dataclass(frozen=True)
-class _Ask:
-    """One judgement to ask for: what it judges and where that came from."""
-
-    key: str
-    kind: JudgementKind
-    subject: str
-    sample: Sample
-    sample_hash: str
-    line: int
-    trace: Trace | None = None
-    answers: tuple[str, str] | None = None
+    def judged(self) -> int:
+        return self.written
 
 
 @lru_cache(maxsize=4)
@@ -134,176 +80,131 @@ def _judge(path: str, mtime_ns: int) -> Judge:
 
 
 def cached_judge(path: str) -> Judge:
+    """A worker reads its judge once per file version, not once per shard."""
     return _judge(path, Path(path).stat().st_mtime_ns)
 
 
-# --- one shard -------------------------------------------------------------------------------
+# --- what judging does to one trace ----------------------------------------------------------
 
 
-def plan_asks(task: JudgeTask, judge: Judge) -> list[_Ask]:
-    """Every judgement this shard needs, in trace order (pairs after their item's traces)."""
+@dataclass
+class JudgeAsk(Ask):
+    """One judgement to ask for: a trace's rubric, or whether two answers are the same."""
+
+    kind: JudgementKind = "rubric"
+    subject: str = ""
+    trace: Trace | None = None
+    answers: tuple[str, str] | None = None
+
+
+class JudgeStage(ShardStage[JudgeAsk]):
+    """Traces in, judgements out: a rubric score per trace, a verdict per answer pair."""
+
+    name = "judge"
+    records = "judgements"
+    skip_checks_keys = True  # a complete shard must hold every judgement the judge asks
+
+    def plan(self, task: ShardTask) -> list[JudgeAsk]:
+        """Every judgement this shard needs, in trace order (pairs after the traces)."""
+        judge = cached_judge(task.spec)
+        samples = _samples(task)
+        asks: list[JudgeAsk] = []
+        answers: dict[str, dict[str, int]] = {}  # sample id -> canonical answer -> first line
+        for number, line, _ in iter_unique(task.input_path, "trace_key"):
+            trace = parse_line(line, Trace, file=task.input_path, line=number)
+            sample = _sample_of(trace, samples, task, number)
+            asks.append(_rubric_ask(judge, trace, sample, number))
+            if judge.same_answer is not None and sample.answer_type == "text":
+                canonical = read_trace(trace, sample).canonical  # as the filter reads it
+                if canonical:
+                    answers.setdefault(sample.id, {}).setdefault(canonical, number)
+        for sample_id, found in answers.items():
+            asks.extend(_pair_asks(judge, samples[sample_id], found))
+        return asks
+
+    def render(self, ask: JudgeAsk) -> tuple[str, str]:
+        judge: Judge = ask.maker  # type: ignore[assignment]
+        if ask.trace is not None:
+            return judge.prompt.render(ask.sample, reasoning=ask.trace.reasoning,
+                                       answer=ask.trace.final_answer)
+        assert ask.answers is not None and judge.same_prompt is not None
+        return judge.same_prompt.render(ask.sample, answer_a=ask.answers[0],
+                                        answer_b=ask.answers[1])
+
+    def record(self, ask: JudgeAsk, k: int, result: Completion) -> Judgement | EngineFailure:
+        try:
+            return _judgement(ask, result)
+        except BadReply as bad:
+            return EngineFailure(bad.reason, bad.message, raw=result.text)
+        except ValidationError as exc:  # a judgement our own schema refuses: never a crash
+            return EngineFailure("judge_invalid_record", str(exc).splitlines()[0],
+                                 raw=result.text)
+
+    def record_counts(self, out: Path, shards: list[ShardRef]) -> Counter:
+        counts: Counter = Counter()
+        for ref in shards:
+            for judgement in iter_records(out / ref.name, Judgement):
+                counts["judgements"] += 1
+                counts[f"judgements/{judgement.kind}"] += 1
+        return counts
+
+
+def _samples(task: ShardTask) -> dict[str, Sample]:
+    assert task.samples_path is not None
     samples = {}
     for number, line, _ in iter_unique(task.samples_path, "id"):
         sample = parse_line(line, Sample, file=task.samples_path, line=number)
         samples[sample.id] = sample
-    asks: list[_Ask] = []
-    answers: dict[str, dict[str, int]] = {}  # sample id -> canonical answer -> first line
-    for number, line, _ in iter_unique(task.traces_path, "trace_key"):
-        trace = parse_line(line, Trace, file=task.traces_path, line=number)
-        sample = samples.get(trace.sample_id)
-        if sample is None or sample.content_hash() != trace.sample_hash:
-            raise InputError("this trace's sample is not in the matching sample shard (or "
-                             "changed since generation)", file=task.traces_path, line=number,
-                             field="sample_id", reason="unknown_sample")
-        asks.append(_Ask(make_judgement_key(kind="rubric", subject=trace.trace_key,
-                                            judge=judge.rubric),
-                         "rubric", trace.trace_key, sample, trace.sample_hash, number,
-                         trace=trace))
-        if judge.same_answer is not None and sample.answer_type == "text":
-            canonical = read_trace(trace, sample).canonical  # as the filter reads it
-            if canonical:
-                answers.setdefault(sample.id, {}).setdefault(canonical, number)
-    for sample_id, found in answers.items():
-        sample = samples[sample_id]
-        sample_hash = sample.content_hash()
-        for a, b in combinations(sorted(found), 2):
-            subject = same_answer_subject(sample_hash, a, b)
-            key = make_judgement_key(kind="same_answer", subject=subject,
-                                     judge=judge.same_answer)  # type: ignore[arg-type]
-            asks.append(_Ask(key, "same_answer", subject, sample, sample_hash,
-                             min(found[a], found[b]), answers=(a, b)))
+    return samples
+
+
+def _sample_of(trace: Trace, samples: dict[str, Sample], task: ShardTask,
+               line: int) -> Sample:
+    sample = samples.get(trace.sample_id)
+    if sample is None or sample.content_hash() != trace.sample_hash:
+        raise InputError("this trace's sample is not in the matching sample shard (or "
+                         "changed since generation)", file=task.input_path, line=line,
+                         field="sample_id", reason="unknown_sample")
+    return sample
+
+
+def _rubric_ask(judge: Judge, trace: Trace, sample: Sample, line: int) -> JudgeAsk:
+    key = make_judgement_key(kind="rubric", subject=trace.trace_key, judge=judge.rubric)
+    return JudgeAsk(judge, sample, trace.sample_hash, line, {0: key}, key, trace.teacher_id,
+                    kind="rubric", subject=trace.trace_key, trace=trace)
+
+
+def _pair_asks(judge: Judge, sample: Sample, found: dict[str, int]) -> list[JudgeAsk]:
+    """A same_answer ask for every pair of different canonical answers to one sample."""
+    sample_hash = sample.content_hash()
+    asks = []
+    for a, b in combinations(sorted(found), 2):
+        subject = same_answer_subject(sample_hash, a, b)
+        key = make_judgement_key(kind="same_answer", subject=subject,
+                                 judge=judge.same_answer)  # type: ignore[arg-type]
+        asks.append(JudgeAsk(judge, sample, sample_hash, min(found[a], found[b]), {0: key},
+                             key, None, kind="same_answer", subject=subject, answers=(a, b)))
     return asks
 
 
-def run_judge_shard(task: JudgeTask, progress: Progress | None = None, *,
-                    engine_for: EngineSource | None = None) -> JudgeSummary:
-    """Ask the judge for every missing judgement of one trace shard, durably; safe to kill
-    anytime. The shard's own lock is waited for, as generate's is."""
-    with single_writer(lock_path_beside(task.files.records), f"shard {task.split}/{task.name}",
-                       wait=True, refuse_other_hosts=False):
-        return _run_judge_shard(task, progress, engine_for or GenerateWorker().engine_for)
-
-
-def _run_judge_shard(task: JudgeTask, progress: Progress | None,
-                     engine_for: EngineSource) -> JudgeSummary:
-    judge = cached_judge(task.judge)
-    summary = JudgeSummary(Path(task.out))
-    asks = plan_asks(task, judge)
-    files = task.files
-    if not durable.needs_work(files, {ask.key for ask in asks}):
-        summary.shards_skipped = 1
-        summary.already_done = len(asks)
-        if progress:
-            progress(len(asks))
-        return summary
-    start = durable.begin(files)
-    summary.shards_done = 1
-    summary.shards_reopened = int(start.reopened)
-    summary.repaired_bytes = start.repaired_bytes
-    summary.duplicates_removed = start.duplicates_removed
-    todo = [ask for ask in asks if ask.key not in start.done]
-    summary.already_done = len(asks) - len(todo)
-    if progress and summary.already_done:
-        progress(summary.already_done)
-    with durable.open_writers(files) as writers:
-        output = _Output(task, judge, writers, summary, progress)
-        engine = engine_for(judge)
-        size = judge.batch_size or max(1, len(todo))
-        for begin in range(0, len(todo), size):
-            requests, by_key = output.requests(todo[begin:begin + size])
-            if requests:
-                for outcome in engine.generate(requests):
-                    output.record(by_key[outcome.request.id], outcome)
-        writers.commit()
-    return summary
-
-
-@dataclass
-class _Output:
-    """Where one shard's judgements and rejections go; each outcome written and counted
-    in exactly one place."""
-
-    task: JudgeTask
-    judge: Judge
-    writers: durable.ShardWriters
-    summary: JudgeSummary
-    progress: Progress | None
-
-    def requests(self, asks: list[_Ask]) -> tuple[list[ChatRequest], dict[str, _Ask]]:
-        requests, by_key = [], {}
-        for ask in asks:
-            try:
-                image = read_image_bytes(ask.sample.image, self.task.image_root)
-            except ImageError as exc:
-                self.reject(ask, f"image_error:{exc.reason}", exc.message)
-                continue
-            system, user = self._render(ask)
-            requests.append(ChatRequest(id=ask.key, system=system, user=user, images=(image,),
-                                        sampling=self.judge.spec.sampling, ks=(0,)))
-            by_key[ask.key] = ask
-        return requests, by_key
-
-    def _render(self, ask: _Ask) -> tuple[str, str]:
-        if ask.trace is not None:
-            return self.judge.prompt.render(ask.sample, reasoning=ask.trace.reasoning,
-                                            answer=ask.trace.final_answer)
-        assert ask.answers is not None and self.judge.same_prompt is not None
-        return self.judge.same_prompt.render(ask.sample, answer_a=ask.answers[0],
-                                             answer_b=ask.answers[1])
-
-    def record(self, ask: _Ask, outcome: RequestResults) -> None:
-        if len(outcome.results) != 1:
-            raise RuntimeError(f"engine {self.judge.engine_cls.name} returned "
-                               f"{len(outcome.results)} results for one judgement")
-        result = outcome.results[0]
-        if isinstance(result, EngineFailure):
-            self.reject(ask, result.reason, result.message or result.reason,
-                        permanent=result.permanent, raw=result.raw)
-            return
-        try:
-            judgement = self._judgement(ask, result)
-        except BadReply as bad:
-            self.reject(ask, bad.reason, bad.message, raw=result.text)
-            return
-        except ValidationError as exc:  # a judgement our own schema refuses: never a crash
-            self.reject(ask, "judge_invalid_record", str(exc).splitlines()[0], raw=result.text)
-            return
-        self.writers.records.write(judgement)
-        self.summary.judged += 1
-        self._advance()
-
-    def _judgement(self, ask: _Ask, result: Completion) -> Judgement:
-        judge = self.judge
-        fields: dict = {}
-        if ask.kind == "rubric":
-            assert ask.trace is not None and judge.prompt.score_range is not None
-            raw, score = parse_score(result.text, judge.prompt.score_range)
-            identity = judge.rubric
-            fields = {"trace_key": ask.trace.trace_key, "teacher_id": ask.trace.teacher_id,
-                      "score": score, "raw_score": raw}
-        else:
-            assert judge.same_answer is not None and ask.answers is not None
-            identity = judge.same_answer
-            fields = {"answers": list(ask.answers), "same": parse_same(result.text)}
-        return Judgement(
-            judgement_key=ask.key, kind=ask.kind, subject=ask.subject, sample_id=ask.sample.id,
-            sample_hash=ask.sample_hash, judge=identity, raw_text=result.text,
-            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            finish_reason=result.finish_reason, latency_s=max(0.0, result.latency_s), **fields)
-
-    def reject(self, ask: _Ask, reason: str, message: str, *, permanent: bool = True,
-               raw: str | None = None) -> None:
-        self.writers.rejects.write(Rejection(
-            stage="judge", key=ask.key, reason=reason, message=message,
-            sample_id=ask.sample.id, teacher_id=ask.trace.teacher_id if ask.trace else None,
-            location=f"{self.task.traces_path}:{ask.line}", raw=Rejection.clip(raw),
-            permanent=permanent))
-        self.summary.rejections[reason] += 1
-        self._advance()
-
-    def _advance(self) -> None:
-        if self.progress:
-            self.progress(1)
+def _judgement(ask: JudgeAsk, result: Completion) -> Judgement:
+    judge: Judge = ask.maker  # type: ignore[assignment]
+    fields: dict = {}
+    if ask.kind == "rubric":
+        assert ask.trace is not None and judge.prompt.score_range is not None
+        raw, score = parse_score(result.text, judge.prompt.score_range)
+        identity = judge.rubric
+        fields = {"trace_key": ask.trace.trace_key, "teacher_id": ask.trace.teacher_id,
+                  "score": score, "raw_score": raw}
+    else:
+        assert judge.same_answer is not None and ask.answers is not None
+        identity = judge.same_answer
+        fields = {"answers": list(ask.answers), "same": parse_same(result.text)}
+    return Judgement(
+        judgement_key=ask.keys[0], kind=ask.kind, subject=ask.subject, sample_id=ask.sample.id,
+        sample_hash=ask.sample_hash, judge=identity, raw_text=result.text,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+        finish_reason=result.finish_reason, latency_s=max(0.0, result.latency_s), **fields)
 
 
 # --- the whole run ---------------------------------------------------------------------------
@@ -321,7 +222,7 @@ class JudgeOptions:
     wait: bool = False  # wait for another run on the same --out instead of exiting
 
 
-def plan_tasks(options: JudgeOptions) -> tuple[list[JudgeTask], StageManifest, Judge]:
+def plan_tasks(options: JudgeOptions) -> tuple[RunPlan, Judge]:
     """Read the generate manifest, check the output folder's plan, one task per shard."""
     traces_dir = options.traces_dir.resolve()
     generate = read_json_model(traces_dir / "manifest.json", StageManifest)
@@ -340,18 +241,18 @@ def plan_tasks(options: JudgeOptions) -> tuple[list[JudgeTask], StageManifest, J
     if generate.image_root is not None:
         root = Path(generate.image_root)
         image_root = str(root if root.is_absolute() else (traces_dir / root).resolve())
-    tasks = []
-    for ref in sorted(generate.shards, key=lambda r: r.name):
-        _, split, name = PurePosixPath(ref.name).parts
-        if options.splits and split not in options.splits:
-            continue
-        tasks.append(JudgeTask(
-            split=split, name=name, traces_path=str(traces_dir / ref.name),
-            samples_path=str(input_dir / "samples" / split / name),
-            out=str(options.out.resolve()), image_root=image_root,
-            judge=str(Path(judge.source).resolve()), flush_every=options.flush_every,
-            flush_seconds=options.flush_seconds, retry_rejected=options.retry_rejected))
-    return tasks, generate, judge
+    tasks = [ShardTask(
+        split=ref.split, name=ref.file, input_path=str(traces_dir / ref.name),
+        out=str(options.out.resolve()), records=JudgeStage.records,
+        key_field="judgement_key", spec=str(Path(judge.source).resolve()),
+        image_root=image_root, samples_path=str(input_dir / ref.beside("samples")),
+        flush_every=options.flush_every, flush_seconds=options.flush_seconds,
+        retry_rejected=options.retry_rejected)
+        for ref in sorted(generate.shards, key=lambda r: r.name)
+        if not options.splits or ref.split in options.splits]
+    config = {"judges": judge.identity(), "judge": judge.describe()}
+    return RunPlan(tasks, generate, str(traces_dir), image_root if tasks else None,
+                   config), judge
 
 
 def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
@@ -367,63 +268,11 @@ def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
 def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
               on_total: Callable[[int], None] | None = None) -> JudgeSummary:
     """Judge into ``options.out``, its only writer (another run there: exit, or wait)."""
-    out = options.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    with single_writer(lock_path_for(out), str(out), wait=options.wait):
-        return _run_judge(options, out, bar_advance, on_total)
+    def run(out: Path) -> JudgeSummary:
+        plan, _ = plan_tasks(options)
+        if on_total:
+            rows = {(ref.split, ref.file): ref.rows for ref in plan.upstream.shards}
+            on_total(sum(rows[(t.split, t.name)] for t in plan.tasks))
+        return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance)
 
-
-def _run_judge(options: JudgeOptions, out: Path, bar_advance: Progress | None,
-               on_total: Callable[[int], None] | None) -> JudgeSummary:
-    start = time.perf_counter()
-    tasks, generate, judge = plan_tasks(options)
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():  # never leave a manifest that describes shards being redone
-        manifest_path.unlink()
-        fsync_dir(out)
-    if on_total:
-        rows = {ref.name: ref.rows for ref in generate.shards}
-        on_total(sum(rows[f"traces/{t.split}/{t.name}"] for t in tasks))
-    summary = JudgeSummary(out=out)
-    worker = GenerateWorker()  # the judge's engine, made once for every shard
-    try:
-        for task in tasks:
-            shard = run_judge_shard(task, bar_advance, engine_for=worker.engine_for)
-            summary.judged += shard.judged
-            summary.rejections.update(shard.rejections)
-            summary.already_done += shard.already_done
-            summary.shards_done += shard.shards_done
-            summary.shards_skipped += shard.shards_skipped
-            summary.shards_reopened += shard.shards_reopened
-            summary.repaired_bytes += shard.repaired_bytes
-            summary.duplicates_removed += shard.duplicates_removed
-    finally:
-        worker.close()
-    summary.manifest = write_manifest(out, options, generate, judge, tasks)
-    summary.seconds = time.perf_counter() - start
-    return summary
-
-
-def write_manifest(out: Path, options: JudgeOptions, generate: StageManifest, judge: Judge,
-                   tasks: list[JudgeTask]) -> StageManifest:
-    shards = durable.complete_refs(out, "judgements")
-    rejects = durable.complete_refs(out, "rejects")
-    counts: Counter = Counter()
-    for ref in shards:
-        for judgement in iter_records(out / ref.name, Judgement):
-            counts["judgements"] += 1
-            counts[f"judgements/{judgement.kind}"] += 1
-    for ref in rejects:
-        for rejection in iter_records(out / ref.name, Rejection):
-            counts["rejected"] += 1
-            counts[f"rejected/{rejection.reason}"] += 1
-    judged = {f"traces/{PurePosixPath(ref.name).parts[1]}/{PurePosixPath(ref.name).name}"
-              for ref in shards}
-    manifest = StageManifest(
-        stage="judge", created_at=datetime.now(UTC), image_root=tasks[0].image_root
-        if tasks else None, inputs=[ref for ref in generate.shards if ref.name in judged],
-        input_dir=str(options.traces_dir.resolve()), shards=shards, rejects=rejects,
-        counts=dict(sorted(counts.items())),
-        config={"judges": judge.identity(), "judge": judge.describe()})
-    write_json_atomic(out / "manifest.json", manifest)
-    return manifest
+    return locked_run(options.out, options.wait, run)

@@ -31,6 +31,7 @@ from distill.core.paths import DATA_DIR
 from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
 from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
+from distill.train.siqvl.projector import PatchGridError
 
 MODELS_DIR = DATA_DIR / "models"
 @dataclass
@@ -161,8 +162,11 @@ def build_student(spec: ModelSpec, *, dtype: torch.dtype = torch.float32,
                          image_token_id=int(image_token_id),
                          vision_feature_layer=spec.vision_feature_layer)
     torch.manual_seed(seed)
-    model = SiQVLForConditionalGeneration(config, vision_tower=vision_tower,
-                                          language_model=language_model)
+    try:
+        model = SiQVLForConditionalGeneration(config, vision_tower=vision_tower,
+                                              language_model=language_model)
+    except PatchGridError as exc:
+        raise DistillError(f"model spec: {exc}") from None
     model.to(dtype)
     settings = ProcessorSettings(image_size=spec.image_size,
                                  num_image_tokens=config.num_image_tokens,
@@ -185,6 +189,8 @@ def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
                            ) from None
     except OSError as exc:  # no weights file, or one that cannot be read
         raise DistillError(f"{directory}: cannot load the student's weights ({exc})") from None
+    except PatchGridError as exc:  # a config.json whose grid the projector cannot split
+        raise DistillError(f"{directory}: {exc}") from None
     misfits = {kind: names for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
                if (names := sorted(map(str, info.get(kind) or [])))}
     if misfits:  # transformers would start those weights from random values, silently

@@ -12,11 +12,12 @@ import math
 import torch
 from torch import nn
 
-from distill.core.errors import DistillError
 
+class PatchGridError(ValueError):
+    """The vision tower's patch grid cannot be pixel-shuffled by the configured factor.
 
-class PatchGridError(DistillError):
-    """The vision tower's patch grid cannot be pixel-shuffled by the configured factor."""
+    A plain ValueError: the model depends on torch and transformers only; the toolkit's
+    builder (``build.py``) turns it into a user error naming where the config came from."""
 
 
 def check_grid(num_patches: int, factor: int) -> int:

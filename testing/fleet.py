@@ -11,8 +11,8 @@ from pathlib import Path
 
 from distill.generate.engines.base import Engine
 from distill.generate.runner import GenerateOptions, run_generate
-from tests.helpers.generate import content_set, leftovers, read_outputs, write_teachers
-from tests.helpers.openai_server import EngineServer
+from testing.generate import content_set, leftovers, read_outputs, write_teachers
+from testing.openai_server import EngineServer
 
 
 def fleet_teachers(path: Path, urls: list[str] | str, concurrency: int, k: int = 2) -> Path:

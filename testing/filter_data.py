@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -307,3 +308,9 @@ def realistic_traces(teachers: tuple[str, ...] = ("teacher-a", "teacher-b"), k: 
         return out
 
     return traces_for
+
+
+def filter_command(gen: Path, store: Path) -> list[str]:
+    """`distill filter` of a generate folder into a store, as a subprocess runs it."""
+    return [sys.executable, "-m", "distill", "filter", "--traces", str(gen), "--store",
+            str(store)]

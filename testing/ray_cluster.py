@@ -21,8 +21,8 @@ from pathlib import Path
 from distill.core.executors import init_ray
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions
 from distill.generate.runner import GenerateOptions, RunSummary, run_generate
-from tests.helpers.generate import content_set, leftovers, make_ingest, read_outputs, write_teachers
-from tests.helpers.openai_server import EngineServer
+from testing.generate import content_set, leftovers, make_ingest, read_outputs, write_teachers
+from testing.openai_server import EngineServer
 
 NODE = {"num_cpus": 2, "object_store_memory": 80 * 1024**2}
 SHARDS, PER_SHARD, K = 6, 8, 2
