@@ -26,6 +26,8 @@ import re
 import string
 from dataclasses import dataclass
 
+from distill.core.answers.delimiters import canonical_delimiters
+from distill.core.answers.phrases import CLOSING_CUE, QUESTION_MARKS, ZH_STATEMENT
 from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
 from distill.schemas import Sample
@@ -55,7 +57,8 @@ _LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+
                 r"short\s+answer|answer)")
 # "Answer: X", "**Final Answer:** X", "**Answer**: X", "### Answer: X" (the content may be
 # empty: then the answer is on the next line).
-_LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*\*|__)?[ \t]*[:：]", re.IGNORECASE)
+_LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*{1,2}|_{1,2})?[ \t]*[:：]",
+                    re.IGNORECASE)
 _LINE_LEAD = re.compile(r"[ \t>#*_\-]*$")
 # A heading alone on its line: "**Final Answer**", "### Final Answer", "Answer".
 _HEADING = re.compile(r"^[ \t>#*_]*" + _LABEL_WORDS + r"[ \t*_#]*$", re.IGNORECASE | re.MULTILINE)
@@ -66,19 +69,18 @@ _SENTENCE = re.compile(
     r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
     r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b",
     re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|\n")
-_CLOSING_CUE = re.compile(
-    r"^(?:so|thus|therefore|hence|overall|consequently|finally|in conclusion|in summary|"
-    r"in total|to conclude|to summarize|altogether|as a result|yes|no)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|[。！？；]|\n")
+_CLOSING_CUE = CLOSING_CUE
 # A concluding sentence that rules something out is not the pick ("So option A is
 # incorrect"); ", not 6" after a value is an aside the number reader drops.
 _NEGATIVE = re.compile(r"\b(?:incorrect|wrong|isn't|aren't|cannot|can't|no longer)\b|"
                        r"(?<!,)[ \t]not\b", re.IGNORECASE)
-_SENTENCE_SPLIT = re.compile(r"(?:[^.!?\n]|[.!?](?=\S))+(?:[.!?]+|$|(?=\n))")
+_SENTENCE_SPLIT = re.compile(r"(?:[^.!?。！？\n]|[.!?](?=\S))+(?:[.!?。！？]+|$|(?=\n))")
 _YES_NO_START = re.compile(r"^(?:(?:so|thus|therefore|hence)[, ]+)?(?:yes|no)\b", re.IGNORECASE)
 _BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
 _MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
 _DISPLAY_OPEN = ("\\[", "$$")
+_ZH_SENTENCES = ZH_STATEMENT.finditer
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     spec = None if spec is None else AnswerSpec.of(spec)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]
+    text = canonical_delimiters(text)
     tags = _think_tags(text)
     opens, closes = tags.opens, tags.closes
     has_tags = bool(opens or closes)
@@ -152,8 +155,9 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     statement = _format_statement(region, answer_format, bool(closes and not in_think))
     if statement is None:
         # Inside unfinished or answerless thinking, a first line is a thought, not a reply.
-        statement = _last_statement(region, spec, first_line=not (in_think or
-                                                                  (opens and not closes)))
+        unfinished = bool(opens and not closes)
+        statement = _last_statement(region, spec, first_line=not (in_think or unfinished),
+                                    unmarked=not unfinished)
     if statement is None:
         return result(None, "truncated" if opens and not closes else "no_answer")
     answer = clean_answer(statement.content) or None
@@ -236,15 +240,18 @@ def _format_statement(region: str, answer_format: str | None,
 # --- the general reading -------------------------------------------------------------------
 
 
-def _last_statement(region: str, spec: AnswerSpec | None,
-                    first_line: bool = True) -> _Statement | None:
+def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = True,
+                    unmarked: bool = True) -> _Statement | None:
     """The last statement of the region: explicit ones always, unmarked ones only when
-    they read as an answer of the asked type."""
+    they read as an answer of the asked type; failing all, the region's last sentence or
+    line when it reads as one (structure first: a reply ends with its answer, whatever
+    its phrasing). Inside thinking that never closed only marked statements count: a
+    thought is not a reply."""
     offset = max(0, len(region) - TAIL_CHARS)
     tail = region[offset:]
     found = [*_answer_tags(tail), *_boxes(tail), *_labels(tail), *_headings(tail),
              *_sentences(tail)]
-    if spec is not None:
+    if spec is not None and unmarked:
         found.extend(_closing(tail))
     if first_line:
         found.extend(_first_line(region, sentence=spec is not None))
@@ -258,6 +265,10 @@ def _last_statement(region: str, spec: AnswerSpec | None,
             continue
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             return statement
+    if spec is not None and unmarked:
+        for statement in _last_sentences(tail):
+            if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
+                return statement
     return None
 
 
@@ -323,7 +334,8 @@ def _headings(text: str) -> list[_Statement]:
 
 def _sentences(text: str) -> list[_Statement]:
     out = []
-    for match in _SENTENCE.finditer(text):
+    matches = [*_SENTENCE.finditer(text), *_ZH_SENTENCES(text)]
+    for match in matches:
         line_end = text.find("\n", match.end())
         line_end = len(text) if line_end == -1 else line_end
         content = _first_sentence(text[match.end():line_end].strip(" \t*_"))
@@ -348,13 +360,35 @@ def _closing(text: str) -> list[_Statement]:
     base = paragraph_start + max(0, len(paragraph) - 600)
     for match in reversed(sentences[-3:]):
         lead = match.group(0).strip(" \t*_")
-        if not _CLOSING_CUE.match(lead):
+        if not _CLOSING_CUE.match(lead) or lead.endswith(tuple(QUESTION_MARKS)):
             continue
         if _NEGATIVE.search(lead) and not _YES_NO_START.match(lead):
             continue
         out.append(_Statement("closing", base + match.start(), base + match.end(), lead,
                               explicit=False))
         break
+    return out
+
+
+def _last_sentences(text: str) -> list[_Statement]:
+    """The last line of the text, then its last sentence, with no cue word ('There are 5
+    birds in the picture.', 'B) Vitamin C', '图中一共有6只鸭子。'): the fallback reading.
+    A question ('57?') states nothing."""
+    stripped = text.rstrip(" \t\n*_")
+    line_start = stripped.rfind("\n") + 1
+    out = []
+    line = stripped[line_start:].strip(" \t*_#>")
+    if line and len(line) <= SENTENCE_MAX_CHARS and not line.endswith(tuple(QUESTION_MARKS)):
+        out.append(_Statement("last_line", line_start, len(stripped), line, explicit=False))
+    sentences = list(_SENTENCE_SPLIT.finditer(stripped[-SENTENCE_MAX_CHARS:]))
+    if sentences:
+        last = sentences[-1]
+        lead = last.group(0).strip(" \t*_")
+        base = max(0, len(stripped) - SENTENCE_MAX_CHARS)
+        if lead and lead != line and not lead.endswith(tuple(QUESTION_MARKS)) \
+                and not _NEGATIVE.search(lead):
+            out.append(_Statement("last_sentence", base + last.start(), base + last.end(),
+                                  lead, explicit=False))
     return out
 
 
@@ -383,6 +417,8 @@ def _first_sentence(content: str) -> str:
     """A statement's content up to the end of its sentence ('5. This is because' -> '5')."""
     content = content[:MAX_STATEMENT_CHARS]
     end = _SENTENCE_END.search(content)
+    if end and end.start() and content[end.start()] in QUESTION_MARKS:
+        return ""  # "the answer is 57?": a tentative thought, not a statement
     return (content[:end.start()] if end and end.start() else content).strip()
 
 
