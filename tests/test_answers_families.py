@@ -163,3 +163,18 @@ def test_free_text_in_a_concluding_sentence_with_a_contrast() -> None:
 def test_the_demo_teachers_format_reads_as_before() -> None:
     parsed = parse_output("Step 1: 8 + 8 = 16.\nAnswer: 16", answer_format="answer_line")
     assert (parsed.final_answer, parsed.marker) == ("16", "answer_line")
+
+
+@pytest.mark.parametrize(("output", "gold", "verdict"), [
+    ("Step 1: Observe.\nFour upstairs, four downstairs.\n\nConclusion: The house has 8 "
+     "windows.", "8", "correct"),
+    ("Step 1: Observe.\n3 + 5.\n\n结论： 一共有8个。", "8", "correct"),
+    ("长方形面积=长×宽=8×5=40。\n\n可能是40或26，无法确定。", "40", "unparseable"),
+    ("上层有5本，下层有7本，5+7=12。\n\n书架上一共有10本书。", "12", "wrong"),
+    ("图中共有8个苹果。 篮子里有6个，桌子上有3个，6+3=9。", "9", "wrong"),
+])
+def test_conclusions_headings_and_chinese_leads(output: str, gold: str, verdict: str) -> None:
+    """A 'Conclusion:' label is a statement, a 'Step 1:' line or a Chinese sentence of
+    reasoning is no lead answer, a one-line reply is read by its first sentence, and a
+    reply that ends in doubt has no answer."""
+    assert _number(output, gold=gold) == verdict

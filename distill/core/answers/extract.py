@@ -27,7 +27,7 @@ import string
 from dataclasses import dataclass
 
 from distill.core.answers.delimiters import canonical_delimiters
-from distill.core.answers.phrases import CLOSING_CUE, QUESTION_MARKS, ZH_STATEMENT
+from distill.core.answers.phrases import CJK, CLOSING_CUE, QUESTION_MARKS, ZH_STATEMENT
 from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
 from distill.schemas import Sample
@@ -42,6 +42,7 @@ BARE_MAX_WORDS = 6
 BARE_MAX_CHARS = 60
 LEAD_MAX_WORDS = 3
 LEAD_MAX_CHARS = 30
+LEAD_MAX_CJK = 8  # the same for Chinese, counted in characters
 # With the answer type known, a whole one-line reply may be a sentence ("The lowest
 # temperature is -5 °C in January."): it counts when it reads as an answer of the type.
 SENTENCE_MAX_WORDS = 40
@@ -53,7 +54,7 @@ _ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer\s*>", re.IGNORECASE)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_SEPARATOR = re.compile(r"[\s$,;]{0,6}(?:(?:and|or|&)[\s$,;]{0,6})?")
-_LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+choice|"
+_LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+choice|conclusion|"
                 r"short\s+answer|answer)")
 # "Answer: X", "**Final Answer:** X", "**Answer**: X", "### Answer: X" (the content may be
 # empty: then the answer is on the next line).
@@ -81,6 +82,11 @@ _BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
 _MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
 _DISPLAY_OPEN = ("\\[", "$$")
 _ZH_SENTENCES = ZH_STATEMENT.finditer
+# "Step 1: Observe.", "步骤1", "第一步": a heading, never a reply's first-line answer.
+_STEP_HEADING = re.compile(r"(?:step|步骤)\s*\d|第.步", re.IGNORECASE)
+# A Chinese line with a comma or full stop inside is a sentence of reasoning, not a lead
+# answer (Chinese has no spaces, so the word count cannot tell).
+_CJK_SENTENCE = re.compile(r"[，。；：！？]")
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,8 @@ def _format_statement(region: str, answer_format: str | None,
         return None
     if answer_format == "direct" and 0 < len(last_line) <= BARE_MAX_CHARS \
             and not _MARKER_WORD.search(last_line):
-        return _Statement("first_line", 0, len(stripped), last_line.strip())
+        line = last_line.strip()
+        return _Statement("first_line", 0, len(stripped), _first_sentence(line) or line)
     return None
 
 
@@ -256,6 +263,7 @@ def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = Tru
     if first_line:
         found.extend(_first_line(region, sentence=spec is not None))
     found.sort(key=lambda s: (s.start + (offset if s.kind != "first_line" else 0), s.explicit))
+    ending = _last_sentences(tail) if spec is not None and unmarked else []
     for statement in reversed(found):
         if statement.explicit:
             return statement
@@ -264,11 +272,23 @@ def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = Tru
                 return statement
             continue
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
+            # A reply that ends in avowed doubt has no answer, whatever an unmarked
+            # statement before the end said ("40 = 8 x 5 ... maybe 40 or 26, not sure").
+            return _hedge_after(statement, ending, spec) or statement
+    for statement in ending:
+        if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             return statement
-    if spec is not None and unmarked:
-        for statement in _last_sentences(tail):
-            if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
-                return statement
+    return None
+
+
+def _hedge_after(statement: _Statement, ending: list[_Statement],
+                 spec: AnswerSpec | None) -> _Statement | None:
+    """The reply's last sentence when it hedges and comes after ``statement``."""
+    for last in ending:
+        if last.start >= statement.end and spec is not None:
+            value = read_value(clean_answer(last.content), spec)
+            if isinstance(value, NoValue) and value.reason == "hedged":
+                return last
     return None
 
 
@@ -408,8 +428,12 @@ def _first_line(region: str, sentence: bool = False) -> list[_Statement]:
     else:
         max_chars, max_words = LEAD_MAX_CHARS, LEAD_MAX_WORDS
     if not line or len(line) > max_chars or len(line.split()) > max_words \
-            or _MARKER_WORD.search(line) or (not alone and line.endswith(":")):
+            or _MARKER_WORD.search(line) or _STEP_HEADING.match(line) \
+            or (not alone and (line.endswith(":") or _CJK_SENTENCE.search(line[:-1])
+                               or len(CJK.findall(line)) > LEAD_MAX_CJK)):
         return []
+    if alone and sentence:  # "The umbrella is yellow. The canopy is ...": its first sentence
+        line = _first_sentence(line) or line
     return [_Statement("first_line", start, start + len(line), line, explicit=False)]
 
 

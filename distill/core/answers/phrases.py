@@ -34,6 +34,12 @@ ZH_PICK = ("故选", "所以选", "因此选", "应选", "答案选", "选择")
 ZH_YES = ("是的", "是", "对", "有", "正确")
 ZH_NO = ("不是", "不对", "不", "否", "没有", "错误", "并不")
 
+# Avowed doubt: no answer, whatever the statement also names ("可能是40或26，无法确定").
+ZH_DOUBT = ("无法确定", "不能确定", "不确定", "无法判断", "难以判断", "无法看清", "看不清",
+            "无法得知", "无法回答")
+# A conclusion label ("结论：是的").
+ZH_LABELS = ("结论",)
+
 # Sentence ends, both scripts.
 SENTENCE_END_CHARS = ".!?。！？"
 QUESTION_MARKS = "?？"
@@ -43,7 +49,9 @@ CLOSING_CUE = re.compile(
     re.IGNORECASE)
 ZH_STATEMENT = re.compile(
     r"(?:" + _alternatives(ZH_ANSWER_IS) + r")[ \t]*(?:" + _alternatives(ZH_ANSWER_VERB)
-    + r")?[ \t]*[:：]?(?!否)|(?:" + _alternatives(ZH_PICK) + r")[ \t]*[:：]?")
+    + r")?[ \t]*[:：]?(?!否)|(?:" + _alternatives(ZH_PICK) + r")[ \t]*[:：]?|(?:"
+    + _alternatives(ZH_LABELS) + r")[ \t]*[:：]")
+ZH_DOUBT_PATTERN = re.compile(_alternatives(ZH_DOUBT))
 ZH_LEAD = re.compile(r"^(?:" + _alternatives(ZH_CLOSING[:8]) + r")[，,、\s]*")
 ZH_YES_NO = re.compile(r"^(?:(" + _alternatives(ZH_NO) + r")|(" + _alternatives(ZH_YES) + r"))")
 CJK = re.compile(r"[\u3400-\u9fff]")
