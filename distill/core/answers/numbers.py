@@ -1,7 +1,8 @@
 """Numbers as models write them, and comparing them the way number benchmarks grade.
 
 A number answer is read from a statement ("In 2015, the value was 42.", "3 + 4 = 7",
-"\\frac{2}{3}", "1.2 \\times 10^{5} m", "45%", "1,200 people") by a small scanner with a
+"\\frac{2}{3}", "1.2 \\times 10^{5} m", "45%", "1,200 people", the mixed numbers
+"2\\frac{1}{2}", "2 1/2" and "2½", "图中一共有6只鸭子") by a small scanner with a
 recursive-descent parser for LaTeX arithmetic (\\frac, \\sqrt, \\pi, powers, scientific
 notation). No sympy on this path: every step is bounded by the statement's length.
 

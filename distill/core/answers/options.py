@@ -2,9 +2,11 @@
 
 A choice is a letter in any of the usual phrasings ("B", "(B)", "B.", "**B**", "B: text",
 "option B", "the correct choice is C", "B is correct") or the option's own text ("45°",
-"the cube"), also given as a number matching a numeric option. Two different options
-named ("A or B", "A and C") are no answer. A yes/no answer is a reply that starts with
-yes/no ("No, the ball is not left of the cube") or names exactly one of the two.
+"the cube"), also given as a number matching a numeric option. Option texts are blanked,
+longest first, before letters are looked for, so a capital inside one ("(B) Vitamin C",
+"(B) 1 A") is no second letter. Two different options named ("A or B", "A and C") are no
+answer. A yes/no answer is a reply whose first word is yes/no ("Yes, ..., although no
+cars ..." is yes; "是的，..." / "不是，..." in Chinese) or that names exactly one of the two.
 """
 
 from __future__ import annotations
