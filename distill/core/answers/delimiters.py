@@ -98,9 +98,14 @@ DELIMITERS: tuple[Delimiter, ...] = (
 
 _REPLACEMENT = {"think_open": "<think>", "think_close": "</think>", "box_open": "\\boxed{",
                 "box_close": "}", "drop": ""}
-# Longest first, so '<|start|>assistant<|channel|>final<|message|>' wins over its parts.
-_ORDERED = tuple(sorted(DELIMITERS, key=lambda d: -len(d.token)))
-_FIRST_CHARS = frozenset(d.token[0] for d in DELIMITERS)
+# Longest first, so '<|start|>assistant<|channel|>final<|message|>' wins over its parts;
+# the extractor's own spellings ('<think>') need no rewriting.
+_ORDERED = tuple(d for d in sorted(DELIMITERS, key=lambda d: -len(d.token))
+                 if d.token != _REPLACEMENT.get(d.kind))
+# What to look for before any rewriting: the '<|' / '<｜' every special token of that
+# style starts with, else the whole token (a handful of C-speed substring searches).
+_MARKS = tuple(sorted({d.token[:2] if d.token[:2] in ("<|", "<｜") else d.token
+                       for d in _ORDERED}))
 
 
 def canonical_delimiters(text: str) -> str:
@@ -110,7 +115,7 @@ def canonical_delimiters(text: str) -> str:
 
     Costs a few substring searches on outputs without special tokens (most teachers'),
     so generate's cost per trace does not move."""
-    if not any(char in text for char in _FIRST_CHARS):
+    if not any(mark in text for mark in _MARKS):
         return text
     for delimiter in _ORDERED:
         if delimiter.kind != "turn_end" and delimiter.token in text:

@@ -263,14 +263,13 @@ def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = Tru
     if first_line:
         found.extend(_first_line(region, sentence=spec is not None))
     found.sort(key=lambda s: (s.start + (offset if s.kind != "first_line" else 0), s.explicit))
-    ending = _last_sentences(tail) if spec is not None and unmarked else []
+    if spec is None:
+        return next((s for s in reversed(found) if s.explicit or s.kind == "first_line"),
+                    None)
+    ending = _last_sentences(tail) if unmarked else []  # the reply's last sentence / line
     for statement in reversed(found):
         if statement.explicit:
             return statement
-        if spec is None:
-            if statement.kind == "first_line":
-                return statement
-            continue
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             # A reply that ends in avowed doubt has no answer, whatever an unmarked
             # statement before the end said ("40 = 8 x 5 ... maybe 40 or 26, not sure").
