@@ -69,6 +69,8 @@ FAMILIES = ROOT / "tests" / "fixtures" / "answers" / "families.jsonl"
 FAMILIES_HELDOUT = ROOT / "tests" / "fixtures" / "answers" / "families_heldout.jsonl"
 # A second held-out split, written after the first one's misses were seen.
 FAMILIES_HELDOUT2 = ROOT / "tests" / "fixtures" / "answers" / "families_heldout2.jsonl"
+# A third, written after the fixes for the first two's misses.
+FAMILIES_HELDOUT3 = ROOT / "tests" / "fixtures" / "answers" / "families_heldout3.jsonl"
 LETTERS = "ABCDEFGH"
 UNPARSEABLE = "unparseable"
 
@@ -604,7 +606,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    family_splits = (FAMILIES, FAMILIES_HELDOUT, FAMILIES_HELDOUT2)
+    family_splits = (FAMILIES, FAMILIES_HELDOUT, FAMILIES_HELDOUT2, FAMILIES_HELDOUT3)
     for path in (CORPUS, HOLDOUT, *family_splits):
         cases = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         print(f"=== {path.name} ===")
