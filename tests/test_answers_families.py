@@ -178,3 +178,16 @@ def test_conclusions_headings_and_chinese_leads(output: str, gold: str, verdict:
     reasoning is no lead answer, a one-line reply is read by its first sentence, and a
     reply that ends in doubt has no answer."""
     assert _number(output, gold=gold) == verdict
+
+
+@pytest.mark.parametrize(("output", "gold", "verdict"), [
+    ("解：前排6名，后排8名。\n答：一共有14名学生。", "14", "correct"),
+    ("前排坐着6名，后排站着8名，6+8=14。我认为是12。", "14", "wrong"),
+    ("Two on each side and one at each end. I'd say 6.", "6", "correct"),
+    ("◁think▷two and four◁/think▷## Summary\nThere are 6 chairs.", "6", "correct"),
+])
+def test_short_chinese_labels_opinions_and_summary_headings(output: str, gold: str,
+                                                            verdict: str) -> None:
+    """'答：' is an answer label, 'I'd say' / '我认为是' state an answer, and a markdown
+    heading ('## Summary') is never a reply's lead answer."""
+    assert _number(output, gold=gold) == verdict

@@ -68,7 +68,8 @@ _SENTENCE = re.compile(
     r"\b(?:(?:the|my|final|correct|best|right)[ \t]+)*"
     r"(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
     r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
-    r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b",
+    r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b"
+    r"|\bI(?:'d|[ \t]+would)[ \t]+say\b",
     re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|[。！？；]|\n")
 _CLOSING_CUE = CLOSING_CUE
@@ -427,7 +428,7 @@ def _first_line(region: str, sentence: bool = False) -> list[_Statement]:
     else:
         max_chars, max_words = LEAD_MAX_CHARS, LEAD_MAX_WORDS
     if not line or len(line) > max_chars or len(line.split()) > max_words \
-            or _MARKER_WORD.search(line) or _STEP_HEADING.match(line) \
+            or _MARKER_WORD.search(line) or _STEP_HEADING.match(line) or line.startswith("#") \
             or (not alone and (line.endswith(":") or _CJK_SENTENCE.search(line[:-1])
                                or len(CJK.findall(line)) > LEAD_MAX_CJK)):
         return []

@@ -37,8 +37,10 @@ ZH_NO = ("不是", "不对", "不", "否", "没有", "错误", "并不")
 # Avowed doubt: no answer, whatever the statement also names ("可能是40或26，无法确定").
 ZH_DOUBT = ("无法确定", "不能确定", "不确定", "无法判断", "难以判断", "无法看清", "看不清",
             "无法得知", "无法回答")
-# A conclusion label ("结论：是的").
-ZH_LABELS = ("结论",)
+# A conclusion label ("结论：是的", "答：不是").
+ZH_LABELS = ("结论", "答")
+# An answer stated as an opinion ("我认为是12", "I'd say 12").
+ZH_OPINION = ("我认为是", "我觉得是", "我认为", "我觉得")
 
 # Sentence ends, both scripts.
 SENTENCE_END_CHARS = ".!?。！？"
@@ -49,8 +51,8 @@ CLOSING_CUE = re.compile(
     re.IGNORECASE)
 ZH_STATEMENT = re.compile(
     r"(?:" + _alternatives(ZH_ANSWER_IS) + r")[ \t]*(?:" + _alternatives(ZH_ANSWER_VERB)
-    + r")?[ \t]*[:：]?(?!否)|(?:" + _alternatives(ZH_PICK) + r")[ \t]*[:：]?|(?:"
-    + _alternatives(ZH_LABELS) + r")[ \t]*[:：]")
+    + r")?[ \t]*[:：]?(?!否)|(?:" + _alternatives(ZH_PICK + ZH_OPINION) + r")[ \t]*[:：]?|"
+    + r"(?<![回解问])(?:" + _alternatives(ZH_LABELS) + r")[ \t]*[:：]")
 ZH_DOUBT_PATTERN = re.compile(_alternatives(ZH_DOUBT))
 ZH_LEAD = re.compile(r"^(?:" + _alternatives(ZH_CLOSING[:8]) + r")[，,、\s]*")
 ZH_YES_NO = re.compile(r"^(?:(" + _alternatives(ZH_NO) + r")|(" + _alternatives(ZH_YES) + r"))")
