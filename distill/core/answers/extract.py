@@ -267,25 +267,25 @@ def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = Tru
     if spec is None:
         return next((s for s in reversed(found) if s.explicit or s.kind == "first_line"),
                     None)
-    ending = _last_sentences(tail) if unmarked else []  # the reply's last sentence / line
     for statement in reversed(found):
         if statement.explicit:
             return statement
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             # A reply that ends in avowed doubt has no answer, whatever an unmarked
             # statement before the end said ("40 = 8 x 5 ... maybe 40 or 26, not sure").
+            ending = _last_sentences(tail) if unmarked else []
             return _hedge_after(statement, ending, spec) or statement
-    for statement in ending:
+    for statement in _last_sentences(tail) if unmarked else []:
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             return statement
     return None
 
 
 def _hedge_after(statement: _Statement, ending: list[_Statement],
-                 spec: AnswerSpec | None) -> _Statement | None:
+                 spec: AnswerSpec) -> _Statement | None:
     """The reply's last sentence when it hedges and comes after ``statement``."""
     for last in ending:
-        if last.start >= statement.end and spec is not None:
+        if last.start >= statement.end:
             value = read_value(clean_answer(last.content), spec)
             if isinstance(value, NoValue) and value.reason == "hedged":
                 return last
