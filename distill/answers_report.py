@@ -5,7 +5,8 @@ examples (``distill.core.answers.diagnose``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -13,14 +14,19 @@ import click
 from distill.core.answers import judge_output
 from distill.core.answers.diagnose import format_report, group_by_reason
 from distill.core.answers.judge import Verdict
+from distill.core.answers.model_tier import ModelTier
 from distill.core.errors import InputError
 from distill.core.evalsets import load_eval_set
 from distill.core.prompts import builtin_answer_format
 from distill.core.shards import iter_records, read_json_model
+from distill.evaluate.cache import default_cache_dir
 from distill.filter.inputs import open_generate_dir
-from distill.schemas import EvalResult, Rejection, Sample, Trace
+from distill.generate.engines.base import ChatRequest, Completion
+from distill.schemas import EvalResult, Rejection, Sample, SamplingParams, Trace, content_hash
 
 Row = tuple[str, Sample, str, Verdict]
+# An extraction model's reply is one line, "Answer: X".
+EXTRACT_MAX_TOKENS = 64
 
 
 @click.command("answers")
@@ -28,7 +34,15 @@ Row = tuple[str, Sample, str, Verdict]
 @click.option("--examples", default=3, show_default=True, help="Examples per reason.")
 @click.option("--eval-set", "eval_set", default=None,
               help="For an eval result: the eval set it scored, if not where it was.")
-def answers_command(path: Path, examples: int, eval_set: str | None) -> None:
+@click.option("--extract-model", "extract_model", default=None, metavar="ENGINE:MODEL",
+              help="Model tier (off by default): ask this extraction model (an engine spec, "
+                   "e.g. vllm:Qwen/Qwen2.5-7B-Instruct, openai:NAME, builtin:extract) about "
+                   "the outputs the rules found no answer in; its verdicts are counted apart.")
+@click.option("--extract-cache", "extract_cache", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where the extraction model's replies are kept (default: the eval cache).")
+def answers_command(path: Path, examples: int, eval_set: str | None,
+                    extract_model: str | None, extract_cache: Path | None) -> None:
     """Group PATH's unparseable and wrong outputs by the judge's reason, with examples.
 
     PATH is a `distill generate` folder (its traces, and the outputs generate rejected as
@@ -37,7 +51,42 @@ def answers_command(path: Path, examples: int, eval_set: str | None) -> None:
         rows, title = _generate_rows(path), f"answers of {path}"
     else:
         rows, title = _eval_rows(path, eval_set), f"answers of {path.name}"
-    click.echo(format_report(group_by_reason(rows, examples), title))
+    tier = None
+    if extract_model:
+        tier = _model_tier(extract_model, extract_cache)
+        rows = iter(tier.reread(rows))
+    report = group_by_reason(rows, examples)
+    click.echo(format_report(report, title))
+    if tier is not None:
+        read: Counter = Counter()
+        for (correctness, _), count in report.model_verdicts.items():
+            read[correctness] += count
+        click.echo(f"\nread by the extraction model {extract_model}: "
+                   f"{sum(read.values())} outputs (correct {read['correct']}, wrong "
+                   f"{read['wrong']}); {tier.asked} asked now, the rest from its cache")
+
+
+def _model_tier(spec: str, cache: Path | None) -> ModelTier:
+    """The judge's model tier through any engine of the project, found by name."""
+    from distill.generate.predictor import resolve_engine
+
+    _, engine_cls, model, options = resolve_engine(spec, {})
+    engine = engine_cls(model, options)
+    sampling = SamplingParams(temperature=0.0, max_tokens=EXTRACT_MAX_TOKENS)
+
+    def ask(prompts: Sequence[tuple[str, str]]) -> list[str | None]:
+        requests = [ChatRequest(id=str(index), system=system, user=user, images=(),
+                                sampling=sampling) for index, (system, user) in enumerate(prompts)]
+        replies: list[str | None] = [None] * len(requests)
+        for done in engine.generate(requests):
+            result = done.results[0] if done.results else None
+            if isinstance(result, Completion):
+                replies[int(done.request.id)] = result.text
+        return replies
+
+    model_key = content_hash({"engine": engine_cls.name, "model": model,
+                              "options": options.model_dump(), "sampling": sampling.model_dump()})
+    return ModelTier(ask, model_key, cache or default_cache_dir() / "answer-extract")
 
 
 def _generate_rows(root: Path) -> Iterator[Row]:

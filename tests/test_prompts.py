@@ -58,9 +58,23 @@ def test_bad_prompt_files_fail_naming_file_and_field(tmp_path: Path, text, field
 
 
 def test_unknown_prompt_name_lists_the_shipped_ones() -> None:
-    shipped = r"shipped: \['cot', 'direct', 'judge-rubric', 'judge-same', 'think'\]"
+    shipped = (r"shipped: \['answer-extract', 'cot', 'direct', 'judge-rubric', 'judge-same', "
+               r"'think'\]")
     with pytest.raises(InputError, match=shipped):
         load_prompt("nonexistent")
+
+
+def test_the_extraction_prompt_is_no_teacher_prompt() -> None:
+    """The answer judge's model tier shows a model another model's response; no teacher or
+    student is ever given that prompt."""
+    extract = load_prompt("answer-extract", kind="extract")
+    system, user = extract.render(Sample(id="s", image=ImageRef(path="a.png", sha256="0" * 64),
+                                         question="How many?", answer="3",
+                                         answer_type="number", category="c", source="t"),
+                                  response="There are 3.")
+    assert "There are 3." in user and "Answer: NONE" in user and system
+    with pytest.raises(InputError, match="a teacher prompt is needed"):
+        load_prompt("answer-extract")
 
 
 def test_teacher_prompt_hashes_did_not_move() -> None:

@@ -5,7 +5,7 @@ placeholder is an error at load time, not a silently empty string) and the answe
 the parser expects. The hash of the parsed file goes into every trace, so changing a
 prompt makes new trace keys and old traces stay attributable.
 
-Two kinds of prompt, told apart by ``kind`` (default ``teacher``):
+Three kinds of prompt, told apart by ``kind`` (default ``teacher``):
 
 * ``teacher``: a teacher answers an item (placeholders ``question``, ``choices``,
   ``answer_type``, ``category``); ``answer_format`` answer_line | think_tags | direct;
@@ -13,7 +13,10 @@ Two kinds of prompt, told apart by ``kind`` (default ``teacher``):
   (a rubric: the item's placeholders plus ``reasoning`` and ``answer``; the reply ends with
   ``Score: N``, N an integer in ``score_range``) or ``answer_format: same`` (two answers to
   one item: the item's placeholders plus ``answer_a`` and ``answer_b``; the reply ends with
-  ``Same: yes`` or ``Same: no``).
+  ``Same: yes`` or ``Same: no``);
+* ``extract``: an extraction model copies out another model's final answer (the answer
+  judge's model tier; the item's placeholders plus ``response``; ``answer_format: answer``,
+  the reply ends with ``Answer: X`` or ``Answer: NONE``).
 
 A teacher prompt's hash covers exactly what it always did, so adding judge prompts
 changed no teacher prompt's hash (nor any trace key).
@@ -38,7 +41,7 @@ from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
 from distill.schemas.trace import AnswerFormat
 
-PromptKind = Literal["teacher", "judge"]
+PromptKind = Literal["teacher", "judge", "extract"]
 JudgeFormat = Literal["score", "same"]
 
 # The only names a user template may use, by kind and answer format.
@@ -48,7 +51,11 @@ JUDGE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "same": PLACEHOLDERS | {"answer_a", "answer_b"},
 }
 FORMATS: dict[str, tuple[str, ...]] = {"teacher": AnswerFormat.__args__,
-                                       "judge": JudgeFormat.__args__}
+                                       "judge": JudgeFormat.__args__,
+                                       "extract": ("answer",)}
+# An extraction prompt (the judge's model tier, ``distill.core.answers.model_tier``) shows
+# a model another model's ``response`` and asks for its final answer only.
+EXTRACT_PLACEHOLDERS = PLACEHOLDERS | {"response"}
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                           autoescape=False)
 
@@ -87,8 +94,8 @@ class PromptFile(ConfigFile):
         if self.answer_format not in formats:
             raise KeyProblem(("answer_format",), f"a {self.kind} prompt's answer_format is one "
                                                  f"of {list(formats)}, got {self.answer_format!r}")
-        allowed = PLACEHOLDERS if self.kind == "teacher" else \
-            JUDGE_PLACEHOLDERS[self.answer_format]
+        allowed = (PLACEHOLDERS if self.kind == "teacher" else EXTRACT_PLACEHOLDERS
+                   if self.kind == "extract" else JUDGE_PLACEHOLDERS[self.answer_format])
         unknown = sorted(_placeholders(self.user) - allowed)
         if unknown:
             raise KeyProblem(("user",), f"unknown placeholder(s) {unknown}; available in a "

@@ -8,10 +8,20 @@ failure from a wrong answer, and a truncated output is unparseable, not wrong.
 
 The rules, in brief (each module's docstring has the detail):
 
-* ``extract``: the last final-answer statement wins, whatever its marker (``Answer:``,
-  "the answer is", ``\\boxed{}``, ``<answer>`` tags, a "Final Answer" heading or bold
-  line, a concluding sentence); reasoning inside ``<think>`` never counts when an answer
-  follows it; a prompt's ``answer_format`` is tried first.
+* ``delimiters``: one table of the reasoning and answer delimiters and special tokens of
+  the model families users run (Kimi-VL's ``◁think▷``, GLM-4.1V's boxes, gpt-oss's
+  harmony channels, Magistral's ``[THINK]``, end-of-turn tokens), each citing its source;
+  every output is put in one spelling before it is read.
+* ``extract``: structure first -- the last final-answer statement of the final segment
+  wins, whatever its marker (``Answer:``, "the answer is", ``\\boxed{}``, ``<answer>``
+  tags, a "Final Answer" heading or bold line, a concluding sentence, and failing all, the
+  reply's last sentence or line when it reads as the asked type); reasoning inside
+  ``<think>`` never counts when an answer follows it; a tentative "57?" is no statement;
+  a prompt's ``answer_format`` is tried first.
+* ``phrases``: the English and Chinese words answers are stated with (答案是…, 故选…,
+  最终答案…, 结论：…, 是的 / 不是, doubt words).
+* ``model_tier``: optional, off by default -- an extraction model, through any engine,
+  rereads what the rules could not; its verdicts are marked ``model``.
 * ``numbers``: units, thousands separators, signs, fractions, percentages, LaTeX
   (``\\frac``, ``\\sqrt``, ``\\text``, ``^\\circ``), scientific notation; hedges ('3 or
   4') are no answer; an item's precision (MathVista) or relative tolerance (ChartQA's

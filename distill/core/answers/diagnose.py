@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from distill.core.answers.judge import REASONS, Verdict
+from distill.core.answers.model_tier import MODEL_MARKER
 from distill.schemas import Sample
 
 EXAMPLE_TAIL_CHARS = 240
@@ -32,6 +33,8 @@ class AnswerReport:
     verdicts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)  # (correctness, reason) -> count
     markers: Counter = field(default_factory=Counter)  # how readable answers were marked
+    # (correctness, reason) -> count of the verdicts the model tier gave (counted apart)
+    model_verdicts: Counter = field(default_factory=Counter)
     examples: dict[tuple[str, str], list[Example]] = field(
         default_factory=lambda: defaultdict(list))
 
@@ -48,6 +51,8 @@ def group_by_reason(rows: Iterable[tuple[str, Sample, str, Verdict]],
         report.reasons[key] += 1
         if verdict.marker is not None and verdict.correctness != "unparseable":
             report.markers[verdict.marker] += 1
+        if verdict.marker == MODEL_MARKER:
+            report.model_verdicts[key] += 1
         if verdict.correctness != "correct" and len(report.examples[key]) < examples:
             tail = " ".join(raw[-EXAMPLE_TAIL_CHARS:].split())
             report.examples[key].append(Example(item_id, sample.answer, verdict.answer, tail))

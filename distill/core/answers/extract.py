@@ -26,6 +26,8 @@ import re
 import string
 from dataclasses import dataclass
 
+from distill.core.answers.delimiters import canonical_delimiters
+from distill.core.answers.phrases import CJK, CLOSING_CUE, QUESTION_MARKS, ZH_STATEMENT
 from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
 from distill.schemas import Sample
@@ -40,6 +42,7 @@ BARE_MAX_WORDS = 6
 BARE_MAX_CHARS = 60
 LEAD_MAX_WORDS = 3
 LEAD_MAX_CHARS = 30
+LEAD_MAX_CJK = 8  # the same for Chinese, counted in characters
 # With the answer type known, a whole one-line reply may be a sentence ("The lowest
 # temperature is -5 °C in January."): it counts when it reads as an answer of the type.
 SENTENCE_MAX_WORDS = 40
@@ -51,11 +54,12 @@ _ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
 _ANSWER_CLOSE = re.compile(r"</answer\s*>", re.IGNORECASE)
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_SEPARATOR = re.compile(r"[\s$,;]{0,6}(?:(?:and|or|&)[\s$,;]{0,6})?")
-_LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+choice|"
+_LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+choice|conclusion|"
                 r"short\s+answer|answer)")
 # "Answer: X", "**Final Answer:** X", "**Answer**: X", "### Answer: X" (the content may be
 # empty: then the answer is on the next line).
-_LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*\*|__)?[ \t]*[:：]", re.IGNORECASE)
+_LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*{1,2}|_{1,2})?[ \t]*[:：]",
+                    re.IGNORECASE)
 _LINE_LEAD = re.compile(r"[ \t>#*_\-]*$")
 # A heading alone on its line: "**Final Answer**", "### Final Answer", "Answer".
 _HEADING = re.compile(r"^[ \t>#*_]*" + _LABEL_WORDS + r"[ \t*_#]*$", re.IGNORECASE | re.MULTILINE)
@@ -64,21 +68,26 @@ _SENTENCE = re.compile(
     r"\b(?:(?:the|my|final|correct|best|right)[ \t]+)*"
     r"(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
     r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
-    r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b",
+    r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b"
+    r"|\bI(?:'d|[ \t]+would)[ \t]+say\b",
     re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|\n")
-_CLOSING_CUE = re.compile(
-    r"^(?:so|thus|therefore|hence|overall|consequently|finally|in conclusion|in summary|"
-    r"in total|to conclude|to summarize|altogether|as a result|yes|no)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|[。！？；]|\n")
+_CLOSING_CUE = CLOSING_CUE
 # A concluding sentence that rules something out is not the pick ("So option A is
 # incorrect"); ", not 6" after a value is an aside the number reader drops.
 _NEGATIVE = re.compile(r"\b(?:incorrect|wrong|isn't|aren't|cannot|can't|no longer)\b|"
                        r"(?<!,)[ \t]not\b", re.IGNORECASE)
-_SENTENCE_SPLIT = re.compile(r"(?:[^.!?\n]|[.!?](?=\S))+(?:[.!?]+|$|(?=\n))")
+_SENTENCE_SPLIT = re.compile(r"(?:[^.!?。！？\n]|[.!?](?=\S))+(?:[.!?。！？]+|$|(?=\n))")
 _YES_NO_START = re.compile(r"^(?:(?:so|thus|therefore|hence)[, ]+)?(?:yes|no)\b", re.IGNORECASE)
 _BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
 _MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
 _DISPLAY_OPEN = ("\\[", "$$")
+_ZH_SENTENCES = ZH_STATEMENT.finditer
+# "Step 1: Observe.", "步骤1", "第一步": a heading, never a reply's first-line answer.
+_STEP_HEADING = re.compile(r"(?:step|步骤)\s*\d|第.步", re.IGNORECASE)
+# A Chinese line with a comma or full stop inside is a sentence of reasoning, not a lead
+# answer (Chinese has no spaces, so the word count cannot tell).
+_CJK_SENTENCE = re.compile(r"[，。；：！？]")
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     spec = None if spec is None else AnswerSpec.of(spec)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]
+    text = canonical_delimiters(text)
     tags = _think_tags(text)
     opens, closes = tags.opens, tags.closes
     has_tags = bool(opens or closes)
@@ -152,8 +162,9 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     statement = _format_statement(region, answer_format, bool(closes and not in_think))
     if statement is None:
         # Inside unfinished or answerless thinking, a first line is a thought, not a reply.
-        statement = _last_statement(region, spec, first_line=not (in_think or
-                                                                  (opens and not closes)))
+        unfinished = bool(opens and not closes)
+        statement = _last_statement(region, spec, first_line=not (in_think or unfinished),
+                                    unmarked=not unfinished)
     if statement is None:
         return result(None, "truncated" if opens and not closes else "no_answer")
     answer = clean_answer(statement.content) or None
@@ -229,35 +240,55 @@ def _format_statement(region: str, answer_format: str | None,
         return None
     if answer_format == "direct" and 0 < len(last_line) <= BARE_MAX_CHARS \
             and not _MARKER_WORD.search(last_line):
-        return _Statement("first_line", 0, len(stripped), last_line.strip())
+        line = last_line.strip()
+        return _Statement("first_line", 0, len(stripped), _first_sentence(line) or line)
     return None
 
 
 # --- the general reading -------------------------------------------------------------------
 
 
-def _last_statement(region: str, spec: AnswerSpec | None,
-                    first_line: bool = True) -> _Statement | None:
+def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = True,
+                    unmarked: bool = True) -> _Statement | None:
     """The last statement of the region: explicit ones always, unmarked ones only when
-    they read as an answer of the asked type."""
+    they read as an answer of the asked type; failing all, the region's last sentence or
+    line when it reads as one (structure first: a reply ends with its answer, whatever
+    its phrasing). Inside thinking that never closed only marked statements count: a
+    thought is not a reply."""
     offset = max(0, len(region) - TAIL_CHARS)
     tail = region[offset:]
     found = [*_answer_tags(tail), *_boxes(tail), *_labels(tail), *_headings(tail),
              *_sentences(tail)]
-    if spec is not None:
+    if spec is not None and unmarked:
         found.extend(_closing(tail))
     if first_line:
         found.extend(_first_line(region, sentence=spec is not None))
     found.sort(key=lambda s: (s.start + (offset if s.kind != "first_line" else 0), s.explicit))
+    if spec is None:
+        return next((s for s in reversed(found) if s.explicit or s.kind == "first_line"),
+                    None)
     for statement in reversed(found):
         if statement.explicit:
             return statement
-        if spec is None:
-            if statement.kind == "first_line":
-                return statement
-            continue
+        if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
+            # A reply that ends in avowed doubt has no answer, whatever an unmarked
+            # statement before the end said ("40 = 8 x 5 ... maybe 40 or 26, not sure").
+            ending = _last_sentences(tail) if unmarked else []
+            return _hedge_after(statement, ending, spec) or statement
+    for statement in _last_sentences(tail) if unmarked else []:
         if not isinstance(read_value(clean_answer(statement.content), spec), NoValue):
             return statement
+    return None
+
+
+def _hedge_after(statement: _Statement, ending: list[_Statement],
+                 spec: AnswerSpec) -> _Statement | None:
+    """The reply's last sentence when it hedges and comes after ``statement``."""
+    for last in ending:
+        if last.start >= statement.end:
+            value = read_value(clean_answer(last.content), spec)
+            if isinstance(value, NoValue) and value.reason == "hedged":
+                return last
     return None
 
 
@@ -323,7 +354,8 @@ def _headings(text: str) -> list[_Statement]:
 
 def _sentences(text: str) -> list[_Statement]:
     out = []
-    for match in _SENTENCE.finditer(text):
+    matches = [*_SENTENCE.finditer(text), *_ZH_SENTENCES(text)]
+    for match in matches:
         line_end = text.find("\n", match.end())
         line_end = len(text) if line_end == -1 else line_end
         content = _first_sentence(text[match.end():line_end].strip(" \t*_"))
@@ -348,13 +380,35 @@ def _closing(text: str) -> list[_Statement]:
     base = paragraph_start + max(0, len(paragraph) - 600)
     for match in reversed(sentences[-3:]):
         lead = match.group(0).strip(" \t*_")
-        if not _CLOSING_CUE.match(lead):
+        if not _CLOSING_CUE.match(lead) or lead.endswith(tuple(QUESTION_MARKS)):
             continue
         if _NEGATIVE.search(lead) and not _YES_NO_START.match(lead):
             continue
         out.append(_Statement("closing", base + match.start(), base + match.end(), lead,
                               explicit=False))
         break
+    return out
+
+
+def _last_sentences(text: str) -> list[_Statement]:
+    """The last line of the text, then its last sentence, with no cue word ('There are 5
+    birds in the picture.', 'B) Vitamin C', '图中一共有6只鸭子。'): the fallback reading.
+    A question ('57?') states nothing."""
+    stripped = text.rstrip(" \t\n*_")
+    line_start = stripped.rfind("\n") + 1
+    out = []
+    line = stripped[line_start:].strip(" \t*_#>")
+    if line and len(line) <= SENTENCE_MAX_CHARS and not line.endswith(tuple(QUESTION_MARKS)):
+        out.append(_Statement("last_line", line_start, len(stripped), line, explicit=False))
+    sentences = list(_SENTENCE_SPLIT.finditer(stripped[-SENTENCE_MAX_CHARS:]))
+    if sentences:
+        last = sentences[-1]
+        lead = last.group(0).strip(" \t*_")
+        base = max(0, len(stripped) - SENTENCE_MAX_CHARS)
+        if lead and lead != line and not lead.endswith(tuple(QUESTION_MARKS)) \
+                and not _NEGATIVE.search(lead):
+            out.append(_Statement("last_sentence", base + last.start(), base + last.end(),
+                                  lead, explicit=False))
     return out
 
 
@@ -374,8 +428,12 @@ def _first_line(region: str, sentence: bool = False) -> list[_Statement]:
     else:
         max_chars, max_words = LEAD_MAX_CHARS, LEAD_MAX_WORDS
     if not line or len(line) > max_chars or len(line.split()) > max_words \
-            or _MARKER_WORD.search(line) or (not alone and line.endswith(":")):
+            or _MARKER_WORD.search(line) or _STEP_HEADING.match(line) or line.startswith("#") \
+            or (not alone and (line.endswith(":") or _CJK_SENTENCE.search(line[:-1])
+                               or len(CJK.findall(line)) > LEAD_MAX_CJK)):
         return []
+    if alone and sentence:  # "The umbrella is yellow. The canopy is ...": its first sentence
+        line = _first_sentence(line) or line
     return [_Statement("first_line", start, start + len(line), line, explicit=False)]
 
 
@@ -383,6 +441,8 @@ def _first_sentence(content: str) -> str:
     """A statement's content up to the end of its sentence ('5. This is because' -> '5')."""
     content = content[:MAX_STATEMENT_CHARS]
     end = _SENTENCE_END.search(content)
+    if end and end.start() and content[end.start()] in QUESTION_MARKS:
+        return ""  # "the answer is 57?": a tentative thought, not a statement
     return (content[:end.start()] if end and end.start() else content).strip()
 
 

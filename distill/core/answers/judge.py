@@ -7,12 +7,15 @@ in accuracy.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from distill.core.answers.extract import ParsedOutput, parse_output
 from distill.core.answers.numbers import Number, numbers_match
+from distill.core.answers.phrases import CJK
 from distill.core.answers.symbolic import formulas_equal, looks_symbolic
+from distill.core.answers.text import normalize_text, plain
 from distill.core.answers.values import AnswerSpec, NoValue, Value, gold_value, read_value
 from distill.core.prompts import builtin_answer_format
 from distill.schemas import Sample, Trace
@@ -46,6 +49,13 @@ _NEGATION_WORDS = {"not", "no", "never", "neither", "nor", "none", "or"}
 # 'blue'), or in any number of words restating the question ("India had the highest GDP
 # growth in 2021" for 'India').
 TEXT_CONTAINS_EXTRA_WORDS = 2
+# A concluding sentence may state the gold phrase with words of its own ("She is holding a
+# pineapple"), negation and alternatives excluded.
+TEXT_SENTENCE_WORDS = 12
+# ", not a hawk", "rather than X", "，而不是X": what a statement rules out is not its answer.
+_CONTRAST = re.compile(r"(?:,\s*|\s+)(?:but\s+)?(?:not|rather than|instead of)\s+[^,;.!?]*",
+                       re.IGNORECASE)
+_CJK_NEGATION = ("不是", "并非", "而非", "没有", "不")
 _FUNCTION_WORDS = frozenset({"is", "was", "are", "were", "it", "its", "it's", "answer", "has",
                              "had", "have", "of", "in", "on", "at", "to", "this", "that",
                              "shown", "image", "figure", "chart", "picture", "here"})
@@ -153,6 +163,16 @@ def _numbers_match(predicted: Number, gold: Number, spec: AnswerSpec) -> bool:
                for candidate in candidates)
 
 
+def _cjk_contains(predicted: str, gold: str) -> bool:
+    """Chinese has no spaces between words: the gold phrase inside the statement counts
+    unless a negation stands right before it ('而不是自行车') or it is ruled out after."""
+    index = predicted.rfind(gold)
+    if index == -1:
+        return False
+    before = predicted[max(0, index - 3):index]
+    return not any(before.endswith(word) for word in _CJK_NEGATION)
+
+
 def _text_match(value: Value, gold: Value, predicted: str, gold_text: str,
                 question_words: frozenset[str] = frozenset()) -> bool:
     """Free text: equal after ``normalize_text``; or both numbers that match; or the gold
@@ -163,12 +183,18 @@ def _text_match(value: Value, gold: Value, predicted: str, gold_text: str,
         return True
     if value.number is not None and gold.number is not None:
         return numbers_match(value.number, gold.number)
+    if CJK.search(gold.canonical):
+        return _cjk_contains(value.canonical, gold.canonical)
+    kept = normalize_text(_CONTRAST.sub(" ", plain(predicted))) if predicted else ""
+    if kept and kept != value.canonical:  # "a peregrine falcon, not a hawk": judge the pick
+        value = Value(kept, value.number)
     words = value.canonical.split()
     gold_words = gold.canonical.split()
     if gold_words and f" {gold.canonical} " in f" {value.canonical} ":
         extra = set(words) - set(gold_words)
         if not extra & _NEGATION_WORDS and (
                 len(words) <= len(gold_words) + TEXT_CONTAINS_EXTRA_WORDS
+                or len(words) <= TEXT_SENTENCE_WORDS
                 or extra <= question_words | _FUNCTION_WORDS):
             return True
     if looks_symbolic(gold_text) and looks_symbolic(predicted):

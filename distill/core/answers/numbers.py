@@ -1,7 +1,8 @@
 """Numbers as models write them, and comparing them the way number benchmarks grade.
 
 A number answer is read from a statement ("In 2015, the value was 42.", "3 + 4 = 7",
-"\\frac{2}{3}", "1.2 \\times 10^{5} m", "45%", "1,200 people") by a small scanner with a
+"\\frac{2}{3}", "1.2 \\times 10^{5} m", "45%", "1,200 people", the mixed numbers
+"2\\frac{1}{2}", "2 1/2" and "2½", "图中一共有6只鸭子") by a small scanner with a
 recursive-descent parser for LaTeX arithmetic (\\frac, \\sqrt, \\pi, powers, scientific
 notation). No sympy on this path: every step is bounded by the statement's length.
 
@@ -70,6 +71,9 @@ _TIMES_TEN = re.compile(r"\s*(?:\\times|\\cdot|×|\*|x|·)\s*10\s*\^\s*")
 _COMMAND = re.compile(r"\\([A-Za-z]+)")
 _PERCENT = re.compile(r"\s*(?:%|percent\b|per cent\b)", re.IGNORECASE)
 _SCALE = re.compile(r"\s*(thousand|million|billion|trillion)\b", re.IGNORECASE)
+# A whole number then a proper fraction: '2\\frac{1}{2}', '2 1/2'.
+_MIXED = re.compile(r"(?<![\d.,/^])(\d{1,9})(?:[ \t]*\\frac\{(\d{1,9})\}\{(\d{1,9})\}|"
+                    r"[ \t]+(\d{1,9})/(\d{1,9})(?![\d/.]))")
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def read_number(statement: str, given: tuple[float, ...] = ()) -> Number | NotAN
         return NotANumber("empty_answer")
     if _DOUBT.search(text):
         return NotANumber("hedged")
-    text = _focus(text, given)
+    text = _mixed_numbers(_focus(text, given))
     ratio = _RATIO.fullmatch(text.strip(" ."))
     if ratio and float(ratio.group(2)):
         return Number(float(ratio.group(1)) / float(ratio.group(2)), None)
@@ -128,6 +132,21 @@ def read_number(statement: str, given: tuple[float, ...] = ()) -> Number | NotAN
     if len(distinct) > 1:
         return NotANumber("hedged" if _HEDGE.search(text) else "multiple_answers")
     return distinct[0]
+
+
+def _mixed_numbers(text: str) -> str:
+    """'2\\frac{1}{2}' and '2 1/2' (and '2½', spelled '2 1/2' by ``plain``) as the sums they
+    mean, '(2+1/2)', so the scanner reads one number, not two."""
+    if "/" not in text and "\\frac" not in text:
+        return text
+    return _MIXED.sub(lambda m: (f"({m.group(1)}+{m.group(2) or m.group(4)}/"
+                                 f"{m.group(3) or m.group(5)})"
+                                 if _proper(m) else m.group(0)), text)
+
+
+def _proper(match: re.Match[str]) -> bool:
+    numerator = int(match.group(2) or match.group(4))
+    return 0 < numerator < int(match.group(3) or match.group(5))
 
 
 def _distinct(found: list[Number]) -> list[Number]:
@@ -213,7 +232,7 @@ def scan_numbers(text: str) -> list[Number]:
         starts = (char.isdigit() or char in "\\π√(" or
                   (char in "-+." and index + 1 < length and (text[index + 1].isdigit()
                                                              or text[index + 1] in "\\.")))
-        if not starts or (index and (text[index - 1].isalpha() or text[index - 1] in "^_")):
+        if not starts or (index and _glued(text[index - 1])):
             index += 1
             continue
         if char in "-+" and index and (text[index - 1].isdigit() or text[index - 1] in ")}"):
@@ -230,6 +249,12 @@ def scan_numbers(text: str) -> list[Number]:
         found.append(number[0])
         index = max(number[1], index + 1)
     return found
+
+
+def _glued(char: str) -> bool:
+    """Whether a number right after ``char`` is part of a name ('x2', 'm_1', '∠2'). A
+    Chinese character is a word of its own ('一共有6只'), never a name's prefix."""
+    return (char.isalpha() and not "\u3400" <= char <= "\u9fff") or char in "^_∠△"
 
 
 def _after_exponent(text: str, index: int) -> int:

@@ -2,9 +2,11 @@
 
 A choice is a letter in any of the usual phrasings ("B", "(B)", "B.", "**B**", "B: text",
 "option B", "the correct choice is C", "B is correct") or the option's own text ("45°",
-"the cube"), also given as a number matching a numeric option. Two different options
-named ("A or B", "A and C") are no answer. A yes/no answer is a reply that starts with
-yes/no ("No, the ball is not left of the cube") or names exactly one of the two.
+"the cube"), also given as a number matching a numeric option. Option texts are blanked,
+longest first, before letters are looked for, so a capital inside one ("(B) Vitamin C",
+"(B) 1 A") is no second letter. Two different options named ("A or B", "A and C") are no
+answer. A yes/no answer is a reply whose first word is yes/no ("Yes, ..., although no
+cars ..." is yes; "是的，..." / "不是，..." in Chinese) or that names exactly one of the two.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from distill.core.answers.numbers import Number, numbers_match, read_number
+from distill.core.answers.phrases import ZH_LEAD, ZH_YES_NO
 from distill.core.answers.text import normalize_text, plain
 from distill.schemas.sample import CHOICE_LETTERS
 
@@ -38,6 +41,8 @@ _IS_CORRECT = re.compile(r"(?<![A-Za-z'])\(?([A-Z])\)?\s+(?:is|seems|appears)\s+
                          r"(?:the\s+)?(?:correct|right|best|answer)")
 _LONE = re.compile(r"(?<![A-Za-z'’])([A-Z])(?![A-Za-z'’])")
 _ARTICLE_LIKE = {"A", "I"}
+_YES_OR_NO = re.compile(r"\b(?:yes|no)\s*(?:or|/)\s*(?:yes|no)\b", re.IGNORECASE)
+_REVERSAL = re.compile(r"[.!?;:]\s*(?:yes|no)\b|\b(?:yes|no)\s*$", re.IGNORECASE)
 _YES = {"yes", "true", "correct"}
 _NO = {"no", "false", "incorrect"}
 _YES_NO_DOUBT = re.compile(r"\b(?:maybe|perhaps|unclear|uncertain|not sure|cannot (?:be )?"
@@ -56,7 +61,7 @@ def read_choice(statement: str, choices: list[str] | tuple[str, ...]) -> str | N
     for index, choice in enumerate(choices):
         if normalized and normalize_text(choice) == normalized:
             return letters[index]
-    named = _letters_named(raw, text, choices)
+    named = _letters_named(_mask_options(raw, choices), _mask_options(text, choices), choices)
     if named:
         if len(named) > 1:
             return NoOption("hedged" if _HEDGE.search(text) else "multiple_answers")
@@ -65,6 +70,19 @@ def read_choice(statement: str, choices: list[str] | tuple[str, ...]) -> str | N
     if _DOUBT.search(text):
         return NoOption("hedged")
     return _option_by_text(text, normalized, choices)
+
+
+def _mask_options(text: str, choices: list[str] | tuple[str, ...]) -> str:
+    """``text`` with every option's own text blanked, longest first, so that a capital
+    inside an option ("(B) Vitamin C", "(B) 1 A" with A the unit) is not read as a second
+    letter. A one-character option is a letter itself and stays."""
+    for choice in sorted(choices, key=len, reverse=True):
+        option = choice.strip()
+        if len(option) < 2 or option.lower() not in text.lower():
+            continue
+        text = re.sub(r"(?<![A-Za-z0-9])" + re.escape(option) + r"(?![A-Za-z0-9])", " … ",
+                      text, flags=re.IGNORECASE)
+    return text
 
 
 def _letters_named(raw: str, text: str, choices: list[str] | tuple[str, ...]) -> set[str]:
@@ -141,13 +159,21 @@ def _option_by_text(text: str, normalized: str,
 def read_yes_no(statement: str) -> str | NoOption:
     """'yes' or 'no' from a reply that starts with it or names exactly one of the two."""
     text = plain(statement)
+    chinese = ZH_YES_NO.match(ZH_LEAD.sub("", text))
+    if chinese is not None and not text.startswith("是否"):
+        return "no" if chinese.group(1) else "yes"
     words = normalize_text(text).split()
     if not words:
         return NoOption("empty_answer")
     named = {word for word in words if word in ("yes", "no")}
     first = "yes" if words[0] in _YES else "no" if words[0] in _NO else None
     if first is not None:
-        return first if named <= {first} else NoOption("hedged")
+        # The reply's first word is its verdict; a later 'no' inside the same sentence is
+        # content ("Yes, ..., although no cars ..."). Only "yes or no" or a later sentence
+        # that opens with the other word takes it back.
+        if named <= {first} or not (_YES_OR_NO.search(text) or _REVERSAL.search(text)):
+            return first
+        return NoOption("hedged")
     if len(named) == 1 and not _YES_NO_DOUBT.search(text):
         return named.pop()
     if len(named) > 1 or _YES_NO_DOUBT.search(text):

@@ -32,6 +32,7 @@ _MARKDOWN = re.compile(r"\*\*|__|`+")
 # Characters clean_answer may take off; an answer without any is returned as it is.
 _DECORATION = re.compile(r"[*_`\"'$\\<]|[.。!]$")
 _SPACES = re.compile(r"\s+")
+_VULGAR = re.compile(r"(\d?)([\u00bc-\u00be\u2150-\u215e])")
 _ARTICLES = {"a", "an", "the"}
 # Punctuation removed by normalize_text; the degree sign goes too ("45°" ~ "45").
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "°·•“”‘’«»")
@@ -115,12 +116,19 @@ def plain(text: str) -> str:
     value = clip(text)
     value = _SUPERSCRIPT_RUN.sub(lambda m: "^{" + m.group(0).translate(_SUPERSCRIPT_DIGITS) + "}",
                                  value)
+    value = _VULGAR.sub(_vulgar, value)
     value = unicodedata.normalize("NFKC", value)
     value = value.replace("−", "-").replace("–", "-").replace("\u00a0", " ").replace("{,}", ",")
     value = _ANSWER_TAG.sub(" ", value)
     value = strip_latex(value)
     value = _MARKDOWN.sub("", value)
     return _SPACES.sub(" ", value).strip()
+
+
+def _vulgar(match: re.Match[str]) -> str:
+    """'1½' -> '1 1/2', '¾' -> '3/4' (NFKC alone would glue '1½' into '11⁄2')."""
+    fraction = unicodedata.normalize("NFKC", match.group(2)).replace("\u2044", "/")
+    return f"{match.group(1)} {fraction}" if match.group(1) else fraction
 
 
 def clean_answer(answer: str) -> str:

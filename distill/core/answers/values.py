@@ -17,6 +17,7 @@ from distill.core.answers.numbers import (
     scan_numbers,
 )
 from distill.core.answers.options import NoOption, read_choice, read_yes_no
+from distill.core.answers.phrases import ZH_DOUBT_PATTERN
 from distill.core.answers.text import MAX_STATEMENT_CHARS, normalize_text, plain
 from distill.schemas import Sample
 from distill.schemas.sample import AnswerType
@@ -108,6 +109,8 @@ def read_value(statement: str | None, spec: AnswerSpec) -> Value | NoValue:
         return NoValue("no_answer")
     if len(statement) > MAX_STATEMENT_CHARS:
         statement = statement[:MAX_STATEMENT_CHARS]
+    if ZH_DOUBT_PATTERN.search(statement):  # one place for every type (the English
+        return NoValue("hedged")  # doubt words live with each type's reader)
     return _read_value(statement, spec)
 
 

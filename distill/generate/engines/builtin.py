@@ -23,6 +23,10 @@ reasoning claims and its final answer, and grades: 5 when the claimed digits are
 it reads and the answer follows from them, 3 or 2 when one or more claimed digits differ
 from its reading, 1 when the answer does not follow from the claimed digits (or the
 reasoning names none). It cannot compare free-text answers and says so.
+
+A fourth model, ``extract``, answers the answer judge's extraction prompt
+(``prompts/answer-extract.yaml``, the judge's optional model tier) with plain rules, so
+that tier is exercised on CPU with no downloads (``extract_reply``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ from distill.generate.engines.base import (
 from distill.schemas import SamplingParams
 
 Reader = Literal["knn", "logreg", "svc"]
-MODELS = ("knn", "logreg", "judge")
+MODELS = ("knn", "logreg", "judge", "extract")
 # A cell whose total ink (0..16 units a pixel, 64 pixels) is below this is blank; the
 # faintest real scan in sklearn's digits has far more ink than this.
 BLANK_INK = 24.0
@@ -224,12 +228,17 @@ class BuiltinDigitsEngine(Engine):
             raise ValueError(f"the builtin engine has models {list(MODELS)}, not {model!r}")
         if model == "judge":
             self.classifier = train_reader("svc", options.pool_seed, "val")
+        elif model == "extract":
+            self.classifier = None
         else:
             self.classifier = train_reader(model, options.pool_seed)  # type: ignore[arg-type]
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
         if self.model == "judge":
             yield from _judge_replies(self, requests)
+            return
+        if self.model == "extract":
+            yield from _extract_replies(requests)
             return
         # Read every request first, then classify all their digits in one call: sklearn's
         # per-call overhead dwarfs the work for a handful of 8x8 cells.
@@ -329,5 +338,44 @@ def _judge_replies(engine: BuiltinDigitsEngine, requests: Sequence[ChatRequest]
             text = "This image is not a grid of handwritten digits; I cannot grade it."
         else:
             text = _judge_digits(request, own)
+        yield RequestResults(request, [Completion(text=text, finish_reason="stop",
+                                                  latency_s=latency) for _ in request.ks])
+
+
+# --- the extractor -----------------------------------------------------------------------------
+
+_EXTRACT_TYPE = re.compile(r"^Expected answer type:\s*(\w+)", re.MULTILINE)
+_EXTRACT_RESPONSE = re.compile(r"The response:\n(?P<response>.*)\n\nWhat final answer",
+                               re.DOTALL)
+_EXTRACT_VALUE = {
+    "number": re.compile(r"-?\d+(?:\.\d+)?"),
+    "choice": re.compile(r"(?<![A-Za-z])[A-H](?![A-Za-z])"),
+    "yes_no": re.compile(r"\b(?:yes|no)\b", re.IGNORECASE),
+}
+
+
+def extract_reply(prompt: str) -> str:
+    """``model: extract``, a stand-in for a small instruct model on the answer judge's model
+    tier (prompts/answer-extract.yaml), so the tier runs on a laptop CPU: the last value of
+    the asked type in the response's last line that has one, or NONE. Deliberately plain
+    -- a real extraction model does better -- and never the gold: it sees only the prompt."""
+    kind = _EXTRACT_TYPE.search(prompt)
+    response = _EXTRACT_RESPONSE.search(prompt)
+    pattern = _EXTRACT_VALUE.get(kind.group(1) if kind else "")
+    if pattern is None or response is None:
+        return "Answer: NONE"
+    for line in reversed(response.group("response").strip().splitlines()):
+        found = pattern.findall(line)
+        if found:
+            value = found[-1].lower() if kind and kind.group(1) == "yes_no" else found[-1]
+            return f"Answer: {value}"
+    return "Answer: NONE"
+
+
+def _extract_replies(requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
+    for request in requests:
+        start = time.perf_counter()
+        text = extract_reply(request.user)
+        latency = time.perf_counter() - start
         yield RequestResults(request, [Completion(text=text, finish_reason="stop",
                                                   latency_s=latency) for _ in request.ks])
