@@ -68,7 +68,8 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the Sample shards and manifest.")
-@click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
+@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Samples per shard.")
 @click.option("--images", "image_mode", type=click.Choice(["copy", "reference", "inline"]),
               default="copy", show_default=True,
               help="Copy images under OUT, reference them in place, or inline their bytes.")
@@ -84,6 +85,7 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
               "(default: all of sum, max_minus_min, count_even, sum_is_even).")
 @click.option("--limit", type=int, help="At most this many items per split (easy-vqa).")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
+              type=click.IntRange(min=1),
               help="Refuse images larger than this (decompression-bomb guard).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--withhold-gold", help="Comma-separated splits to ingest WITHOUT their gold "

@@ -12,8 +12,10 @@ their gold answers (as an unlabeled pool would arrive) and writes the gold, one
 ``{"id", "split", "answer"}`` object a line, to FILE outside OUT: kept for measuring
 derived labels against it, never read by any stage.
 
-Ingestion writes into a staging folder beside OUT and renames it into place only when
-everything succeeded: a failed run leaves nothing that looks like a finished dataset.
+Ingestion writes into a staging folder beside OUT and puts it in place only when
+everything succeeded (``distill.core.folders``: the old OUT is renamed aside first and
+deleted last), so a failed or killed run leaves nothing that looks like a finished
+dataset and never loses the old one.
 Two ingests into the same OUT would race on that rename; the core's single-writer guard
 (``PARENT/.OUT.lock``, beside OUT since OUT itself is replaced) lets one run at a time.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,10 +35,12 @@ from typing import Literal
 from pydantic import ValidationError
 
 from distill.core.errors import DistillError, InputError
+from distill.core.folders import discard_staging, replace_folder, staging_folder, sweep_leftovers
 from distill.core.images import (
     DEFAULT_MAX_PIXELS,
     decode_image,
     image_format_suffix,
+    read_image_file,
     resolve_image_path,
 )
 from distill.core.locks import lock_path_beside, single_writer
@@ -124,7 +127,10 @@ def _image_ref(item: RawItem, options: IngestOptions, staging: Path,
             if item.image_root is None or item.image_path is None:
                 raise InputError("row has no image", field="image", reason="missing_image")
             disk_path = resolve_image_path(item.image_root, item.image_path)
-            data = disk_path.read_bytes()
+            data = read_image_file(disk_path)
+        if not isinstance(data, bytes):
+            raise InputError(f"image must be bytes, got {type(data).__name__}",
+                             field="image", reason="schema_error")
         decode_image(data, max_pixels=options.max_pixels)
     except InputError as exc:
         raise located(exc) from None
@@ -165,6 +171,8 @@ def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: st
            total: int | None = None) -> IngestSummary:
     """Validate every row, write shards and a manifest; atomic as a whole."""
     out = options.out
+    if options.shard_size < 1:
+        raise DistillError(f"shard size must be at least 1, got {options.shard_size}")
     with single_writer(lock_path_beside(out), str(out), wait=options.wait):
         return _ingest_locked(rows, options, description, total)
 
@@ -172,12 +180,13 @@ def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: st
 def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, description: str,
                    total: int | None) -> IngestSummary:
     out = options.out
+    if out.is_file():
+        raise DistillError(f"{out} is a file; OUT must be a folder (or not exist yet)")
+    _check_withholding(options)
+    sweep_leftovers(out)
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
-    _check_withholding(options)
-    staging = out.parent / f".{out.name}.ingest-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(out)
     summary = IngestSummary(out=out)
     withheld: list[dict] = []
     try:
@@ -185,11 +194,9 @@ def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, descriptio
         if options.gold_out is not None:
             write_bytes_atomic(options.gold_out, "".join(
                 json.dumps(row, ensure_ascii=False) + "\n" for row in withheld).encode())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        replace_folder(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
         raise
     summary.manifest = manifest
     return summary

@@ -38,6 +38,7 @@ from typing import Any
 
 from distill.core.errors import InputError
 from distill.core.shards import iter_lines
+from distill.core.text import parse_json
 from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
 from distill.schemas import HarnessRun, file_sha256
 
@@ -186,11 +187,7 @@ def _finish_reason(output_tokens: int | None, token_limit: int | None) -> str | 
 
 def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, text in iter_lines(path):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=path,
-                             line=number, reason="bad_json") from None
+        data = parse_json(text, file=path, line=number)
         if not isinstance(data, dict):
             raise InputError("each line of a samples file is a JSON object", file=path,
                              line=number, reason="bad_json")

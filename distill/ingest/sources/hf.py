@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.images import image_source
 from distill.ingest.sources.base import SourceRow
 from distill.ingest.sources.jsonl import row_to_item
 
@@ -68,19 +69,16 @@ def _row_item(row: dict[str, Any], mapping: dict[str, str], *, file: str, line: 
             picked[field] = row[column]
     picked.setdefault("split", split)
     picked["source"] = path.name
-    image = row[mapping["image"]]
-    if isinstance(image, dict):
-        data, image_path = image.get("bytes"), image.get("path")
-    else:
-        data, image_path = None, image
+    try:
+        image = image_source(row[mapping["image"]])
+    except InputError as exc:
+        raise InputError(exc.message, file=file, line=line, field=exc.field,
+                         reason=exc.reason) from None
     item = row_to_item({**picked, "image": "_"}, file=file, line=line, image_root=path,
                        default_id=f"{path.name}-{split}-{line}", default_source=path.name)
     item.image_path = None
-    if data is not None:
-        item.image_bytes = data
-    elif isinstance(image_path, str):
-        item.image_path, item.image_root = Path(image_path).name, Path(image_path).parent
+    if isinstance(image, bytes):
+        item.image_bytes = image
     else:
-        raise InputError("image cell is empty", file=file, line=line, field="image",
-                         reason="missing_image")
+        item.image_path, item.image_root = Path(image).name, Path(image).parent
     return item
