@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from distill.core.errors import InputError
+from distill.core.text import MAX_DEPTH, read_text
 
 Where = tuple[str, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -113,51 +114,88 @@ def resolve_named(name_or_path: str | Path, folder: Path) -> Path:
 def read_yaml_file(name_or_path: str | Path, folder: Path, kind: str) -> YamlDocument:
     """The YAML of a named or given file, with the line of every key."""
     path = resolve_named(name_or_path, folder)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         shipped = sorted(p.stem for p in folder.glob("*.yaml"))
         raise InputError(f"{kind} not found (shipped: {shipped})", file=path,
-                         reason="missing_file") from None
-    return parse_yaml(text, path)
+                         reason="missing_file")
+    return parse_yaml(read_text(path, what=kind), path)
 
 
 def parse_yaml(text: str, path: Path | None = None) -> YamlDocument:
     """Plain data from YAML text, noting each key's line; a key given twice is an error."""
     document = YamlDocument(data=None, path=path)
-    loader = yaml.SafeLoader(text)
+    where = path or "<config>"
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML does not allow (a NUL, a control)
+        raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
+                         reason="bad_yaml") from None
     try:
         node = loader.get_single_node()
         if node is not None:
-            document.data = _to_python(node, (), document, loader)
+            document.data = _to_python(node, (), document, loader, _Budget())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise InputError(f"not valid YAML: {exc.problem or exc}", file=path or "<config>",
+        raise InputError(f"not valid YAML: {_one_line(exc.problem or exc)}", file=where,
                          line=mark.line + 1 if mark is not None else None,
+                         reason="bad_yaml") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
+                         reason="bad_yaml") from None
+    except RecursionError:  # PyYAML's composer recurses once per level
+        raise InputError(f"nested too deeply (at most {MAX_DEPTH} levels)", file=where,
                          reason="bad_yaml") from None
     finally:
         loader.dispose()
     return document
 
 
+def _one_line(problem: object) -> str:
+    return " ".join(str(problem).split())
+
+
+@dataclass
+class _Budget:
+    """How much of a document may still be built: aliases can repeat one node without end
+    (a "billion laughs" file, or an alias inside itself), so nodes are counted."""
+
+    nodes: int = 100_000
+
+    def spend(self, node: yaml.Node, document: YamlDocument, depth: int) -> None:
+        self.nodes -= 1
+        where = document.path or "<config>"
+        if self.nodes < 0:
+            raise InputError("too many values (aliases repeating one node?); a config file "
+                             "is small", file=where, line=node.start_mark.line + 1,
+                             reason="bad_yaml")
+        if depth > MAX_DEPTH:
+            raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                             line=node.start_mark.line + 1, reason="bad_yaml")
+
+
 def _to_python(node: yaml.Node, where: Where, document: YamlDocument,
-               loader: yaml.SafeLoader) -> Any:
+               loader: yaml.SafeLoader, budget: _Budget) -> Any:
+    budget.spend(node, document, len(where))
     document.lines.setdefault(where, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(loader.construct_object(key_node))
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise InputError("a key must be plain text, not a list or a mapping",
+                                 file=document.path or "<config>", line=line,
+                                 field=".".join(where) or None, reason="bad_config")
+            key = str(loader.construct_object(key_node))
             if key in out:
                 first = document.lines[(*where, key)]
                 raise InputError(f"duplicate key '{key}' (first given on line {first})",
                                  file=document.path or "<config>", line=line,
                                  field=".".join((*where, key)), reason="bad_config")
             document.lines[(*where, key)] = line
-            out[key] = _to_python(value_node, (*where, key), document, loader)
+            out[key] = _to_python(value_node, (*where, key), document, loader, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*where, str(index)), document, loader)
+        return [_to_python(item, (*where, str(index)), document, loader, budget)
                 for index, item in enumerate(node.value)]
     return loader.construct_object(node)
 

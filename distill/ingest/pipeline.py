@@ -162,6 +162,32 @@ def _to_sample(item: RawItem, ref: ImageRef) -> Sample:
         raise InputError.from_validation(exc, file=item.file, line=item.line) from None
 
 
+def _nothing_read(options: IngestOptions, summary: IngestSummary,
+                  first_rejected: InputError | None) -> DistillError:
+    """Nothing valid to write: say from where, and why the first refused row was refused
+    (under --on-error skip its rejects file is not kept: there is no dataset to hold it)."""
+    source = options.source_config.get("path")
+    where = f" from {source}" if source else ""
+    if first_rejected is None:
+        return DistillError(f"no valid items were read{where}; nothing to write")
+    return DistillError(f"no valid items were read{where}: all "
+                        f"{sum(summary.rejects.values())} rows were refused; the first: "
+                        f"{first_rejected}")
+
+
+def _claim_id(sample: Sample, row: RawItem, seen_ids: dict[str, str]) -> None:
+    """Refuse a second row with the same id, naming both rows and their own ids: converters
+    normalise ids (``A-1`` and ``a_1`` both become ``a_1``), so the ids a user sees in the
+    source can differ where ours collide."""
+    source_id = sample.meta.get("source_id") if isinstance(sample.meta, dict) else None
+    this = row.location + (f" (source id {source_id!r})" if source_id is not None else "")
+    first = seen_ids.setdefault(sample.id, this)
+    if first is not this:
+        raise InputError(f"duplicate id {sample.id!r}: this row{this[len(row.location):]} "
+                         f"and the row first seen at {first} both give it",
+                         file=row.file, line=row.line, field="id", reason="duplicate_id")
+
+
 def _rejection(error: InputError) -> Rejection:
     return Rejection(stage="ingest", key=error.location or "unknown", reason=error.reason,
                      message=error.message, location=error.location, field=error.field)
@@ -226,7 +252,8 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                  withheld: list[dict]) -> StageManifest:
     shards = _SplitShards(staging, options.shard_size)
     rejects: ShardWriter | None = None
-    seen_ids: dict[str, str] = {}
+    first_rejected: InputError | None = None
+    seen_ids: dict[str, str] = {}  # id -> the row that gave it (location, source id)
     reference_root: list[Path] = []
     with progress_bar(description, total=total, unit="items") as bar:
         for row in rows:
@@ -239,14 +266,11 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                     raise InputError("no gold answer: an eval set needs one for every item",
                                      file=row.file, line=row.line, field="answer",
                                      reason="no_gold")
-                if sample.id in seen_ids:
-                    raise InputError(f"duplicate id {sample.id!r} (first seen at "
-                                     f"{seen_ids[sample.id]})", file=row.file, line=row.line,
-                                     field="id", reason="duplicate_id")
-                seen_ids[sample.id] = row.location
+                _claim_id(sample, row, seen_ids)
             except InputError as error:
                 if options.on_error == "fail":
                     raise
+                first_rejected = first_rejected or error
                 rejects = rejects or ShardWriter(staging / "rejects.jsonl")
                 rejects.write(_rejection(error))
                 summary.rejects[error.reason] += 1
@@ -256,7 +280,7 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
             summary.counts[(sample.split, sample.category)] += 1
             summary.no_gold += sample.answer is None
     if summary.total == 0:
-        raise DistillError("no valid items were read; nothing to write")
+        raise _nothing_read(options, summary, first_rejected)
     shard_refs = shards.commit_all()
     reject_refs = []
     if rejects is not None:

@@ -20,7 +20,22 @@ DEFAULT_COLUMNS = {
 
 
 def load_local_dataset(path: Path) -> Any:
-    """A DatasetDict (or Dataset) from a local folder or parquet file, by its layout."""
+    """A DatasetDict (or Dataset) from a local folder or parquet file, by its layout; a
+    file the datasets library cannot read (a corrupt parquet page, a truncated arrow
+    file) is an InputError naming it, whatever the library raised."""
+    if not path.exists():
+        raise InputError("dataset path does not exist", file=path, reason="missing_file")
+    try:
+        return _load(path)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets/pyarrow raise many types for bad files
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise InputError(f"not a readable dataset: {reason}", file=path,
+                         reason="bad_dataset") from None
+
+
+def _load(path: Path) -> Any:
     import datasets
 
     if not path.exists():
