@@ -125,8 +125,9 @@ def parse_yaml(text: str, path: Path | None = None) -> YamlDocument:
     """Plain data from YAML text, noting each key's line; a key given twice is an error."""
     document = YamlDocument(data=None, path=path)
     where = path or "<config>"
+    _refuse_deep_flow(text, where)
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _DepthLimitedLoader(text)
     except yaml.YAMLError as exc:  # a character YAML does not allow (a NUL, a control)
         raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
                          reason="bad_yaml") from None
@@ -142,12 +143,53 @@ def parse_yaml(text: str, path: Path | None = None) -> YamlDocument:
     except yaml.YAMLError as exc:
         raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
                          reason="bad_yaml") from None
-    except RecursionError:  # PyYAML's composer recurses once per level
-        raise InputError(f"nested too deeply (at most {MAX_DEPTH} levels)", file=where,
-                         reason="bad_yaml") from None
+    except _TooDeep as exc:
+        raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                         line=exc.line, reason="bad_yaml") from None
     finally:
         loader.dispose()
     return document
+
+
+class _TooDeep(Exception):  # noqa: N818 - internal signal, turned into an InputError
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's composer recurses once per nesting level, and its scanner slows down
+    quadratically with open flow collections (``[`` * 3000 took 4 s, then raised
+    RecursionError); stopping at ``MAX_DEPTH`` levels keeps both short."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._depth -= 1
+
+
+def _refuse_deep_flow(text: str, where: str | Path) -> None:
+    """Refuse ``[[[[...`` before PyYAML sees it: its scanner reads ahead through every open
+    flow collection, quadratically (3,000 brackets: 1 s even with the composer limited).
+    Brackets inside quoted strings count too; no config nests 64 of them."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in line:
+            if char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                                     line=number, reason="bad_yaml")
+            elif char in "]}":
+                depth = max(depth - 1, 0)
 
 
 def _one_line(problem: object) -> str:
