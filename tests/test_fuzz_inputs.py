@@ -447,6 +447,7 @@ def test_fuzz_shard_readers(tmp_path: Path, sample_folder: Path,
                      "--out", str(out)])
     TALLY["shard readers:tried"] += 1
     assert "Traceback" not in err and code in (0, 2), (code, err)
+    TALLY[f"shard readers:exit {code}"] += 1
     if code == 2:
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and shard.name in errors[0], err
