@@ -76,6 +76,7 @@ def test_bad_rows_of_every_text_kind_go_to_rejects_under_skip(
             b"\\u00e9", b"\xe9"),  # Latin-1, not UTF-8
         ('{"id": "c", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(),
         json.dumps({"id": "d", **ROW}).replace('"id": "d"', '"id": "d", "id": "e"').encode(),
+        json.dumps({"id": "f", **ROW, "question": "q \ud800"}).encode(),  # a lone surrogate
     ]) + b"\n")
     out = tmp_path / "out"
     code, _ = run(["ingest", "jsonl", str(source), "--out", str(out), "--on-error", "skip"],
@@ -84,7 +85,7 @@ def test_bad_rows_of_every_text_kind_go_to_rejects_under_skip(
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["location"], r["reason"]) for r in rejects] == [
         (f"{source}:2", "bad_encoding"), (f"{source}:3", "bad_json"),
-        (f"{source}:4", "duplicate_key")]
+        (f"{source}:4", "duplicate_key"), (f"{source}:5", "bad_encoding")]
     assert rejects[2]["field"] == "id" and "appears twice" in rejects[2]["message"]
 
 

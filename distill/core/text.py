@@ -64,6 +64,9 @@ def iter_text_lines(path: Path | str) -> Iterator[tuple[int, str | InputError]]:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except IsADirectoryError:
         raise InputError("is a folder, expected a file", file=path, reason="bad_file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", file=path,
+                         reason="bad_file") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
             try:
@@ -96,17 +99,28 @@ def parse_json(text: str | bytes, *, file: str | Path, line: int | None = None) 
     return value
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def check_depth(value: Any, *, file: str | Path, line: int | None = None,
                 limit: int = MAX_DEPTH) -> None:
-    """Refuse an already-parsed value (YAML, parquet) nested deeper than ``limit``."""
+    """Refuse an already-parsed value nested deeper than ``limit``, or holding a lone
+    surrogate (JSON's ``"\\ud800"`` escape parses to text no UTF-8 writer can write)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                raise InputError("text holds a lone UTF-16 surrogate (an escape like "
+                                 "\\ud800 without its pair): not valid Unicode", file=file,
+                                 line=line, reason="bad_encoding")
+            continue
         if depth > limit:
             raise InputError(f"nested more than {limit} levels deep", file=file, line=line,
                              reason="bad_input")
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
+            stack.extend((key, depth) for key in item)  # keys are text too
         elif isinstance(item, list | tuple):
             stack.extend((child, depth + 1) for child in item)
 
@@ -140,6 +154,9 @@ def iter_tsv(path: Path | str) -> Iterator[tuple[int, dict[str, str] | InputErro
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except IsADirectoryError:
         raise InputError("is a folder, expected a file", file=path, reason="bad_file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror}", file=path,
+                         reason="bad_file") from None
     with handle:
         lines = (raw.decode("utf-8", "surrogateescape") for raw in handle)
         reader = csv.DictReader(lines, delimiter="\t")
