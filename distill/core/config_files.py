@@ -196,6 +196,12 @@ def _one_line(problem: object) -> str:
     return " ".join(str(problem).split())
 
 
+def yaml_value(text: str, where: str) -> Any:
+    """One value given on the command line (``--set lr=1e-4``, ``--engine-option
+    kwargs={a: 1}``), read by the same rules as a config file; errors name ``where``."""
+    return parse_yaml(text, Path(where)).data
+
+
 @dataclass
 class _Budget:
     """How much of a document may still be built: aliases can repeat one node without end

@@ -24,7 +24,7 @@ def _stdout() -> Console:
 
 
 def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
-    import yaml
+    from distill.core.config_files import yaml_value
 
     parsed = []
     for pair in pairs:
@@ -32,7 +32,7 @@ def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
                                      param_hint="--engine-option")
-        parsed.append((key, yaml.safe_load(value) if value else ""))
+        parsed.append((key, yaml_value(value, f"--engine-option {key}") if value else ""))
     return tuple(parsed)
 
 
