@@ -89,18 +89,24 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except DistillError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {_one_line(exc)}", fg="red", err=True)
         return 2
     except Exception as exc:
         full = disk_full_from(exc)
         if full is None:
             raise
-        click.secho(f"error: {full}", fg="red", err=True)
+        click.secho(f"error: {_one_line(full)}", fg="red", err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("interrupted; finished shards are kept, rerun the command to resume", err=True)
         return 130
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line: it may quote user text (a key, a path) holding newlines,
+    and scripts read the single ``error:`` line."""
+    return " ".join(str(exc).replace("\r", "\n").split("\n"))
 
 
 if __name__ == "__main__":

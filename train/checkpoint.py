@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from distill.core.errors import DistillError
+from distill.core.folders import replace_folder, sweep_leftovers
 from distill.core.shards import fsync_dir
 from distill.train.safe_state import load_state, save_state
 
@@ -57,13 +58,12 @@ def save_final(run: Path, write: Callable[[Path], None]) -> Path:
     """Write the final model through ``write(folder)`` into a temp folder, make it durable,
     and rename it to RUN/final: a kill leaves the old final model or the new one, whole."""
     final, tmp = run / FINAL, run / f".{FINAL}.tmp"
+    sweep_leftovers(final)
     shutil.rmtree(tmp, ignore_errors=True)
     with _discarded_on_failure(tmp, is_main=True):
         write(tmp)
         _fsync_tree(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        fsync_dir(run)
+        replace_folder(tmp, final)  # the old final goes only once the new one is in
     return final
 
 
@@ -165,9 +165,8 @@ def save_checkpoint(run: Path, state: TrainerState, model: torch.nn.Module,
             (tmp / STATE).write_text(json.dumps(asdict(state), indent=2) + "\n",
                                      encoding="utf-8")
             _fsync_tree(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            fsync_dir(run)
+            sweep_leftovers(final)
+            replace_folder(tmp, final)
             for old in list_checkpoints(run)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier()

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distill.core.config_files import read_yaml_file, validate
+from distill.core.config_files import read_yaml_file, validate, yaml_value
 from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
 from distill.schemas import content_hash
@@ -173,5 +172,8 @@ def apply_override(data: dict[str, Any], item: str) -> tuple[str, ...]:
     parts = key.split(".")
     for part in parts[:-1]:
         target = target.setdefault(part, {})
-    target[parts[-1]] = yaml.safe_load(raw) if raw else None
+        if not isinstance(target, dict):
+            raise InputError(f"override {item!r}: {part!r} is not a mapping", field=key,
+                             reason="bad_config")
+    target[parts[-1]] = yaml_value(raw, f"override {item!r}") if raw else None
     return tuple(parts)

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from distill.core.errors import InputError
+from distill.core.text import MAX_DEPTH, read_text
 
 Where = tuple[str, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -113,51 +114,136 @@ def resolve_named(name_or_path: str | Path, folder: Path) -> Path:
 def read_yaml_file(name_or_path: str | Path, folder: Path, kind: str) -> YamlDocument:
     """The YAML of a named or given file, with the line of every key."""
     path = resolve_named(name_or_path, folder)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         shipped = sorted(p.stem for p in folder.glob("*.yaml"))
         raise InputError(f"{kind} not found (shipped: {shipped})", file=path,
-                         reason="missing_file") from None
-    return parse_yaml(text, path)
+                         reason="missing_file")
+    return parse_yaml(read_text(path, what=kind), path)
 
 
 def parse_yaml(text: str, path: Path | None = None) -> YamlDocument:
     """Plain data from YAML text, noting each key's line; a key given twice is an error."""
     document = YamlDocument(data=None, path=path)
-    loader = yaml.SafeLoader(text)
+    where = path or "<config>"
+    _refuse_deep_flow(text, where)
+    try:
+        loader = _DepthLimitedLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML does not allow (a NUL, a control)
+        raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
+                         reason="bad_yaml") from None
     try:
         node = loader.get_single_node()
         if node is not None:
-            document.data = _to_python(node, (), document, loader)
+            document.data = _to_python(node, (), document, loader, _Budget())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        raise InputError(f"not valid YAML: {exc.problem or exc}", file=path or "<config>",
+        raise InputError(f"not valid YAML: {_one_line(exc.problem or exc)}", file=where,
                          line=mark.line + 1 if mark is not None else None,
                          reason="bad_yaml") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {_one_line(exc)}", file=where,
+                         reason="bad_yaml") from None
+    except _TooDeep as exc:
+        raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                         line=exc.line, reason="bad_yaml") from None
     finally:
         loader.dispose()
     return document
 
 
+class _TooDeep(Exception):  # noqa: N818 - internal signal, turned into an InputError
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's composer recurses once per nesting level, and its scanner slows down
+    quadratically with open flow collections (``[`` * 3000 took 4 s, then raised
+    RecursionError); stopping at ``MAX_DEPTH`` levels keeps both short."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self._depth -= 1
+
+
+def _refuse_deep_flow(text: str, where: str | Path) -> None:
+    """Refuse ``[[[[...`` before PyYAML sees it: its scanner reads ahead through every open
+    flow collection, quadratically (3,000 brackets: 1 s even with the composer limited).
+    Brackets inside quoted strings count too; no config nests 64 of them."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        for char in line:
+            if char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                                     line=number, reason="bad_yaml")
+            elif char in "]}":
+                depth = max(depth - 1, 0)
+
+
+def _one_line(problem: object) -> str:
+    return " ".join(str(problem).split())
+
+
+def yaml_value(text: str, where: str) -> Any:
+    """One value given on the command line (``--set lr=1e-4``, ``--engine-option
+    kwargs={a: 1}``), read by the same rules as a config file; errors name ``where``."""
+    return parse_yaml(text, Path(where)).data
+
+
+@dataclass
+class _Budget:
+    """How much of a document may still be built: aliases can repeat one node without end
+    (a "billion laughs" file, or an alias inside itself), so nodes are counted."""
+
+    nodes: int = 100_000
+
+    def spend(self, node: yaml.Node, document: YamlDocument, depth: int) -> None:
+        self.nodes -= 1
+        where = document.path or "<config>"
+        if self.nodes < 0:
+            raise InputError("too many values (aliases repeating one node?); a config file "
+                             "is small", file=where, line=node.start_mark.line + 1,
+                             reason="bad_yaml")
+        if depth > MAX_DEPTH:
+            raise InputError(f"nested more than {MAX_DEPTH} levels deep", file=where,
+                             line=node.start_mark.line + 1, reason="bad_yaml")
+
+
 def _to_python(node: yaml.Node, where: Where, document: YamlDocument,
-               loader: yaml.SafeLoader) -> Any:
+               loader: yaml.SafeLoader, budget: _Budget) -> Any:
+    budget.spend(node, document, len(where))
     document.lines.setdefault(where, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(loader.construct_object(key_node))
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise InputError("a key must be plain text, not a list or a mapping",
+                                 file=document.path or "<config>", line=line,
+                                 field=".".join(where) or None, reason="bad_config")
+            key = str(loader.construct_object(key_node))
             if key in out:
                 first = document.lines[(*where, key)]
                 raise InputError(f"duplicate key '{key}' (first given on line {first})",
                                  file=document.path or "<config>", line=line,
                                  field=".".join((*where, key)), reason="bad_config")
             document.lines[(*where, key)] = line
-            out[key] = _to_python(value_node, (*where, key), document, loader)
+            out[key] = _to_python(value_node, (*where, key), document, loader, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*where, str(index)), document, loader)
+        return [_to_python(item, (*where, str(index)), document, loader, budget)
                 for index, item in enumerate(node.value)]
     return loader.construct_object(node)
 

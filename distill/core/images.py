@@ -4,6 +4,8 @@ decompression bombs or truncated files are refused with a clear error.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 import stat
@@ -19,6 +21,12 @@ from distill.schemas.sample import check_relative_path
 
 # 50 megapixels: far above any VLM's input size, far below what exhausts memory.
 DEFAULT_MAX_PIXELS = 50_000_000
+# An image file larger than this is refused before it is read (a 50-megapixel image
+# stored raw as a BMP is 150 MB; a 40 GB "image" would be read whole into memory).
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+# The first bytes of the formats we decode: how base64 text is told apart from a path.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
+                b"II*\x00", b"MM\x00*", b"RIFF")
 
 
 class ImageError(InputError):
@@ -89,8 +97,7 @@ def read_image_bytes(ref: ImageRef, root: Path | str | None, *, verify: bool = T
         if root is None:
             raise ImageError("image is stored by path but no image root is known",
                              field="image.path", reason="missing_image")
-        with open(resolve_image_path(root, ref.path or ""), "rb") as handle:
-            data = handle.read()
+        data = read_image_file(resolve_image_path(root, ref.path or ""))
     if verify and sha256_hex(data) != ref.sha256:
         raise ImageError(
             "image bytes changed since ingestion "
@@ -99,6 +106,68 @@ def read_image_bytes(ref: ImageRef, root: Path | str | None, *, verify: bool = T
             reason="image_changed",
         )
     return data
+
+
+def read_image_file(path: Path | str) -> bytes:
+    """An image file's bytes, its size checked (stat) before anything is read."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_IMAGE_BYTES:
+                raise ImageError(f"image file {path} is {size:,} bytes, over the limit of "
+                                 f"{MAX_IMAGE_BYTES:,}", field="image", reason="image_too_large")
+            return handle.read(MAX_IMAGE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read image file {path}: {exc.strerror}", field="image",
+                         reason="missing_image") from None
+
+
+def image_source(value: object, *, field: str = "image") -> bytes | str:
+    """What an image cell holds, typed: its bytes, or a path (str) to resolve later.
+
+    Accepts raw bytes, a ``{"bytes": ..., "path": ...}`` struct (Hugging Face, parquet),
+    base64 text of an image (recognised by the image header it decodes to, whatever its
+    length), or a path. Anything else is an ImageError naming the field: an integer
+    under ``bytes`` once made ``bytes(n)`` allocate n zero bytes.
+    """
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            raise ImageError(f"must be bytes, got {type(data).__name__}",
+                             field=f"{field}.bytes", reason="schema_error")
+        if path is not None and not isinstance(path, str):
+            raise ImageError(f"must be a path string, got {type(path).__name__}",
+                             field=f"{field}.path", reason="schema_error")
+        if data:
+            return bytes(data)
+        value = path
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ImageError("no image (expected a path, a bytes struct or base64 data)",
+                         field=field, reason="missing_image")
+    decoded = base64_image(value)
+    return decoded if decoded is not None else value
+
+
+def base64_image(text: str) -> bytes | None:
+    """The bytes of ``text`` if it is base64 of an image (by the decoded header), else None.
+
+    Short base64 images are real (a 1x1 PNG is 92 characters), and a path can be long, so
+    the length says nothing; the content does."""
+    compact = "".join(text.split()) if any(c.isspace() for c in text[:4096]) else text
+    if len(compact) < 8 or len(compact) % 4:
+        return None
+    try:
+        head = base64.b64decode(compact[:16], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not head.startswith(_IMAGE_MAGIC):
+        return None
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        return None
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

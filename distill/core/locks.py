@@ -33,12 +33,14 @@ a live holder on any host is refused by the flock itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import shlex
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -164,7 +166,7 @@ def read_holder(lock_file: Path | str) -> Holder | None:
 
 def _try_acquire(lock_file: Path, what: str, me: Holder, refuse_other_hosts: bool
                  ) -> tuple[TextIO | None, str]:
-    handle = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+    handle = _open_lock_file(lock_file)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -195,6 +197,32 @@ def _try_acquire(lock_file: Path, what: str, me: Holder, refuse_other_hosts: boo
         handle.close()
         raise
     return handle, ""
+
+
+def _open_lock_file(lock_file: Path) -> TextIO:
+    """Open (or create) the lock file itself, never what a link there points to.
+
+    The holder record is written into this file, so a symlink planted at the lock path
+    would make the run overwrite any file the user can write (O_NOFOLLOW refuses it). A
+    folder, FIFO or device at the path is refused too: only a regular file is a lock.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(lock_file, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DistillError(f"lock file {lock_file} is a symbolic link; a lock must be a "
+                               f"regular file: remove the link and run again") from None
+        if exc.errno == errno.EISDIR:
+            raise DistillError(f"lock file {lock_file} is a folder; a lock must be a regular "
+                               f"file: remove the folder and run again") from None
+        raise DistillError(f"cannot open lock file {lock_file}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DistillError(f"lock file {lock_file} is not a regular file; remove it and "
+                           f"run again")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a+", encoding="utf-8")
 
 
 def _busy_reason(lock_file: Path, what: str) -> str:

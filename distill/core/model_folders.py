@@ -7,10 +7,10 @@ transformers half-loads it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from distill.core.errors import InputError
+from distill.core.text import parse_json, read_text
 
 SIQVL_MODEL_TYPE = "siqvl"
 
@@ -21,9 +21,8 @@ def read_model_type(folder: Path) -> str | None:
     if not config.is_file():
         raise InputError("not a model folder: it has no config.json", file=folder,
                          reason="missing_file")
-    try:
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(f"config.json is not a JSON object: {exc}", file=config,
-                         reason="bad_json") from None
+    data = parse_json(read_text(config), file=config)
+    if not isinstance(data, dict):
+        raise InputError("config.json is not a JSON object", file=config, reason="bad_json")
+    value = data.get("model_type")
     return value if isinstance(value, str) else None

@@ -24,6 +24,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from distill.core.errors import DiskFullError, DistillError, InputError, disk_full_from
+from distill.core.text import decode, read_text
 from distill.schemas import ShardRef, file_sha256
 
 log = logging.getLogger(__name__)
@@ -197,8 +198,9 @@ def iter_lines(path: Path | str) -> Iterator[tuple[int, str]]:
     writer (our writers only rename complete files); that is reported, never parsed.
     """
     path = Path(path)
-    with open(path, encoding="utf-8", newline="\n") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = decode(raw, file=path, line=number)
             if not line.endswith("\n") and line.strip():
                 raise InputError(
                     "last line is truncated (no newline at end of file): the file was cut "
@@ -215,7 +217,7 @@ def line_key(line: str, field: str, *, file: Path | str, line_number: int) -> st
     """The value of a top-level string field of one JSONL line (a record's key)."""
     try:
         value = json.loads(line)[field]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise InputError(f"not a valid record line (no {field})", file=file, line=line_number,
                          field=field, reason="bad_json") from None
     if not isinstance(value, str):
@@ -372,10 +374,7 @@ def write_json_atomic(path: Path | str, value: BaseModel | dict | list) -> None:
 def read_json_model(path: Path | str, model: type[M]) -> M:
     """Load a manifest-like JSON file with a clear error on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", file=path, reason="missing_file") from None
+    text = read_text(path)
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:

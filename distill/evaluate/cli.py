@@ -11,6 +11,7 @@ from rich.table import Table
 from distill.core.errors import DistillError
 from distill.core.evalsets import load_eval_set
 from distill.core.paths import slug
+from distill.core.progress import plain
 from distill.core.shards import write_json_atomic
 from distill.evaluate.cache import default_cache_dir
 from distill.evaluate.runner import DEFAULT_CHUNK, LARGE_CHUNK, EvalRun, evaluate_model
@@ -23,7 +24,7 @@ def _stdout() -> Console:
 
 
 def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
-    import yaml
+    from distill.core.config_files import yaml_value
 
     parsed = []
     for pair in pairs:
@@ -31,7 +32,7 @@ def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
         if not sep or not key:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}",
                                      param_hint="--engine-option")
-        parsed.append((key, yaml.safe_load(value) if value else ""))
+        parsed.append((key, yaml_value(value, f"--engine-option {key}") if value else ""))
     return tuple(parsed)
 
 
@@ -48,7 +49,8 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                          else "right")
     for run, set_name, _ in rows:
         m = run.result.metrics
-        table.add_row(run.result.model.name, set_name, run.result.mode, str(int(m["n"])),
+        table.add_row(plain(run.result.model.name), plain(set_name), plain(run.result.mode),
+                      str(int(m["n"])),
                       f"{100 * m['accuracy']:.1f} [{100 * m['accuracy_ci_low']:.1f}, "
                       f"{100 * m['accuracy_ci_high']:.1f}]",
                       f"{100 * m['unparseable_rate']:.1f}", f"{m['tokens_per_s']:.0f}",
@@ -56,7 +58,7 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
     console = _stdout()
     console.print(table)
     for _, _, path in rows:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {plain(path)}")
 
 
 @click.group("eval", invoke_without_command=True)
@@ -167,7 +169,7 @@ def compare_command(results: tuple[Path, ...], out: Path | None, baseline: int,
     if out is not None:
         paths = write_reports(comparison, out, max_flips=max_flips)
         for kind, path in paths.items():
-            console.print(f"{kind}: {path}")
+            console.print(f"{kind}: {plain(path)}")
 
 
 @click.command("lineage")
@@ -184,11 +186,11 @@ def lineage_command(result: Path, no_verify: bool) -> None:
     for depth, link in enumerate(links):
         indent = "  " * min(depth, 1)
         console.print(f"{indent}[bold]{link.kind}[/] {marks[link.status]} "
-                      f"{link.path or ''}")
+                      f"{plain(link.path or '')}")
         for detail in link.details:
-            console.print(f"{indent}    {detail}")
+            console.print(f"{indent}    {plain(detail)}")
         for problem in link.problems:
-            console.print(f"{indent}    [red]! {problem}[/]")
+            console.print(f"{indent}    [red]! {plain(problem)}[/]")
     broken = [link for link in links if link.status == "broken"]
     if broken:
         raise DistillError(f"lineage has {len(broken)} broken link(s): "

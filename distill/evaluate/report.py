@@ -15,6 +15,7 @@ from rich.table import Table
 from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.images import decode_image, read_image_bytes
+from distill.core.progress import plain
 from distill.core.shards import write_bytes_atomic
 from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
@@ -173,11 +174,11 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index < 2 else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(plain, row))
     console.print(table)
     for pair in comparison.pairs:
         header, rows = delta_rows(pair)
-        table = Table(title=f"{pair.b.label} vs {pair.a.label}")
+        table = Table(title=f"{plain(pair.b.label)} vs {plain(pair.a.label)}")
         for index, name in enumerate(header):
             table.add_column(name, justify="left" if index == 0 else "right")
         for row in rows:
@@ -186,21 +187,22 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
                 style = "green"
             elif row[4].startswith("-"):
                 style = "red"
-            table.add_row(*row, style=style)
+            table.add_row(*map(plain, row), style=style)
         console.print(table)
         console.print(f"flipped: {pair.overall.right_to_wrong} right->wrong, "
                       f"{pair.overall.wrong_to_right} wrong->right "
                       f"(McNemar exact p = {p_value(pair.overall.mcnemar_p)}); identical "
                       f"outputs on {pair.same_output} of {pair.overall.n} items")
     for agreement in agreements(comparison):
-        console.print(f"[bold]{agreement_title(agreement)}[/]: {agreement_summary(agreement)}")
+        console.print(f"[bold]{plain(agreement_title(agreement))}[/]: "
+                      f"{plain(agreement_summary(agreement))}")
         if agreement.disagreements:
             header, rows = agreement_rows(agreement)
             table = Table(title="where they disagree")
             for name in header:
                 table.add_column(name)
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*map(plain, row))
             console.print(table)
 
 

@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from distill.core.errors import DistillError
-from distill.core.progress import console
+from distill.core.progress import console, plain
 
 STORE_OPTION = click.option("--store", required=True,
                             type=click.Path(file_okay=False, path_type=Path),
@@ -77,7 +76,7 @@ def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: 
     reasons = ", ".join(f"{reason} {n:,}" for reason, n in
                         sorted(result.manifest.drop_reasons.items(), key=lambda kv: -kv[1])[:6])
     if reasons:
-        console.print(f"dropped: {reasons}")
+        console.print(f"dropped: {plain(reasons)}")
     derived = {k.removeprefix("kept_items:label_"): v for k, v in counts.items()
                if k.startswith("kept_items:label_")}
     if set(derived) - {"gold"}:
@@ -88,7 +87,7 @@ def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: 
     if unlabeled:
         console.print(f"[yellow]{unlabeled:,} item(s) have neither gold nor a derived label "
                       "(listed in the report)")
-    console.print(f"report: {result.report}")
+    console.print(f"report: {plain(result.report)}")
     click.echo(result.version)
 
 
@@ -116,12 +115,12 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
                                 "policy": m.policy.get("name"), "kept": m.counts.get("kept", 0)}
                                for m in versions], indent=2))
         return
-    table = Table(title=f"dataset versions in {store.root}")
+    table = Table(title=f"dataset versions in {plain(store.root)}")
     for column in ("version", "created", "parent", "policy", "kept", "new input"):
         table.add_column(column)
     for m in versions:
         table.add_row(m.version[:16], m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      (m.parent or "-")[:12], str(m.policy.get("name")),
+                      (m.parent or "-")[:12], plain(m.policy.get("name")),
                       f"{m.counts.get('kept', 0):,}", f"{m.counts.get('input_traces', 0):,}")
     console.print(table)
 
@@ -205,7 +204,7 @@ def export_command(ctx: click.Context, version: str, fmt: str, target: str, out:
     else:
         rows = export_version(store, resolved, fmt, out)  # type: ignore[arg-type]
         what = fmt
-    console.print(f"exported {rows:,} rows of {resolved[:16]} to {escape(str(out))} ({what})")
+    console.print(f"exported {rows:,} rows of {resolved[:16]} to {plain(out)} ({what})")
 
 
 @datasets_group.command("verify")

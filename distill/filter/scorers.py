@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.core.answers import ParsedOutput, read_trace, verdict_of
-from distill.core.errors import InputError
 from distill.core.paths import DATA_DIR
+from distill.core.text import read_text
 from distill.filter.consensus import AGREEMENT, AGREEMENT_VERSION
 from distill.filter.judgements import JUDGE, JUDGE_VERSION
 from distill.schemas import Sample, Trace, sha256_hex
@@ -196,11 +196,7 @@ def _periodic_tail(text: str) -> bool:
 
 def load_refusal_phrases(path: Path = DEFAULT_REFUSALS) -> list[str]:
     """One phrase a line, '#' comments; normalised like the text they are matched in."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError("refusal phrase file not found", file=path,
-                         reason="missing_file") from None
+    lines = read_text(path, what="refusal phrase file").splitlines()
     phrases = [_normalize_for_phrases(line).strip() for line in lines
                if line.strip() and not line.lstrip().startswith("#")]
     return sorted(set(phrases))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from distill.core.progress import console, progress_bar
+from distill.core.progress import console, plain, progress_bar
 from distill.generate.runner import GenerateOptions, RunSummary, run_generate
 
 
@@ -66,7 +66,7 @@ def generate_with_progress(options: GenerateOptions) -> RunSummary:
 def print_summary(summary: RunSummary) -> None:
     done = summary.traces + summary.rejected
     rate = done / summary.seconds if summary.seconds else 0.0
-    table = Table(title=f"generate -> {summary.out}", show_header=False)
+    table = Table(title=f"generate -> {plain(summary.out)}", show_header=False)
     table.add_row("traces written", f"{summary.traces:,}")
     table.add_row("rejections", f"{summary.rejected:,}")
     for reason, n in summary.rejections.most_common():
@@ -127,7 +127,7 @@ def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
         wait=wait)
     with progress_bar("judge", unit="judgements") as bar:
         summary = run_judge(options, bar_advance=bar.advance, on_total=bar.set_total)
-    table = Table(title=f"judge -> {summary.out}", show_header=False)
+    table = Table(title=f"judge -> {plain(summary.out)}", show_header=False)
     table.add_row("judgements written", f"{summary.judged:,}")
     table.add_row("rejections", f"{summary.rejected:,}")
     for reason, n in summary.rejections.most_common():

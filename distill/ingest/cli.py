@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from distill.core.images import DEFAULT_MAX_PIXELS
-from distill.core.progress import console
+from distill.core.progress import console, plain
 from distill.ingest.converters import FORMATS, ConvertStats, iter_converted
 from distill.ingest.pipeline import IngestOptions, IngestSummary, ingest, open_source
 
@@ -18,7 +18,7 @@ WAIT_OPTION = click.option("--wait", is_flag=True, help="If another ingest is wr
 
 
 def print_summary(summary: IngestSummary) -> None:
-    console.print(f"ingested {summary.total:,} samples into {summary.out}")
+    console.print(f"ingested {summary.total:,} samples into {plain(summary.out)}")
     if summary.no_gold:
         console.print(f"{summary.no_gold:,} of them have no gold answer: their labels can "
                       "only be derived (distill filter marks them label_source consensus/judge)")
@@ -27,17 +27,17 @@ def print_summary(summary: IngestSummary) -> None:
     table.add_column("category")
     table.add_column("samples", justify="right")
     for (split, category), n in sorted(summary.counts.items()):
-        table.add_row(split, category, f"{n:,}")
+        table.add_row(plain(split), plain(category), f"{n:,}")
     splits = Counter()
     for (split, _), n in summary.counts.items():
         splits[split] += n
     for split, n in sorted(splits.items()):
-        table.add_row(f"[bold]{split}", "[bold]all", f"[bold]{n:,}")
+        table.add_row(f"[bold]{plain(split)}", "[bold]all", f"[bold]{n:,}")
     console.print(table)
     if summary.rejects:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in summary.rejects.most_common())
-        console.print(f"[yellow]rejected {sum(summary.rejects.values())} rows ({reasons}); "
-                      f"see {summary.out / 'rejects.jsonl'}")
+        console.print(f"[yellow]rejected {sum(summary.rejects.values())} rows "
+                      f"({plain(reasons)}); see {plain(summary.out / 'rejects.jsonl')}")
 
 
 def _parse_columns(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -68,7 +68,8 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder for the Sample shards and manifest.")
-@click.option("--shard-size", default=1000, show_default=True, help="Samples per shard.")
+@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Samples per shard.")
 @click.option("--images", "image_mode", type=click.Choice(["copy", "reference", "inline"]),
               default="copy", show_default=True,
               help="Copy images under OUT, reference them in place, or inline their bytes.")
@@ -84,6 +85,7 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
               "(default: all of sum, max_minus_min, count_even, sum_is_even).")
 @click.option("--limit", type=int, help="At most this many items per split (easy-vqa).")
 @click.option("--max-pixels", default=DEFAULT_MAX_PIXELS, show_default=True,
+              type=click.IntRange(min=1),
               help="Refuse images larger than this (decompression-bomb guard).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--withhold-gold", help="Comma-separated splits to ingest WITHOUT their gold "
@@ -155,4 +157,4 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
     summary = ingest(rows, options, description=f"convert {fmt}")
     print_summary(summary)
     for reason, count in sorted(stats.skipped.items()):
-        console.print(f"[yellow]skipped {count} item(s): {reason}")
+        console.print(f"[yellow]skipped {count} item(s): {plain(reason)}")

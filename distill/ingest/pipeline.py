@@ -12,8 +12,10 @@ their gold answers (as an unlabeled pool would arrive) and writes the gold, one
 ``{"id", "split", "answer"}`` object a line, to FILE outside OUT: kept for measuring
 derived labels against it, never read by any stage.
 
-Ingestion writes into a staging folder beside OUT and renames it into place only when
-everything succeeded: a failed run leaves nothing that looks like a finished dataset.
+Ingestion writes into a staging folder beside OUT and puts it in place only when
+everything succeeded (``distill.core.folders``: the old OUT is renamed aside first and
+deleted last), so a failed or killed run leaves nothing that looks like a finished
+dataset and never loses the old one.
 Two ingests into the same OUT would race on that rename; the core's single-writer guard
 (``PARENT/.OUT.lock``, beside OUT since OUT itself is replaced) lets one run at a time.
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,10 +35,12 @@ from typing import Literal
 from pydantic import ValidationError
 
 from distill.core.errors import DistillError, InputError
+from distill.core.folders import discard_staging, replace_folder, staging_folder, sweep_leftovers
 from distill.core.images import (
     DEFAULT_MAX_PIXELS,
     decode_image,
     image_format_suffix,
+    read_image_file,
     resolve_image_path,
 )
 from distill.core.locks import lock_path_beside, single_writer
@@ -124,7 +127,10 @@ def _image_ref(item: RawItem, options: IngestOptions, staging: Path,
             if item.image_root is None or item.image_path is None:
                 raise InputError("row has no image", field="image", reason="missing_image")
             disk_path = resolve_image_path(item.image_root, item.image_path)
-            data = disk_path.read_bytes()
+            data = read_image_file(disk_path)
+        if not isinstance(data, bytes):
+            raise InputError(f"image must be bytes, got {type(data).__name__}",
+                             field="image", reason="schema_error")
         decode_image(data, max_pixels=options.max_pixels)
     except InputError as exc:
         raise located(exc) from None
@@ -156,6 +162,32 @@ def _to_sample(item: RawItem, ref: ImageRef) -> Sample:
         raise InputError.from_validation(exc, file=item.file, line=item.line) from None
 
 
+def _nothing_read(options: IngestOptions, summary: IngestSummary,
+                  first_rejected: InputError | None) -> DistillError:
+    """Nothing valid to write: say from where, and why the first refused row was refused
+    (under --on-error skip its rejects file is not kept: there is no dataset to hold it)."""
+    source = options.source_config.get("path")
+    where = f" from {source}" if source else ""
+    if first_rejected is None:
+        return DistillError(f"no valid items were read{where}; nothing to write")
+    return DistillError(f"no valid items were read{where}: all "
+                        f"{sum(summary.rejects.values())} rows were refused; the first: "
+                        f"{first_rejected}")
+
+
+def _claim_id(sample: Sample, row: RawItem, seen_ids: dict[str, str]) -> None:
+    """Refuse a second row with the same id, naming both rows and their own ids: converters
+    normalise ids (``A-1`` and ``a_1`` both become ``a_1``), so the ids a user sees in the
+    source can differ where ours collide."""
+    source_id = sample.meta.get("source_id") if isinstance(sample.meta, dict) else None
+    this = row.location + (f" (source id {source_id!r})" if source_id is not None else "")
+    first = seen_ids.setdefault(sample.id, this)
+    if first is not this:
+        raise InputError(f"duplicate id {sample.id!r}: this row{this[len(row.location):]} "
+                         f"and the row first seen at {first} both give it",
+                         file=row.file, line=row.line, field="id", reason="duplicate_id")
+
+
 def _rejection(error: InputError) -> Rejection:
     return Rejection(stage="ingest", key=error.location or "unknown", reason=error.reason,
                      message=error.message, location=error.location, field=error.field)
@@ -165,6 +197,8 @@ def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: st
            total: int | None = None) -> IngestSummary:
     """Validate every row, write shards and a manifest; atomic as a whole."""
     out = options.out
+    if options.shard_size < 1:
+        raise DistillError(f"shard size must be at least 1, got {options.shard_size}")
     with single_writer(lock_path_beside(out), str(out), wait=options.wait):
         return _ingest_locked(rows, options, description, total)
 
@@ -172,12 +206,13 @@ def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: st
 def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, description: str,
                    total: int | None) -> IngestSummary:
     out = options.out
+    if out.is_file():
+        raise DistillError(f"{out} is a file; OUT must be a folder (or not exist yet)")
+    _check_withholding(options)
+    sweep_leftovers(out)
     if out.exists() and any(out.iterdir()) and not options.overwrite:
         raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
-    _check_withholding(options)
-    staging = out.parent / f".{out.name}.ingest-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_folder(out)
     summary = IngestSummary(out=out)
     withheld: list[dict] = []
     try:
@@ -185,11 +220,9 @@ def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, descriptio
         if options.gold_out is not None:
             write_bytes_atomic(options.gold_out, "".join(
                 json.dumps(row, ensure_ascii=False) + "\n" for row in withheld).encode())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+        replace_folder(staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_staging(staging)
         raise
     summary.manifest = manifest
     return summary
@@ -219,7 +252,8 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                  withheld: list[dict]) -> StageManifest:
     shards = _SplitShards(staging, options.shard_size)
     rejects: ShardWriter | None = None
-    seen_ids: dict[str, str] = {}
+    first_rejected: InputError | None = None
+    seen_ids: dict[str, str] = {}  # id -> the row that gave it (location, source id)
     reference_root: list[Path] = []
     with progress_bar(description, total=total, unit="items") as bar:
         for row in rows:
@@ -232,14 +266,11 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
                     raise InputError("no gold answer: an eval set needs one for every item",
                                      file=row.file, line=row.line, field="answer",
                                      reason="no_gold")
-                if sample.id in seen_ids:
-                    raise InputError(f"duplicate id {sample.id!r} (first seen at "
-                                     f"{seen_ids[sample.id]})", file=row.file, line=row.line,
-                                     field="id", reason="duplicate_id")
-                seen_ids[sample.id] = row.location
+                _claim_id(sample, row, seen_ids)
             except InputError as error:
                 if options.on_error == "fail":
                     raise
+                first_rejected = first_rejected or error
                 rejects = rejects or ShardWriter(staging / "rejects.jsonl")
                 rejects.write(_rejection(error))
                 summary.rejects[error.reason] += 1
@@ -249,7 +280,7 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
             summary.counts[(sample.split, sample.category)] += 1
             summary.no_gold += sample.answer is None
     if summary.total == 0:
-        raise DistillError("no valid items were read; nothing to write")
+        raise _nothing_read(options, summary, first_rejected)
     shard_refs = shards.commit_all()
     reject_refs = []
     if rejects is not None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from distill.core.evalsets import load_eval_set
+from distill.core.progress import plain
 from distill.core.shards import write_json_atomic
 from distill.evaluate.cli import result_file_name
 from distill.evaluate.harness.importer import ImportOutcome, import_rows
@@ -63,8 +64,8 @@ def _report(outcome: ImportOutcome, path: Path) -> None:
     verdicts = [(item.correctness == "correct", item.harness.correct) for item in result.items
                 if item.harness is not None and item.harness.correct is not None]
     task = result.generation.get("task")
-    line = (f"imported {len(result.items)} items of {task} ({result.model.name}): our judge "
-            f"{100 * result.metrics['accuracy']:.1f}%")
+    line = (f"imported {len(result.items)} items of {plain(task)} "
+            f"({plain(result.model.name)}): our judge {100 * result.metrics['accuracy']:.1f}%")
     if verdicts:
         harness_right = sum(1 for _, theirs in verdicts if theirs)
         disagree = sum(1 for ours, theirs in verdicts if ours != theirs)
@@ -77,8 +78,8 @@ def _report(outcome: ImportOutcome, path: Path) -> None:
         console.print(f"[yellow]left out {escape(str(problem))}")
     if outcome.missing:
         console.print(f"[yellow]{len(outcome.missing)} item(s) of the eval set have no row "
-                      f"(first: {', '.join(outcome.missing[:5])})")
-    console.print(f"wrote {path}")
+                      f"(first: {plain(', '.join(outcome.missing[:5]))})")
+    console.print(f"wrote {plain(path)}")
 
 
 @click.group("import")

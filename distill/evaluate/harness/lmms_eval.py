@@ -39,6 +39,7 @@ from typing import Any
 
 from distill.core.errors import InputError
 from distill.core.shards import iter_lines
+from distill.core.text import parse_json
 from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
 from distill.evaluate.harness.verdicts import lmms_dict_verdict
 from distill.schemas import HarnessRun, file_sha256
@@ -77,8 +78,9 @@ def find_samples_files(path: Path) -> list[SamplesFile]:
     or its {model} subfolder)."""
     if not path.exists():
         raise InputError("lmms-eval output not found", file=path, reason="missing_file")
-    files = [path] if path.is_file() else sorted(
-        [*path.glob("*_samples_*.jsonl"), *path.glob("*/*_samples_*.jsonl")])
+    files = [path] if path.is_file() else sorted(  # a folder with such a name is no file
+        file for file in [*path.glob("*_samples_*.jsonl"), *path.glob("*/*_samples_*.jsonl")]
+        if file.is_file())
     found = []
     for file in files:
         match = SAMPLES_NAME.match(file.name)
@@ -146,7 +148,8 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
     if not isinstance(results, dict):
         raise InputError("an lmms-eval results file holds a JSON object", file=path,
                          reason="bad_json")
-    known = set(results.get("results") or {}) | set(results.get("configs") or {})
+    known = {str(key) for section in ("results", "configs")
+             for key in _mapping(results.get(section))}
     if known and samples.task not in known:
         raise InputError(f"task {samples.task!r} of this samples file is unknown to its "
                          f"run's results file (tasks: {sorted(known)})", file=samples.path,
@@ -154,17 +157,23 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
     return results
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """A section of a results file that should be an object ({} when it is anything else:
+    the file is optional metadata, so an odd shape must not stop the import)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _task_config(results: dict[str, Any] | None, task: str) -> dict[str, Any]:
     """The task's config as the results file recorded it ({} when it did not)."""
-    configs = (results or {}).get("configs") or {}
-    config = configs.get(task) if isinstance(configs, dict) else None
+    config = _mapping((results or {}).get("configs")).get(task)
     return config if isinstance(config, dict) else {}
 
 
 def _metric_names(results: dict[str, Any] | None, task: str) -> list[str]:
     """The task's metrics in the order its config lists them (metric_list)."""
     names = []
-    for entry in _task_config(results, task).get("metric_list") or []:
+    entries = _task_config(results, task).get("metric_list")
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("metric"), str):
             names.append(entry["metric"])
     return names
@@ -188,11 +197,7 @@ def _finish_reason(output_tokens: int | None, token_limit: int | None) -> str | 
 
 def _objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, text in iter_lines(path):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=path,
-                             line=number, reason="bad_json") from None
+        data = parse_json(text, file=path, line=number)
         if not isinstance(data, dict):
             raise InputError("each line of a samples file is a JSON object", file=path,
                              line=number, reason="bad_json")

@@ -7,12 +7,12 @@ came from so every problem names the file and the row.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.text import parse_json, read_text
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,4 @@ def as_score(value: object) -> float | None:
 
 def read_json(path: Path) -> Any:
     """A whole JSON file; bad JSON is an error at its line."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno,
-                         reason="bad_json") from None
+    return parse_json(read_text(path), file=path)

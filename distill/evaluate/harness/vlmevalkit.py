@@ -20,14 +20,13 @@ multiple choice (vlmeval/dataset/image_mcq.py) ``{stem}_{judge}_result.xlsx`` wi
 
 from __future__ import annotations
 
-import csv
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.text import iter_tsv
 from distill.evaluate.harness.rows import HarnessRow, as_score, as_text, read_json
 from distill.evaluate.harness.verdicts import is_mathvista_judged, mathvista_post_check
 from distill.schemas import HarnessRun, file_sha256
@@ -86,16 +85,12 @@ def _xlsx(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _tsv(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        records = []
-        for number, data in enumerate(reader, start=2):
-            if None in data:
-                raise InputError("row has more fields than the header", file=path,
-                                 line=number, reason="bad_file")
-            records.append((number, dict(data)))
-        return records
+    records = []
+    for number, (_, data) in enumerate(iter_tsv(path), start=2):  # numbered as table rows
+        if isinstance(data, InputError):
+            raise data
+        records.append((number, dict(data)))
+    return records
 
 
 def _json(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -3,17 +3,14 @@ as a path, a bytes struct or base64, and the RawItem handed to ingestion."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from pathlib import Path
 from typing import Any
 
+from distill.core.errors import InputError
+from distill.core.images import image_source
 from distill.ingest.converters.rows import Row
 from distill.ingest.sources.base import RawItem
 from distill.schemas.sample import CHOICE_LETTERS
-
-# A longer image string is base64 data (TSV), not a path.
-MAX_PATH_CHARS = 1024
 
 
 def text_field(row: Row, field: str, *, required: bool = True) -> str | None:
@@ -43,25 +40,14 @@ def choices_field(row: Row, field: str = "choices") -> list[str] | None:
 
 def attach_image(item: RawItem, row: Row, value: Any, field: str, image_root: Path) -> None:
     """Set the item's image from a path, a bytes struct or a base64 string."""
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data:
-            item.image_bytes = bytes(data)
-            return
-        value = path
-    if isinstance(value, bytes | bytearray):
-        item.image_bytes = bytes(value)
-        return
-    if not isinstance(value, str) or not value.strip():
-        raise row.error("no image (expected a path, a bytes struct or base64)", field)
-    if len(value) <= MAX_PATH_CHARS:
-        # A path; if the file is missing, ingestion says so for this row.
-        item.image_path, item.image_root = value, image_root
-        return
     try:
-        item.image_bytes = base64.b64decode(value, validate=True)
-    except binascii.Error:
-        raise row.error("image is neither a path nor base64 data", field) from None
+        source = image_source(value, field=field)
+    except InputError as exc:
+        raise row.error(exc.message, exc.field) from None
+    if isinstance(source, bytes):
+        item.image_bytes = source
+    else:  # a path; if the file is missing, ingestion says so for this row
+        item.image_path, item.image_root = source, image_root
 
 
 def make_item(row: Row, fields: dict[str, Any]) -> RawItem:

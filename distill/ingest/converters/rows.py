@@ -3,15 +3,13 @@ each with where it came from, so every error names the file, the row and the fie
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.text import iter_tsv, parse_json, read_text
 from distill.ingest.sources.jsonl import iter_json_objects
 
 
@@ -57,11 +55,7 @@ def _jsonl_rows(path: Path) -> Iterator[Row | InputError]:
 
 
 def _json_rows(path: Path) -> Iterator[Row | InputError]:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno,
-                         reason="bad_json") from None
+    loaded = parse_json(read_text(path), file=path)
     if isinstance(loaded, dict):
         entries = [(str(key), value) for key, value in loaded.items()]
     elif isinstance(loaded, list):
@@ -87,20 +81,25 @@ def _parquet_rows(path: Path) -> Iterator[Row | InputError]:
         raise InputError(f"not a readable parquet file: {exc}", file=path,
                          reason="bad_file") from None
     number = 0
-    for batch in table.iter_batches(batch_size=256):
-        for data in batch.to_pylist():
+    batches = table.iter_batches(batch_size=256)
+    while True:
+        try:
+            batch = next(batches, None)
+            rows = [] if batch is None else batch.to_pylist()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ...
+            raise InputError(f"corrupt parquet data after row {number}: {exc}", file=path,
+                             reason="bad_file") from None
+        if batch is None:
+            return
+        for data in rows:
             number += 1
             yield Row(data, str(path), number, str(number - 1))
 
 
 def _tsv_rows(path: Path) -> Iterator[Row | InputError]:
-    csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        for number, data in enumerate(reader, start=2):  # line 1 is the header
-            if None in data:
-                yield InputError("row has more fields than the header", file=path,
-                                 line=number, reason="bad_file")
-                continue
-            yield Row({k: v for k, v in data.items() if v not in (None, "")}, str(path),
-                      number, str(number - 2))
+    for index, (number, data) in enumerate(iter_tsv(path)):
+        if isinstance(data, InputError):
+            yield data
+            continue
+        yield Row({k: v for k, v in data.items() if v not in (None, "")}, str(path),
+                  number, str(index))

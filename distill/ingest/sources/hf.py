@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.images import image_source
 from distill.ingest.sources.base import SourceRow
 from distill.ingest.sources.jsonl import row_to_item
 
@@ -19,7 +20,22 @@ DEFAULT_COLUMNS = {
 
 
 def load_local_dataset(path: Path) -> Any:
-    """A DatasetDict (or Dataset) from a local folder or parquet file, by its layout."""
+    """A DatasetDict (or Dataset) from a local folder or parquet file, by its layout; a
+    file the datasets library cannot read (a corrupt parquet page, a truncated arrow
+    file) is an InputError naming it, whatever the library raised."""
+    if not path.exists():
+        raise InputError("dataset path does not exist", file=path, reason="missing_file")
+    try:
+        return _load(path)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets/pyarrow raise many types for bad files
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise InputError(f"not a readable dataset: {reason}", file=path,
+                         reason="bad_dataset") from None
+
+
+def _load(path: Path) -> Any:
     import datasets
 
     if not path.exists():
@@ -68,19 +84,16 @@ def _row_item(row: dict[str, Any], mapping: dict[str, str], *, file: str, line: 
             picked[field] = row[column]
     picked.setdefault("split", split)
     picked["source"] = path.name
-    image = row[mapping["image"]]
-    if isinstance(image, dict):
-        data, image_path = image.get("bytes"), image.get("path")
-    else:
-        data, image_path = None, image
+    try:
+        image = image_source(row[mapping["image"]])
+    except InputError as exc:
+        raise InputError(exc.message, file=file, line=line, field=exc.field,
+                         reason=exc.reason) from None
     item = row_to_item({**picked, "image": "_"}, file=file, line=line, image_root=path,
                        default_id=f"{path.name}-{split}-{line}", default_source=path.name)
     item.image_path = None
-    if data is not None:
-        item.image_bytes = data
-    elif isinstance(image_path, str):
-        item.image_path, item.image_root = Path(image_path).name, Path(image_path).parent
+    if isinstance(image, bytes):
+        item.image_bytes = image
     else:
-        raise InputError("image cell is empty", file=file, line=line, field="image",
-                         reason="missing_image")
+        item.image_path, item.image_root = Path(image).name, Path(image).parent
     return item

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from distill.core.errors import InputError
+from distill.core.text import iter_text_lines, parse_json
 from distill.ingest.sources.base import RawItem, SourceRow
 
 ALLOWED_KEYS = {
@@ -111,21 +111,20 @@ def row_to_item(row: dict[str, Any], *, file: str, line: int | None, image_root:
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]] | InputError]:
     """(line number, object) for each line of a user's JSONL file; a line that is not a
     JSON object is yielded as an InputError in its place, so callers can skip or stop."""
-    with open(path, encoding="utf-8", newline="\n") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield InputError(f"not valid JSON: {exc.msg} (column {exc.colno})",
-                                 file=path, line=number, reason="bad_json")
-                continue
-            if not isinstance(row, dict):
-                yield InputError(f"each line must be a JSON object, got {type(row).__name__}",
-                                 file=path, line=number, reason="bad_json")
-                continue
-            yield number, row
+    for number, text in iter_text_lines(path):
+        if isinstance(text, InputError):
+            yield text
+            continue
+        try:
+            row = parse_json(text, file=path, line=number)
+        except InputError as error:
+            yield error
+            continue
+        if not isinstance(row, dict):
+            yield InputError(f"each line must be a JSON object, got {type(row).__name__}",
+                             file=path, line=number, reason="bad_json")
+            continue
+        yield number, row
 
 
 def iter_jsonl(path: Path, image_root: Path | None = None) -> Iterator[SourceRow]:

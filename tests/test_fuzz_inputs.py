@@ -1,0 +1,455 @@
+"""Fuzz every reader of a user's file with random and mutated bytes and records.
+
+Each reader (ingest jsonl and hf, each benchmark converter, both harness importers, every
+config file kind, the shard readers) gets inputs drawn by hypothesis: valid files with
+bytes flipped, inserted, deleted or cut; records with fields replaced by random JSON
+values, wrong-typed image structs, duplicated keys, deep nesting, non-UTF-8 bytes. Every
+outcome must be one of:
+
+* exit 0: the input was fine (then the output is complete; under ``--on-error skip``
+  every refused row is in rejects.jsonl, naming the file);
+* exit 2 with exactly one ``error:`` line that names the file, no traceback, and no
+  output or staging folder left behind.
+
+Anything else (a traceback, exit 1, two lines, a leftover) fails the test. The budget is
+fixed (``max_examples`` per reader, derandomized so CI is repeatable); set
+``DISTILL_FUZZ_EXAMPLES=N`` to run N per reader with a random seed, and
+``DISTILL_FUZZ_REPORT=FILE`` to append the counts (inputs tried / held) to FILE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from distill.cli import main
+from distill.core.errors import DistillError
+from tests.conftest import png_bytes
+from tests.helpers import harness_files as hf
+
+EXAMPLES = int(os.environ.get("DISTILL_FUZZ_EXAMPLES", "0"))
+TALLY: Counter[str] = Counter()
+
+
+def budget(default: int) -> Callable:
+    """Hypothesis settings: ``default`` examples in CI (repeatable), more on request."""
+    return settings(max_examples=EXAMPLES or default, deadline=None, database=None,
+                    derandomize=not EXAMPLES,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Any:
+    yield
+    report = os.environ.get("DISTILL_FUZZ_REPORT")
+    if report and TALLY:
+        with open(report, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(sorted(TALLY.items()))) + "\n")
+
+
+# --- what is drawn ------------------------------------------------------------------------
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+                | st.floats(allow_nan=False) | st.text(max_size=12)
+                | st.sampled_from(["", "a.png", "../a.png", "/etc/passwd", "[/]", "A", "1",
+                                   "yes", "Art", "['a', 'b']", "<image 1>"]))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                           max_leaves=8)
+IMAGE_VALUES = st.one_of(
+    JSON_VALUES,
+    st.builds(lambda v: {"bytes": v, "path": None}, JSON_SCALARS),
+    st.builds(lambda n: {"bytes": n}, st.integers(0, 2**62)),
+    st.just({"bytes": "aGVsbG8=", "path": 5}),
+)
+
+
+def mutated(data: bytes) -> st.SearchStrategy[bytes]:
+    """``data`` with a few bytes flipped, inserted, deleted, or the file cut short."""
+    def apply(ops: list[tuple[str, int, bytes]]) -> bytes:
+        out = bytearray(data)
+        for op, where, chunk in ops:
+            at = where % (len(out) + 1)
+            if op == "insert":
+                out[at:at] = chunk
+            elif op == "replace":
+                out[at:at + len(chunk)] = chunk
+            elif op == "delete":
+                del out[at:at + len(chunk) + 1]
+            else:
+                del out[at:]
+        return bytes(out)
+
+    chunks = st.binary(min_size=1, max_size=6) | st.sampled_from(
+        [b"\xff", b"\xc3", b"\x00", b"[[[[[[[[", b'"', b"{", b"}", b",", b"\n", b"\t"])
+    op = st.tuples(st.sampled_from(["insert", "replace", "delete", "cut"]),
+                   st.integers(0, 2**16), chunks)
+    return st.lists(op, min_size=1, max_size=4).map(apply)
+
+
+def spoiled(record: dict[str, Any], image_fields: tuple[str, ...] = ()) -> st.SearchStrategy:
+    """``record`` with some fields replaced by random values or removed, and extra keys."""
+    fields = sorted(record)
+    changes = st.dictionaries(st.sampled_from([*fields, "zz_extra"]),
+                              IMAGE_VALUES | st.just(None), min_size=1, max_size=3)
+
+    def apply(change: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        for key, value in change.items():
+            if value is None and key in out:
+                del out[key]
+            else:
+                out[key] = value
+        return out
+
+    return changes.map(apply)
+
+
+def hostile_text(text: str) -> st.SearchStrategy[str]:
+    """Whole-file attacks on JSON text: nesting, a key twice, a bad byte (as latin-1)."""
+    return st.sampled_from([
+        "[" * 5000 + "]" * 5000,
+        text.replace("{", '{"dup": 1, "dup": 2, ', 1),
+        text.replace("{", '{"deep": ' + "[" * 200 + "]" * 200 + ", ", 1),
+        text.replace("{", '{"a": "\\ud800", ', 1),
+    ])
+
+
+# --- running the CLI in this process ------------------------------------------------------
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        code = main(args)
+    return code, err.getvalue()
+
+
+def held(reader: str, code: int, err: str, named: Path, out: Path, *,
+         skip: bool = False) -> None:
+    """Assert one of the two allowed outcomes (see the module docstring), and count it."""
+    TALLY[f"{reader}:tried"] += 1
+    assert "Traceback" not in err, err
+    assert code in (0, 2), (code, err)
+    leftovers = [p.name for p in out.parent.glob(f".{out.name}.*") if not p.name.endswith(".lock")]
+    assert not leftovers, leftovers
+    TALLY[f"{reader}:exit {code}"] += 1
+    if code == 0:
+        if skip and (out / "rejects.jsonl").exists():
+            for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines():
+                assert named.name in json.loads(line)["location"], line
+        TALLY[f"{reader}:held"] += 1
+        return
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    assert named.name in errors[0], errors[0]
+    written = out.glob("*.json") if out.name == "results" else out.glob("manifest.json")
+    assert not list(written), "an input that failed left a finished-looking output"
+    TALLY[f"{reader}:held"] += 1
+
+
+def fresh(tmp: Path, name: str) -> Path:
+    """An empty work folder per example (hypothesis reuses the test's tmp_path)."""
+    folder = tmp / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(png_bytes(1))
+    return folder
+
+
+# --- ingest jsonl ------------------------------------------------------------------------
+
+JSONL_ROW = {"id": "item-1", "image": "a.png", "question": "How many shapes?", "answer": "2"}
+JSONL_TEXT = "".join(json.dumps({**JSONL_ROW, "id": f"item-{i}"}) + "\n" for i in range(3))
+
+
+@budget(25)
+@given(content=st.one_of(
+    mutated(JSONL_TEXT.encode()),
+    st.binary(max_size=200),
+    hostile_text(JSONL_TEXT).map(str.encode),
+    st.lists(spoiled(JSONL_ROW), min_size=1, max_size=3).map(
+        lambda rows: "".join(json.dumps(r) + "\n" for r in rows).encode())),
+    skip=st.booleans())
+def test_fuzz_ingest_jsonl(tmp_path: Path, content: bytes, skip: bool) -> None:
+    work = fresh(tmp_path, "jsonl")
+    source = work / "items.jsonl"
+    source.write_bytes(content)
+    out = work / "out"
+    code, err = run(["ingest", "jsonl", str(source), "--out", str(out),
+                     *(["--on-error", "skip"] if skip else [])])
+    held("ingest jsonl", code, err, source, out, skip=skip)
+
+
+# --- ingest hf (a parquet file) ------------------------------------------------------------
+
+
+def _parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@budget(6)
+@given(image=IMAGE_VALUES, question=JSON_SCALARS, cut=st.integers(0, 4000) | st.none())
+def test_fuzz_ingest_hf(tmp_path: Path, image: Any, question: Any, cut: int | None) -> None:
+    work = fresh(tmp_path, "hf")
+    source = work / "items.parquet"
+    row = {"id": "x-1", "image": {"bytes": png_bytes(1), "path": None},
+           "question": "How many?", "answer": "2"}
+    try:
+        _parquet(source, [row, {**row, "id": "x-2", "image": image, "question": question}])
+    except Exception:  # noqa: BLE001 - arrow cannot hold this mix; store one row as given
+        _parquet(source, [{**row, "image": json.dumps(image, default=str)}])
+    if cut is not None:
+        data = source.read_bytes()
+        source.write_bytes(data[:cut % max(len(data), 1)])
+    out = work / "out"
+    code, err = run(["ingest", "hf", str(source), "--out", str(out), "--on-error", "skip"])
+    held("ingest hf", code, err, source, out, skip=True)
+
+
+# --- each benchmark converter ---------------------------------------------------------------
+
+CONVERTER_RECORDS: dict[str, dict[str, Any]] = {
+    "mathvista": {"pid": "1", "question": "How many?", "answer": "3", "image": "a.png",
+                  "question_type": "free_form", "answer_type": "integer"},
+    "scienceqa": {"question": "Which?", "choices": ["x", "y"], "answer": 1, "image": "a.png",
+                  "subject": "natural science"},
+    "mmstar": {"index": "1", "question": "Which?", "A": "x", "B": "y", "answer": "A",
+               "image": "a.png", "category": "c"},
+    "mmmu": {"id": "validation_Art_1", "question": "Which <image 1>?", "options": "['a', 'b']",
+             "answer": "A", "question_type": "multiple-choice", "image_1": "a.png"},
+    "ai2d": {"question": "Which?", "options": ["x", "y"], "answer": "1", "image": "a.png"},
+    "chartqa": {"imgname": "a.png", "query": "How many?", "label": "3"},
+    "mathverse": {"sample_index": "1", "question": "How many?", "answer": "3",
+                  "image": "a.png", "problem_version": "Vision Only"},
+    "hallusionbench": {"question": "Is it?", "gt_answer": "1", "visual_input": "1",
+                       "filename": "a.png", "subcategory": "x", "category": "VD",
+                       "set_id": "0", "figure_id": "0", "question_id": "0"},
+}
+
+
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    if path.suffix == ".json":
+        path.write_text(json.dumps(records))
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif path.suffix == ".tsv":
+        keys = sorted({key for record in records for key in record})
+        lines = ["\t".join(keys)] + ["\t".join(str(r.get(k, "")).replace("\t", " ")
+                                               .replace("\n", " ") for k in keys)
+                                     for r in records]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        try:
+            _parquet(path, records)
+        except Exception:  # noqa: BLE001 - mixed types arrow refuses: store them as text
+            _parquet(path, [{k: json.dumps(v) for k, v in r.items()} for r in records])
+
+
+@st.composite
+def converter_inputs(draw: st.DrawFn, fmt: str) -> tuple[str, bytes | list[dict[str, Any]]]:
+    suffix = draw(st.sampled_from([".json", ".jsonl", ".tsv", ".parquet"]))
+    base = CONVERTER_RECORDS[fmt]
+    records = draw(st.lists(spoiled(base), min_size=1, max_size=2))
+    if draw(st.booleans()):
+        return suffix, records
+    text = json.dumps([base, {**base, **{k: v + "2" if isinstance(v, str) else v
+                                          for k, v in base.items() if k in ("pid", "id")}}])
+    if suffix == ".jsonl":
+        text = "".join(json.dumps(r) + "\n" for r in json.loads(text))
+    return suffix, draw(mutated(text.encode()) | hostile_text(text).map(str.encode))
+
+
+@pytest.mark.parametrize("fmt", sorted(CONVERTER_RECORDS))
+@budget(7)
+@given(data=st.data(), skip=st.booleans())
+def test_fuzz_eval_convert(tmp_path: Path, fmt: str, data: st.DataObject, skip: bool) -> None:
+    suffix, content = data.draw(converter_inputs(fmt))
+    work = fresh(tmp_path, "convert")
+    source = work / f"bench{suffix}"
+    if isinstance(content, bytes):
+        if suffix == ".parquet":
+            _write_records(source, [CONVERTER_RECORDS[fmt]])
+            data = source.read_bytes()
+            content = data[: len(content) % max(len(data), 1)] + content[:8]
+        source.write_bytes(content)
+    else:
+        _write_records(source, content)
+    out = work / "out"
+    code, err = run(["eval", "convert", fmt, str(source), "--out", str(out),
+                     *(["--on-error", "skip"] if skip else [])])
+    held(f"eval convert {fmt}", code, err, source, out, skip=skip)
+
+
+# --- both harness importers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_set_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return hf.write_eval_set(tmp_path_factory.mktemp("fuzz-evalset") / "evalset")
+
+
+OUTPUTS = {101: "Answer: B", 102: "A", 103: "Answer: C", 104: "D"}
+
+
+@budget(15)
+@given(target=st.sampled_from(["samples", "results"]),
+       content=st.one_of(st.binary(max_size=120), st.just(b"*folder*"),
+                         st.sampled_from([b"[]", b'{"results": 5, "configs": [1]}',
+                                          b'{"configs": {"mmstar": {"metric_list": 7}}}',
+                                          b'{"config": {"model": "m[/]"}}'])),
+       mutate=st.booleans(), seed=st.integers(0, 2**16))
+def test_fuzz_import_lmms_eval(tmp_path: Path, eval_set_file: Path, target: str,
+                               content: bytes, mutate: bool, seed: int) -> None:
+    work = fresh(tmp_path, "lmms")
+    folder = hf.lmms_run_07(work / "lmms_out", OUTPUTS)
+    path = next(folder.glob(f"*_{target}*"))
+    if content == b"*folder*":  # a folder where a file is expected
+        path.unlink()
+        path.mkdir()
+    elif mutate:
+        data = path.read_bytes()
+        at = seed % max(len(data), 1)
+        path.write_bytes(data[:at] + content[:6] + data[at + len(content[:6]):])
+    else:
+        path.write_bytes(content)
+    out = work / "results"
+    code, err = run(["eval", "import", "lmms-eval", str(folder), "--data", str(eval_set_file),
+                     "--out", str(out)])
+    held("eval import lmms-eval", code, err, folder if target == "results" or
+         content == b"*folder*" else path, out)
+
+
+@budget(15)
+@given(rows=st.lists(spoiled(hf.vlm_rows(OUTPUTS)[0]), min_size=1, max_size=3),
+       content=st.binary(max_size=100) | st.none(), suffix=st.sampled_from([".tsv", ".json"]))
+def test_fuzz_import_vlmevalkit(tmp_path: Path, eval_set_file: Path, rows: list[dict],
+                                content: bytes | None, suffix: str) -> None:
+    work = fresh(tmp_path, "vlm")
+    path = work / "M" / f"M_MMStar{suffix}"
+    path.parent.mkdir()
+    if content is not None:
+        path.write_bytes(content)
+    else:
+        _write_records(path, rows)
+    out = work / "results"
+    code, err = run(["eval", "import", "vlmevalkit", str(path), "--data", str(eval_set_file),
+                     "--out", str(out)])
+    held("eval import vlmevalkit", code, err, path, out)
+
+
+# --- every config file kind ---------------------------------------------------------------
+
+
+REPO = Path(__file__).resolve().parents[1]
+# kind -> (a shipped file of that kind, to mutate; how the toolkit loads one)
+CONFIG_KINDS: dict[str, tuple[str, str]] = {
+    "teacher set": ("data/teachers", "distill.generate.teachers:load_teacher_set"),
+    "judge file": ("data/judges/digits.yaml", "distill.generate.judges:load_judge"),
+    "policy file": ("data/policies/default.yaml", "distill.filter.policy:load_policy"),
+    "prompt file": ("prompts/cot.yaml", "distill.core.prompts:load_prompt"),
+    "train config": ("data/configs/cot.yaml", "train.config:load_config"),
+    "model spec": ("data/models/test-micro.yaml", "train.siqvl.build:load_model_spec"),
+    "demo plan": ("data/demo-quick.yaml", "distill.demo:load_plan"),
+}
+
+
+def _shipped_text(kind: str) -> str:
+    path = REPO / CONFIG_KINDS[kind][0]
+    if path.is_dir():
+        path = sorted(path.glob("*.yaml"))[0]
+    return path.read_text(encoding="utf-8")
+
+
+def _load_config(kind: str, path: Path) -> None:
+    import importlib
+
+    module, name = CONFIG_KINDS[kind][1].split(":")
+    getattr(importlib.import_module(module), name)(path)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIG_KINDS))
+@budget(6)
+@given(data=st.data())
+def test_fuzz_config_files(tmp_path: Path, kind: str, data: st.DataObject) -> None:
+    text = _shipped_text(kind)
+    content = data.draw(st.one_of(
+        mutated(text.encode()), st.binary(max_size=80),
+        st.sampled_from([b"[" * 3000, b"a: &a [*a]", "- " * 300 + "x",
+                         b"? [a]\n: 1\n", b"a: 1\na: 2\n", b"\xff\xfe: 1\n", b"a: \x00\n",
+                         b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                         b"c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c]\n"])
+        .map(lambda v: v if isinstance(v, bytes) else v.encode())))
+    work = fresh(tmp_path, "config")
+    path = work / "config.yaml"
+    path.write_bytes(content)
+    TALLY[f"config {kind}:tried"] += 1
+    try:
+        _load_config(kind, path)
+        TALLY[f"config {kind}:exit 0"] += 1
+    except DistillError as exc:  # the CLI prints it as one line and exits 2
+        message = str(exc)
+        assert path.name in message, message
+        assert "\n" not in message, message
+        TALLY[f"config {kind}:exit 2"] += 1
+    TALLY[f"config {kind}:held"] += 1
+
+
+# --- shard readers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers.generate import make_ingest
+
+    return make_ingest(tmp_path_factory.mktemp("fuzz-shards") / "samples", {"train": 4},
+                       shard_size=4)
+
+
+@budget(10)
+@given(content=st.data())
+def test_fuzz_shard_readers(tmp_path: Path, sample_folder: Path,
+                            content: st.DataObject) -> None:
+    """A Sample shard spoiled after ingest, its manifest updated to vouch for it (as a buggy
+    tool would): generate reads it and stops with an error naming the shard."""
+    from distill.schemas import file_sha256
+    from tests.helpers.generate import builtin_teacher, write_teachers
+
+    work = fresh(tmp_path, "shards")
+    samples = shutil.copytree(sample_folder, work / "samples")
+    shard = samples / "samples" / "train" / "part-00000.jsonl"
+    text = shard.read_text(encoding="utf-8")
+    spoiled_bytes = content.draw(mutated(text.encode()) | hostile_text(text).map(str.encode))
+    shard.write_bytes(spoiled_bytes)
+    manifest_path = samples / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for ref in manifest["shards"]:
+        if ref["name"].endswith("part-00000.jsonl"):
+            ref["sha256"] = file_sha256(shard)
+    manifest_path.write_text(json.dumps(manifest))
+    teachers = write_teachers(work / "teachers.yaml", {"knn": builtin_teacher("knn", k=1)})
+    out = work / "out"
+    code, err = run(["generate", "--samples", str(samples), "--teachers", str(teachers),
+                     "--out", str(out)])
+    TALLY["shard readers:tried"] += 1
+    assert "Traceback" not in err and code in (0, 2), (code, err)
+    TALLY[f"shard readers:exit {code}"] += 1
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and shard.name in errors[0], err
+    TALLY["shard readers:held"] += 1
