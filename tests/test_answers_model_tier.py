@@ -18,7 +18,7 @@ from distill.core.evalsets import load_eval_set
 from distill.evaluate.cache import CachedGeneration
 from distill.evaluate.runner import score
 from distill.schemas import EvalResult, ImageRef, ModelRef, Sample, content_hash
-from tests.helpers.generate import make_ingest
+from testing.generate import make_ingest
 
 _IMAGE = ImageRef(path="a.png", sha256="0" * 64)
 _CHOICES = ["a red cube", "a blue ball", "a green cone", "a gray cylinder"]

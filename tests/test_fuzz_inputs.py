@@ -415,7 +415,7 @@ def test_fuzz_config_files(tmp_path: Path, kind: str, data: st.DataObject) -> No
 
 @pytest.fixture(scope="module")
 def sample_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.helpers.generate import make_ingest
+    from testing.generate import make_ingest
 
     return make_ingest(tmp_path_factory.mktemp("fuzz-shards") / "samples", {"train": 4},
                        shard_size=4)
@@ -428,7 +428,7 @@ def test_fuzz_shard_readers(tmp_path: Path, sample_folder: Path,
     """A Sample shard spoiled after ingest, its manifest updated to vouch for it (as a buggy
     tool would): generate reads it and stops with an error naming the shard."""
     from distill.schemas import file_sha256
-    from tests.helpers.generate import builtin_teacher, write_teachers
+    from testing.generate import builtin_teacher, write_teachers
 
     work = fresh(tmp_path, "shards")
     samples = shutil.copytree(sample_folder, work / "samples")
