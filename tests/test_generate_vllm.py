@@ -172,7 +172,8 @@ def test_distill_generate_with_vllm_then_distill_train(tiny_model, samples_dir, 
 
     run = tmp_path / "run"
     assert main(["train", "--config", "cot", "--data", str(samples_dir), "--out", str(run),
-                 "--set", "model=test-micro", "--set", "target=gold", "--set", "max_steps=2",
+                 "--set", "model=test-micro", "--set", "target=gold", "--set", "split=val",
+                 "--set", "max_steps=2", "--set", "batch_size=2",
                  "--set", "tensorboard=false"]) == 0
     manifest = read_json_model(run / "manifest.json", RunManifest)
     assert manifest.steps == 2 and is_finished(run)
