@@ -67,8 +67,8 @@ def _p(pair: GroupPair) -> str:
 NOTE = ("Intervals: two-level percentile bootstrap (10,000 resamples): the seeds are "
         "resampled, then the test items (one item resample shared by all seeds), so they "
         "cover training noise as well as the choice of items. With 3 seeds the seed level "
-        "can only be resampled 10 ways and the interval runs narrow (about 87% coverage in "
-        "simulation, tests/test_seeds.py); read it with each seed's value.")
+        "can only be resampled 10 ways and the interval runs narrow (86% coverage in "
+        "simulation, bench/RESULTS.md); read it with each seed's value.")
 
 
 def to_markdown(seeds: SeedComparison) -> str:
