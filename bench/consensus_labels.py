@@ -309,7 +309,7 @@ def student_lines(results: dict[str, Path], steps: int, plan_seed: int,
              "| student | seed | accuracy % [95% CI] | vs gold-filtered, points [95% CI] | "
              "McNemar p |", "|---|---:|---|---|---:|"]
     figures["students"] = {}
-    per_dataset: dict[str, list[tuple[float, float | None]]] = {}
+    datasets_seen: list[str] = []
     for name, result in loaded.items():
         parts = RUN_NAME.match(name)
         assert parts is not None, name
@@ -323,23 +323,30 @@ def student_lines(results: dict[str, Path], steps: int, plan_seed: int,
         lines.append(f"| {dataset} | {seed or plan_seed} | {100 * m['accuracy']:.1f} "
                      f"[{100 * m['accuracy_ci_low']:.1f}, {100 * m['accuracy_ci_high']:.1f}] | "
                      f"{delta} | {'-' if pair is None else f'{pair.mcnemar_p:.3g}'} |")
-        per_dataset.setdefault(dataset, []).append((m["accuracy"],
-                                                    None if pair is None else pair.delta))
+        datasets_seen.append(dataset)
         figures["students"][name] = {**m, **({"delta": pair.delta, "delta_ci": [
             pair.delta_ci_low, pair.delta_ci_high], "mcnemar_p": pair.mcnemar_p}
             if pair else {})}
-    if any(len(v) > 1 for v in per_dataset.values()):
-        lines += ["", "Over training seeds (the spread is the training noise a single run "
-                  "carries):", "", "| dataset | seeds | mean accuracy % | min - max % | "
-                  "mean paired difference to gold-filtered, points |", "|---|---:|---:|---|---:|"]
-        for dataset, runs in per_dataset.items():
-            accuracies = [a for a, _ in runs]
-            deltas = [d for _, d in runs if d is not None]
-            mean_delta = f"{100 * sum(deltas) / len(deltas):+.1f}" if deltas else "-"
-            lines.append(f"| {dataset} | {len(runs)} | {100 * sum(accuracies) / len(runs):.1f} | "
-                         f"{100 * min(accuracies):.1f} - {100 * max(accuracies):.1f} | "
-                         f"{mean_delta} |")
+    if len(set(datasets_seen)) < len(datasets_seen):  # some dataset over several seeds
+        lines += ["", *over_seeds(list(loaded.values())).splitlines()]
     return lines
+
+
+def over_seeds(loaded: list) -> str:
+    """Each dataset's students over their training seeds, grouped as `distill compare
+    --by-seed` groups them (same recipe and dataset version in the run manifests), against
+    the gold-filtered group seed by seed: mean, each seed, two-level bootstrap intervals
+    (seeds, then items) and a paired t-test across seeds."""
+    from distill.evaluate.seed_report import to_markdown
+    from distill.evaluate.seeds import compare_groups, group_by_recipe
+
+    groups = group_by_recipe(loaded)
+    for group in groups:
+        parts = RUN_NAME.match(group.members[0].loaded.path.stem)
+        group.label = parts["dataset"] if parts else group.label
+    labels = [group.label for group in groups]
+    return to_markdown(compare_groups(groups, baseline=labels.index("gold")
+                                      if "gold" in labels else 0))
 
 
 def _dataset_name(value: str) -> str:

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import Field, model_validator
@@ -28,6 +28,9 @@ from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import DistillError
 from distill.core.paths import DATA_DIR
 from distill.core.progress import console
+
+if TYPE_CHECKING:
+    from distill.evaluate.seeds import SeedComparison
 
 DEFAULT_PLAN = DATA_DIR / "demo.yaml"
 QUICK_PLAN = DATA_DIR / "demo-quick.yaml"
@@ -46,7 +49,11 @@ class StudentPlan(_Strict):
 
 
 class DemoPlan(_Strict):
-    seed: int = 0
+    seed: int = 0  # the data: the digits draw, the teachers' sampling, stage 0
+    # Training seeds: every student is trained once per seed, and compared over them (a
+    # from-scratch student moves with its seed more than the test items' interval shows).
+    # Default: the plan's seed alone.
+    seeds: list[int] | None = Field(default=None, min_length=1)
     counts: dict[str, int]
     categories: list[str]
     teachers: str = "digits"
@@ -54,8 +61,8 @@ class DemoPlan(_Strict):
     vision: str = "vision"
     vision_set: dict[str, Any] = Field(default_factory=dict)
     students: dict[str, StudentPlan]
-    # Students trained at once, one process each (default: all of them); each process gets
-    # an equal share of the CPU cores as threads (at least one).
+    # Training runs at once, one process each (default: one per CPU core); each process gets
+    # an equal share of the cores as threads (at least one).
     parallel: int | None = Field(default=None, ge=1)
     baseline: str
     eval_split: str = "test"
@@ -68,7 +75,18 @@ class DemoPlan(_Strict):
         if self.baseline not in self.students:
             raise KeyProblem(("baseline",), f"baseline {self.baseline!r} is not one of the "
                                             f"students {sorted(self.students)}")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise KeyProblem(("seeds",), f"repeated training seeds in {self.seeds}")
         return self
+
+    @property
+    def training_seeds(self) -> list[int]:
+        return self.seeds if self.seeds is not None else [self.seed]
+
+    def runs(self) -> list[tuple[str, int]]:
+        """Every (student, training seed), in the plan's order of students: list the
+        longest first, so the queue ends on short runs and no core idles at the end."""
+        return [(name, seed) for name in self.students for seed in self.training_seeds]
 
 
 def load_plan(name_or_path: str | Path) -> DemoPlan:
@@ -96,11 +114,11 @@ class DemoRun:
     def store_dir(self) -> Path:
         return self.out / "datasets"
 
-    def run_dir(self, name: str) -> Path:
-        return self.out / "runs" / name
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.out / "runs" / name / f"seed-{seed}"
 
-    def result_path(self, name: str) -> Path:
-        return self.out / "results" / f"{name}.json"
+    def result_path(self, name: str, seed: int) -> Path:
+        return self.out / "results" / name / f"seed-{seed}.json"
 
     @property
     def report_dir(self) -> Path:
@@ -169,7 +187,7 @@ def start_vision(run: DemoRun):
     from distill.train.checkpoint import is_finished
     from distill.train.parallel import TrainJob, start_job
 
-    out = run.run_dir("vision")
+    out = run.out / "runs" / "vision"
     if is_finished(out):
         return None
     config = student_config(run.plan.vision, {"seed": run.plan.seed, **run.plan.vision_set})
@@ -181,7 +199,7 @@ def finish_vision(run: DemoRun, started) -> Path:
     from distill.schemas import RunManifest
     from distill.train.parallel import train_side_by_side
 
-    out = run.run_dir("vision")
+    out = run.out / "runs" / "vision"
     if started is None:
         console.print(f"[dim]already done: {out}")
     else:
@@ -193,34 +211,45 @@ def finish_vision(run: DemoRun, started) -> Path:
 
 
 def run_students(run: DemoRun, dataset: Path, vision: Path) -> None:
-    """Every student at once (or ``plan.parallel`` at a time), one process each."""
+    """Every student, once per training seed, ``student_processes`` at a time, one process
+    each (longest runs first: the plan lists them so)."""
     from distill.train.checkpoint import is_finished
     from distill.train.parallel import TrainJob, train_side_by_side
 
     processes, threads = student_processes(run.plan)
     jobs = []
-    for name, student in run.plan.students.items():
-        out = run.run_dir(name)
+    for name, seed in run.plan.runs():
+        out = run.run_dir(name, seed)
         if is_finished(out):
             console.print(f"[dim]already done: {out}")
             continue
-        overrides = {"vision_path": str(vision), "seed": run.plan.seed, "threads": threads,
-                     **student.set}
-        jobs.append(TrainJob(name, student_config(student.config, overrides), dataset, out))
+        student = run.plan.students[name]
+        overrides = {"vision_path": str(vision), "seed": seed, "threads": threads, **student.set}
+        jobs.append(TrainJob(f"{name} seed {seed}", student_config(student.config, overrides),
+                             dataset, out))
     train_side_by_side(jobs, processes)
     for name in run.plan.students:
-        budget = student_budget(run.run_dir(name))
-        console.print(f"{name}: {budget['steps']:.0f} steps in {budget['train_s']:.0f} s, "
-                      f"{budget['tokens_per_s']:,.0f} real tokens/s")
+        budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]
+        console.print(f"{name}: {budgets[0]['steps']:.0f} steps in "
+                      f"{' / '.join(str(round(b['train_s'])) for b in budgets)} s (each seed), "
+                      f"{_mean(b['tokens_per_s'] for b in budgets):,.0f} real tokens/s")
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
 
 
 def student_processes(plan: DemoPlan) -> tuple[int, int]:
-    """(processes at once, threads each): all students, cores shared out evenly."""
-    processes = min(plan.parallel or len(plan.students), len(plan.students))
-    return processes, max(1, (os.cpu_count() or 1) // processes)
+    """(processes at once, threads each): one training run per core by default (a second
+    process keeps a second core busy, where a second thread mostly waits), cores shared
+    out evenly when fewer processes are asked for."""
+    cores = os.cpu_count() or 1
+    processes = max(1, min(plan.parallel or cores, len(plan.runs())))
+    return processes, max(1, cores // processes)
 
 
-def run_eval(run: DemoRun, name: str) -> Path:
+def run_eval(run: DemoRun, name: str, seed: int) -> Path:
     from distill.core.evalsets import load_eval_set
     from distill.core.predictors import PredictorOptions
     from distill.core.shards import read_json_model, write_json_atomic
@@ -228,7 +257,7 @@ def run_eval(run: DemoRun, name: str) -> Path:
     from distill.schemas import RunManifest
     from distill.train.config import TrainConfig
 
-    run_dir = run.run_dir(name)
+    run_dir = run.run_dir(name, seed)
     manifest = read_json_model(run_dir / "manifest.json", RunManifest)
     mode = TrainConfig.model_validate(manifest.config).prompt_mode()
     eval_set = load_eval_set(f"{run.ingest_dir}:{run.plan.eval_split}")
@@ -238,25 +267,35 @@ def run_eval(run: DemoRun, name: str) -> Path:
     [(_, evaluated)] = evaluate_model(f"siqvl:{run_dir}", options, [eval_set], [mode],
                                       cache_dir=run.out / "eval-cache", threads=1)
     result = evaluated.result
-    path = run.result_path(name)
+    path = run.result_path(name, seed)
     write_json_atomic(path, result)
     metrics = result.metrics
-    console.print(f"{name}: {100 * metrics['accuracy']:.1f}% "
+    console.print(f"{name} seed {seed}: {100 * metrics['accuracy']:.1f}% "
                   f"[{100 * metrics['accuracy_ci_low']:.1f}, "
                   f"{100 * metrics['accuracy_ci_high']:.1f}] on {metrics['n']:.0f} "
                   f"{run.plan.eval_split} items ({mode})")
     return path
 
 
-def run_compare(run: DemoRun) -> dict[str, Path]:
+def run_compare(run: DemoRun) -> tuple[dict[str, Path], SeedComparison]:
+    """Item by item for the first training seed (flips, images), and every student over
+    all seeds (mean, each seed, two-level intervals, paired test across seeds)."""
     from distill.evaluate.compare import compare_results, load_results
     from distill.evaluate.report import print_comparison, write_reports
+    from distill.evaluate.seed_report import print_seeds
+    from distill.evaluate.seeds import compare_groups, named_groups
 
     names = list(run.plan.students)
-    results = load_results([run.result_path(name) for name in names])
+    first = run.plan.training_seeds[0]
+    results = load_results([run.result_path(name, first) for name in names])
     comparison = compare_results(results, baseline=names.index(run.plan.baseline))
+    seeds = compare_groups(named_groups({name: [run.result_path(name, seed)
+                                                for seed in run.plan.training_seeds]
+                                         for name in names}),
+                           baseline=names.index(run.plan.baseline))
     print_comparison(comparison, console)
-    return write_reports(comparison, run.report_dir)
+    print_seeds(seeds, console)
+    return write_reports(comparison, run.report_dir, seeds=seeds), seeds
 
 
 def check_lineage(run: DemoRun) -> list[str]:
@@ -264,14 +303,14 @@ def check_lineage(run: DemoRun) -> list[str]:
     from distill.evaluate.lineage import trace_lineage
 
     lines = []
-    for name in run.plan.students:
-        links = trace_lineage(run.result_path(name))
+    for name, seed in run.plan.runs():
+        links = trace_lineage(run.result_path(name, seed))
         broken = [f"{link.kind}: {'; '.join(link.problems)}" for link in links
                   if link.status == "broken"]
         if broken:
-            raise DistillError(f"lineage of {name} is broken: {broken}")
+            raise DistillError(f"lineage of {name} seed {seed} is broken: {broken}")
         chain = " -> ".join(link.kind for link in links if link.status == "ok")
-        lines.append(f"{name}: {chain}")
+        lines.append(f"{name} seed {seed}: {chain}")
     return lines
 
 
@@ -299,28 +338,35 @@ def student_budget(run_dir: Path) -> dict[str, float]:
 
 
 def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
-                       lineage: list[str]) -> Path:
-    from distill.core.shards import read_json_model
-    from distill.schemas import EvalResult
+                       seeds: SeedComparison, lineage: list[str]) -> Path:
+    from distill.evaluate.seed_report import pair_rows, pct
 
     rows = []
-    for name, student in run.plan.students.items():
-        result = read_json_model(run.result_path(name), EvalResult)
-        budget = student_budget(run.run_dir(name))
-        m = result.metrics
+    for summary in seeds.summaries:
+        name = summary.group.label
+        acc = summary.accuracy
+        budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]
         rows.append(
-            f"| {name} | {result.mode} | {100 * m['accuracy']:.1f} "
-            f"[{100 * m['accuracy_ci_low']:.1f}, {100 * m['accuracy_ci_high']:.1f}] | "
-            f"{budget['steps']:.0f} | {budget['examples']:,.0f} | {budget['tokens']:,.0f} | "
-            f"{budget['train_s']:.0f} | {budget['tokens_per_s']:,.0f} | {student.note} |")
+            f"| {name} | {pct(acc.mean)} [{pct(acc.ci_low)}, {pct(acc.ci_high)}] | "
+            f"{' / '.join(pct(v) for v in acc.per_seed)} | {budgets[0]['steps']:.0f} | "
+            f"{budgets[0]['examples']:,.0f} | {_mean(b['train_s'] for b in budgets):.0f} | "
+            f"{_mean(b['tokens_per_s'] for b in budgets):,.0f} | "
+            f"{run.plan.students[name].note} |")
+    header, pairs = pair_rows(seeds)
     stage_rows = [f"| {stage} | {seconds:.1f} |" for stage, seconds in run.timings.items()]
+    seed_list = ", ".join(map(str, run.plan.training_seeds))
     text = "\n".join([
         "# distill demo", "",
         f"Eval split: `{run.plan.eval_split}` of the digits set "
-        f"(categories: {', '.join(run.plan.categories)}); dataset version `{dataset.name}`.",
-        "", "| student | mode | accuracy % [95% CI] | steps | examples | tokens | train s | "
-            "tokens/s | note |",
-        "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        f"(categories: {', '.join(run.plan.categories)}); dataset version `{dataset.name}`; "
+        f"every student trained with seeds {seed_list}.",
+        "", "Accuracy %: mean over seeds [95% two-level bootstrap interval: seeds, then "
+            "items], and each seed's value.", "",
+        "| student | mean accuracy % [95% CI] | each seed % | steps | examples | train s "
+        "(mean) | tokens/s | note |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+        *["| " + " | ".join(row) + " |" for row in pairs], "",
         "Reports: " + ", ".join(f"[{kind}]({path.name})" for kind, path in reports.items()),
         "", "## Lineage (every result back to the ingested samples)", "",
         *[f"- {line}" for line in lineage], "",
@@ -333,14 +379,15 @@ def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
 
 
 def print_budgets(run: DemoRun) -> None:
-    table = Table(title="students' training budgets")
-    for column in ("student", "steps", "examples", "real tokens", "train s", "tokens/s",
-                   "note"):
+    table = Table(title="students' training budgets (per seed)")
+    for column in ("student", "seed", "steps", "examples", "real tokens", "train s",
+                   "tokens/s", "note"):
         table.add_column(column, justify="left" if column in ("student", "note") else "right")
-    for name, student in run.plan.students.items():
-        b = student_budget(run.run_dir(name))
-        table.add_row(name, f"{b['steps']:.0f}", f"{b['examples']:,.0f}", f"{b['tokens']:,.0f}",
-                      f"{b['train_s']:.0f}", f"{b['tokens_per_s']:,.0f}", student.note)
+    for name, seed in run.plan.runs():
+        b = student_budget(run.run_dir(name, seed))
+        table.add_row(name, str(seed), f"{b['steps']:.0f}", f"{b['examples']:,.0f}",
+                      f"{b['tokens']:,.0f}", f"{b['train_s']:.0f}", f"{b['tokens_per_s']:,.0f}",
+                      run.plan.students[name].note)
     console.print(table)
 
 
@@ -365,17 +412,19 @@ def run_demo(out: Path, plan: DemoPlan) -> Path:
         if vision_job is not None:
             vision_job.stop()  # on an error above; a no-op once it has finished
     processes, threads = student_processes(plan)
-    with run.stage("train students", f"{', '.join(plan.students)}: {processes} at once, one "
-                                     f"process each, {threads} thread(s) each"):
+    seeds = ", ".join(map(str, plan.training_seeds))
+    with run.stage("train students", f"{', '.join(plan.students)}, seeds {seeds}: "
+                                     f"{processes} at once, one process each, {threads} "
+                                     "thread(s) each"):
         run_students(run, dataset, vision)
-    for name in plan.students:
-        with run.stage(f"eval {name}", f"on the held-out {plan.eval_split} split"):
-            run_eval(run, name)
-    with run.stage("compare", "side by side, flipped items, paired tests"):
-        reports = run_compare(run)
+    with run.stage("eval", f"every student and seed on the held-out {plan.eval_split} split"):
+        for name, seed in plan.runs():
+            run_eval(run, name, seed)
+    with run.stage("compare", "over seeds and items; flipped items and paired tests"):
+        reports, seed_comparison = run_compare(run)
         print_budgets(run)
     lineage = check_lineage(run)
-    summary = write_demo_summary(run, dataset, reports, lineage)
+    summary = write_demo_summary(run, dataset, reports, seed_comparison, lineage)
     console.print(f"\n[bold green]report:[/bold green] {run.report_dir}  "
                   f"(demo.md, {', '.join(p.name for p in reports.values())})")
     return summary

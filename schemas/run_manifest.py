@@ -20,6 +20,9 @@ class RunManifest(Record):
     parent_checkpoint: str | None = None
     config: dict[str, JsonValue]
     config_hash: Sha256Hex
+    # The config's hash without its seed and its speed-only fields: runs of one recipe that
+    # differ only in seed share it, which is how compare finds them (None: written before).
+    recipe_hash: Sha256Hex | None = None
     steps: int = Field(ge=0)
     examples_seen: int = Field(default=0, ge=0)
     final_loss: float | None = None

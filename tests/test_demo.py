@@ -57,19 +57,20 @@ def test_every_stage_output_holds_to_its_schema(demo: Path) -> None:
     assert all(r.sample.split == "train" for r in kept)
     assert len(dataset.eval_sets) == len(plan.decontaminate)
 
-    for name in plan.students:
-        run = read_json_model(demo / "runs" / name / "manifest.json", RunManifest)
-        assert run.dataset_version == dataset.version
-        assert (demo / "runs" / name / "final" / "config.json").exists()
-        result = read_json_model(demo / "results" / f"{name}.json", EvalResult)
+    for name, seed in plan.runs():
+        run_dir = demo / "runs" / name / f"seed-{seed}"
+        run = read_json_model(run_dir / "manifest.json", RunManifest)
+        assert run.dataset_version == dataset.version and run.config["seed"] == seed
+        assert (run_dir / "final" / "config.json").exists()
+        result = read_json_model(demo / "results" / name / f"seed-{seed}.json", EvalResult)
         assert len(result.items) == plan.counts["test"]
         assert {i.sample_id for i in result.items} == {s.id for s in samples
                                                        if s.split == "test"}
 
 
 def test_each_result_traces_back_to_the_traces_and_samples(demo: Path) -> None:
-    for name in load_plan(QUICK_PLAN).students:
-        links = trace_lineage(demo / "results" / f"{name}.json")
+    for name, seed in load_plan(QUICK_PLAN).runs():
+        links = trace_lineage(demo / "results" / name / f"seed-{seed}.json")
         assert [link.status for link in links if link.status == "broken"] == []
         kinds = [link.kind for link in links]
         for kind in ("eval result", "eval set", "model", "run", "dataset", "traces", "samples"):
@@ -81,19 +82,22 @@ def test_each_result_traces_back_to_the_traces_and_samples(demo: Path) -> None:
 
 def test_the_report_is_written(demo: Path) -> None:
     report = demo / "report"
-    for name in ("demo.md", "compare.md", "accuracy.png", "compare.html"):
+    for name in ("demo.md", "compare.md", "accuracy.png", "compare.html", "seeds.png"):
         assert (report / name).stat().st_size > 0
     text = (report / "demo.md").read_text()
-    assert "| cot | cot |" in text and "| direct | direct |" in text
+    assert "| cot | " in text and "| direct | " in text and "seeds 0, 1" in text
+    assert "| cot - direct | 0, 1 |" in text  # the gain, paired seed by seed
+    assert "## Across training seeds" in (report / "compare.md").read_text()
 
 
 def test_running_it_again_redoes_nothing_and_changes_nothing(demo: Path, capsys) -> None:
-    before = {p: p.read_bytes() for p in (demo / "results").glob("*.json")}
+    before = {p: p.read_bytes() for p in (demo / "results").glob("*/*.json")}
+    assert len(before) == len(load_plan(QUICK_PLAN).runs())
     version_dirs = sorted((demo / "datasets" / "versions").iterdir())
     assert main(["demo", "--quick", "--out", str(demo)]) == 0
     printed = capsys.readouterr().err
     assert printed.count("already done") >= 3
-    after = {p: p.read_bytes() for p in (demo / "results").glob("*.json")}
+    after = {p: p.read_bytes() for p in (demo / "results").glob("*/*.json")}
     assert before.keys() == after.keys()
     for path in before:
         old = EvalResult.model_validate_json(before[path])

@@ -25,10 +25,13 @@ from distill.core.progress import console
               help="Override a config field (YAML value; dotted keys: lora.r=8). Repeatable.")
 @click.option("--wait", is_flag=True,
               help="If another run is writing to --out, wait for it instead of exiting.")
+@click.option("--seeds", help="Train this recipe once per seed (e.g. 0,1,2) into "
+                               "OUT/seed-N: side by side on CPU cores, one after another on "
+                               "a GPU; finished seeds are skipped, partial ones resume.")
 @click.argument("extra", nargs=-1)
 def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                   init: Path | None, overrides: tuple[str, ...], wait: bool,
-                  extra: tuple[str, ...]) -> None:
+                  seeds: str | None, extra: tuple[str, ...]) -> None:
     """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
     from distill.train.config import load_config
     from distill.train.loop import train
@@ -37,6 +40,11 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     if config.stage != "vision" and data is None:
         raise DistillError(f"stage {config.stage!r} needs --data (a dataset version or an "
                            "ingest folder)")
+    if seeds is not None:
+        if init is not None:
+            config = config.model_copy(update={"init": str(init)})
+        train_seeds(config, data or Path("."), out, parse_seeds(seeds))
+        return
     try:
         manifest = train(config, data or Path("."), out, resume=resume,
                          init=str(init) if init else None, wait=wait)
@@ -53,3 +61,28 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     console.print(f"[green]trained[/green] {manifest.stage}: {manifest.steps} steps, final loss "
                   f"{loss}" + (f", {speed:,.0f} real tokens/s" if speed else "")
                   + f" -> {out / manifest.checkpoint_path}")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers",
+                                 param_hint="--seeds") from None
+    if not seeds:
+        raise click.BadParameter("no seeds given", param_hint="--seeds")
+    return seeds
+
+
+def train_seeds(config, data: Path, out: Path, seeds: list[int]) -> None:
+    """Every seed of one recipe, each in a process of its own (resuming what it can)."""
+    import torch
+
+    from distill.train.parallel import seed_jobs, seed_processes, train_side_by_side
+
+    processes, threads = seed_processes(len(seeds), cuda=torch.cuda.is_available())
+    if config.threads == "auto":
+        config = config.model_copy(update={"threads": threads})
+    train_side_by_side(seed_jobs(config, data, out, seeds), processes)
+    console.print(f"[green]trained[/green] seeds {', '.join(map(str, seeds))} -> "
+                  f"{out}/seed-N ({processes} at a time)")

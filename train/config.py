@@ -146,6 +146,12 @@ def outcome_hash(config: TrainConfig) -> str:
     return content_hash(config.model_dump(mode="json", exclude=SPEED_FIELDS))
 
 
+def recipe_hash(config: TrainConfig) -> str:
+    """What a run computes, its seed aside: the seeds of one recipe share this hash, so a
+    comparison can group them (distill.evaluate.seeds)."""
+    return content_hash(config.model_dump(mode="json", exclude=SPEED_FIELDS | {"seed"}))
+
+
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                 ) -> TrainConfig:
     """A config by path or by name in data/configs, with ``key=value`` overrides (YAML values,

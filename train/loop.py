@@ -48,7 +48,7 @@ from distill.train.batching import (
     pack_collate,
     pad_collate,
 )
-from distill.train.config import TrainConfig, outcome_hash
+from distill.train.config import TrainConfig, outcome_hash, recipe_hash
 from distill.train.data import TrainingSet, load_training_set
 from distill.train.layers import Layers, apply_kernel_layers, attention_kwargs, resolve_layers
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
@@ -460,6 +460,7 @@ def write_manifest(ctx: RunContext, state: ckpt.TrainerState, checkpoint: str,
         parent_checkpoint=str(Path(ctx.init or ctx.config.init).resolve())
         if (ctx.init or ctx.config.init) else None,
         config=ctx.config.model_dump(mode="json"), config_hash=ctx.config.hash(),
+        recipe_hash=recipe_hash(ctx.config),
         steps=state.step, examples_seen=state.examples_seen, final_loss=state.last_loss,
         checkpoint_path=checkpoint,
         metrics={k: float(v) for k, v in (metrics or {}).items()},

@@ -189,3 +189,31 @@ def _die_with_parent(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above ran
         os._exit(1)
+
+
+# --- several seeds of one recipe -------------------------------------------------------------
+
+
+def seed_run_dir(out: Path, seed: int) -> Path:
+    """Where seed ``seed`` of a recipe trains: OUT/seed-N (compare labels the group OUT)."""
+    return out / f"seed-{seed}"
+
+
+def seed_jobs(config: TrainConfig, data: Path, out: Path, seeds: list[int]) -> list[TrainJob]:
+    """One job per seed, the config otherwise unchanged, so their RunManifests share a
+    recipe hash and compare groups them."""
+    if len(set(seeds)) != len(seeds):
+        raise DistillError(f"repeated seeds in {seeds}")
+    return [TrainJob(f"seed-{seed}", config.model_copy(update={"seed": seed}), data,
+                     seed_run_dir(out, seed)) for seed in seeds]
+
+
+def seed_processes(n_jobs: int, *, cuda: bool, cores: int | None = None) -> tuple[int, int]:
+    """(processes at once, threads each): one after another on a GPU (each run wants the
+    whole device), side by side on a CPU, one process per core at most, the cores shared
+    out evenly (a second process keeps a core busy where a second thread mostly waits)."""
+    if cuda:
+        return 1, 1
+    cores = cores or os.cpu_count() or 1
+    processes = max(1, min(n_jobs, cores))
+    return processes, max(1, cores // processes)

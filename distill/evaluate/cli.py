@@ -149,27 +149,63 @@ def _expand_results(paths: tuple[Path, ...]) -> list[Path]:
 
 
 @click.command("compare")
-@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Write compare.md, accuracy.png and compare.html (flipped items) here.")
 @click.option("--baseline", default=0, show_default=True,
-              help="Index of the result the others are compared with (0 = the first named).")
+              help="Index of the result (or seed group) the others are compared with (0 = "
+                   "the first named).")
 @click.option("--max-flips", default=200, show_default=True,
               help="Flipped items listed per direction and pair.")
+@click.option("--by-seed", is_flag=True,
+              help="Group the results that differ only in training seed (read from their "
+                   "run manifests) and compare the groups over seeds and items.")
+@click.option("--group", "groups", multiple=True, metavar="LABEL=RESULT[,RESULT...]",
+              help="A seed group named explicitly (repeatable; implies --by-seed).")
 def compare_command(results: tuple[Path, ...], out: Path | None, baseline: int,
-                    max_flips: int) -> None:
+                    max_flips: int, by_seed: bool, groups: tuple[str, ...]) -> None:
     """Put eval RESULTS (files, or folders of them) side by side: accuracy per category,
-    deltas with paired tests, and the items that flipped."""
+    deltas with paired tests, and the items that flipped; with --by-seed or --group, also
+    every recipe over its training seeds (mean, each seed, two-level bootstrap interval,
+    paired test across seeds)."""
     from distill.evaluate.compare import compare_results, load_results
     from distill.evaluate.report import print_comparison, write_reports
+    from distill.evaluate.seed_report import print_seeds
 
-    comparison = compare_results(load_results(_expand_results(results)), baseline=baseline)
+    named = _parse_groups(groups)
+    files = _expand_results(results) if results else []
+    files += [path for paths in named.values() for path in paths if path not in files]
+    if not files:
+        raise click.UsageError("name result files (or --group LABEL=RESULT,...)")
+    loaded = load_results(files)
+    seeds = _seed_comparison(loaded, named, baseline) if (by_seed or named) else None
+    comparison = compare_results(loaded, baseline=0 if seeds else baseline)
     console = _stdout()
     print_comparison(comparison, console)
+    if seeds is not None:
+        print_seeds(seeds, console)
     if out is not None:
-        paths = write_reports(comparison, out, max_flips=max_flips)
+        paths = write_reports(comparison, out, max_flips=max_flips, seeds=seeds)
         for kind, path in paths.items():
             console.print(f"{kind}: {plain(path)}")
+
+
+def _parse_groups(groups: tuple[str, ...]) -> dict[str, list[Path]]:
+    named: dict[str, list[Path]] = {}
+    for item in groups:
+        label, sep, paths = item.partition("=")
+        if not sep or not label or not paths:
+            raise click.BadParameter(f"{item!r} is not LABEL=RESULT[,RESULT...]",
+                                     param_hint="--group")
+        named[label] = [Path(p) for p in paths.split(",") if p]
+    return named
+
+
+def _seed_comparison(loaded, named: dict[str, list[Path]], baseline: int):
+    from distill.evaluate.seeds import compare_groups, group_by_recipe, named_groups
+
+    groups = named_groups(named) if named else group_by_recipe(loaded)
+    return compare_groups(groups, baseline=baseline)
 
 
 @click.command("lineage")

@@ -125,3 +125,53 @@ def summarize(items: Sequence[EvalItem]) -> tuple[dict[str, float], dict[str, di
         groups[item.category].append(item)
     per_category = {category: accuracy_block(group) for category, group in sorted(groups.items())}
     return metrics, per_category
+
+
+# --- several training seeds ------------------------------------------------------------------
+# A student's accuracy varies with its training seed as well as with the test items drawn, and
+# the first can be the larger error (bench/RESULTS.md, issue 22). So results over seeds get a
+# two-level bootstrap: resample the seeds, then the items (one item resample shared by every
+# seed, since all seeds answered the same items), and take the mean over the drawn seeds.
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """A mean over seeds of a per-seed value (an accuracy, or a paired difference)."""
+
+    per_seed: tuple[float, ...]
+    mean: float
+    ci_low: float
+    ci_high: float
+
+
+def two_level_bootstrap(values: np.ndarray, *, n_resamples: int = N_RESAMPLES,
+                        seed: int = SEED, level: float = LEVEL) -> SeedInterval:
+    """Percentile interval of the mean over seeds of ``values`` (seeds x items: 0/1 for an
+    accuracy, -1/0/+1 for a paired difference), seeds resampled first, then items."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 1 or values.shape[1] < 1:
+        raise ValueError("two_level_bootstrap needs a (seeds x items) array with both > 0")
+    n_seeds, n_items = values.shape
+    rng = np.random.default_rng(seed)
+    # item weights of each resample (how often each item is drawn), shared across seeds
+    weights = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_resamples)
+    per_seed_means = values @ weights.T / n_items  # (seeds, resamples)
+    drawn = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
+    means = per_seed_means[drawn, np.arange(n_resamples)[:, None]].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    per_seed = values.mean(axis=1)
+    return SeedInterval(per_seed=tuple(float(v) for v in per_seed),
+                        mean=float(per_seed.mean()), ci_low=float(low), ci_high=float(high))
+
+
+def paired_t_p(differences: Sequence[float]) -> float:
+    """Two-sided p of a paired t-test over seeds (per-seed differences of two recipes that
+    share each seed); 1.0 when it cannot be computed (fewer than two seeds)."""
+    from scipy import stats
+
+    diffs = np.asarray(differences, dtype=np.float64)
+    if len(diffs) < 2:
+        return 1.0
+    if np.allclose(diffs, diffs[0]):
+        return 0.0 if diffs[0] != 0 else 1.0
+    return float(stats.ttest_1samp(diffs, 0.0).pvalue)

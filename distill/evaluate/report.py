@@ -17,8 +17,11 @@ from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.images import decode_image, read_image_bytes
 from distill.core.progress import plain
 from distill.core.shards import write_bytes_atomic
+from distill.evaluate import seed_report
 from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
+from distill.evaluate.markdown import md_table
+from distill.evaluate.seeds import SeedComparison
 from distill.schemas import EvalResult
 
 DEFAULT_MAX_FLIPS = 200
@@ -76,16 +79,6 @@ def delta_rows(pair: PairReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _short(text: str | None, limit: int = 60) -> str:
     if text is None:
         return "(none)"
@@ -96,14 +89,14 @@ def _short(text: str | None, limit: int = 60) -> str:
 def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -> str:
     parts = ["# Eval comparison", "", "Accuracy in %, 95% percentile-bootstrap intervals "
              "(10,000 resamples); per-category columns are accuracy %.", "",
-             _md_table(*summary_rows(comparison))]
+             md_table(*summary_rows(comparison))]
     for pair in comparison.pairs:
         parts += ["", f"## {pair.b.label} vs {pair.a.label}", ""]
         if not pair.same_eval_set:
             parts += [f"Different eval sets: paired on {pair.overall.n} shared items "
                       f"({pair.only_in_a} only in the baseline, {pair.only_in_b} only in "
                       f"the other, {pair.mismatched} with different gold answers).", ""]
-        parts += [_md_table(*delta_rows(pair)), ""]
+        parts += [md_table(*delta_rows(pair)), ""]
         parts += [f"Paired bootstrap p = {p_value(pair.overall.bootstrap_p)}; "
                   f"McNemar exact p = {p_value(pair.overall.mcnemar_p)}. "
                   f"Identical outputs on {pair.same_output} of {pair.overall.n} items.", ""]
@@ -115,7 +108,7 @@ def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -
                 rows = [[flip.sample_id, flip.before.category, flip.before.gold,
                          _short(flip.before.extracted), _short(flip.after.extracted)]
                         for flip in flips[:max_flips]]
-                parts.append(_md_table(["sample", "category", "gold",
+                parts.append(md_table(["sample", "category", "gold",
                                         f"{pair.a.label} answer", f"{pair.b.label} answer"],
                                        rows))
                 if len(flips) > max_flips:
@@ -124,7 +117,7 @@ def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -
     for agreement in agreements(comparison):
         parts += ["", f"## {agreement_title(agreement)}", "", agreement_summary(agreement), ""]
         if agreement.disagreements:
-            parts.append(_md_table(*agreement_rows(agreement, max_flips)))
+            parts.append(md_table(*agreement_rows(agreement, max_flips)))
             hidden = len(agreement.disagreements) - max_flips
             if hidden > 0:
                 parts.append(f"\n({hidden} more not shown)")
@@ -345,6 +338,9 @@ th:first-child, td:first-child { text-align: left; }
 {% for row in summary_rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if plot %}<img alt="accuracy per category" src="{{ plot }}" style="max-width: 100%">{% endif %}
+{% if seeds_html %}{{ seeds_html | safe }}{% endif %}
+{% if seeds_plot %}<img alt="accuracy over training seeds" src="{{ seeds_plot }}"
+  style="max-width: 100%">{% endif %}
 {% for pair in pairs %}
 <h2>{{ pair.title }}</h2>
 <table><tr>{% for h in pair.header %}<th>{{ h }}</th>{% endfor %}</tr>
@@ -398,7 +394,8 @@ def _flip_view(flip: Flip, pair: PairReport, images: ImageLookup) -> dict:
 
 
 def to_html(comparison: Comparison, *, plot_png: bytes | None = None,
-            max_flips: int = DEFAULT_MAX_FLIPS) -> str:
+            max_flips: int = DEFAULT_MAX_FLIPS, seeds: SeedComparison | None = None,
+            seeds_png: bytes | None = None) -> str:
     images = ImageLookup()
     header, rows = summary_rows(comparison)
     pairs = []
@@ -415,9 +412,7 @@ def to_html(comparison: Comparison, *, plot_png: bytes | None = None,
         delta_header, delta_table = delta_rows(pair)
         pairs.append({"title": f"{pair.b.label} vs {pair.a.label}", "header": delta_header,
                       "rows": delta_table, "groups": groups})
-    plot = None
-    if plot_png is not None:
-        plot = "data:image/png;base64," + base64.b64encode(plot_png).decode("ascii")
+    plot = _png_url(plot_png)
     views = []
     for agreement in agreements(comparison):
         agreement_header, agreement_table = agreement_rows(agreement, max_flips)
@@ -426,18 +421,33 @@ def to_html(comparison: Comparison, *, plot_png: bytes | None = None,
                       "rows": agreement_table,
                       "hidden": max(0, len(agreement.disagreements) - max_flips)})
     return _PAGE.render(summary_header=header, summary_rows=rows, plot=plot, pairs=pairs,
-                        agreements=views)
+                        agreements=views, seeds_plot=_png_url(seeds_png),
+                        seeds_html=seed_report.to_html(seeds) if seeds else "")
 
 
-def write_reports(comparison: Comparison, out: Path, *,
-                  max_flips: int = DEFAULT_MAX_FLIPS) -> dict[str, Path]:
-    """compare.md, accuracy.png and compare.html under ``out``."""
+def _png_url(png: bytes | None) -> str | None:
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def write_reports(comparison: Comparison, out: Path, *, max_flips: int = DEFAULT_MAX_FLIPS,
+                  seeds: SeedComparison | None = None) -> dict[str, Path]:
+    """compare.md, accuracy.png and compare.html under ``out`` (and seeds.png, with the
+    seeds' section in both reports, when results are grouped over seeds)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "compare.md", "plot": out / "accuracy.png",
              "html": out / "compare.html"}
-    _write_text(paths["markdown"], to_markdown(comparison, max_flips=max_flips))
+    markdown = to_markdown(comparison, max_flips=max_flips)
+    seeds_png = None
+    if seeds is not None:
+        paths["seeds plot"] = out / "seeds.png"
+        seed_report.plot_seeds(seeds, paths["seeds plot"])
+        seeds_png = paths["seeds plot"].read_bytes()
+        title, _, rest = markdown.partition("\n")
+        markdown = f"{title}\n\n{seed_report.to_markdown(seeds)}{rest}"
+    _write_text(paths["markdown"], markdown)
     plot_accuracy(comparison, paths["plot"])
-    html = to_html(comparison, plot_png=paths["plot"].read_bytes(), max_flips=max_flips)
+    html = to_html(comparison, plot_png=paths["plot"].read_bytes(), max_flips=max_flips,
+                   seeds=seeds, seeds_png=seeds_png)
     _write_text(paths["html"], html)
     return paths
 
