@@ -22,7 +22,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from distill.core.errors import InputError
 
@@ -56,18 +56,22 @@ def read_text(path: Path | str, *, what: str = "file") -> str:
     return decode(data, file=path)
 
 
-def iter_text_lines(path: Path | str) -> Iterator[tuple[int, str | InputError]]:
-    """(line number, text) for each non-blank line; a line that is not UTF-8 comes as an
-    InputError in its place (the rest of the file is still read)."""
-    path = Path(path)
+def _open_bytes(path: Path) -> BinaryIO:
+    """A user's file opened for reading bytes; a folder or an unreadable path is one error."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except IsADirectoryError:
         raise InputError("is a folder, expected a file", file=path, reason="bad_file") from None
     except OSError as exc:
         raise InputError(f"cannot read file: {exc.strerror}", file=path,
                          reason="bad_file") from None
-    with handle:
+
+
+def iter_text_lines(path: Path | str) -> Iterator[tuple[int, str | InputError]]:
+    """(line number, text) for each non-blank line; a line that is not UTF-8 comes as an
+    InputError in its place (the rest of the file is still read)."""
+    path = Path(path)
+    with _open_bytes(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = decode(raw, file=path, line=number)
@@ -150,14 +154,7 @@ def iter_tsv(path: Path | str) -> Iterator[tuple[int, dict[str, str] | InputErro
     InputError in its place; the other rows are still read."""
     path = Path(path)
     csv.field_size_limit(sys.maxsize)  # base64 images are long fields
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
-    except IsADirectoryError:
-        raise InputError("is a folder, expected a file", file=path, reason="bad_file") from None
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=path,
-                         reason="bad_file") from None
-    with handle:
+    with _open_bytes(path) as handle:
         lines = (raw.decode("utf-8", "surrogateescape") for raw in handle)
         reader = csv.DictReader(lines, delimiter="\t")
         try:

@@ -36,7 +36,7 @@ from typing import Literal
 from distill.core.images import read_image_bytes
 from distill.core.prompts import load_prompt, target_text
 from distill.core.shards import iter_records
-from distill.filter.export import refuse_existing
+from distill.filter.export import refuse_existing, save_generated
 from distill.filter.store import DatasetStore
 from distill.schemas import ScoredTrace
 
@@ -188,12 +188,5 @@ def _write_trl(store: DatasetStore, version: str, target: Target, folder: Path) 
         "messages": [{"role": datasets.Value("string"), "content": [part]}],
         "images": [datasets.Image()],
     })
-    cache = folder.with_name(folder.name + ".cache")
-    try:
-        dataset = datasets.Dataset.from_generator(
-            _trl_rows, gen_kwargs={"store": store, "version": version, "target": target},
-            features=features, cache_dir=str(cache))
-        dataset.save_to_disk(str(folder))
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    return len(dataset)
+    return save_generated(_trl_rows, {"store": store, "version": version, "target": target},
+                          features, folder)

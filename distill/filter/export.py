@@ -162,11 +162,19 @@ def _export_hf(store: DatasetStore, version: str, path: Path) -> int:
         "signals": {s.name: datasets.Value(kinds[s.kind]) for s in SIGNALS.values()},
         "image": datasets.Image(),
     })
+    return save_generated(_rows, {"store": store, "version": version, "with_bytes": True},
+                          features, path)
+
+
+def save_generated(generator, gen_kwargs: dict, features, path: Path) -> int:  # noqa: ANN001
+    """Stream ``generator(**gen_kwargs)`` into a `save_to_disk` folder at ``path`` (through a
+    cache beside it, removed afterwards); returns the row count. Used by every HF layout."""
+    import datasets
+
     cache = path.with_name(path.name + ".cache")
     try:
-        dataset = datasets.Dataset.from_generator(
-            _rows, gen_kwargs={"store": store, "version": version, "with_bytes": True},
-            features=features, cache_dir=str(cache))
+        dataset = datasets.Dataset.from_generator(generator, gen_kwargs=gen_kwargs,
+                                                  features=features, cache_dir=str(cache))
         dataset.save_to_disk(str(path))
         return len(dataset)
     finally:
