@@ -17,6 +17,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +213,9 @@ def finish_vision(run: DemoRun, started) -> Path:
 
 def run_students(run: DemoRun, dataset: Path, vision: Path) -> None:
     """Every student, once per training seed, ``student_processes`` at a time, one process
-    each (longest runs first: the plan lists them so)."""
+    each (longest runs first: the plan lists them so). Each process then evaluates its
+    student, so the evals overlap the other students' training; the eval stage finds their
+    generations in the cache."""
     from distill.train.checkpoint import is_finished
     from distill.train.parallel import TrainJob, train_side_by_side
 
@@ -226,7 +229,7 @@ def run_students(run: DemoRun, dataset: Path, vision: Path) -> None:
         student = run.plan.students[name]
         overrides = {"vision_path": str(vision), "seed": seed, "threads": threads, **student.set}
         jobs.append(TrainJob(f"{name} seed {seed}", student_config(student.config, overrides),
-                             dataset, out))
+                             dataset, out, after=partial(run_eval, run, name, seed)))
     train_side_by_side(jobs, processes)
     for name in run.plan.students:
         budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,43 @@ def test_encoding_many_examples_at_once_gives_what_one_at_a_time_gives(processor
             tok(target, add_special_tokens=False).input_ids + [processor.eos_token_id]
         assert got.input_ids == prompt + answer
         assert got.labels == (None if target is None else [IGNORE_INDEX] * len(prompt) + answer)
+
+
+def test_a_spec_names_the_prompts_its_student_is_asked_with(tmp_path: Path):
+    """The tiny digits student asks with the question alone (no instruction to pay for at
+    every step); a saved student keeps its prompts, and a folder saved before the field
+    existed is asked with the teachers' prompts, as it was trained."""
+    from distill.train.siqvl.build import build_student, load_model_spec
+
+    spec = load_model_spec("tiny-digits")
+    assert spec.prompts == {"cot": "question-cot", "direct": "question-direct"}
+    _, processor = build_student(spec)
+    sample = _sample()
+    for mode in ("cot", "direct"):
+        text = processor.tokenizer.decode(processor.prompt_ids(sample, mode))
+        assert text.endswith(f"<|vision_end|>\n{sample.question}<|im_end|>\n"
+                             "<|im_start|>assistant\n"), text
+    assert processor.prompt_template("cot").answer_format == "answer_line"
+    assert processor.prompt_template("direct").answer_format == "direct"
+    processor.save_pretrained(tmp_path / "saved")
+    reloaded = SiQVLProcessor.from_pretrained(tmp_path / "saved")
+    assert reloaded.prompt_ids(sample, "cot") == processor.prompt_ids(sample, "cot")
+
+    config = tmp_path / "saved" / "processor_config.json"
+    old = json.loads(config.read_text())
+    del old["prompts"]
+    config.write_text(json.dumps(old))
+    legacy = SiQVLProcessor.from_pretrained(tmp_path / "saved")
+    assert "Think step by step" in legacy.tokenizer.decode(legacy.prompt_ids(sample, "cot"))
+
+
+def test_a_spec_naming_a_missing_or_judge_prompt_fails_when_read(tmp_path: Path):
+    from distill.core.errors import InputError
+    from distill.train.siqvl.build import load_model_spec
+
+    base = (TINY_TOKENIZER_DIR.parent / "tiny-digits.yaml").read_text()
+    for name, problem in (("no-such-prompt", "no-such-prompt"), ("judge-rubric", "judge")):
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(base.replace("question-cot", name))
+        with pytest.raises(InputError, match=problem):
+            load_model_spec(spec)

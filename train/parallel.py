@@ -23,7 +23,8 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.core.errors import DistillError
@@ -42,6 +43,10 @@ class TrainJob:
     config: TrainConfig
     data: Path
     out: Path
+    # Run in the job's process once training is done (picklable: a module-level function or
+    # a partial of one). The demo evaluates each student there, so its eval overlaps the
+    # other students' training instead of waiting for the last of them.
+    after: Callable[[], object] | None = field(default=None, compare=False)
 
     @property
     def log_path(self) -> Path:
@@ -174,6 +179,8 @@ def _run_job(job: TrainJob, parent: int) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         train_or_resume(job.config, job.data, job.out)
+        if job.after is not None:
+            job.after()
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

@@ -8,10 +8,16 @@ A model spec is a YAML file (see ``data/models/*.yaml``)::
     pixel_shuffle_factor: 2
     vision: {model_type: siglip2_vision_model, hidden_size: 128, ...}   # or vision_path:
     llm: {model_type: qwen2, hidden_size: 192, vocab_size: auto, ...}    # or llm_path:
+    prompts: {cot: question-cot, direct: question-direct}   # optional; default cot, direct
 
 ``vision_path`` may point at a SigLIP/SigLIP-2 checkpoint (full or vision-only) or at a
 stage-0 tower saved by ``train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
 Paths are never fetched from a hub: they must exist on disk.
+
+``prompts`` names the prompt file (prompts/NAME.yaml) each mode asks the student with. The
+default is the teachers' own prompts, right for a pretrained LLM that reads instructions;
+a student trained from scratch learns nothing from a constant instruction and pays for its
+tokens at every step, so the tiny specs ask with the question alone.
 """
 
 from __future__ import annotations
@@ -21,16 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import DistillError
 from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from distill.core.paths import DATA_DIR
+from distill.core.prompts import load_prompt
 from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
-from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
+from distill.train.siqvl.processing import (
+    PROMPT_FILES,
+    ProcessorSettings,
+    PromptMode,
+    SiQVLProcessor,
+)
 from distill.train.siqvl.projector import PatchGridError
 
 MODELS_DIR = DATA_DIR / "models"
@@ -49,6 +61,7 @@ class ModelSpec:
     include_system: bool = True
     image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPT_FILES))
     base_dir: Path = MODELS_DIR
 
     def resolve(self, path: str) -> Path:
@@ -77,6 +90,15 @@ class ModelSpecFile(ConfigFile):
     vision_path: str | None = None
     llm: dict[str, Any] | None = None
     llm_path: str | None = None
+    prompts: dict[PromptMode, str] = Field(default_factory=lambda: dict(PROMPT_FILES))
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_exist(cls, prompts: dict[str, str]) -> dict[str, str]:
+        """A misspelt prompt name fails when the spec is read, not after stage 0."""
+        for name in prompts.values():
+            load_prompt(name)  # a teacher-kind prompt that exists, or a clear InputError
+        return {**PROMPT_FILES, **prompts}
 
     @model_validator(mode="after")
     def _one_source_per_part(self) -> ModelSpecFile:
@@ -171,7 +193,8 @@ def build_student(spec: ModelSpec, *, dtype: torch.dtype = torch.float32,
     settings = ProcessorSettings(image_size=spec.image_size,
                                  num_image_tokens=config.num_image_tokens,
                                  image_mean=list(spec.image_mean), image_std=list(spec.image_std),
-                                 include_system=spec.include_system)
+                                 include_system=spec.include_system,
+                                 prompts=dict(spec.prompts))
     return model, SiQVLProcessor(tokenizer, settings)
 
 

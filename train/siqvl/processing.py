@@ -30,6 +30,8 @@ from distill.schemas import Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
 
 PromptMode = Literal["cot", "direct"]
+# The prompt each mode asks with, unless the model spec names others (``prompts:``): the
+# teachers' own prompts, so a pretrained student is asked as its teachers were.
 PROMPT_FILES: dict[str, str] = {"cot": "cot", "direct": "direct"}
 PROCESSOR_CONFIG = "processor_config.json"
 
@@ -58,6 +60,9 @@ class ProcessorSettings:
     vision_start: str = "<|vision_start|>"
     vision_end: str = "<|vision_end|>"
     include_system: bool = True
+    # mode -> prompt file (prompts/NAME.yaml). Saved with the student, so an eval asks it
+    # in the format it was trained on; folders saved before this field get the default.
+    prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPT_FILES))
 
 
 PROMPT_CACHE_SIZE = 4096
@@ -96,10 +101,11 @@ class SiQVLProcessor:
         return int(self.tokenizer.pad_token_id)
 
     def prompt_template(self, mode: PromptMode) -> PromptTemplate:
-        if mode not in PROMPT_FILES:
-            raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(PROMPT_FILES)}")
+        prompts = {**PROMPT_FILES, **self.settings.prompts}
+        if mode not in prompts:
+            raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(prompts)}")
         if mode not in self._prompts:
-            self._prompts[mode] = load_prompt(PROMPT_FILES[mode])
+            self._prompts[mode] = load_prompt(prompts[mode])
         return self._prompts[mode]
 
     # -- text ----------------------------------------------------------------------------
