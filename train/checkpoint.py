@@ -2,7 +2,7 @@
 
 ``RUN/checkpoint-NNNNNN/`` holds the trainable weights (safetensors), the optimizer and
 scheduler states, every RNG state (python, numpy, torch, CUDA; one file per process) and
-the data position (step, epoch, batch in epoch), all without pickle (``train.safe_state``).
+the data position (step, epoch, batch in epoch), all without pickle (``distill.train.safe_state``).
 A checkpoint is written into a hidden temp folder and renamed into place, so a kill at
 any moment leaves either the old set of checkpoints or the new one, never a half-written
 folder that looks complete.

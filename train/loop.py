@@ -3,13 +3,13 @@
 1. precision: weights loaded in bf16 on a GPU (not only autocast); every trained
    parameter keeps an fp32 master copy (a fully trained LLM runs under bf16 autocast);
    the vision tower runs under ``no_grad``; TF32 matmuls; fused AdamW on CUDA.
-2. batching: length bucketing (``train.batching.epoch_plan``), micro-batches cut by a token
+2. batching: length bucketing (``distill.train.batching.epoch_plan``), micro-batches cut by a token
    budget, widths rounded up to a multiple of 64 on a GPU (a small, fixed set of shapes).
 3. kernel fusion: the loss through the LM head never materializes all logits (chunked
    torch kernel, or Liger's fused one); Liger's RMSNorm/SwiGLU when installed;
    ``torch.compile`` of the LLM backbone only when asked.
 4. packing: examples concatenated with per-example position ids and per-document
-   attention (``train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
+   attention (``distill.train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
    per document elsewhere); ``auto`` packs whenever the attention keeps documents apart
    without a dense mask.
 5. system: no gradient checkpointing unless asked, dataloader workers, pinned memory.

@@ -10,7 +10,7 @@ A model spec is a YAML file (see ``data/models/*.yaml``)::
     llm: {model_type: qwen2, hidden_size: 192, vocab_size: auto, ...}    # or llm_path:
 
 ``vision_path`` may point at a SigLIP/SigLIP-2 checkpoint (full or vision-only) or at a
-stage-0 tower saved by ``train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
+stage-0 tower saved by ``distill.train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
 Paths are never fetched from a hub: they must exist on disk.
 """
 
