@@ -35,7 +35,7 @@ def check_links(package_dir: str) -> None:
                 "default on Windows without Developer Mode). Turn them on and check the "
                 "links out again: `git config core.symlinks true` then `git checkout -- "
                 f"{' '.join('distill/' + link for link in LINKS)}` (on Windows, enable "
-                "Developer Mode first), or install the toolkit as a wheel.")
+                "Developer Mode first), or install a wheel built where the links are links.")
         raise ImportError(f"{path} is missing: the package needs its link to ../{name} "
                           "(a checkout of the whole repository, or an installed wheel)")
 
