@@ -27,6 +27,7 @@ from rich.table import Table
 
 from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import DistillError
+from distill.core.formatting import accuracy_interval, md_table
 from distill.core.paths import DATA_DIR
 from distill.core.progress import console
 
@@ -273,10 +274,8 @@ def run_eval(run: DemoRun, name: str, seed: int) -> Path:
     path = run.result_path(name, seed)
     write_json_atomic(path, result)
     metrics = result.metrics
-    console.print(f"{name} seed {seed}: {100 * metrics['accuracy']:.1f}% "
-                  f"[{100 * metrics['accuracy_ci_low']:.1f}, "
-                  f"{100 * metrics['accuracy_ci_high']:.1f}] on {metrics['n']:.0f} "
-                  f"{run.plan.eval_split} items ({mode})")
+    console.print(f"{name} seed {seed}: {accuracy_interval(metrics, unit='%')} on "
+                  f"{metrics['n']:.0f} {run.plan.eval_split} items ({mode})")
     return path
 
 
@@ -342,21 +341,18 @@ def student_budget(run_dir: Path) -> dict[str, float]:
 
 def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
                        seeds: SeedComparison, lineage: list[str]) -> Path:
-    from distill.evaluate.seed_report import pair_rows, pct
+    from distill.evaluate.seed_report import each_seed, pair_rows, seed_interval
 
     rows = []
     for summary in seeds.summaries:
         name = summary.group.label
-        acc = summary.accuracy
         budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]
-        rows.append(
-            f"| {name} | {pct(acc.mean)} [{pct(acc.ci_low)}, {pct(acc.ci_high)}] | "
-            f"{' / '.join(pct(v) for v in acc.per_seed)} | {budgets[0]['steps']:.0f} | "
-            f"{budgets[0]['examples']:,.0f} | {_mean(b['train_s'] for b in budgets):.0f} | "
-            f"{_mean(b['tokens_per_s'] for b in budgets):,.0f} | "
-            f"{run.plan.students[name].note} |")
-    header, pairs = pair_rows(seeds)
-    stage_rows = [f"| {stage} | {seconds:.1f} |" for stage, seconds in run.timings.items()]
+        rows.append([name, seed_interval(summary.accuracy), each_seed(summary.accuracy),
+                     f"{budgets[0]['steps']:.0f}", f"{budgets[0]['examples']:,.0f}",
+                     f"{_mean(b['train_s'] for b in budgets):.0f}",
+                     f"{_mean(b['tokens_per_s'] for b in budgets):,.0f}",
+                     run.plan.students[name].note])
+    stage_rows = [[stage, f"{seconds:.1f}"] for stage, seconds in run.timings.items()]
     seed_list = ", ".join(map(str, run.plan.training_seeds))
     text = "\n".join([
         "# distill demo", "",
@@ -365,16 +361,14 @@ def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
         f"every student trained with seeds {seed_list}.",
         "", "Accuracy %: mean over seeds [95% two-level bootstrap interval: seeds, then "
             "items], and each seed's value.", "",
-        "| student | mean accuracy % [95% CI] | each seed % | steps | examples | train s "
-        "(mean) | tokens/s | note |",
-        "|---|---|---|---|---|---|---|---|", *rows, "",
-        "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-        *["| " + " | ".join(row) + " |" for row in pairs], "",
+        md_table(["student", "mean accuracy % [95% CI]", "each seed %", "steps", "examples",
+                  "train s (mean)", "tokens/s", "note"], rows), "",
+        md_table(*pair_rows(seeds)), "",
         "Reports: " + ", ".join(f"[{kind}]({path.name})" for kind, path in reports.items()),
         "", "## Lineage (every result back to the ingested samples)", "",
         *[f"- {line}" for line in lineage], "",
         "## Wall-clock per stage (this invocation; a resumed stage shows its remaining time)",
-        "", "| stage | seconds |", "|---|---|", *stage_rows, "",
+        "", md_table(["stage", "seconds"], stage_rows), "",
     ])
     path = run.report_dir / "demo.md"
     path.write_text(text, encoding="utf-8")

@@ -1,4 +1,12 @@
-"""Pydantic records: the only contract between the toolkit's stages (README, "Architecture")."""
+"""Pydantic records: the only contract between the toolkit's stages (README, "Architecture").
+
+The folder ``schemas/`` is imported only as ``distill.schemas`` (through the link
+``distill/schemas``); see ``distill._one_package``.
+"""
+
+from distill._one_package import refuse_second_name
+
+refuse_second_name(__name__, "distill.schemas", __file__)
 
 from distill.schemas.base import SCHEMA_VERSION, Record
 from distill.schemas.dataset_manifest import DatasetManifest

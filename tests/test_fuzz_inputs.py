@@ -363,8 +363,8 @@ CONFIG_KINDS: dict[str, tuple[str, str]] = {
     "judge file": ("data/judges/digits.yaml", "distill.generate.judges:load_judge"),
     "policy file": ("data/policies/default.yaml", "distill.filter.policy:load_policy"),
     "prompt file": ("prompts/cot.yaml", "distill.core.prompts:load_prompt"),
-    "train config": ("data/configs/cot.yaml", "train.config:load_config"),
-    "model spec": ("data/models/test-micro.yaml", "train.siqvl.build:load_model_spec"),
+    "train config": ("data/configs/cot.yaml", "distill.train.config:load_config"),
+    "model spec": ("data/models/test-micro.yaml", "distill.train.siqvl.build:load_model_spec"),
     "demo plan": ("data/demo-quick.yaml", "distill.demo:load_plan"),
 }
 

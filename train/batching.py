@@ -13,7 +13,7 @@ shapes instead of one per step.
 
 Packing puts several examples into one row with position ids that restart at 0 for each
 example, and records each row's documents (``Batch.cu_seqlens``). The attention then keeps
-the documents apart: per-document kernels (``train.attention``) use ``cu_seqlens``; the
+the documents apart: per-document kernels (``distill.train.attention``) use ``cu_seqlens``; the
 ``sdpa`` and ``flex`` attentions of transformers build a block-diagonal causal mask from
 the position ids. Either way no example sees another.
 """

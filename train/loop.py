@@ -3,13 +3,13 @@
 1. precision: weights loaded in bf16 on a GPU (not only autocast); every trained
    parameter keeps an fp32 master copy (a fully trained LLM runs under bf16 autocast);
    the vision tower runs under ``no_grad``; TF32 matmuls; fused AdamW on CUDA.
-2. batching: length bucketing (``train.batching.epoch_plan``), micro-batches cut by a token
+2. batching: length bucketing (``distill.train.batching.epoch_plan``), micro-batches cut by a token
    budget, widths rounded up to a multiple of 64 on a GPU (a small, fixed set of shapes).
 3. kernel fusion: the loss through the LM head never materializes all logits (chunked
    torch kernel, or Liger's fused one); Liger's RMSNorm/SwiGLU when installed;
    ``torch.compile`` of the LLM backbone only when asked.
 4. packing: examples concatenated with per-example position ids and per-document
-   attention (``train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
+   attention (``distill.train.attention``: PyTorch's varlen flash kernel on a GPU, one SDPA call
    per document elsewhere); ``auto`` packs whenever the attention keeps documents apart
    without a dense mask.
 5. system: no gradient checkpointing unless asked, dataloader workers, pinned memory.
@@ -27,7 +27,6 @@ import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.core.errors import DistillError
 from distill.core.locks import lock_path_for, single_writer
 from distill.core.progress import progress_bar
-from distill.core.shards import read_json_model, write_json_atomic
+from distill.core.shards import read_json_model
 from distill.schemas import RunManifest, content_hash
 from distill.train import checkpoint as ckpt
 from distill.train.batching import (
@@ -52,7 +51,8 @@ from distill.train.config import TrainConfig, outcome_hash, recipe_hash
 from distill.train.data import TrainingSet, load_training_set
 from distill.train.layers import Layers, apply_kernel_layers, attention_kwargs, resolve_layers
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
-from distill.train.metrics import MetricsLog, memory_gb
+from distill.train.manifest import RunIdentity, save_run_checkpoint, write_run_manifest
+from distill.train.metrics import MetricsLog, MetricsWindow, memory_gb, read_metrics
 from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
 from distill.train.schedule import lr_factor
 from distill.train.siqvl.build import (
@@ -171,7 +171,7 @@ def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
     return plans
 
 
-# -- the run ---------------------------------------------------------------------------------
+# -- setup: everything a run needs before its first step -------------------------------------
 def _micro_batch_size(config: TrainConfig, runtime: Runtime) -> int:
     micro = config.micro_batch_size or config.batch_size // runtime.world_size
     n_micro = config.batch_size // max(micro, 1)
@@ -180,13 +180,6 @@ def _micro_batch_size(config: TrainConfig, runtime: Runtime) -> int:
             f"batch_size {config.batch_size} must split into micro-batches of "
             f"{micro} examples, a multiple of {runtime.world_size} process(es) of them")
     return micro
-
-
-def _check_out(out: Path, resume: bool) -> None:
-    has_run = (out / "manifest.json").exists() or ckpt.latest_checkpoint(out) is not None
-    if has_run and not resume:
-        raise DistillError(f"{out} already holds a run; pass --resume to continue it, or "
-                           "choose another --out")
 
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
@@ -213,7 +206,7 @@ def _train_stage(config: TrainConfig, data: str | Path, out: str | Path, resume:
 
         return pretrain_vision(config, Path(out), resume=resume)
     out = Path(out)
-    _check_out(out, resume)
+    ckpt.check_run_folder(out, resume)
     runtime = setup_runtime(config)
     try:
         return _train(config, Path(data), out, runtime, resume, init)
@@ -223,6 +216,7 @@ def _train_stage(config: TrainConfig, data: str | Path, out: str | Path, resume:
 
 def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
            init: str | None) -> RunManifest:
+    """Setup, the steps (with their checkpoints), then the final model and manifest."""
     if resume and ckpt.is_finished(out):
         log.warning("%s already finished; nothing to resume", out)
         return read_json_model(out / "manifest.json", RunManifest)
@@ -231,7 +225,7 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
                          tensorboard=config.tensorboard,
                          resume_step=state.step if resumed else None)
     if runtime.is_main and not resumed:
-        write_manifest(context, state, "none", None)
+        write_run_manifest(out, context.identity, state, "none")
     try:
         state = run_steps(context, parts, state, metrics)
     finally:
@@ -259,21 +253,19 @@ def prepare_run(config: TrainConfig, data: Path, out: Path, runtime: Runtime, re
     fsdp = runtime.distributed and config.strategy == "fsdp"
     engine = wrap_distributed(model, config, runtime) if runtime.distributed else model
     optimizer, scheduler, _ = make_optimizer(model, config, runtime, total)
-    run_hash = outcome_hash(config)
-    data_key = content_hash({"config": run_hash, "data": training_set.manifest_sha256,
+    data_key = content_hash({"config": outcome_hash(config),
+                             "data": training_set.manifest_sha256,
                              "init": str(init or config.init or "")})
-    state = ckpt.TrainerState(0, 0, 0, 0, 0, data_key)
+    parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
+    saved = parts.checkpoint_state(ckpt.TrainerState.start(data_key), fsdp)
     latest = ckpt.latest_checkpoint(out) if resume else None
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, model, optimizer, scheduler, rank=runtime.rank,
-                                     world_size=runtime.world_size, outcome_hash=data_key,
-                                     fsdp=fsdp)
-        log.warning("resuming %s from step %d", out, state.step)
+        ckpt.load_checkpoint(latest, saved, runtime)
+        log.warning("resuming %s from step %d", out, saved.progress.step)
     out.mkdir(parents=True, exist_ok=True)
     context = RunContext(config, runtime, training_set, out, init, data_key, layers, total,
                          micro, fsdp)
-    parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
-    return context, parts, state, latest is not None
+    return context, parts, saved.progress, latest is not None
 
 
 def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
@@ -292,6 +284,9 @@ def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
 
 @dataclass
 class RunContext:
+    """What a run is, fixed for its whole length: config, where it runs, its data and
+    folder, its layers and length."""
+
     config: TrainConfig
     runtime: Runtime
     training_set: TrainingSet
@@ -302,6 +297,17 @@ class RunContext:
     total_steps: int
     micro_batch_size: int
     fsdp: bool = False
+
+    @property
+    def identity(self) -> RunIdentity:
+        """What the run's manifest says about it at every checkpoint."""
+        parent = self.init or self.config.init
+        return RunIdentity(
+            run_id=self.run_key[:16], config=self.config,
+            dataset_version=self.training_set.version,
+            dataset_path=str(self.training_set.path.resolve()),
+            parent_checkpoint=str(Path(parent).resolve()) if parent else None,
+            recipe_hash=recipe_hash(self.config))
 
 
 @dataclass
@@ -315,6 +321,10 @@ class TrainingParts:
     dataset: EncodedDataset
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def checkpoint_state(self, progress: ckpt.TrainerState, fsdp: bool
+                         ) -> ckpt.CheckpointState:
+        return ckpt.CheckpointState(self.model, self.optimizer, self.scheduler, progress, fsdp)
 
 
 def wrap_distributed(model: torch.nn.Module, config: TrainConfig, runtime: Runtime):
@@ -331,82 +341,116 @@ def wrap_distributed(model: torch.nn.Module, config: TrainConfig, runtime: Runti
                                    else None)
 
 
+# -- the steps ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean token loss over the whole global batch
+    grad_norm: float
+    padded_tokens: int  # tokens this process ran, padding included
+
+
 def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
               metrics: MetricsLog) -> ckpt.TrainerState:
-    config, runtime, layers = ctx.config, ctx.runtime, ctx.layers
-    model, engine, processor = parts.model, parts.engine, parts.processor
-    optimizer, scheduler = parts.optimizer, parts.scheduler
-    plans = plan_steps(parts.dataset, config, runtime, layers.split, state.step,
+    """The remaining steps from ``state``: each logged every ``log_every`` steps and
+    checkpointed every ``save_every``; returns the state after the last one."""
+    config, runtime = ctx.config, ctx.runtime
+    plans = plan_steps(parts.dataset, config, runtime, ctx.layers.split, state.step,
                        ctx.total_steps)
-    loader = DataLoader(MicroBatches(parts.dataset, plans, layers, processor.pad_token_id),
-                        batch_size=None, shuffle=False, num_workers=layers.num_workers,
-                        pin_memory=layers.pin_memory,
-                        persistent_workers=False, prefetch_factor=4 if layers.num_workers else None)
-    batches = iter(loader)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    window = {"tokens": 0, "examples": 0, "time": 0.0, "padded": 0, "loss": 0.0, "n": 0}
+    batches = iter(make_loader(parts, plans, ctx.layers))
+    trainable = [p for p in parts.model.parameters() if p.requires_grad]
+    window = MetricsWindow()
     started = time.perf_counter()
     # Named after the run folder: several runs of one stage (the demo's students) stay apart.
     with progress_bar(f"train {ctx.out.name}", total=ctx.total_steps, unit="steps") as bar:
         bar.advance(state.step)
         for plan in plans:
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float32)
-            padded = 0
-            scale = runtime.world_size / max(plan.label_tokens, 1)
-            for k in range(len(plan.micro)):
-                batch: Batch = next(batches).to(runtime.device, non_blocking=True)
-                padded += batch.padded_tokens
-                last = k == len(plan.micro) - 1
-                sync = nullcontext()
-                if runtime.distributed and not last and hasattr(engine, "no_sync"):
-                    sync = engine.no_sync()  # DDP: reduce gradients once, after the last
-                elif ctx.fsdp:
-                    engine.set_requires_gradient_sync(last)
-                with sync:
-                    with torch.autocast(runtime.device.type, torch.bfloat16,
-                                        enabled=layers.autocast):
-                        output = engine(input_ids=batch.input_ids,
-                                        pixel_values=processor.normalize(batch.pixel_values,
-                                                                         runtime.dtype),
-                                        position_ids=batch.position_ids, labels=batch.labels,
-                                        use_cache=False, **attention_kwargs(batch, layers))
-                    (output.loss_sum * scale).backward()
-                loss_sum += output.loss_sum.detach().float()
-            loss = runtime.all_reduce_sum(loss_sum).item() / max(plan.label_tokens, 1)
-            grad_norm = clip_gradients(model, trainable, config.grad_clip)
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                raise diverged(ctx, plan.step, loss, grad_norm, scheduler)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            elapsed = time.perf_counter() - t0
-            state = ckpt.TrainerState(plan.step + 1, plan.epoch, plan.batch_in_epoch + 1,
-                                      state.examples_seen + plan.examples,
-                                      state.tokens_seen + plan.real_tokens, state.outcome_hash,
-                                      loss)
-            window["tokens"] += plan.real_tokens
-            window["examples"] += plan.examples
-            window["time"] += elapsed
-            window["padded"] += padded * runtime.world_size
-            window["loss"] += loss
-            window["n"] += 1
+            result = train_step(ctx, parts, plan, batches, trainable)
+            window.add(tokens=plan.real_tokens, examples=plan.examples,
+                       seconds=time.perf_counter() - t0,
+                       padded_tokens=result.padded_tokens * runtime.world_size,
+                       loss=result.loss)
+            state = advanced(state, plan, result.loss)
             bar.advance()
             if state.step % config.log_every == 0 or state.step == ctx.total_steps:
-                record = log_record(state, window, scheduler, grad_norm, runtime, started)
+                record = window.record(state, lr=parts.scheduler.get_last_lr()[0],
+                                       grad_norm=result.grad_norm,
+                                       memory=memory_gb(runtime.device),
+                                       elapsed_s=time.perf_counter() - started)
                 metrics.log(record)
                 bar.note(f"loss {record['loss']:.4f}  {record['tokens_per_s']:,.0f} tok/s  "
                          f"{record['memory_gb']:.2f} GB")
-                window = dict.fromkeys(window, 0)
-                window["time"] = 0.0
-            if state.step % config.save_every == 0 and state.step < ctx.total_steps:
-                path = ckpt.save_checkpoint(
-                    ctx.out, state, model, optimizer, scheduler, rank=runtime.rank,
-                    world_size=runtime.world_size, is_main=runtime.is_main,
-                    barrier=runtime.barrier, keep=config.keep_checkpoints, fsdp=ctx.fsdp)
-                if runtime.is_main:
-                    write_manifest(ctx, state, path.name, None)
+                window = MetricsWindow()
+            if ckpt.is_due(state.step, config.save_every, ctx.total_steps):
+                save_run_checkpoint(ctx.out, parts.checkpoint_state(state, ctx.fsdp), runtime,
+                                    ctx.identity)
     return state
+
+
+def make_loader(parts: TrainingParts, plans: list[StepPlan], layers: Layers) -> DataLoader:
+    return DataLoader(MicroBatches(parts.dataset, plans, layers, parts.processor.pad_token_id),
+                      batch_size=None, shuffle=False, num_workers=layers.num_workers,
+                      pin_memory=layers.pin_memory, persistent_workers=False,
+                      prefetch_factor=4 if layers.num_workers else None)
+
+
+def advanced(state: ckpt.TrainerState, plan: StepPlan, loss: float) -> ckpt.TrainerState:
+    """The run's state once ``plan``'s step is done."""
+    return ckpt.TrainerState(plan.step + 1, plan.epoch, plan.batch_in_epoch + 1,
+                             state.examples_seen + plan.examples,
+                             state.tokens_seen + plan.real_tokens, state.outcome_hash, loss)
+
+
+def train_step(ctx: RunContext, parts: TrainingParts, plan: StepPlan, batches,
+               trainable: list[torch.Tensor]) -> StepResult:
+    """One optimizer step over the global batch of ``plan`` (this process's micro-batches,
+    gradients reduced across processes); stops the run on a NaN/inf loss or gradient."""
+    loss, padded = forward_backward(ctx, parts, plan, batches)
+    grad_norm = clip_gradients(parts.model, trainable, ctx.config.grad_clip)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise diverged(ctx, plan.step, loss, grad_norm, parts.scheduler)
+    parts.optimizer.step()
+    parts.scheduler.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss, grad_norm, padded)
+
+
+def forward_backward(ctx: RunContext, parts: TrainingParts, plan: StepPlan, batches
+                     ) -> tuple[float, int]:
+    """Gradients of the global batch's mean token loss; returns that loss (summed over every
+    process) and the tokens this process ran, padding included."""
+    runtime = ctx.runtime
+    loss_sum = torch.zeros((), device=runtime.device, dtype=torch.float32)
+    padded = 0
+    scale = runtime.world_size / max(plan.label_tokens, 1)
+    for k in range(len(plan.micro)):
+        batch: Batch = next(batches).to(runtime.device, non_blocking=True)
+        padded += batch.padded_tokens
+        with gradient_sync(ctx, parts.engine, last=k == len(plan.micro) - 1):
+            output = micro_batch_forward(ctx, parts, batch)
+            (output.loss_sum * scale).backward()
+        loss_sum += output.loss_sum.detach().float()
+    return runtime.all_reduce_sum(loss_sum).item() / max(plan.label_tokens, 1), padded
+
+
+def gradient_sync(ctx: RunContext, engine: torch.nn.Module, last: bool
+                  ) -> AbstractContextManager:
+    """Across processes, gradients are reduced once per step, after its last micro-batch."""
+    if ctx.runtime.distributed and not last and hasattr(engine, "no_sync"):
+        return engine.no_sync()  # DDP
+    if ctx.fsdp:
+        engine.set_requires_gradient_sync(last)
+    return nullcontext()
+
+
+def micro_batch_forward(ctx: RunContext, parts: TrainingParts, batch: Batch):
+    runtime, layers = ctx.runtime, ctx.layers
+    with torch.autocast(runtime.device.type, torch.bfloat16, enabled=layers.autocast):
+        return parts.engine(input_ids=batch.input_ids,
+                            pixel_values=parts.processor.normalize(batch.pixel_values,
+                                                                   runtime.dtype),
+                            position_ids=batch.position_ids, labels=batch.labels,
+                            use_cache=False, **attention_kwargs(batch, layers))
 
 
 def clip_gradients(model, trainable: list[torch.Tensor], max_norm: float | None) -> float:
@@ -426,49 +470,7 @@ def diverged(ctx: RunContext, step: int, loss: float, grad_norm: float,
         f"(lr {lr:.3g}). Lower the learning rate, raise warmup, or check the data; {where}")
 
 
-def log_record(state: ckpt.TrainerState, window: dict, scheduler, grad_norm: float,
-               runtime: Runtime, started: float) -> dict:
-    seconds = max(window["time"], 1e-9)
-    n = max(window["n"], 1)
-    return {
-        "step": state.step,
-        "epoch": state.epoch,
-        "loss": window["loss"] / n,
-        "lr": scheduler.get_last_lr()[0],
-        "grad_norm": grad_norm,
-        "tokens_per_s": window["tokens"] / seconds,
-        "examples_per_s": window["examples"] / seconds,
-        "padding_fraction": 1 - window["tokens"] / max(window["padded"], 1),
-        "memory_gb": memory_gb(runtime.device),
-        "examples_seen": state.examples_seen,
-        "tokens_seen": state.tokens_seen,
-        "elapsed_s": time.perf_counter() - started,
-    }
-
-
-# -- manifests and the final model ---------------------------------------------------------------
-def write_manifest(ctx: RunContext, state: ckpt.TrainerState, checkpoint: str,
-                   metrics: dict | None) -> RunManifest:
-    ts = ctx.training_set
-    created = datetime.now(UTC)
-    previous = ctx.out / "manifest.json"
-    if previous.exists():  # the run's start, kept across checkpoints and resumes
-        created = read_json_model(previous, RunManifest).created_at
-    manifest = RunManifest(
-        run_id=ctx.run_key[:16], created_at=created, stage=ctx.config.stage,
-        dataset_version=ts.version, dataset_path=str(ts.path.resolve()),
-        parent_checkpoint=str(Path(ctx.init or ctx.config.init).resolve())
-        if (ctx.init or ctx.config.init) else None,
-        config=ctx.config.model_dump(mode="json"), config_hash=ctx.config.hash(),
-        recipe_hash=recipe_hash(ctx.config),
-        steps=state.step, examples_seen=state.examples_seen, final_loss=state.last_loss,
-        checkpoint_path=checkpoint,
-        metrics={k: float(v) for k, v in (metrics or {}).items()},
-    )
-    write_json_atomic(ctx.out / "manifest.json", manifest)
-    return manifest
-
-
+# -- cleanup: the final model and manifest -----------------------------------------------------
 def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
            state: ckpt.TrainerState) -> RunManifest:
     """Save RUN/final (LoRA merged; adapter kept beside it) and the final RunManifest."""
@@ -486,17 +488,22 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
             save_student(model, processor, folder)
 
         ckpt.save_final(ctx.out, write)
-        records = [r for r in _read_metrics(ctx.out)]
-        summary = {"tokens_per_s": float(np.mean([r["tokens_per_s"] for r in records]))
-                   if records else 0.0,
-                   "examples_per_s": float(np.mean([r["examples_per_s"] for r in records]))
-                   if records else 0.0,
-                   "padding_after_bucketing": ctx.layers.padding_after_bucketing,
-                   "packing": float(ctx.layers.packing), "compile": float(ctx.layers.compile),
-                   "bf16": float(ctx.layers.bf16)}
-        manifest = write_manifest(ctx, state, "final", summary)
+        manifest = write_run_manifest(ctx.out, ctx.identity, state, "final", run_summary(ctx))
     runtime.barrier()
     return manifest or read_json_model(ctx.out / "manifest.json", RunManifest)
+
+
+def run_summary(ctx: RunContext) -> dict[str, float]:
+    """The final manifest's metrics: mean speed over the logged records, the layers used."""
+    records = read_metrics(ctx.out / "metrics.jsonl")
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in records])) if records else 0.0
+
+    return {"tokens_per_s": mean("tokens_per_s"), "examples_per_s": mean("examples_per_s"),
+            "padding_after_bucketing": ctx.layers.padding_after_bucketing,
+            "packing": float(ctx.layers.packing), "compile": float(ctx.layers.compile),
+            "bf16": float(ctx.layers.bf16)}
 
 
 def unsharded_copy(model: SiQVLForConditionalGeneration, state: dict | None,
@@ -510,9 +517,3 @@ def unsharded_copy(model: SiQVLForConditionalGeneration, state: dict | None,
         apply_lora(copy, config.lora)
     copy.load_state_dict(state)
     return copy
-
-
-def _read_metrics(out: Path) -> list[dict]:
-    from distill.train.metrics import read_metrics
-
-    return read_metrics(out / "metrics.jsonl")

@@ -10,11 +10,13 @@ import importlib.util
 import json
 import resource
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from distill.core.shards import write_bytes_atomic
+from distill.train.checkpoint import TrainerState
 
 
 def memory_gb(device: torch.device) -> float:
@@ -23,6 +25,46 @@ def memory_gb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**30
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
+@dataclass
+class MetricsWindow:
+    """The steps since the last logged record, which that record averages over."""
+
+    tokens: int = 0  # real (non-padding) tokens of the whole global batches
+    examples: int = 0
+    seconds: float = 0.0  # wall time of the steps, optimizer included
+    padded_tokens: int = 0  # tokens the model ran, padding included, over every process
+    loss_sum: float = 0.0
+    steps: int = 0
+
+    def add(self, *, tokens: int, examples: int, seconds: float, padded_tokens: int,
+            loss: float) -> None:
+        self.tokens += tokens
+        self.examples += examples
+        self.seconds += seconds
+        self.padded_tokens += padded_tokens
+        self.loss_sum += loss
+        self.steps += 1
+
+    def record(self, progress: TrainerState, *, lr: float, grad_norm: float,
+               memory: float, elapsed_s: float) -> dict:
+        """One line of metrics.jsonl: the window's means and rates, the run's totals."""
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "loss": self.loss_sum / max(self.steps, 1),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": self.tokens / seconds,
+            "examples_per_s": self.examples / seconds,
+            "padding_fraction": 1 - self.tokens / max(self.padded_tokens, 1),
+            "memory_gb": memory,
+            "examples_seen": progress.examples_seen,
+            "tokens_seen": progress.tokens_seen,
+            "elapsed_s": elapsed_s,
+        }
 
 
 class MetricsLog:

@@ -8,7 +8,7 @@ prompts the same way for the tiny tokenizer and for a real Qwen2.5 tokenizer.
 
 The corpus is the shipped prompt templates rendered for every digits question, plus
 arithmetic rationales in the style of the built-in teachers. The shipped files in
-``data/models/tiny-tokenizer`` are the output of ``python -m train.tokenizer``; a test
+``data/models/tiny-tokenizer`` are the output of ``python -m distill.train.tokenizer``; a test
 rebuilds them and checks they are identical.
 """
 

@@ -14,7 +14,7 @@ initialization from the seed.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +25,21 @@ from transformers import AutoConfig, AutoModel
 from distill.core.digits import GRID, digit_images, render, source_pools
 from distill.core.errors import DistillError
 from distill.core.progress import console, progress_bar
-from distill.core.shards import write_json_atomic
+from distill.core.shards import read_json_model
 from distill.schemas import RunManifest, content_hash
-from distill.train.checkpoint import is_finished, save_final
-from distill.train.config import TrainConfig
-from distill.train.runtime import default_threads
+from distill.train.checkpoint import (
+    CheckpointState,
+    TrainerState,
+    check_run_folder,
+    is_due,
+    is_finished,
+    latest_checkpoint,
+    load_checkpoint,
+    save_final,
+)
+from distill.train.config import TrainConfig, outcome_hash
+from distill.train.manifest import RunIdentity, save_run_checkpoint, write_run_manifest
+from distill.train.runtime import Runtime, default_threads
 from distill.train.schedule import lr_factor
 from distill.train.siqvl.build import load_model_spec
 from distill.train.siqvl.modeling import patchify
@@ -77,15 +87,47 @@ class CellClassifier(nn.Module):
         return self.head(pixel_shuffle(hidden, self.factor))  # (batch, 4, 11)
 
 
+@dataclass
+class VisionRun:
+    """Stage 0's live objects: the classifier (the tower and its head) in the checkpoint
+    state with its optimizer and schedule, the digit pools, and the manifest's identity."""
+
+    config: TrainConfig
+    out: Path
+    image_size: int
+    spec_hash: float  # the tower's config, as a number the manifest's metrics can hold
+    tower: nn.Module
+    state: CheckpointState
+    identity: RunIdentity
+    train_pool: tuple[np.ndarray, np.ndarray]
+    val_pool: tuple[np.ndarray, np.ndarray]
+    runtime: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu"),
+                                                             torch.float32))
+
+
 def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> RunManifest:
-    """Train and save the tower to OUT/final; a finished run is not redone."""
+    """Train and save the tower to OUT/final; a finished run is not redone, a partial one
+    continues from its latest checkpoint with ``resume``."""
     if is_finished(out):
         if not resume:
             raise DistillError(f"{out} already holds a finished vision run; pass --resume to "
                                "reuse it or choose another --out")
-        from distill.core.shards import read_json_model
-
         return read_json_model(out / "manifest.json", RunManifest)
+    check_run_folder(out, resume)
+    run = setup_vision(config, out)
+    latest = latest_checkpoint(out) if resume else None
+    if latest is not None:
+        load_checkpoint(latest, run.state, run.runtime)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run_manifest(out, run.identity, run.state.progress, "none")
+    started = time.perf_counter()
+    run_vision_steps(run)
+    return finish_vision(run, time.perf_counter() - started)
+
+
+def setup_vision(config: TrainConfig, out: Path) -> VisionRun:
+    """The tower (initialized from the seed), its head, optimizer and schedule, the pools."""
     spec = load_model_spec(config.model)
     if spec.vision is None or spec.vision.get("model_type") != "siglip2_vision_model":
         raise DistillError("stage 0 pretrains a SigLIP-2 tower given as a config in the model "
@@ -101,47 +143,66 @@ def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> 
                            f"digits' {GRID}x{GRID} cells")
     model = CellClassifier(tower, patch, grid)
     pools = source_pools(config.seed)
-    train_images, train_labels = digit_images(pools["train"])
-    val_images, val_labels = digit_images(pools["val"])
     steps = config.vision_steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup, steps, min_ratio=0.0))
-    started = time.perf_counter()
-    loss_value = float("nan")
-    model.train()
-    with progress_bar("pretrain vision tower", total=steps, unit="steps") as bar:
-        for step in range(steps):
-            rng = np.random.default_rng([config.seed, step, 15485863])
-            pixels, labels = composite_batch(train_images, train_labels,
-                                             config.vision_batch_size, rng, spec.image_size)
-            logits = model(pixels)
-            loss = nn.functional.cross_entropy(logits.reshape(-1, BLANK + 1), labels.reshape(-1))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.item()
+    progress = TrainerState.start(outcome_hash(config))
+    identity = RunIdentity(
+        run_id=config.hash()[:16], config=config, dataset_version=None,
+        dataset_path=f"embedded:digits/source_pools({config.seed})[train]")
+    return VisionRun(config, out, spec.image_size, float(int(content_hash(spec.vision)[:8], 16)),
+                     tower, CheckpointState(model, optimizer, scheduler, progress), identity,
+                     digit_images(pools["train"]), digit_images(pools["val"]))
+
+
+def run_vision_steps(run: VisionRun) -> None:
+    """The remaining steps, checkpointed every ``save_every``; ``run.state.progress`` moves
+    on with every step."""
+    config, state = run.config, run.state
+    state.model.train()
+    with progress_bar("pretrain vision tower", total=config.vision_steps, unit="steps") as bar:
+        bar.advance(state.progress.step)
+        for step in range(state.progress.step, config.vision_steps):
+            loss = vision_step(run, step)
+            done = state.progress
+            state.progress = replace(done, step=step + 1, batch_in_epoch=step + 1,
+                                     examples_seen=done.examples_seen + config.vision_batch_size,
+                                     last_loss=loss)
             bar.advance()
             if step % 50 == 0:
-                bar.note(f"loss {loss_value:.4f}")
-    seconds = time.perf_counter() - started
-    accuracy = cell_accuracy(model, val_images, val_labels, config.seed, spec.image_size)
+                bar.note(f"loss {loss:.4f}")
+            if is_due(step + 1, config.save_every, config.vision_steps):
+                save_run_checkpoint(run.out, state, run.runtime, run.identity)
+
+
+def vision_step(run: VisionRun, step: int) -> float:
+    """One optimizer step on a batch of composites drawn for this step alone (so a resumed
+    run draws what an uninterrupted one would); returns its loss."""
+    state = run.state
+    rng = np.random.default_rng([run.config.seed, step, 15485863])
+    pixels, labels = composite_batch(*run.train_pool, run.config.vision_batch_size, rng,
+                                     run.image_size)
+    logits = state.model(pixels)
+    loss = nn.functional.cross_entropy(logits.reshape(-1, BLANK + 1), labels.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), 1.0)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def finish_vision(run: VisionRun, seconds: float) -> RunManifest:
+    """Score the tower on the val pool, save it to OUT/final, write the final manifest."""
+    accuracy = cell_accuracy(run.state.model, *run.val_pool, run.config.seed, run.image_size)
     console.print(f"vision tower: cell accuracy on the val pool {accuracy:.3f} "
-                  f"({steps} steps, {seconds:.0f}s)")
-    save_final(out, tower.save_pretrained)
-    manifest = RunManifest(
-        run_id=config.hash()[:16], created_at=datetime.now(UTC), stage="vision",
-        dataset_version=None, dataset_path=f"embedded:digits/source_pools({config.seed})[train]",
-        parent_checkpoint=None, config=config.model_dump(mode="json"),
-        config_hash=config.hash(), steps=steps, examples_seen=steps * config.vision_batch_size,
-        final_loss=loss_value, checkpoint_path="final",
-        metrics={"val_cell_accuracy": accuracy, "seconds": seconds,
-                 "model_spec_hash": float(int(content_hash(spec.vision)[:8], 16))})
-    write_json_atomic(out / "manifest.json", manifest)
-    return manifest
+                  f"({run.config.vision_steps} steps, {seconds:.0f}s)")
+    save_final(run.out, run.tower.save_pretrained)
+    return write_run_manifest(run.out, run.identity, run.state.progress, "final",
+                              {"val_cell_accuracy": accuracy, "seconds": seconds,
+                               "model_spec_hash": run.spec_hash})
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from distill.core.errors import DistillError
 from distill.core.evalsets import load_eval_set
+from distill.core.formatting import accuracy_interval, percent
 from distill.core.paths import slug
 from distill.core.progress import plain
 from distill.core.shards import write_json_atomic
@@ -51,9 +52,8 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
         m = run.result.metrics
         table.add_row(plain(run.result.model.name), plain(set_name), plain(run.result.mode),
                       str(int(m["n"])),
-                      f"{100 * m['accuracy']:.1f} [{100 * m['accuracy_ci_low']:.1f}, "
-                      f"{100 * m['accuracy_ci_high']:.1f}]",
-                      f"{100 * m['unparseable_rate']:.1f}", f"{m['tokens_per_s']:.0f}",
+                      accuracy_interval(m), percent(m["unparseable_rate"]),
+                      f"{m['tokens_per_s']:.0f}",
                       str(run.generated), str(run.reused))
     console = _stdout()
     console.print(table)

@@ -19,6 +19,7 @@ from typing import Literal
 
 from distill.core.errors import DistillError
 from distill.core.evalsets import load_eval_set
+from distill.core.formatting import percent
 from distill.core.predictors import model_fingerprint
 from distill.core.shards import read_json_model
 from distill.schemas import (
@@ -86,7 +87,7 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
     links = [Link("eval result", str(result_path), details=[
         f"result {result.result_id[:12]}, {result.mode} mode, "
         f"created {result.created_at:%Y-%m-%d %H:%M}",
-        f"accuracy {100 * metrics.get('accuracy', 0):.1f}% on {int(metrics.get('n', 0))} items",
+        f"accuracy {percent(metrics.get('accuracy', 0))}% on {int(metrics.get('n', 0))} items",
     ])]
     links.append(_eval_set_link(result, result_path))
     links.append(_model_link(result, result_path, verify=verify))

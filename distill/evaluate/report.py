@@ -14,34 +14,22 @@ from rich.table import Table
 
 from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
+from distill.core.formatting import accuracy_interval, interval, md_table, p_value, percent
 from distill.core.images import decode_image, read_image_bytes
 from distill.core.progress import plain
 from distill.core.shards import write_bytes_atomic
 from distill.evaluate import seed_report
 from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
-from distill.evaluate.markdown import md_table
 from distill.evaluate.seeds import SeedComparison
 from distill.schemas import EvalResult
 
 DEFAULT_MAX_FLIPS = 200
 
 
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def signed_pct(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def p_value(value: float) -> str:
-    return f"{value:.3g}" if value >= 0.001 else "<0.001"
-
-
 def _category_accuracy(result: EvalResult, category: str) -> str:
     block = result.per_category.get(category)
-    return pct(block["accuracy"]) if block else "-"
+    return percent(block["accuracy"]) if block else "-"
 
 
 # --- Markdown ---------------------------------------------------------------------------------
@@ -56,9 +44,8 @@ def summary_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         metrics = loaded.result.metrics
         rows.append([
             loaded.label, loaded.eval_set_name, f"{int(metrics['n'])}",
-            f"{pct(metrics['accuracy'])} [{pct(metrics['accuracy_ci_low'])}, "
-            f"{pct(metrics['accuracy_ci_high'])}]",
-            pct(metrics["unparseable_rate"]), f"{metrics['mean_output_tokens']:.1f}",
+            accuracy_interval(metrics), percent(metrics["unparseable_rate"]),
+            f"{metrics['mean_output_tokens']:.1f}",
             f"{metrics['mean_reasoning_words']:.1f}", f"{metrics['tokens_per_s']:.1f}",
             *[_category_accuracy(loaded.result, category) for category in comparison.categories],
         ])
@@ -71,9 +58,8 @@ def delta_rows(pair: PairReport) -> tuple[list[str], list[list[str]]]:
     rows = []
     for name, stats in [("all", pair.overall), *pair.per_category.items()]:
         rows.append([
-            name, str(stats.n), pct(stats.accuracy_a), pct(stats.accuracy_b),
-            f"{signed_pct(stats.delta)} [{signed_pct(stats.delta_ci_low)}, "
-            f"{signed_pct(stats.delta_ci_high)}]",
+            name, str(stats.n), percent(stats.accuracy_a), percent(stats.accuracy_b),
+            interval(stats.delta, stats.delta_ci_low, stats.delta_ci_high, signed=True),
             str(stats.right_to_wrong), str(stats.wrong_to_right), p_value(stats.mcnemar_p),
         ])
     return header, rows

@@ -9,21 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from distill.evaluate.markdown import md_table
+from distill.core.formatting import html_table, interval, md_table, p_value, percent
 from distill.evaluate.metrics import SeedInterval
 from distill.evaluate.seeds import GroupPair, SeedComparison
 
 
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def signed(value: float) -> str:
-    return f"{100 * value:+.1f}"
-
-
-def _interval(interval: SeedInterval, fmt=pct) -> str:
-    return f"{fmt(interval.mean)} [{fmt(interval.ci_low)}, {fmt(interval.ci_high)}]"
+def seed_interval(seeds: SeedInterval, *, signed: bool = False) -> str:
+    """The mean over seeds with its two-level interval: "81.2 [78.0, 84.1]"."""
+    return interval(seeds.mean, seeds.ci_low, seeds.ci_high, signed=signed)
 
 
 def _seeds(seeds) -> str:
@@ -37,8 +30,8 @@ def group_rows(seeds: SeedComparison) -> tuple[list[str], list[list[str]]]:
     for summary in seeds.summaries:
         acc = summary.accuracy
         rows.append([summary.group.label, _seeds(summary.group.seeds), str(summary.n_items),
-                     _interval(acc), " / ".join(pct(v) for v in acc.per_seed),
-                     f"{pct(min(acc.per_seed))} - {pct(max(acc.per_seed))}"])
+                     seed_interval(acc), each_seed(acc),
+                     f"{percent(min(acc.per_seed))} - {percent(max(acc.per_seed))}"])
     return header, rows
 
 
@@ -48,10 +41,15 @@ def pair_rows(seeds: SeedComparison) -> tuple[list[str], list[list[str]]]:
     rows = []
     for pair in seeds.pairs:
         rows.append([f"{pair.b.label} - {pair.a.label}", _pairs(pair),
-                     _interval(pair.delta, signed),
-                     " / ".join(signed(v) for v in pair.delta.per_seed),
+                     seed_interval(pair.delta, signed=True),
+                     each_seed(pair.delta, signed=True),
                      "yes" if pair.same_sign else "no", _p(pair)])
     return header, rows
+
+
+def each_seed(seeds: SeedInterval, *, signed: bool = False) -> str:
+    """Every seed's value in percent: "80.0 / 82.5 / 81.2"."""
+    return " / ".join(percent(v, signed=signed) for v in seeds.per_seed)
 
 
 def _pairs(pair: GroupPair) -> str:
@@ -61,7 +59,7 @@ def _pairs(pair: GroupPair) -> str:
 def _p(pair: GroupPair) -> str:
     if len(pair.seeds) < 2:
         return "n/a (one seed)"
-    return f"{pair.t_p:.3g}" if pair.t_p >= 0.001 else "<0.001"
+    return p_value(pair.t_p)
 
 
 NOTE = ("Intervals: two-level percentile bootstrap (10,000 resamples): the seeds are "
@@ -80,16 +78,10 @@ def to_markdown(seeds: SeedComparison) -> str:
 
 def to_html(seeds: SeedComparison) -> str:
     """A small self-contained block (escaped) for the HTML report."""
-    def table(header: list[str], rows: list[list[str]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row in rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
     blocks = ["<h2>Across training seeds</h2>", f"<p>{html.escape(NOTE)}</p>",
-              table(*group_rows(seeds))]
+              html_table(*group_rows(seeds))]
     if seeds.pairs:
-        blocks.append(table(*pair_rows(seeds)))
+        blocks.append(html_table(*pair_rows(seeds)))
     return "\n".join(blocks)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.core.answers import REASONS
+from distill.core.formatting import md_table, share
 from distill.schemas import DatasetManifest
 
 # log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
@@ -117,17 +118,11 @@ def _answer_reasons(stats: RunStats, total: int, trace_dir: str) -> list[str]:
     misread shows up here as a large 'no_answer' or 'not_a_number' row."""
     if not stats.answer_reasons:
         return []
-    lines = ["Wrong and unparseable answers by the judge's reason (examples: "
-             f"`distill answers {trace_dir}`):", "", "| verdict / reason | traces | share | "
-             "meaning |", "|---|---:|---:|---|"]
-    for key, n in stats.answer_reasons.most_common():
-        reason = key.partition("/")[2]
-        lines.append(f"| `{key}` | {n:,} | {_pct(n, total)} | {REASONS.get(reason, '')} |")
-    return [*lines, ""]
-
-
-def _pct(part: int, whole: int) -> str:
-    return f"{100.0 * part / whole:.1f}%" if whole else "-"
+    rows = [[f"`{key}`", f"{n:,}", share(n, total), REASONS.get(key.partition("/")[2], "")]
+            for key, n in stats.answer_reasons.most_common()]
+    return ["Wrong and unparseable answers by the judge's reason (examples: "
+            f"`distill answers {trace_dir}`):", "",
+            md_table(["verdict / reason", "traces", "share", "meaning"], rows, "lrrl"), ""]
 
 
 def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
@@ -146,19 +141,19 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "",
         "## Counts",
         "",
-        "| | traces |",
-        "|---|---:|",
-        f"| input traces scored | {total:,} |",
-        f"| kept from this input | {keep:,} ({_pct(keep, total)}) |",
-        f"| dropped | {drop:,} ({_pct(drop, total)}) |",
-        f"| kept from the parent version | {counts.get('kept_parent', 0):,} |",
-        f"| rows in this version | {counts.get('kept', 0):,} |",
-        f"| input lines rejected (unreadable) | {sum(stats.rejects.values()):,} |",
-        f"| rejected earlier by generate | {sum(stats.generate_rejects.values()):,} |",
-        f"| duplicate groups | {counts.get('duplicate_groups', 0):,} |",
+        md_table(["", "traces"], [
+            ["input traces scored", f"{total:,}"],
+            ["kept from this input", f"{keep:,} ({share(keep, total)})"],
+            ["dropped", f"{drop:,} ({share(drop, total)})"],
+            ["kept from the parent version", f"{counts.get('kept_parent', 0):,}"],
+            ["rows in this version", f"{counts.get('kept', 0):,}"],
+            ["input lines rejected (unreadable)", f"{sum(stats.rejects.values()):,}"],
+            ["rejected earlier by generate", f"{sum(stats.generate_rejects.values()):,}"],
+            ["duplicate groups", f"{counts.get('duplicate_groups', 0):,}"],
+        ], "lr"),
         "",
         "Correctness of the input traces: " + ", ".join(
-            f"{k} {v:,} ({_pct(v, total)})" for k, v in sorted(stats.correctness.items())),
+            f"{k} {v:,} ({share(v, total)})" for k, v in sorted(stats.correctness.items())),
         "",
         *_answer_reasons(stats, total, manifest.trace_dir),
         "## Why traces were dropped",
@@ -166,34 +161,28 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "First reason of each dropped trace (rules in policy order, then contamination, "
         "duplicates, the per-item cap):",
         "",
-        "| reason | traces | share of input |",
-        "|---|---:|---:|",
+        md_table(["reason", "traces", "share of input"],
+                 [[f"`{reason}`", f"{n:,}", share(n, total)]
+                  for reason, n in stats.primary_reasons.most_common()], "lrr"),
+        "", "Every failed check (a trace can fail several):", "",
+        md_table(["check", "traces"], [[f"`{reason}`", f"{n:,}"]
+                                        for reason, n in stats.all_reasons.most_common()], "lr"),
     ]
-    for reason, n in stats.primary_reasons.most_common():
-        lines.append(f"| `{reason}` | {n:,} | {_pct(n, total)} |")
-    lines += ["", "Every failed check (a trace can fail several):", "",
-              "| check | traces |", "|---|---:|"]
-    for reason, n in stats.all_reasons.most_common():
-        lines.append(f"| `{reason}` | {n:,} |")
     if stats.rejects or stats.generate_rejects:
         lines += ["", "Rejected lines by reason: " + ", ".join(
             f"{k} {v:,}" for k, v in sorted((stats.rejects + stats.generate_rejects).items()))]
     lines += _label_lines(stats)
     lines += ["", "## Teachers", "",
               "Accuracy is against gold, so only over items that have one.", "",
-              "| teacher | traces | correct | wrong | unparseable | no gold | accuracy | kept |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for teacher, c in sorted(stats.teachers.items()):
-        lines.append(f"| `{teacher}` | {c['traces']:,} | {c['correct']:,} | {c['wrong']:,} | "
-                     f"{c['unparseable']:,} | {c['no_gold']:,} | "
-                     f"{_pct(c['correct'], c['traces'] - c['no_gold'])} | {c['keep']:,} |")
-    lines += ["", "## Categories", "", "| category | kept | dropped |", "|---|---:|---:|"]
-    for category, c in sorted(stats.categories.items()):
-        lines.append(f"| `{category}` | {c['keep']:,} | {c['drop']:,} |")
-    lines += ["", "## Lengths (tokens)", "", "| category | kept median | dropped median |",
-              "|---|---:|---:|"]
-    for category, hists in sorted(stats.lengths.items()):
-        lines.append(f"| `{category}` | {_median(hists['keep'])} | {_median(hists['drop'])} |")
+              _teacher_table(stats)]
+    lines += ["", "## Categories", "",
+              md_table(["category", "kept", "dropped"],
+                       [[f"`{category}`", f"{c['keep']:,}", f"{c['drop']:,}"]
+                        for category, c in sorted(stats.categories.items())], "lrr")]
+    lines += ["", "## Lengths (tokens)", "",
+              md_table(["category", "kept median", "dropped median"],
+                       [[f"`{category}`", _median(hists["keep"]), _median(hists["drop"])]
+                        for category, hists in sorted(stats.lengths.items())], "lrr")]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     if plots:
@@ -207,14 +196,7 @@ def _label_lines(stats: RunStats) -> list[str]:
     lines = ["", "## Labels: gold or derived", "",
              f"Items by where their label comes from ({derived:,} derived from the teachers, "
              "never checked against a gold answer):", "",
-             "| label source | items | items with a kept trace | traces kept | traces dropped |",
-             "|---|---:|---:|---:|---:|"]
-    for source in ("gold", "consensus", "judge", "none"):
-        traces = stats.label_traces.get(source, Counter())
-        if stats.items[source] or traces:
-            lines.append(f"| {source} | {stats.items[source]:,} | "
-                         f"{stats.kept_items[source]:,} | {traces['keep']:,} | "
-                         f"{traces['drop']:,} |")
+             _label_table(stats)]
     if stats.unlabeled:
         why = {"no_traces": "no trace at all (every teacher failed: see the generate rejects)",
                "no_answer": "no teacher gave an answer of the asked type",
@@ -228,6 +210,26 @@ def _label_lines(stats: RunStats) -> list[str]:
     if any(k != "not_judged" for k in stats.judge):
         lines += ["", "Judge: " + ", ".join(f"{k} {v:,}" for k, v in sorted(stats.judge.items()))]
     return lines
+
+
+def _teacher_table(stats: RunStats) -> str:
+    counts = ("traces", "correct", "wrong", "unparseable", "no_gold")
+    rows = [[f"`{teacher}`", *(f"{c[k]:,}" for k in counts),
+             share(c["correct"], c["traces"] - c["no_gold"]), f"{c['keep']:,}"]
+            for teacher, c in sorted(stats.teachers.items())]
+    return md_table(["teacher", "traces", "correct", "wrong", "unparseable", "no gold",
+                     "accuracy", "kept"], rows, "lrrrrrrr")
+
+
+def _label_table(stats: RunStats) -> str:
+    rows = []
+    for source in ("gold", "consensus", "judge", "none"):
+        traces = stats.label_traces.get(source, Counter())
+        if stats.items[source] or traces:
+            rows.append([source, f"{stats.items[source]:,}", f"{stats.kept_items[source]:,}",
+                         f"{traces['keep']:,}", f"{traces['drop']:,}"])
+    return md_table(["label source", "items", "items with a kept trace", "traces kept",
+                     "traces dropped"], rows, "lrrrr")
 
 
 def _median(hist: np.ndarray) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from distill.core.answers import REASONS
+from distill.core.formatting import md_table
 
 Kind = Literal["bool", "int", "float", "str"]
 Stage = Literal["trace", "item", "run"]
@@ -156,8 +157,7 @@ SIGNALS: dict[str, Signal] = {
 
 def signal_table_markdown() -> str:
     """The vocabulary as a Markdown table (README, `distill filter --signals`)."""
-    rows = ["| signal | type | known at | meaning |", "|---|---|---|---|"]
-    for signal in SIGNALS.values():
-        kind = signal.kind if signal.values is None else " / ".join(signal.values)
-        rows.append(f"| `{signal.name}` | {kind} | {signal.stage} | {signal.doc} |")
-    return "\n".join(rows)
+    rows = [[f"`{signal.name}`",
+             signal.kind if signal.values is None else " / ".join(signal.values),
+             signal.stage, signal.doc] for signal in SIGNALS.values()]
+    return md_table(["signal", "type", "known at", "meaning"], rows)

@@ -11,7 +11,7 @@ A model spec is a YAML file (see ``data/models/*.yaml``)::
     prompts: {cot: question-cot, direct: question-direct}   # optional; default cot, direct
 
 ``vision_path`` may point at a SigLIP/SigLIP-2 checkpoint (full or vision-only) or at a
-stage-0 tower saved by ``train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
+stage-0 tower saved by ``distill.train.vision_pretrain``; ``llm_path`` at a Qwen2/Qwen2.5 folder.
 Paths are never fetched from a hub: they must exist on disk.
 
 ``prompts`` names the prompt file (prompts/NAME.yaml) each mode asks the student with. The

@@ -5,7 +5,7 @@ projected image features, in order. The vision tower is frozen and always runs u
 ``no_grad`` (its activations are never kept for a backward pass).
 
 The loss is computed only where a label exists: the LM head runs on the hidden states of
-answer positions, not on every position, and (``train.siqvl.loss``) a chunk of them at a
+answer positions, not on every position, and (``distill.train.siqvl.loss``) a chunk of them at a
 time, so the logits over a 150k vocabulary never exist whole.
 """
 
@@ -23,7 +23,7 @@ from distill.train.siqvl.loss import CHUNK_ELEMENTS, LossKernel, linear_cross_en
 from distill.train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
 
 IGNORE_INDEX = -100
-# Logits per chunk of the chunked loss (train.siqvl.loss): one chunk's logits at a time.
+# Logits per chunk of the chunked loss (distill.train.siqvl.loss): one chunk's logits at a time.
 LOGITS_CHUNK_ELEMENTS = CHUNK_ELEMENTS
 
 
@@ -61,7 +61,7 @@ class SiQVLPreTrainedModel(PreTrainedModel):
 class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
     """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training.
 
-    ``loss_kernel`` picks how the loss goes through the LM head (``train.siqvl.loss``); the
+    ``loss_kernel`` picks how the loss goes through the LM head (``distill.train.siqvl.loss``); the
     training loop sets it per stage.
     """
 
@@ -176,7 +176,7 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
         Packed rows (several samples in one row) pass ``position_ids`` that restart at 0
         for each sample and no ``attention_mask``, with ``use_cache=False``; the attention
         keeps the samples apart: ``sdpa``/``flex`` from a block-diagonal mask transformers
-        builds from the position ids, the per-document attention of ``train.attention``
+        builds from the position ids, the per-document attention of ``distill.train.attention``
         from the ``cu_seq_lens_*`` keyword arguments (``Batch.attention_kwargs``).
         """
         if inputs_embeds is None:

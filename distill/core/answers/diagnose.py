@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from distill.core.answers.judge import REASONS, Verdict
 from distill.core.answers.model_tier import MODEL_MARKER
+from distill.core.formatting import share
 from distill.schemas import Sample
 
 EXAMPLE_TAIL_CHARS = 240
@@ -65,7 +66,7 @@ def format_report(report: AnswerReport, title: str) -> str:
     total = max(report.total, 1)
     lines = [f"{title}: {report.total} outputs"]
     lines.append("  " + ", ".join(f"{name} {report.verdicts[name]} "
-                                  f"({100 * report.verdicts[name] / total:.1f}%)"
+                                  f"({share(report.verdicts[name], total)})"
                                   for name in ("correct", "wrong", "unparseable")))
     if report.markers:
         lines.append("answers read from: " + ", ".join(
@@ -75,7 +76,7 @@ def format_report(report: AnswerReport, title: str) -> str:
         lines.append("no wrong or unparseable outputs")
     for (correctness, reason), count in groups:
         lines.append("")
-        lines.append(f"{correctness} / {reason}: {count} ({100 * count / total:.1f}%) -- "
+        lines.append(f"{correctness} / {reason}: {count} ({share(count, total)}) -- "
                      f"{REASONS.get(reason, reason)}")
         for example in report.examples[(correctness, reason)]:
             lines.append(f"  - {example.item_id}: gold {example.gold!r}, read "

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from distill.core.evalsets import load_eval_set
+from distill.core.formatting import percent, share
 from distill.core.progress import plain
 from distill.core.shards import write_json_atomic
 from distill.evaluate.cli import result_file_name
@@ -65,11 +66,11 @@ def _report(outcome: ImportOutcome, path: Path) -> None:
                 if item.harness is not None and item.harness.correct is not None]
     task = result.generation.get("task")
     line = (f"imported {len(result.items)} items of {plain(task)} "
-            f"({plain(result.model.name)}): our judge {100 * result.metrics['accuracy']:.1f}%")
+            f"({plain(result.model.name)}): our judge {percent(result.metrics['accuracy'])}%")
     if verdicts:
         harness_right = sum(1 for _, theirs in verdicts if theirs)
         disagree = sum(1 for ours, theirs in verdicts if ours != theirs)
-        line += (f", the harness {100 * harness_right / len(verdicts):.1f}%; they disagree "
+        line += (f", the harness {share(harness_right, len(verdicts))}; they disagree "
                  f"on {disagree} (distill compare lists them)")
     else:
         line += "; the harness kept no per-item score"
