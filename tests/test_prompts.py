@@ -59,7 +59,7 @@ def test_bad_prompt_files_fail_naming_file_and_field(tmp_path: Path, text, field
 
 def test_unknown_prompt_name_lists_the_shipped_ones() -> None:
     shipped = (r"shipped: \['answer-extract', 'cot', 'direct', 'judge-rubric', 'judge-same', "
-               r"'think'\]")
+               r"'question-cot', 'question-direct', 'think'\]")
     with pytest.raises(InputError, match=shipped):
         load_prompt("nonexistent")
 
@@ -125,3 +125,19 @@ def test_bad_judge_prompts_fail_naming_the_field(tmp_path: Path, text, field, me
 def test_shipped_prompts_are_told_apart_by_kind() -> None:
     assert [p.stem for p in shipped_prompts("teacher")] == ["cot", "direct", "think"]
     assert [p.stem for p in shipped_prompts("judge")] == ["judge-rubric", "judge-same"]
+    assert [p.stem for p in shipped_prompts("student")] == ["question-cot", "question-direct"]
+
+
+def test_a_student_prompt_is_never_a_teachers_and_keeps_its_answer_format() -> None:
+    """The question alone is for a student trained from scratch: a teacher given it would
+    not know to end on an "Answer:" line. An eval of that student still reads its outputs
+    in the prompt's format (the runner looks the format up by id and hash)."""
+    from distill.core.prompts import STUDENT_KINDS, builtin_answer_format
+
+    with pytest.raises(InputError, match="a teacher prompt is needed"):
+        load_prompt("question-cot")
+    for name, answer_format in (("question-cot", "answer_line"), ("question-direct", "direct")):
+        prompt = load_prompt(name, kind=STUDENT_KINDS)
+        assert prompt.render(SAMPLE)[1] == "Which animal is shown?\nOptions:\nA. cat\nB. dog"
+        assert builtin_answer_format(prompt.id, prompt.hash) == answer_format
+    assert load_prompt("cot", kind=STUDENT_KINDS).id == "cot"  # a teacher's, as by default

@@ -16,7 +16,11 @@ Three kinds of prompt, told apart by ``kind`` (default ``teacher``):
   ``Same: yes`` or ``Same: no``);
 * ``extract``: an extraction model copies out another model's final answer (the answer
   judge's model tier; the item's placeholders plus ``response``; ``answer_format: answer``,
-  the reply ends with ``Answer: X`` or ``Answer: NONE``).
+  the reply ends with ``Answer: X`` or ``Answer: NONE``);
+* ``student``: a prompt only a student is asked with (a model spec's ``prompts:``), with a
+  teacher's placeholders and formats: e.g. the question alone for a student trained from
+  scratch, which a teacher could not answer in the expected format. A student may also be
+  asked with a teacher prompt (the default: as its teachers were).
 
 A teacher prompt's hash covers exactly what it always did, so adding judge prompts
 changed no teacher prompt's hash (nor any trace key).
@@ -41,7 +45,8 @@ from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
 from distill.schemas.trace import AnswerFormat
 
-PromptKind = Literal["teacher", "judge", "extract"]
+PromptKind = Literal["teacher", "judge", "extract", "student"]
+STUDENT_KINDS: tuple[PromptKind, ...] = ("teacher", "student")  # what a student is asked with
 JudgeFormat = Literal["score", "same"]
 
 # The only names a user template may use, by kind and answer format.
@@ -51,6 +56,7 @@ JUDGE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "same": PLACEHOLDERS | {"answer_a", "answer_b"},
 }
 FORMATS: dict[str, tuple[str, ...]] = {"teacher": AnswerFormat.__args__,
+                                       "student": AnswerFormat.__args__,
                                        "judge": JudgeFormat.__args__,
                                        "extract": ("answer",)}
 # An extraction prompt (the judge's model tier, ``distill.core.answers.model_tier``) shows
@@ -94,7 +100,7 @@ class PromptFile(ConfigFile):
         if self.answer_format not in formats:
             raise KeyProblem(("answer_format",), f"a {self.kind} prompt's answer_format is one "
                                                  f"of {list(formats)}, got {self.answer_format!r}")
-        allowed = (PLACEHOLDERS if self.kind == "teacher" else EXTRACT_PLACEHOLDERS
+        allowed = (PLACEHOLDERS if self.kind in STUDENT_KINDS else EXTRACT_PLACEHOLDERS
                    if self.kind == "extract" else JUDGE_PLACEHOLDERS[self.answer_format])
         unknown = sorted(_placeholders(self.user) - allowed)
         if unknown:
@@ -165,15 +171,17 @@ def shipped_prompts(kind: PromptKind = "teacher") -> list[Path]:
             if load_config_file(path, PROMPTS_DIR, "prompt file", PromptFile)[0].kind == kind]
 
 
-def load_prompt(name_or_path: str | Path, kind: PromptKind = "teacher") -> PromptTemplate:
+def load_prompt(name_or_path: str | Path,
+                kind: PromptKind | tuple[PromptKind, ...] = "teacher") -> PromptTemplate:
     """A template by file path, or by name of a file in prompts/ (``cot`` -> prompts/cot.yaml).
 
-    ``kind`` is what the caller needs: a teacher cannot be given a judge's rubric, nor a
-    judge a teacher's prompt."""
+    ``kind`` is what the caller needs (one kind, or any of several): a teacher cannot be
+    given a judge's rubric, nor a judge a teacher's prompt."""
     prompt, found = load_config_file(name_or_path, PROMPTS_DIR, "prompt file", PromptFile)
-    if prompt.kind != kind:
-        raise InputError(f"this is a {prompt.kind} prompt; a {kind} prompt is needed here",
-                         file=found, field="kind", reason="bad_config")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if prompt.kind not in kinds:
+        raise InputError(f"this is a {prompt.kind} prompt; a {' or '.join(kinds)} prompt is "
+                         "needed here", file=found, field="kind", reason="bad_config")
     return PromptTemplate(id=prompt.id, system=prompt.system.strip(), user=prompt.user,
                           answer_format=prompt.answer_format,
                           description=prompt.description.strip(), kind=prompt.kind,
@@ -192,7 +200,7 @@ def builtin_answer_format(prompt_id: str | None,
     if not path.is_file():
         return None
     try:
-        prompt = load_prompt(path)
+        prompt = load_prompt(path, kind=STUDENT_KINDS)  # a teacher's or a student's prompt
     except InputError:
         return None
     return prompt.answer_format if prompt.hash == prompt_hash else None

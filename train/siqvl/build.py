@@ -34,7 +34,7 @@ from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import DistillError
 from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
 from distill.core.paths import DATA_DIR
-from distill.core.prompts import load_prompt
+from distill.core.prompts import STUDENT_KINDS, load_prompt
 from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
 from distill.train.siqvl.processing import (
@@ -97,7 +97,7 @@ class ModelSpecFile(ConfigFile):
     def _prompts_exist(cls, prompts: dict[str, str]) -> dict[str, str]:
         """A misspelt prompt name fails when the spec is read, not after stage 0."""
         for name in prompts.values():
-            load_prompt(name)  # a teacher-kind prompt that exists, or a clear InputError
+            load_prompt(name, kind=STUDENT_KINDS)  # exists and fits a student, or InputError
         return {**PROMPT_FILES, **prompts}
 
     @model_validator(mode="after")

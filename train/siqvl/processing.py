@@ -25,7 +25,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from distill.core.errors import DistillError
-from distill.core.prompts import PromptTemplate, load_prompt
+from distill.core.prompts import STUDENT_KINDS, PromptTemplate, load_prompt
 from distill.schemas import Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
 
@@ -105,7 +105,7 @@ class SiQVLProcessor:
         if mode not in prompts:
             raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(prompts)}")
         if mode not in self._prompts:
-            self._prompts[mode] = load_prompt(prompts[mode])
+            self._prompts[mode] = load_prompt(prompts[mode], kind=STUDENT_KINDS)
         return self._prompts[mode]
 
     # -- text ----------------------------------------------------------------------------
