@@ -2,9 +2,10 @@
 
 ingest -> generate (built-in digit-reading teachers) -> filter (a dataset version) ->
 stage 0 (pretrain the tiny vision tower on the training pool) -> train the students
-(chain-of-thought vs final answer only, and a direct student given the CoT student's
-training time) side by side, one process each -> eval on the held-out split -> compare,
-with a lineage check from every result back to the traces.
+(chain-of-thought vs final answer only; ``--plan demo-full`` adds a direct student given
+the CoT student's training time) side by side, one process each, each evaluating its
+student on the held-out split once trained -> compare, with a lineage check from every
+result back to the traces.
 
 The plan is data (``data/demo.yaml``). Every stage writes into its own folder under OUT
 and is resumable: an interrupted demo run again picks up where it stopped.
