@@ -11,15 +11,15 @@ UV_VERSION ?= 0.13.9
 
 .PHONY: install demo test lint bench-quick lock
 
-# Measured on a fresh 2-core box with no download cache (bench/RESULTS.md, "make demo"):
-# pip for everything took 334 s (torch 105, the rest 229), this recipe 56 s (33 + 6 + 17).
+# On a fresh 2-core box with no download cache this takes 46 s against 342 s for pip alone
+# (bench/install_time.sh times both in one sitting; bench/RESULTS.md).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first, by pip: the CPU wheel comes from wherever pip is configured to find it (a
 	# find-links folder, the PyTorch CPU index), never a multi-GB CUDA build by accident.
 	# --no-compile: byte-compiling torch's files was two thirds of that install.
 	$(PIP) install --quiet --no-compile -c constraints.txt torch
-	# The rest by uv from the same lock: pip's resolve and install took 229 s, uv's 17 s.
+	# The rest by uv from the same lock (pip's resolve and install was most of the 342 s).
 	$(PIP) install --quiet --no-compile uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e ".[dev,ray]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)

@@ -98,7 +98,7 @@ class ModelSpecFile(ConfigFile):
         """A misspelt prompt name fails when the spec is read, not after stage 0."""
         for name in prompts.values():
             load_prompt(name, kind=STUDENT_KINDS)  # exists and fits a student, or InputError
-        return {**PROMPT_FILES, **prompts}
+        return prompts  # modes it leaves out get ProcessorSettings' defaults
 
     @model_validator(mode="after")
     def _one_source_per_part(self) -> ModelSpecFile:

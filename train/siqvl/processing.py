@@ -64,6 +64,10 @@ class ProcessorSettings:
     # in the format it was trained on; folders saved before this field get the default.
     prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPT_FILES))
 
+    def __post_init__(self) -> None:
+        # A mode the spec (or a saved folder) does not name asks with the default prompt.
+        self.prompts = {**PROMPT_FILES, **self.prompts}
+
 
 PROMPT_CACHE_SIZE = 4096
 
@@ -101,7 +105,7 @@ class SiQVLProcessor:
         return int(self.tokenizer.pad_token_id)
 
     def prompt_template(self, mode: PromptMode) -> PromptTemplate:
-        prompts = {**PROMPT_FILES, **self.settings.prompts}
+        prompts = self.settings.prompts
         if mode not in prompts:
             raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(prompts)}")
         if mode not in self._prompts:
