@@ -69,8 +69,11 @@ train_side_by_side(jobs(Path(sys.argv[1]), Path(sys.argv[2])), processes=2)
 """
 
 
+STEPS = 150  # long enough that neither run ends between its first checkpoint and the kill
+
+
 def jobs(data: Path, folder: Path) -> list[TrainJob]:
-    return [TrainJob(name, config(max_steps=20, batch_size=4, save_every=5, seed=seed), data,
+    return [TrainJob(name, config(max_steps=STEPS, batch_size=4, save_every=5, seed=seed), data,
                      folder / name) for seed, name in enumerate(["a", "b"])]
 
 
@@ -89,6 +92,20 @@ def _children(pid: int, command: str = "") -> list[int]:
     return found
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie waits for its parent to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _job_processes(parent: int) -> list[int]:
+    """The parent's training processes: forked by its fork server (Linux), or spawned."""
+    forked = [job for server in _children(parent, "forkserver") for job in _children(server)]
+    return forked + _children(parent, "spawn_main")
+
+
 @pytest.mark.slow  # five Python processes start (each imports torch): ~40 s of CPU
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc, PR_SET_PDEATHSIG")
 def test_runs_train_at_once_die_with_a_killed_parent_and_resume(data, tmp_path):
@@ -101,17 +118,18 @@ def test_runs_train_at_once_die_with_a_killed_parent_and_resume(data, tmp_path):
         at_once = 0
         while time.monotonic() < deadline and not all(list(r.glob("checkpoint-*"))
                                                       for r in runs):
-            at_once = max(at_once, len(_children(parent.pid, "spawn_main")))
+            at_once = max(at_once, len(_job_processes(parent.pid)))
             time.sleep(0.2)
         assert all(list(r.glob("checkpoint-*")) for r in runs), "no checkpoints in 3 minutes"
-        children = _children(parent.pid, "spawn_main")
+        children = _job_processes(parent.pid)
+        servers = _children(parent.pid, "forkserver")
         assert at_once == len(children) == 2  # one process a run, both at once
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 20
-        while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        while any(map(_running, children + servers)) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(Path(f"/proc/{c}").exists() for c in children)  # died with it
+        assert not any(map(_running, children + servers))  # died with it
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -122,7 +140,7 @@ def test_runs_train_at_once_die_with_a_killed_parent_and_resume(data, tmp_path):
     for job in again:
         assert is_finished(job.out)
         assert "resuming" in job.log_path.read_text()
-        assert read_json_model(job.out / "manifest.json", RunManifest).steps == 20
+        assert read_json_model(job.out / "manifest.json", RunManifest).steps == STEPS
     ended = (again[0].out / "manifest.json").stat().st_mtime
     train_side_by_side(again, processes=2)  # finished runs: nothing is redone
     assert (again[0].out / "manifest.json").stat().st_mtime == ended
