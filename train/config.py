@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     # bf16: frozen weights are bf16; trained ones keep fp32 values (master copies) and the
     # forward runs under bf16 autocast. "bf16" trains them in bf16 too (no master copies).
     master_weights: Literal["fp32", "bf16"] = "fp32"
+    # Sorts each window of batches by length (less padding), so a batch holds examples of one
+    # length. Where length follows content it also changes what the student learns: the
+    # digits traces' length is their digit count, and bucketed batches of only 2-digit or
+    # only 4-digit items slowed the loss ~2x and split seeds 16 points (bench/RESULTS.md,
+    # issue 22); the demo's configs turn it off.
     bucketing: bool = True
     bucket_window: int = Field(default=64, ge=1, description="batches sorted together")
     # Off by default: on an H100 at Qwen2.5-0.5B shapes, compiling took ~330 s and the
