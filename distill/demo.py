@@ -2,10 +2,10 @@
 
 ingest -> generate (built-in digit-reading teachers) -> filter (a dataset version) ->
 stage 0 (pretrain the tiny vision tower on the training pool) -> train the students
-(chain-of-thought vs final answer only; ``--plan demo-full`` adds a direct student given
-the CoT student's training time) side by side, one process each, each evaluating its
-student on the held-out split once trained -> compare, with a lineage check from every
-result back to the traces.
+(chain-of-thought, final answer only, and final answer only for the CoT student's time:
+the direct student continued; ``--plan demo-full`` adds that control from scratch) side by
+side, one process each, each evaluating its student on the held-out split once trained ->
+compare, with a lineage check from every result back to the traces.
 
 The plan is data (``data/demo.yaml``). Every stage writes into its own folder under OUT
 and is resumable: an interrupted demo run again picks up where it stopped.
@@ -49,6 +49,11 @@ class StudentPlan(_Strict):
     config: str
     set: dict[str, Any] = Field(default_factory=dict)
     note: str = ""
+    # Another student of the plan, listed before this one: this student starts from that
+    # one's final model of the same training seed and trains its own max_steps more, on the
+    # batches that one did not reach (a warm restart: fresh optimizer, warm-up and decay).
+    # Its budget in the report counts both runs' steps and seconds.
+    continues: str | None = None
 
 
 class DemoPlan(_Strict):
@@ -80,6 +85,12 @@ class DemoPlan(_Strict):
                                             f"students {sorted(self.students)}")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise KeyProblem(("seeds",), f"repeated training seeds in {self.seeds}")
+        names = list(self.students)
+        for index, (name, student) in enumerate(self.students.items()):
+            if student.continues is not None and student.continues not in names[:index]:
+                raise KeyProblem(("students", name, "continues"),
+                                 f"{student.continues!r} is not a student listed before "
+                                 f"{name!r} (listed before: {names[:index]})")
         return self
 
     @property
@@ -230,14 +241,34 @@ def run_students(run: DemoRun, dataset: Path, vision: Path) -> None:
             continue
         student = run.plan.students[name]
         overrides = {"vision_path": str(vision), "seed": seed, "threads": threads, **student.set}
-        jobs.append(TrainJob(f"{name} seed {seed}", student_config(student.config, overrides),
-                             dataset, out, after=partial(run_eval, run, name, seed)))
+        needs: tuple[str, ...] = ()
+        if student.continues is not None:
+            overrides |= continuation(run, student.continues, seed)
+            needs = (_job_name(student.continues, seed),)
+        jobs.append(TrainJob(_job_name(name, seed), student_config(student.config, overrides),
+                             dataset, out, after=partial(run_eval, run, name, seed),
+                             needs=needs))
     train_side_by_side(jobs, processes)
     for name in run.plan.students:
-        budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]
+        budgets = [total_budget(run, name, seed) for seed in run.plan.training_seeds]
         console.print(f"{name}: {budgets[0]['steps']:.0f} steps in "
                       f"{' / '.join(str(round(b['train_s'])) for b in budgets)} s (each seed), "
                       f"{_mean(b['tokens_per_s'] for b in budgets):,.0f} real tokens/s")
+
+
+def continuation(run: DemoRun, parent: str, seed: int) -> dict[str, Any]:
+    """The overrides of a student that continues ``parent``'s model of this seed: start from
+    its final model, on the batches after the ones it trained on."""
+    plan = run.plan.students[parent]
+    steps = student_config(plan.config, plan.set).max_steps
+    if steps is None:
+        raise DistillError(f"a student continues {parent!r}, whose config sets no max_steps: "
+                           "where its data order stopped is unknown")
+    return {"init": str(run.run_dir(parent, seed) / "final"), "data_start": steps}
+
+
+def _job_name(student: str, seed: int) -> str:
+    return f"{student} seed {seed}"
 
 
 def _mean(values) -> float:
@@ -340,6 +371,19 @@ def student_budget(run_dir: Path) -> dict[str, float]:
             "train_s": seconds, "tokens_per_s": float(rate)}
 
 
+def total_budget(run: DemoRun, name: str, seed: int) -> dict[str, float]:
+    """A student's budget with the runs it continues added in: what its model cost."""
+    budget = student_budget(run.run_dir(name, seed))
+    parent = run.plan.students[name].continues
+    if parent is None:
+        return budget
+    before = total_budget(run, parent, seed)
+    added = {key: budget[key] + before[key] for key in ("steps", "examples", "tokens",
+                                                           "train_s")}
+    return {**added, "tokens_per_s": added["tokens"] / added["train_s"]
+            if added["train_s"] else budget["tokens_per_s"]}
+
+
 def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
                        seeds: SeedComparison, lineage: list[str]) -> Path:
     from distill.evaluate.seed_report import each_seed, pair_rows, seed_interval
@@ -347,7 +391,7 @@ def write_demo_summary(run: DemoRun, dataset: Path, reports: dict[str, Path],
     rows = []
     for summary in seeds.summaries:
         name = summary.group.label
-        budgets = [student_budget(run.run_dir(name, seed)) for seed in run.plan.training_seeds]
+        budgets = [total_budget(run, name, seed) for seed in run.plan.training_seeds]
         rows.append([name, seed_interval(summary.accuracy), each_seed(summary.accuracy),
                      f"{budgets[0]['steps']:.0f}", f"{budgets[0]['examples']:,.0f}",
                      f"{_mean(b['train_s'] for b in budgets):.0f}",
@@ -382,7 +426,7 @@ def print_budgets(run: DemoRun) -> None:
                    "tokens/s", "note"):
         table.add_column(column, justify="left" if column in ("student", "note") else "right")
     for name, seed in run.plan.runs():
-        b = student_budget(run.run_dir(name, seed))
+        b = total_budget(run, name, seed)
         table.add_row(name, str(seed), f"{b['steps']:.0f}", f"{b['examples']:,.0f}",
                       f"{b['tokens']:,.0f}", f"{b['train_s']:.0f}", f"{b['tokens_per_s']:,.0f}",
                       run.plan.students[name].note)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from distill.cli import main
+from distill.core.config_files import KeyProblem
 from distill.core.shards import iter_records, read_json_model
-from distill.demo import QUICK_PLAN, load_plan
+from distill.demo import QUICK_PLAN, DemoPlan, load_plan
 from distill.evaluate.lineage import trace_lineage
 from distill.schemas import (
     DatasetManifest,
@@ -88,6 +89,27 @@ def test_the_report_is_written(demo: Path) -> None:
     assert "| cot | " in text and "| direct | " in text and "seeds 0, 1" in text
     assert "| cot - direct | 0, 1 |" in text  # the gain, paired seed by seed
     assert "## Across training seeds" in (report / "compare.md").read_text()
+
+
+def test_a_continued_student_starts_from_its_parents_model_and_counts_its_budget(demo: Path):
+    plan = load_plan(QUICK_PLAN)
+    for seed in plan.training_seeds:
+        run = read_json_model(demo / "runs" / "direct-more" / f"seed-{seed}" / "manifest.json",
+                              RunManifest)
+        assert run.parent_checkpoint == str(demo / "runs" / "direct" / f"seed-{seed}" / "final")
+        assert run.steps == 6 and run.config["data_start"] == 12
+    row = next(line for line in (demo / "report" / "demo.md").read_text().splitlines()
+               if line.startswith("| direct-more |"))
+    assert "| 18 |" in row  # 12 steps of direct, then 6 of its own
+
+
+def test_a_student_can_continue_only_one_listed_before_it():
+    plan = load_plan(QUICK_PLAN).model_dump()
+    plan["students"] = {"later": {**plan["students"]["direct"], "continues": "direct"},
+                        "direct": plan["students"]["direct"]}
+    plan["baseline"] = "direct"
+    with pytest.raises(KeyProblem, match="not a student listed before 'later'"):
+        DemoPlan.model_validate(plan)
 
 
 def test_running_it_again_redoes_nothing_and_changes_nothing(demo: Path, capsys) -> None:

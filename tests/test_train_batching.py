@@ -7,6 +7,7 @@ import torch
 
 from distill.train.batching import (
     Example,
+    MicroSplit,
     epoch_plan,
     pack_collate,
     pack_rows,
@@ -97,3 +98,29 @@ def test_bucketing_cuts_padding_and_plans_are_deterministic():
     micros = split_micro(bucketed[0], lengths, 4)
     assert [len(m) for m in micros] == [4, 4, 4, 4]
     assert sorted(i for m in micros for i in m) == sorted(bucketed[0])
+
+
+class _Lengths:
+    """What plan_steps reads of an encoded dataset: its size and lengths."""
+
+    def __init__(self, lengths: np.ndarray) -> None:
+        self.lengths, self.label_counts = lengths, lengths // 2
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def test_a_continued_run_takes_up_the_data_order_where_its_parent_stopped():
+    from distill.train.config import TrainConfig
+    from distill.train.loop import plan_steps
+    from distill.train.runtime import Runtime
+
+    dataset = _Lengths(np.arange(40) % 7 + 5)  # 10 batches of 4 an epoch
+    runtime, split = Runtime(torch.device("cpu"), torch.float32), MicroSplit(size=4)
+    config = TrainConfig(stage="cot", batch_size=4, seed=3, bucketing=False, max_steps=16)
+    parent = plan_steps(dataset, config, runtime, split, 0, 16)
+    continued = plan_steps(dataset, config.model_copy(update={"data_start": 6}), runtime, split,
+                           0, 10)
+    assert [p.micro for p in continued] == [p.micro for p in parent[6:16]]  # across the epoch
+    assert [p.epoch for p in continued][3:5] == [0, 1]
+    assert continued[0].micro != parent[0].micro

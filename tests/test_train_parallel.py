@@ -56,6 +56,26 @@ def test_a_jobs_after_step_runs_in_its_process_once_it_has_trained(data, tmp_pat
     assert not never.exists()
 
 
+def test_a_job_starts_once_the_run_it_continues_has_finished(data, tmp_path):
+    first = TrainJob("first", config(max_steps=6, batch_size=4), data, tmp_path / "first")
+    then = TrainJob("then", config(max_steps=3, batch_size=4, data_start=6,
+                                   init=str(first.out / "final")),
+                    data, tmp_path / "then", needs=("first",))
+    train_side_by_side([then, first], processes=2)  # listed first, it still starts second
+    assert is_finished(then.out)  # its init, first's final model, was there when it started
+    manifest = read_json_model(then.out / "manifest.json", RunManifest)
+    assert manifest.parent_checkpoint == str(first.out / "final") and manifest.steps == 3
+    assert (first.out / "final").stat().st_mtime <= (then.out / "metrics.jsonl").stat().st_ctime
+
+
+def test_jobs_that_wait_on_each_other_are_refused_before_any_starts(data, tmp_path):
+    a = TrainJob("a", config(), data, tmp_path / "a", needs=("b",))
+    b = TrainJob("b", config(), data, tmp_path / "b", needs=("a",))
+    with pytest.raises(DistillError, match="wait on each other"):
+        train_side_by_side([a, b], processes=2)
+    assert not a.out.exists() and not b.out.exists()
+
+
 def _write_pid_if_finished(run: Path, marker: Path) -> None:
     marker.write_text(str(os.getpid()) if is_finished(run) else "unfinished")
 

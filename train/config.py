@@ -44,6 +44,10 @@ class TrainConfig(BaseModel):
                        description="model spec (data/models name or path); unused with --init")
     vision_path: str | None = Field(default=None, description="override the spec's vision tower")
     init: str | None = Field(default=None, description="start from this saved student folder")
+    data_start: int = Field(
+        default=0, ge=0, description="batches of the data order to skip: a run continuing "
+                                     "another's model (init) from the batch that run stopped "
+                                     "at, with the same seed, sees what it did not")
     target: Literal["cot", "answer", "gold"] = Field(
         default="answer",
         description="cot: trace reasoning + answer; answer: the trace's final answer only; "

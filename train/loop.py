@@ -159,7 +159,7 @@ def plan_steps(dataset: EncodedDataset, config: TrainConfig, runtime: Runtime,
     per_epoch = len(dataset) // config.batch_size
     plans, cached = [], {}
     for step in range(start, total):
-        epoch, index = divmod(step, per_epoch)
+        epoch, index = divmod(step + config.data_start, per_epoch)
         if epoch not in cached:
             cached = {epoch: epoch_plan(dataset.lengths, config.batch_size, config.seed, epoch,
                                         bucketing=config.bucketing, window=config.bucket_window)}

@@ -49,6 +49,9 @@ class TrainJob:
     # a partial of one). The demo evaluates each student there, so its eval overlaps the
     # other students' training instead of waiting for the last of them.
     after: Callable[[], object] | None = field(default=None, compare=False)
+    # Jobs (by name) that must have finished before this one starts: a run that continues
+    # another's model. A name that is not among the jobs being trained counts as finished.
+    needs: tuple[str, ...] = ()
 
     @property
     def log_path(self) -> Path:
@@ -116,7 +119,8 @@ def _job_context() -> multiprocessing.context.BaseContext:
 def train_side_by_side(jobs: list[TrainJob], processes: int,
                        started: list[Started] | tuple = ()) -> None:
     """Train every job, at most ``processes`` at a time (besides the ``started`` ones,
-    which are waited for too), each in a process of its own."""
+    which are waited for too), each in a process of its own, in the list's order except
+    that a job waits for the jobs it ``needs``."""
     pending = list(jobs)
     running = {s.job.name: s for s in started}
     ours = set()  # the jobs started here: at most ``processes`` of them at once
@@ -126,8 +130,10 @@ def train_side_by_side(jobs: list[TrainJob], processes: int,
                   for job in [*(s.job for s in started), *jobs]}
         try:
             while pending or running:
-                while pending and len(ours & running.keys()) < max(1, processes):
-                    job = pending.pop(0)
+                while len(ours & running.keys()) < max(1, processes):
+                    job = _next_ready(pending, running)
+                    if job is None:
+                        break
                     running[job.name] = start_job(job)
                     ours.add(job.name)
                 time.sleep(POLL_S)
@@ -145,6 +151,17 @@ def train_side_by_side(jobs: list[TrainJob], processes: int,
         finally:
             for run in running.values():  # only the processes started here
                 run.stop()
+
+
+def _next_ready(pending: list[TrainJob], running: dict[str, Started]) -> TrainJob | None:
+    """Take the first pending job none of whose ``needs`` is pending or running."""
+    waiting = {job.name for job in pending} | running.keys()
+    for index, job in enumerate(pending):
+        if not waiting & set(job.needs):
+            return pending.pop(index)
+    if pending and not running:
+        raise DistillError(f"training jobs wait on each other: {[j.name for j in pending]}")
+    return None
 
 
 def _total_steps(config: TrainConfig) -> int | None:
