@@ -31,7 +31,7 @@ from pathlib import Path
 
 from distill.core.errors import DistillError
 from distill.core.progress import Bar, progress_bars
-from distill.core.shards import read_json_model
+from distill.core.shards import process_alive, read_json_model
 from distill.schemas import RunManifest
 from distill.train.checkpoint import is_finished, latest_checkpoint
 from distill.train.config import TrainConfig
@@ -244,7 +244,7 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == parent:
         return
-    if not _alive(parent):  # died before this process started watching
+    if not process_alive(parent):  # died before this process started watching
         os._exit(1)
     threading.Thread(target=_exit_when_gone, args=(parent,), daemon=True,
                      name="parent-watch").start()
@@ -256,21 +256,11 @@ def _exit_when_gone(parent: int) -> None:
     try:
         fd = os.pidfd_open(parent)
     except (AttributeError, OSError):
-        while _alive(parent):
+        while process_alive(parent):
             time.sleep(0.5)
     else:
         select.select([fd], [], [])
     os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
     return True
 
 
