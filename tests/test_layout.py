@@ -71,7 +71,9 @@ def test_schemas_export_writes_the_toolkits_schemas(user_project: Path, how: str
     assert (tmp_path / "out" / "trace.schema.json").is_file()
 
 
-@pytest.mark.parametrize("how", ["module", "script"])
+# The console script's quick demo beside a user's files is also what .ci/check_wheel.sh runs
+# (from the built wheel, in CI): slow here, so the default suite pays for one quick demo.
+@pytest.mark.parametrize("how", ["module", pytest.param("script", marks=pytest.mark.slow)])
 def test_the_quick_demo_runs_beside_a_users_files(user_project: Path, how: str,
                                                   tmp_path: Path) -> None:
     done = _run(how, ["demo", "--quick", "--out", str(tmp_path / "demo")], user_project,
