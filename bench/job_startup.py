@@ -26,18 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.train import parallel  # noqa: E402
 from distill.train.config import TrainConfig  # noqa: E402
+from testing.generate import make_ingest  # noqa: E402
 from testing.train_fixtures import write_dataset_version  # noqa: E402
 
 STEPS = 4
 
 
 def digits_dataset(root: Path) -> Path:
-    from distill.ingest.pipeline import IngestOptions, ingest
-    from distill.ingest.sources.digits import DigitsConfig, iter_digits
-
-    ingest(iter_digits(DigitsConfig(seed=0, counts={"train": 32, "test": 4})),
-           IngestOptions(out=root / "ingest"))
-    return write_dataset_version(root / "ingest", root / "version")
+    ingest = make_ingest(root / "ingest", {"train": 32, "test": 4})
+    return write_dataset_version(ingest, root / "version")
 
 
 def jobs(data: Path, folder: Path, count: int) -> list[parallel.TrainJob]:
