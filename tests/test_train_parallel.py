@@ -97,13 +97,18 @@ def jobs(data: Path, folder: Path) -> list[TrainJob]:
                      folder / name) for seed, name in enumerate(["a", "b"])]
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name: state, parent pid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _children(pid: int, command: str = "") -> list[int]:
     """Processes whose parent is ``pid`` (and whose command line holds ``command``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                fields = _stat(entry.name)
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
@@ -115,7 +120,7 @@ def _children(pid: int, command: str = "") -> list[int]:
 def _running(pid: int) -> bool:
     """The process exists and has not exited (a zombie waits for its parent to reap it)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat(pid)[0] != "Z"
     except OSError:
         return False
 
