@@ -34,12 +34,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-import jinja2.meta
 from pydantic import field_validator, model_validator
 
 from distill.core.config_files import ConfigFile, KeyProblem, load_config_file
 from distill.core.errors import InputError
 from distill.core.paths import PROMPTS_DIR
+from distill.core.templates import (
+    check_renders,
+    check_template,
+    placeholders,
+    render,
+    sandboxed_environment,
+)
 from distill.schemas import Sample, content_hash
 from distill.schemas.base import Identifier
 from distill.schemas.sample import CHOICE_LETTERS
@@ -62,12 +68,20 @@ FORMATS: dict[str, tuple[str, ...]] = {"teacher": AnswerFormat.__args__,
 # An extraction prompt (the judge's model tier, ``distill.core.answers.model_tier``) shows
 # a model another model's ``response`` and asks for its final answer only.
 EXTRACT_PLACEHOLDERS = PLACEHOLDERS | {"response"}
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                          autoescape=False)
+# A prompt file is data someone shared: its template renders in the sandbox
+# (distill.core.templates), never in a plain Jinja environment.
+_ENV = sandboxed_environment(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+# Harmless values every template is rendered with once when its file is loaded (each
+# answer type, with and without choices), so a template that fails fails at load time.
+_PROBES = [{"question": "How many?", "choices": choices, "answer_type": answer_type,
+            "category": "general", "reasoning": "r", "answer": "a", "answer_a": "a",
+            "answer_b": "b", "response": "r"}
+           for answer_type in ("number", "choice", "text", "yes_no")
+           for choices in (None, "A. one\nB. two")]
 
 
 def _placeholders(template: str) -> set[str]:
-    return set(jinja2.meta.find_undeclared_variables(_ENV.parse(template)))
+    return placeholders(_ENV, template)
 
 
 class PromptFile(ConfigFile):
@@ -87,11 +101,7 @@ class PromptFile(ConfigFile):
     def _template_parses(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must be a non-empty template")
-        try:
-            _placeholders(value)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"template syntax error on its line {exc.lineno}: "
-                             f"{exc.message}") from None
+        check_template(_ENV, value)
         return value
 
     @model_validator(mode="after")
@@ -107,6 +117,10 @@ class PromptFile(ConfigFile):
             raise KeyProblem(("user",), f"unknown placeholder(s) {unknown}; available in a "
                                         f"{self.kind} prompt ({self.answer_format}): "
                                         f"{sorted(allowed)}")
+        try:
+            check_renders(_ENV, self.user, _PROBES)
+        except ValueError as exc:
+            raise KeyProblem(("user",), str(exc)) from None
         scored = self.kind == "judge" and self.answer_format == "score"
         if scored != (self.score_range is not None):
             raise KeyProblem(("score_range",), "a judge prompt with answer_format 'score' "
@@ -128,6 +142,7 @@ class PromptTemplate:
     description: str = ""
     kind: PromptKind = "teacher"
     score_range: tuple[int, int] | None = None
+    source: str = ""  # the file it was loaded from (named in errors; not in the hash)
 
     @cached_property
     def hash(self) -> str:
@@ -148,9 +163,13 @@ class PromptTemplate:
         if sample.choices:
             choices = "\n".join(f"{CHOICE_LETTERS[i]}. {text}"
                                 for i, text in enumerate(sample.choices))
-        user = self._template.render(question=sample.question, choices=choices,
-                                     answer_type=sample.answer_type, category=sample.category,
-                                     **judged)
+        values = dict(question=sample.question, choices=choices,
+                      answer_type=sample.answer_type, category=sample.category, **judged)
+        try:
+            user = render(self._template, values, f"prompt {self.id!r}")
+        except ValueError as exc:
+            raise InputError(str(exc), file=self.source or None, field="user",
+                             reason="bad_config") from None
         return self.system, user.strip()
 
 
@@ -185,7 +204,7 @@ def load_prompt(name_or_path: str | Path,
     return PromptTemplate(id=prompt.id, system=prompt.system.strip(), user=prompt.user,
                           answer_format=prompt.answer_format,
                           description=prompt.description.strip(), kind=prompt.kind,
-                          score_range=prompt.score_range)
+                          score_range=prompt.score_range, source=str(found))
 
 
 @lru_cache(maxsize=256)

@@ -8,7 +8,6 @@ import base64
 import io
 from pathlib import Path
 
-import jinja2
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +17,7 @@ from distill.core.formatting import accuracy_interval, interval, md_table, p_val
 from distill.core.images import decode_image, read_image_bytes
 from distill.core.progress import plain
 from distill.core.shards import write_bytes_atomic
+from distill.core.templates import sandboxed_environment
 from distill.evaluate import seed_report
 from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
@@ -297,8 +297,9 @@ def _data_url(data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-_ENV = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                          undefined=jinja2.StrictUndefined)
+# The page's template is the toolkit's own, but every name and text in it comes from users
+# and models: it renders escaped, in the same sandbox as every other template.
+_ENV = sandboxed_environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 _PAGE = _ENV.from_string("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Eval comparison</title>
 <style>
