@@ -307,7 +307,7 @@ def test_free_text_answers_are_compared_by_the_judge(tmp_path) -> None:
     # No rule says 'a red car' is a 'red automobile': a three-way tie, no label...
     assert labels(None, "rules") == {"car": ("", "none"), "pet": ("dog", "consensus")}
     # ...the judge does, and the two red answers outvote the blue one.
-    assert labels(tmp_path / "judged", "judged") == {"car": ("red automobile", "consensus"),
+    assert labels(tmp_path / "judged", "store-judged") == {"car": ("red automobile", "consensus"),
                                                      "pet": ("dog", "consensus")}
 
 

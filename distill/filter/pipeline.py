@@ -34,6 +34,8 @@ import numpy as np
 from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.executors import Executor, RayOptions, map_shards
+from distill.core.folders import STORE_MARKER, claim_output, output_kind
+from distill.core.locks import LOCK_NAME
 from distill.core.progress import progress_bar
 from distill.core.shards import (
     ShardWriter,
@@ -110,13 +112,31 @@ class FilterResult:
 
 
 def run_filter(options: FilterOptions) -> FilterResult:
-    store = DatasetStore(options.store)
+    store = DatasetStore(claim_store(options))
     with store.lock(wait=options.wait):
+        (store.root / STORE_MARKER).touch()  # a folder claimed as a store stays one
         store.clean_leftovers()
         try:
             return _Run(options, store).run()
         finally:
             shutil.rmtree(store.tmp_dir, ignore_errors=True)
+
+
+def claim_store(options: FilterOptions) -> Path:
+    """The store's folder, refused when it is not one: a store keeps and cleans its own
+    ``tmp/`` and ``cache/``, so a user's folder that happens to hold a ``tmp/`` must
+    never be taken for one. A new or empty folder becomes a store (marked by
+    ``STORE_MARKER`` under the lock); the traces and judgements folders are never the
+    store."""
+    inputs = [options.traces, *([options.judgements] if options.judgements else [])]
+    root = claim_output(options.store, "filter", input_folders=inputs, option="--store")
+    held = sorted(entry.name for entry in root.iterdir() if entry.name != LOCK_NAME) \
+        if root.is_dir() else []
+    if held and output_kind(root) != "filter":
+        found = ", ".join(held[:5])
+        raise DistillError(f"--store {options.store} is not a dataset store and is not "
+                           f"empty: it holds {found}; give a new folder or an existing store")
+    return root
 
 
 class _Run:

@@ -40,6 +40,7 @@ from pydantic import ValidationError
 
 from distill.core.answers import read_trace
 from distill.core.errors import DistillError, InputError
+from distill.core.folders import claim_output
 from distill.core.shards import iter_records, iter_unique, parse_line, read_json_model
 from distill.generate import durable
 from distill.generate.engines.base import Completion, EngineFailure
@@ -275,4 +276,5 @@ def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
             on_total(sum(rows[(t.split, t.name)] for t in plan.tasks))
         return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance)
 
-    return locked_run(options.out, options.wait, run)
+    out = claim_output(options.out, "judge", input_folders=[options.traces_dir])
+    return locked_run(out, options.wait, run)

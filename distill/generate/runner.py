@@ -35,6 +35,7 @@ from pathlib import Path
 from distill.core.answers import read_output
 from distill.core.errors import DistillError
 from distill.core.executors import DEFAULT_RAY_CPUS, Executor, RayOptions
+from distill.core.folders import claim_output
 from distill.core.shards import iter_unique, parse_line, read_json_model
 from distill.generate import durable
 from distill.generate.engines.base import Completion, EngineFailure
@@ -252,7 +253,8 @@ def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = Non
         return GenerateStage().run(plan, RunSummary(out=out), executor=options.executor,
                                    ray=options.ray, progress=bar_advance, engines=engines)
 
-    return locked_run(options.out, options.wait, run)
+    out = claim_output(options.out, "generate", input_folders=[options.samples_dir])
+    return locked_run(out, options.wait, run)
 
 
 def _total(plan: RunPlan, teachers: TeacherSet) -> int:

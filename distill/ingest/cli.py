@@ -63,6 +63,11 @@ def _parse_counts(text: str | None) -> dict[str, int] | None:
     return counts
 
 
+def _inputs(*paths: Path | None) -> tuple[Path, ...]:
+    """What a source reads (its file or folder, its image root): never inside OUT."""
+    return tuple(path for path in paths if path is not None)
+
+
 @click.command("ingest")
 @click.argument("source", type=click.Choice(["jsonl", "hf", "easy-vqa", "digits"]))
 @click.argument("path", required=False, type=click.Path(path_type=Path))
@@ -105,7 +110,7 @@ def ingest_command(source: str, path: Path | None, out: Path, shard_size: int, i
     options = IngestOptions(out=out, shard_size=shard_size, images=image_mode,  # type: ignore[arg-type]
                             on_error=on_error, max_pixels=max_pixels,  # type: ignore[arg-type]
                             overwrite=overwrite, withhold_gold=withheld, gold_out=gold_out,
-                            wait=wait)
+                            wait=wait, inputs=_inputs(path, image_root))
     category_list = tuple(c.strip() for c in categories.split(",")) if categories else None
     rows, total = open_source(source, path, image_root=image_root, columns=_parse_columns(columns),
                               counts=_parse_counts(counts), seed=seed, limit=limit,
@@ -149,7 +154,7 @@ def convert_command(fmt: str, source: Path, out: Path, image_root: Path | None, 
                           category_field=category_field, stats=stats,
                           relative_tolerance=relative_tolerance)
     options = IngestOptions(out=out, on_error=on_error, overwrite=overwrite,  # type: ignore[arg-type]
-                            require_gold=True, wait=wait,
+                            require_gold=True, wait=wait, inputs=_inputs(source, image_root),
                             source_config={"source": f"convert:{fmt}", "path": str(source),
                                            "category_field": category_field,
                                            **({"relative_tolerance": relative_tolerance}

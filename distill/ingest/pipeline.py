@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,14 @@ from typing import Literal
 from pydantic import ValidationError
 
 from distill.core.errors import DistillError, InputError
-from distill.core.folders import discard_staging, replace_folder, staging_folder, sweep_leftovers
+from distill.core.folders import (
+    check_replaceable,
+    claim_output,
+    discard_staging,
+    replace_folder,
+    staging_folder,
+    sweep_leftovers,
+)
 from distill.core.images import (
     DEFAULT_MAX_PIXELS,
     decode_image,
@@ -45,7 +53,13 @@ from distill.core.images import (
 )
 from distill.core.locks import lock_path_beside, single_writer
 from distill.core.progress import progress_bar
-from distill.core.shards import ShardWriter, shard_name, write_bytes_atomic, write_json_atomic
+from distill.core.shards import (
+    ShardWriter,
+    read_json_model,
+    shard_name,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from distill.ingest.sources.base import RawItem, SourceRow
 from distill.schemas import ImageRef, Rejection, Sample, ShardRef, StageManifest, sha256_hex
 
@@ -66,6 +80,7 @@ class IngestOptions:
     gold_out: Path | None = None  # where the withheld gold goes (outside ``out``)
     require_gold: bool = False  # an eval set: a row without a gold answer is a bad row
     wait: bool = False  # wait for another ingest into the same OUT instead of exiting
+    inputs: tuple[Path, ...] = ()  # what the source reads (file, image root): never in OUT
 
 
 @dataclass
@@ -196,9 +211,10 @@ def _rejection(error: InputError) -> Rejection:
 def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: str = "ingest",
            total: int | None = None) -> IngestSummary:
     """Validate every row, write shards and a manifest; atomic as a whole."""
-    out = options.out
     if options.shard_size < 1:
         raise DistillError(f"shard size must be at least 1, got {options.shard_size}")
+    out = claim_output(options.out, "ingest", inputs=options.inputs)
+    options = dataclasses.replace(options, out=out)
     with single_writer(lock_path_beside(out), str(out), wait=options.wait):
         return _ingest_locked(rows, options, description, total)
 
@@ -206,12 +222,13 @@ def ingest(rows: Iterable[SourceRow], options: IngestOptions, *, description: st
 def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, description: str,
                    total: int | None) -> IngestSummary:
     out = options.out
-    if out.is_file():
-        raise DistillError(f"{out} is a file; OUT must be a folder (or not exist yet)")
     _check_withholding(options)
     sweep_leftovers(out)
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
-        raise DistillError(f"{out} already exists and is not empty (use --overwrite to replace)")
+    if out.exists() and any(out.iterdir()):
+        if not options.overwrite:
+            raise DistillError(f"{out} already exists and is not empty (use --overwrite to "
+                               "replace a folder that distill ingest wrote)")
+        check_replaceable(out, "ingest", written_by_ingest(out))
     staging = staging_folder(out)
     summary = IngestSummary(out=out)
     withheld: list[dict] = []
@@ -226,6 +243,25 @@ def _ingest_locked(rows: Iterable[SourceRow], options: IngestOptions, descriptio
         raise
     summary.manifest = manifest
     return summary
+
+
+# A copied image's name: images/<first two hex digits>/<sha256><suffix> (``_image_ref``).
+_IMAGE_NAME = re.compile(r"images/([0-9a-f]{2})/\1[0-9a-f]{62}\.[a-z0-9]{1,5}")
+
+
+def written_by_ingest(out: Path) -> Callable[[str], bool]:
+    """Which files of an ingest folder ingest itself wrote: its manifest, the shards and
+    rejects that manifest names, and images under their content names. A folder without
+    a readable ingest manifest owns nothing (``--overwrite`` then names every file)."""
+    try:
+        manifest = read_json_model(out / "manifest.json", StageManifest)
+    except DistillError:
+        return lambda name: False
+    if manifest.stage != "ingest":
+        return lambda name: False
+    named = {"manifest.json", *(ref.name for ref in manifest.shards),
+             *(ref.name for ref in manifest.rejects)}
+    return lambda name: name in named or _IMAGE_NAME.fullmatch(name) is not None
 
 
 def _check_withholding(options: IngestOptions) -> None:
