@@ -85,8 +85,10 @@ class Sample(Record):
 
     ``meta`` keys the answer judge reads (outside the content hash, so adding them keeps
     trace keys): ``precision`` (int, decimals the gold number is rounded to, as MathVista
-    states it: '1.732' matches '1.73' at 2) and ``relative_tolerance`` (float, e.g. 0.05
-    for ChartQA's relaxed accuracy).
+    states it: '1.732' matches '1.73' at 2), ``relative_tolerance`` (float, e.g. 0.05
+    for ChartQA's relaxed accuracy) and ``language`` (a language code, 'fr': how the item's
+    numbers are written, a decimal comma or point; without it the output's own numbers
+    decide).
     """
 
     id: Identifier

@@ -20,12 +20,19 @@ The rules, in brief (each module's docstring has the detail):
   a prompt's ``answer_format`` is tried first.
 * ``phrases``: the English and Chinese words answers are stated with (答案是…, 故选…,
   最终答案…, 结论：…, 是的 / 不是, doubt words).
+* ``languages``: every other language's answer labels and sentences, few-shot headers,
+  yes/no words, option letters and decimal separators, each entry citing the table it
+  came from (simple-evals' MMMLU and MGSM, lm-evaluation-harness task configs, CLDR); a
+  base model's run-on into the next few-shot exemplar is cut at its header.
 * ``model_tier``: optional, off by default -- an extraction model, through any engine,
   rereads what the rules could not; its verdicts are marked ``model``.
-* ``numbers``: units, thousands separators, signs, fractions, percentages, LaTeX
-  (``\\frac``, ``\\sqrt``, ``\\text``, ``^\\circ``), scientific notation; hedges ('3 or
-  4') are no answer; an item's precision (MathVista) or relative tolerance (ChartQA's
-  relaxed accuracy) from ``Sample.meta``.
+* ``numbers``: units, thousands separators by locale (the output's own evidence, then
+  ``Sample.meta['language']``; '1 000', '6,67', '16,\\!386'; a true ambiguity is no
+  answer), signs, fractions, percentages, LaTeX (``\\frac``, ``\\cfrac``, ``\\sqrt``,
+  ``\\text``, ``^\\circ``), scientific notation, and through math-verify, where installed,
+  closed forms it does not evaluate (``\\log``, trig); hedges ('3 or 4') are no answer; an
+  item's precision (MathVista) or relative tolerance (ChartQA's relaxed accuracy) from
+  ``Sample.meta``.
 * ``options``: letters in the common phrasings or the option's text; yes/no in a
   closing sentence.
 * ``text``: the stated normalisation of free text (``normalize_text``).

@@ -38,6 +38,9 @@ _GLM = ("zai-org/GLM-4.1V-9B-Thinking chat_template.jinja and README; "
 _KIMI = "moonshotai/Kimi-VL-A3B-Thinking-2506 chat_template.jinja / model card"
 _HARMONY = ("vllm/reasoning/gptoss_reasoning_parser.py; openai/harmony docs "
             "(format.md: channels analysis / commentary / final)")
+_S1 = ("s1: Simple test-time scaling (arXiv 2501.19393) sec. 3: thinking enclosed by "
+       "<|im_start|>think and <|im_start|>answer; simplescaling/s1's lm-evaluation-harness "
+       "task utils split replies at '<|im_start|>answer\\n'")
 
 DELIMITERS: tuple[Delimiter, ...] = (
     # Reasoning segments.
@@ -53,6 +56,9 @@ DELIMITERS: tuple[Delimiter, ...] = (
               "vllm/reasoning/seedoss_reasoning_parser.py"),
     Delimiter("</seed:think>", "think_close", "Seed-OSS",
               "vllm/reasoning/seedoss_reasoning_parser.py"),
+    # s1 (budget forcing): Qwen's turn token doubles as the stage delimiter.
+    Delimiter("<|im_start|>think", "think_open", "s1 / s1.1 (Qwen2.5-32B fine-tunes)", _S1),
+    Delimiter("<|im_start|>answer", "think_close", "s1 / s1.1", _S1),
     # gpt-oss (harmony): reasoning in the analysis channel, the reply in the final one.
     Delimiter("<|channel|>analysis<|message|>", "think_open", "gpt-oss", _HARMONY),
     Delimiter("<|channel|>commentary<|message|>", "think_open", "gpt-oss", _HARMONY),

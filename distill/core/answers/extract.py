@@ -24,11 +24,25 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from distill.core.answers.delimiters import canonical_delimiters
+from distill.core.answers.languages import (
+    ANSWER_LABELS,
+    ANSWER_SENTENCES,
+    FEWSHOT_HEADERS,
+    alternatives,
+    decimal_of,
+    language_of,
+)
+from distill.core.answers.numbers import decimal_evidence
 from distill.core.answers.phrases import CJK, CLOSING_CUE, QUESTION_MARKS, ZH_STATEMENT
-from distill.core.answers.text import MAX_STATEMENT_CHARS, brace_pairs, clean_answer
+from distill.core.answers.text import (
+    MAX_STATEMENT_CHARS,
+    brace_pairs,
+    clean_answer,
+    normalize_text,
+)
 from distill.core.answers.values import AnswerSpec, NoValue, read_value
 from distill.schemas import Sample
 
@@ -60,24 +74,57 @@ _LABEL_WORDS = (r"(?:final\s+answer|correct\s+answer|correct\s+option|correct\s+
 # empty: then the answer is on the next line).
 _LABEL = re.compile(r"(?<![A-Za-z])" + _LABEL_WORDS + r"(?:\*{1,2}|_{1,2})?[ \t]*[:：]",
                     re.IGNORECASE)
+# "Antwort:", "Ответ:", "答え：", "الإجابة:": the other languages' labels (``languages``).
+_ML_LABEL = re.compile(r"(?<!\w)(" + alternatives([e.text for e in ANSWER_LABELS])
+                       + r")(?:\*{1,2})?[ \t]*[:：]", re.IGNORECASE)
+# "La réponse est 18", "答えは18です", "Jibu ni 9": the other languages' answer sentences.
+_ML_SENTENCE = re.compile(r"(?<!\w)(" + alternatives([e.text for e in ANSWER_SENTENCES])
+                          + r")[ \t]*[:：]?", re.IGNORECASE)
+_ML_ASCII_HINT = re.compile(r"\b(?:" + alternatives(sorted(
+    {e.text for e in (*ANSWER_LABELS, *ANSWER_SENTENCES) if e.text.isascii()})) + r")\b",
+    re.IGNORECASE)
+# The next few-shot exemplar's header, on a line of its own ("\n\nQuestion:\n..."): a base
+# model running on past its answer (the harness would have stopped there).
+_FEWSHOT = re.compile(r"\n[ \t]*(?:" + alternatives([e.text for e in FEWSHOT_HEADERS]) + r")")
+# A digit, a separator, a digit: the answer's number depends on the decimal convention.
+_SEPARATOR = re.compile(r"\d(?:[.,'’ \u00a0\u2009\u202f]|\{,\}|,\\!)\s?\d")
+# "This answer is wrong." after the answer: the model disowns it.
+_DISOWNED = re.compile(r"\b(?:this|that|the above) answer is (?:wrong|incorrect|not correct)\b",
+                       re.IGNORECASE)
+# "The answer is not listed", "none of the options": no option is the answer.
+_NOT_LISTED = re.compile(r"\banswer is not (?:listed|among|in the|one of|provided|given)|"
+                         r"\bnot (?:listed )?among the (?:options|choices)|"
+                         r"\bnone of the (?:options|choices|given options)", re.IGNORECASE)
+# JSON or code-fenced replies: {"answer": "C"}, {"choice": "B"}, "final_answer": 12.
+_JSON_ANSWER = re.compile(
+    r"[\"'](?:final_answer|answer|choice|option|prediction|result)[\"']\s*:\s*"
+    r"(?:\"((?:[^\"\\\n]|\\.){0,200})\"|'([^'\n]{0,200})'|(-?\d[\d.,eE+-]{0,30})|(true|false))",
+    re.IGNORECASE)
+# A markdown table cell naming the answer ('| Answer | 12 |', an 'Answer' column).
+_TABLE_ANSWER = re.compile(r"(?:final\s+|correct\s+)?answer", re.IGNORECASE)
+# "Answer \[ 9 \]", "Final answer: $$ 12 $$": display math right after an answer label.
+_DISPLAY_ANSWER = re.compile(r"(?<![A-Za-z])(?:final\s+answer|answer)(?:\s+is)?\s*[:：]?\s*"
+                             r"(?:\\\[|\$\$)(.{1,200}?)(?:\\\]|\$\$)", re.IGNORECASE | re.DOTALL)
 _LINE_LEAD = re.compile(r"[ \t>#*_\-]*$")
 # A heading alone on its line: "**Final Answer**", "### Final Answer", "Answer".
 _HEADING = re.compile(r"^[ \t>#*_]*" + _LABEL_WORDS + r"[ \t*_#]*$", re.IGNORECASE | re.MULTILINE)
 # "the answer is X", "the correct option is (B)", "my choice would be C", "I choose B".
 _SENTENCE = re.compile(
-    r"\b(?:(?:the|my|final|correct|best|right)[ \t]+)*"
+    r"\b(?<![Tt]his )(?<![Tt]hat )(?:(?:the|my|final|correct|best|right)[ \t]+)*"
     r"(?:answer|option|choice)(?:[ \t]+to[ \t]+(?:the|this)[ \t]+question)?[ \t]+"
     r"(?:is|would[ \t]+be|should[ \t]+be|will[ \t]+be|must[ \t]+be)\b[ \t]*[:：]?"
     r"|\bI(?:[ \t]+would|'ll|[ \t]+will)?[ \t]+(?:choose|pick|select|go[ \t]+with)\b"
     r"|\bI(?:'d|[ \t]+would)[ \t]+say\b",
     re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|[。！？；]|\n")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s+(?=[A-Z*])|\s*$)|[。！？；।]|\n")
 _CLOSING_CUE = CLOSING_CUE
 # A concluding sentence that rules something out is not the pick ("So option A is
 # incorrect"); ", not 6" after a value is an aside the number reader drops.
 _NEGATIVE = re.compile(r"\b(?:incorrect|wrong|isn't|aren't|cannot|can't|no longer)\b|"
                        r"(?<!,)[ \t]not\b", re.IGNORECASE)
-_SENTENCE_SPLIT = re.compile(r"(?:[^.!?。！？\n]|[.!?](?=\S))+(?:[.!?。！？]+|$|(?=\n))")
+# Sentences; a '.' closing display math ('... \\geq 2.$$ Therefore') ends one too.
+_SENTENCE_SPLIT = re.compile(
+    r"(?:[^.!?。！？।\n]|[.!?](?!\$*(?:\s|$)))+(?:[.!?。！？।]+\$*|$|(?=\n))")
 _YES_NO_START = re.compile(r"^(?:(?:so|thus|therefore|hence)[, ]+)?(?:yes|no)\b", re.IGNORECASE)
 _BOLD_LINE = re.compile(r"^[ \t]*\*\*([^*\n]{1,80})\*\*[ \t.]*$")
 _MARKER_WORD = re.compile(r"answer|\\boxed", re.IGNORECASE)
@@ -107,6 +154,9 @@ class ParsedOutput:
     marker: str | None = None
     reason: str = "ok"
     canonical: str | None = None
+    # The decimal convention its numbers were read with (the output's own evidence or its
+    # language): judging the recorded answer again must read '1,695' the same way.
+    decimal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +166,7 @@ class _Statement:
     end: int
     content: str
     explicit: bool = True  # marked as the answer (counts even when it does not read)
+    lang: str | None = None  # the language of its marker, when the marker tells
 
 
 def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
@@ -129,7 +180,7 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     spec = None if spec is None else AnswerSpec.of(spec)
     if len(text) > MAX_TEXT_CHARS:
         text = text[-MAX_TEXT_CHARS:]
-    text = canonical_delimiters(text)
+    text = _cut_fewshot_runon(canonical_delimiters(text))
     tags = _think_tags(text)
     opens, closes = tags.opens, tags.closes
     has_tags = bool(opens or closes)
@@ -153,7 +204,8 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
             has_answer_line=statement is not None and statement.kind == "answer_line",
             marker=None if statement is None else statement.kind + ("_in_think" if in_think
                                                                      else ""),
-            reason=reason, canonical=canonical)
+            reason=reason, canonical=canonical,
+            decimal=None if spec is None else spec.decimal)
 
     if finish_reason == "length":
         return result(None, "truncated")
@@ -168,8 +220,18 @@ def parse_output(text: str, spec: AnswerSpec | Sample | None = None, *,
     if statement is None:
         return result(None, "truncated" if opens and not closes else "no_answer")
     answer = clean_answer(statement.content) or None
+    if _DISOWNED.search(region, statement.end, statement.end + 400):
+        return result(statement, "hedged", answer=answer)
+    if not statement.explicit and _ends_in_loop(region):
+        return result(None, "truncated")
     if spec is None:
         return result(statement, "ok" if answer else "empty_answer", answer=answer)
+    if spec.answer_type == "choice" and _NOT_LISTED.search(
+            region, max(0, statement.start - 300), statement.end + 200) \
+            and not any("none" in choice.lower() for choice in spec.choices):
+        return result(statement, "not_an_option", answer=answer)
+    if spec.answer_type in ("number", "text") and answer and _SEPARATOR.search(answer):
+        spec = _with_decimal(spec, region, statement.lang)  # only when a separator is read
     value = read_value(answer, spec)
     if isinstance(value, NoValue):
         return result(statement, value.reason, answer=answer)
@@ -250,6 +312,17 @@ def _format_statement(region: str, answer_format: str | None,
 
 def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = True,
                     unmarked: bool = True) -> _Statement | None:
+    """``_find_statement`` with its position in ``region``'s coordinates (statements are
+    found in the region's tail; the checks after the answer look at the region itself)."""
+    offset = max(0, len(region) - TAIL_CHARS)
+    statement = _find_statement(region, spec, first_line, unmarked)
+    if statement is None or not offset or statement.kind == "first_line":
+        return statement
+    return replace(statement, start=statement.start + offset, end=statement.end + offset)
+
+
+def _find_statement(region: str, spec: AnswerSpec | None, first_line: bool,
+                    unmarked: bool) -> _Statement | None:
     """The last statement of the region: explicit ones always, unmarked ones only when
     they read as an answer of the asked type; failing all, the region's last sentence or
     line when it reads as one (structure first: a reply ends with its answer, whatever
@@ -257,12 +330,22 @@ def _last_statement(region: str, spec: AnswerSpec | None, first_line: bool = Tru
     thought is not a reply."""
     offset = max(0, len(region) - TAIL_CHARS)
     tail = region[offset:]
+    if _cut_mid_expression(tail):
+        # "... = ": cut at the token limit; its last words are no reply, and a one-line
+        # reply cut so is no first-line answer either.
+        unmarked = False
+        first_line = first_line and "\n" in region.strip()
     found = [*_answer_tags(tail), *_boxes(tail), *_labels(tail), *_headings(tail),
-             *_sentences(tail)]
+             *_sentences(tail), *_ml_statements(tail), *_json_answers(tail),
+             *_display_answers(tail), *_table_answers(tail)]
     if spec is not None and unmarked:
         found.extend(_closing(tail))
+        if spec.answer_type in ("number", "choice", "yes_no"):
+            found.extend(_final_short_line(tail))
     if first_line:
         found.extend(_first_line(region, sentence=spec is not None))
+        if spec is not None and spec.answer_type == "choice":
+            found.extend(_first_sentence_option(region, spec))
     found.sort(key=lambda s: (s.start + (offset if s.kind != "first_line" else 0), s.explicit))
     if spec is None:
         return next((s for s in reversed(found) if s.explicit or s.kind == "first_line"),
@@ -290,6 +373,140 @@ def _hedge_after(statement: _Statement, ending: list[_Statement],
             if isinstance(value, NoValue) and value.reason == "hedged":
                 return last
     return None
+
+
+def _cut_fewshot_runon(text: str) -> str:
+    """``text`` up to the next few-shot exemplar's header when an answer precedes it: a
+    base model that answered and ran on into "Question: ..." (with an answer of its own)
+    is read by its answer to this item, as the harness's stop sequence would have cut it."""
+    if "\n" not in text:
+        return text
+    for match in _FEWSHOT.finditer(text):
+        before = text[:match.start()]
+        if before.strip() and _has_marked_answer(before[-TAIL_CHARS:]):
+            return before
+    return text
+
+
+def _has_marked_answer(text: str) -> bool:
+    return bool(_SENTENCE.search(text) or _LABEL.search(text) or _BOX.search(text)
+                or _ML_SENTENCE.search(text) or _ML_LABEL.search(text) or ZH_STATEMENT.search(text))
+
+
+def _with_decimal(spec: AnswerSpec, region: str, lang: str | None = None) -> AnswerSpec:
+    """The spec with the output's decimal convention: its own evidence first (a '1,25'
+    elsewhere in it), else the item's language, else the language of its answer phrase."""
+    evidence = decimal_evidence(region[-TAIL_CHARS:])
+    if evidence is None and spec.decimal is not None:
+        return spec
+    decimal = evidence or decimal_of(spec.language or lang)
+    return spec if decimal == spec.decimal else replace(spec, decimal=decimal)
+
+
+def _ends_in_loop(text: str) -> bool:
+    """Whether the text ends in the same chunk three times over (a degenerate run cut at
+    the token limit): then an unmarked last sentence is no answer."""
+    tail = text.rstrip()[-600:]
+    for period in range(4, 161):
+        if 3 * period > len(tail):
+            break
+        chunk = tail[-period:]
+        if tail[-3 * period:] == chunk * 3:
+            return True
+    return False
+
+
+def _cut_mid_expression(text: str) -> bool:
+    """Whether the text stops inside a computation ('... = ', an open '$' or brace)."""
+    stripped = text.rstrip()
+    if not stripped:
+        return False
+    line = stripped[stripped.rfind("\n") + 1:]
+    return stripped[-1] in "=+-/×(,\\{^" or line.count("{") > line.count("}")
+
+
+def _first_sentence_option(region: str, spec: AnswerSpec) -> list[_Statement]:
+    """A reply that opens with an option's own text as its first sentence ("Wages will
+    fall. When the economy ..."): that option, unmarked, counted when nothing marks one."""
+    stripped = region.lstrip()
+    start = len(region) - len(stripped)
+    match = _SENTENCE_SPLIT.match(stripped)
+    if match is None or "\n" in match.group(0):
+        return []
+    sentence = match.group(0).strip(" \t*_")
+    options = {normalize_text(choice) for choice in spec.choices}
+    if normalize_text(sentence) in options - {""}:
+        return [_Statement("first_line", start, start + match.end(), sentence, explicit=False)]
+    return []
+
+
+def _ml_statements(text: str) -> list[_Statement]:
+    """Answer labels and sentences of the other languages (``languages``). An ASCII text
+    with none of their ASCII words is skipped at the cost of one search (most outputs)."""
+    if text.isascii() and not _ML_ASCII_HINT.search(text):
+        return []
+    out = []
+    for pattern, kind in ((_ML_LABEL, "answer_label"), (_ML_SENTENCE, "answer_is")):
+        for match in pattern.finditer(text):
+            line_end = text.find("\n", match.end())
+            line_end = len(text) if line_end == -1 else line_end
+            content = _first_sentence(text[match.end():line_end].strip(" \t*_-–—"))
+            end = line_end
+            if not content and kind == "answer_label":
+                content, end = _next_block(text, line_end)
+            if content:
+                entries = ANSWER_LABELS if kind == "answer_label" else ANSWER_SENTENCES
+                out.append(_Statement(kind, match.start(), end, content,
+                                      lang=language_of(match.group(1), entries)))
+    return out
+
+
+def _json_answers(text: str) -> list[_Statement]:
+    """``{"answer": "C"}`` and the like, in a JSON or code-fenced reply."""
+    if '"' not in text and "'" not in text:
+        return []
+    out = []
+    for match in _JSON_ANSWER.finditer(text):
+        content = next(group for group in match.groups() if group is not None)
+        out.append(_Statement("json", match.start(), match.end(), content))
+    return out
+
+
+def _table_answers(text: str) -> list[_Statement]:
+    """A markdown table's answer: a row '| Answer | 12 |', or the last row's cell under an
+    'Answer' / 'Final answer' column."""
+    if "|" not in text:
+        return []
+    out = []
+    offset = 0
+    column: int | None = None
+    for line in text.split("\n"):
+        stripped = line.strip()
+        cells = [cell.strip(" *_") for cell in stripped.strip("|").split("|")]
+        if stripped.startswith("|") and len(cells) >= 2:
+            names = [_TABLE_ANSWER.fullmatch(cell) is not None for cell in cells]
+            if names[0] and _table_value(cells[1]):
+                out.append(_Statement("answer_line", offset, offset + len(line), cells[1]))
+            elif any(names):
+                column = names.index(True)
+            elif column is not None and column < len(cells) and _table_value(cells[column]):
+                out.append(_Statement("answer_line", offset, offset + len(line), cells[column]))
+        else:
+            column = None
+        offset += len(line) + 1
+    return out
+
+
+def _table_value(cell: str) -> bool:
+    return bool(cell) and not set(cell) <= set("-: ")
+
+
+def _display_answers(text: str) -> list[_Statement]:
+    """``Answer \\[ 9 \\]``: a display-math answer after an answer label."""
+    if "\\[" not in text and "$$" not in text:
+        return []
+    return [_Statement("answer_line", m.start(), m.end(), m.group(1).strip())
+            for m in _DISPLAY_ANSWER.finditer(text)]
 
 
 def _answer_tags(text: str) -> list[_Statement]:
@@ -410,6 +627,22 @@ def _last_sentences(text: str) -> list[_Statement]:
             out.append(_Statement("last_sentence", base + last.start(), base + last.end(),
                                   lead, explicit=False))
     return out
+
+
+def _final_short_line(text: str) -> list[_Statement]:
+    """A bare short last line after the reasoning ("... recount: 12 apples.\\n\\n12", "\\n\\nB"):
+    the reply's closing short answer, which outranks an earlier conclusion when it reads as
+    the asked type. Headings, questions and lines ending in ':' are no answer."""
+    stripped = text.rstrip()
+    start = stripped.rfind("\n") + 1
+    if not start or not stripped[:start].strip():
+        return []  # a one-line reply: the first-line rules read it
+    line = stripped[start:].strip(" \t*_#>")
+    if not line or len(line) > BARE_MAX_CHARS or len(line.split()) > LEAD_MAX_WORDS \
+            or line.endswith((":", "：", *QUESTION_MARKS)) or _STEP_HEADING.match(line) \
+            or _MARKER_WORD.search(line):
+        return []
+    return [_Statement("last_line", start, len(stripped), line, explicit=False)]
 
 
 def _first_line(region: str, sentence: bool = False) -> list[_Statement]:

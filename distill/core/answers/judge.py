@@ -8,7 +8,7 @@ in accuracy.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from distill.core.answers.extract import ParsedOutput, parse_output
@@ -31,6 +31,8 @@ UNPARSEABLE_REASONS = {
     "hedged": "two candidate answers ('3 or 4', 'A or B'), or avowed doubt",
     "multiple_answers": "several different answers in the final statement",
     "not_a_number": "the final statement holds no number",
+    "ambiguous_number": "a number whose separator reads two ways in an output that writes "
+                        "both decimal conventions ('1.500' beside '1,5' and '2.5')",
     "not_an_option": "the final statement names no option of this item",
     "no_yes_no": "the final statement says neither yes nor no",
     "bad_gold": "the gold answer itself does not read as its type",
@@ -77,18 +79,33 @@ def judge(predicted: str | None, sample: Sample) -> Correctness:
     return judge_answer(predicted, sample).correctness
 
 
-def judge_answer(predicted: str | None, sample: Sample) -> Verdict:
-    """``judge`` with its reason."""
+def judge_answer(predicted: str | None, sample: Sample, decimal: str | None = None) -> Verdict:
+    """``judge`` with its reason. ``decimal``: the convention the output's numbers were read
+    with (``ParsedOutput.decimal``), when the answer comes from a parsed output."""
     spec = AnswerSpec.of(sample)
+    if decimal is not None and decimal != spec.decimal:
+        spec = replace(spec, decimal=decimal)
     value = read_value(predicted, spec)
     if isinstance(value, NoValue):
         return Verdict("unparseable", value.reason, predicted)
-    gold = gold_value(sample.answer, spec)
+    gold = gold_value(_gold_statement(sample.answer, spec), spec)
     if isinstance(gold, NoValue):
         return Verdict("unparseable", "bad_gold", predicted, value.canonical)
     reason = _compare(value, gold, spec, predicted or "", sample.answer)
     return Verdict("correct" if reason == "correct" else "wrong", reason, predicted,
                    value.canonical)
+
+
+# A gold answer longer than this, or boxed, is a worked solution (math-verify's and MATH's
+# golds are): its final answer is read out of it like a model's.
+GOLD_PLAIN_MAX_CHARS = 80
+
+
+def _gold_statement(answer: str, spec: AnswerSpec) -> str:
+    if len(answer) <= GOLD_PLAIN_MAX_CHARS and "\\boxed" not in answer:
+        return answer
+    parsed = parse_output(answer, spec)
+    return parsed.final_answer if parsed.reason == "ok" and parsed.final_answer else answer
 
 
 def judge_output(text: str, sample: Sample, *, answer_format: str | None = None,
@@ -121,7 +138,7 @@ def verdict_of(parsed: ParsedOutput, sample: Sample) -> Verdict:
     if parsed.final_answer is None or parsed.reason != "ok":
         return Verdict("unparseable", "no_answer" if parsed.reason == "ok" else parsed.reason,
                        parsed.final_answer, None, parsed.marker)
-    verdict = judge_answer(parsed.final_answer, sample)
+    verdict = judge_answer(parsed.final_answer, sample, parsed.decimal)
     return Verdict(verdict.correctness, verdict.reason, verdict.answer, verdict.canonical,
                    parsed.marker)
 

@@ -20,6 +20,7 @@ Rules, in order, on the statement:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -53,11 +54,16 @@ _DOUBT = re.compile(
 _HEDGE = re.compile(r"\b(?:or|between|either|maybe|perhaps|possibly|range)\b|\d\s*(?:-|to)\s*\d",
                     re.IGNORECASE)
 _EXPLANATION = re.compile(
-    r"(?:,\s*|\s+)(?:because|since|given that|due to|as shown|as seen|as the|which|where|"
+    r"(?:,\s*|\s+)(?:because|since|given that|due to|as shown|as seen|as the|"
+    r"which(?!\s+(?:is|equals)\s+[-$\\\d])|where|"
     r"so that|for (?:a|an|the) total)\b.*$", re.IGNORECASE | re.DOTALL)
+# "5, not 4", "not it's not 10 it's 1,000.99": the negation takes its first number only.
 _NEGATED = re.compile(
-    r"(?:,\s*|\s+|\()(?:not|rather than|instead of)\s+[^,;.()]*\)?", re.IGNORECASE)
+    r"(?:,\s*|\s+|\(|^)(?:not|rather than|instead of)\s+[^,;.()\d]{0,40}?"
+    r"-?\d+(?:[.,]\d+)*(?:\s*%)?\)?", re.IGNORECASE)
+_APPROX = re.compile(r"≈|\\approx")
 _EQUALS = re.compile(r"=|≈|\\approx")
+_EQUALS_ONLY = re.compile(r"=")
 _COPULA = re.compile(r"\b(?:is|was|are|were|equals|becomes)\b", re.IGNORECASE)
 _PARENTHESES = re.compile(r"\([^()]*\)")
 _SIMPLE = re.compile(r"-?\d{1,15}(?:\.(\d{1,15}))?")
@@ -102,20 +108,38 @@ class NotANumber:
     reason: str  # "empty_answer" | "hedged" | "multiple_answers" | "not_a_number"
 
 
-def read_number(statement: str, given: tuple[float, ...] = ()) -> Number | NotANumber:
+def read_number(statement: str, given: tuple[float, ...] = (),
+                decimal: str | None = None, expressions: bool = False) -> Number | NotANumber:
     """The one number a statement gives as its answer (see the module's rules).
 
     ``given``: numbers of the question itself; a reply that restates them ("2 objects
-    are preferred by more than 7 people") is read by the number it adds."""
+    are preferred by more than 7 people") is read by the number it adds. ``decimal``: the
+    output's decimal convention ('comma', 'point', 'mixed' or None; see
+    ``normalize_separators``). ``expressions``: a closed form the scanner cannot evaluate
+    goes to the math-verify tier (``expression_value``)."""
     simple = _SIMPLE.fullmatch(statement.strip())
-    if simple:  # the common case, '26' or '-3.5': no reading rules needed
-        return Number(float(simple.group(0)), len(simple.group(1) or ""))
+    if simple and not (decimal in ("comma", "mixed") and len(simple.group(1) or "") == 3):
+        return Number(float(simple.group(0)), len(simple.group(1) or ""))  # '26', '-3.5'
     text = plain(statement)
     if not text:
         return NotANumber("empty_answer")
     if _DOUBT.search(text):
         return NotANumber("hedged")
-    text = _mixed_numbers(_focus(text, given))
+    if _INFINITY.fullmatch(text.strip(" .")):
+        return Number(math.inf, None)
+    text = normalize_separators(text, decimal)
+    if text is None:
+        return NotANumber("ambiguous_number")
+    read = _read_focused(_mixed_numbers(_focus(text, given)), given)
+    if expressions and isinstance(read, NotANumber) \
+            and read.reason in ("not_a_number", "multiple_answers") \
+            and len(statement) <= EXPRESSION_MAX_CHARS and _LATEX_EXPRESSION.search(statement) \
+            and not _BIG_LITERAL.search(statement):
+        return expression_value(statement) or read
+    return read
+
+
+def _read_focused(text: str, given: tuple[float, ...]) -> Number | NotANumber:
     ratio = _RATIO.fullmatch(text.strip(" ."))
     if ratio and float(ratio.group(2)):
         return Number(float(ratio.group(1)) / float(ratio.group(2)), None)
@@ -175,8 +199,11 @@ def _focus(text: str, given: tuple[float, ...] = ()) -> str:
     holds a number the question did not give."""
     text = _EXPLANATION.sub("", text) or text
     text = _NEGATED.sub(" ", text)
+    exact = _APPROX.split(_EQUALS_ONLY.split(text)[-1])
     parts = _EQUALS.split(text)
-    if len(parts) > 1 and _fresh(parts[-1], given):
+    if "=" in text and len(exact) > 1 and _fresh(exact[0], given):
+        text = exact[0]  # "x = 1/3 ≈ 0.33": the exact value is the answer, not its rounding
+    elif len(parts) > 1 and _fresh(parts[-1], given):
         text = parts[-1]
     copulas = list(_COPULA.finditer(text))
     if copulas:
@@ -252,9 +279,110 @@ def scan_numbers(text: str) -> list[Number]:
 
 
 def _glued(char: str) -> bool:
-    """Whether a number right after ``char`` is part of a name ('x2', 'm_1', '∠2'). A
-    Chinese character is a word of its own ('一共有6只'), never a name's prefix."""
-    return (char.isalpha() and not "\u3400" <= char <= "\u9fff") or char in "^_∠△"
+    """Whether a number right after ``char`` is part of a name ('x2', 'm_1', '∠2'). Only
+    Latin and Greek letters name things so: a Chinese, Japanese, Thai, Cyrillic ... letter
+    is a word of its own ('一共有6只', '答えは460です')."""
+    return (char.isalpha() and char <= "\u03ff") or char in "^_∠△"
+
+
+# --- separators by convention ---------------------------------------------------------------
+
+_GROUPED_SPACE = re.compile(r"(?<![\d.,])\d{1,3}(?:[ \u00a0\u2009\u202f'’]\d{3})+(?![\d/])")
+_SEPARATED = re.compile(r"(?<![\d.,])\d+(?:[.,]\d+)+(?![\d])")
+_COMMA_DECIMAL = re.compile(r"\d,(?:\d{1,2}|\d{4,})(?![\d,])")
+_POINT_DECIMAL = re.compile(r"\d\.(?:\d{1,2}|\d{4,})(?![\d.])")
+_COMMA_GROUPS = re.compile(r"\d{1,3}(?:,\d{3}){2,}(?![\d])|\d,\d{3}\.\d")
+_POINT_GROUPS = re.compile(r"\d{1,3}(?:\.\d{3}){2,}(?![\d])|\d\.\d{3},\d")
+
+
+def decimal_evidence(text: str) -> str | None:
+    """The decimal convention an output's own numbers show: 'comma' ('11,25', '1.234.567'),
+    'point' ('37.89', '1,234,567'), 'mixed' (both), or None (no telling number)."""
+    if "," not in text and "." not in text:
+        return None
+    comma = bool(_COMMA_DECIMAL.search(text) or _POINT_GROUPS.search(text))
+    point = bool(_POINT_DECIMAL.search(text) or _COMMA_GROUPS.search(text))
+    return "mixed" if comma and point else "comma" if comma else "point" if point else None
+
+
+def normalize_separators(text: str, decimal: str | None) -> str | None:
+    """Numbers rewritten with a decimal point and no group separators, by the output's
+    convention. Spaces, thin spaces and apostrophes between groups of three join ('1 000',
+    "1'000"); with both ',' and '.' the last is the decimal; several of one are groups; a
+    lone ',' or '.' followed by other than three digits is a decimal ('1,22', '3.5'). A
+    lone one followed by three digits ('1,000', '1.500') follows ``decimal``: 'comma' makes
+    ',' the decimal and '.' a group, 'point' or None (the common case) the reverse, and
+    'mixed' (an output that writes both) leaves it a true ambiguity: None."""
+    if not any(mark in text for mark in " ,.'’\u00a0\u2009\u202f"):
+        return text
+    text = _GROUPED_SPACE.sub(lambda m: re.sub(r"[^\d]", "", m.group(0)), text)
+    ambiguous = False
+
+    def rewrite(match: re.Match[str]) -> str:
+        nonlocal ambiguous
+        token = match.group(0)
+        marks = [c for c in token if c in ",."]
+        if "," in marks and "." in marks:
+            whole, _, fraction = token.rpartition(marks[-1])
+            return re.sub(r"[.,]", "", whole) + "." + fraction
+        mark = marks[0]
+        if len(marks) > 1:
+            return token.replace(mark, "") if all(len(g) == 3 for g in token.split(mark)[1:]) \
+                else token
+        whole, _, fraction = token.partition(mark)
+        if len(fraction) != 3 or whole.startswith("0"):
+            return token if mark == "." or decimal == "point" else f"{whole}.{fraction}"
+        if decimal == "mixed":
+            ambiguous = True
+            return token
+        decimal_mark = "," if decimal == "comma" else "."
+        return f"{whole}.{fraction}" if mark == decimal_mark else whole + fraction
+
+    text = _SEPARATED.sub(rewrite, text)
+    return None if ambiguous else text
+
+
+# --- expressions the scanner does not evaluate: a math-verify tier ---------------------------
+
+# The math-verify tier takes short closed forms with small literals only: sympy's work
+# on '\\binom{10^6}{5 \\cdot 10^5}' is unbounded.
+EXPRESSION_MAX_CHARS = 120
+_BIG_LITERAL = re.compile(r"\d{7,}|\^\s*\{?\s*\d{3,}")
+_INFINITY = re.compile(r"\\infty|∞|\+\\infty|infinity|infinite", re.IGNORECASE)
+# LaTeX the scanner does not evaluate (\log, \ln, trig, \binom, \infty, e^...).
+_LATEX_EXPRESSION = re.compile(r"\\(?:log|ln|exp|sin|cos|tan|binom|infty)(?![A-Za-z])|\be\^")
+
+
+def expression_value(statement: str) -> Number | None:
+    """The value of a closed-form answer the scanner cannot evaluate ('\\frac{1}{2}\\log
+    2\\pi'), through math-verify when it is installed (the ``peers`` extra): a fallback
+    tier, reached only after the scanner failed on an answer with such LaTeX, so the
+    common path never pays for sympy. Returns None without math-verify, on a parse failure,
+    or when the expression has free symbols (not a number)."""
+    try:
+        from math_verify import parse
+    except ImportError:  # pragma: no cover - the tier is optional
+        return None
+    # parsing_timeout=None (math-verify's alarm works on the main thread only) makes it
+    # warn on every call; the input is bounded (MAX_STATEMENT_CHARS) instead.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    text = statement.strip()
+    if "$" not in text and "\\(" not in text and "\\[" not in text:
+        text = f"${text}$"
+    try:
+        parsed = parse(text, parsing_timeout=None)
+    except Exception:  # noqa: BLE001 - any parse failure is 'no value'
+        return None
+    for expression in parsed:
+        try:
+            if getattr(expression, "free_symbols", None):
+                continue
+            value = complex(expression.evalf())
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if value.imag == 0 and math.isfinite(value.real):
+            return Number(value.real, None)
+    return None
 
 
 def _after_exponent(text: str, index: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from distill.core.answers.languages import NO_WORDS, OPTION_LETTERS, YES_WORDS
 from distill.core.answers.numbers import Number, numbers_match, read_number
 from distill.core.answers.phrases import ZH_LEAD, ZH_YES_NO
 from distill.core.answers.text import normalize_text, plain
@@ -50,10 +51,22 @@ _YES_NO_DOUBT = re.compile(r"\b(?:maybe|perhaps|unclear|uncertain|not sure|canno
                            r"impossible to (?:tell|say|determine))\b", re.IGNORECASE)
 
 
+# An option letter of another script standing alone ('Б', 'د', 'Γ)'), by position; only in
+# a short statement ('Б', '(В) 45°'): in a sentence 'В' is the Russian 'in'.
+FOREIGN_LETTER_MAX_WORDS = 2
+_FOREIGN = {foreign: latin for foreign, latin, _ in OPTION_LETTERS}
+_FOREIGN_LETTER = re.compile(r"(?<![^\W\d_])([" + "".join(_FOREIGN) + r"])(?![^\W\d_])")
+_YES_WORDS = frozenset(entry.text.casefold() for entry in YES_WORDS)
+_NO_WORDS = frozenset(entry.text.casefold() for entry in NO_WORDS)
+_FIRST_WORD = re.compile(r"[^\W\d_]+(?:\s+[^\W\d_]+)?")
+
+
 def read_choice(statement: str, choices: list[str] | tuple[str, ...]) -> str | NoOption:
     """The letter of the one option a statement picks."""
     letters = CHOICE_LETTERS[: len(choices)]
     raw = statement.strip()
+    if len(raw.split()) <= FOREIGN_LETTER_MAX_WORDS and _FOREIGN_LETTER.search(raw):
+        raw = _FOREIGN_LETTER.sub(lambda m: _FOREIGN[m.group(1)], raw)
     text = plain(raw)
     if not text:
         return NoOption("empty_answer")
@@ -62,6 +75,8 @@ def read_choice(statement: str, choices: list[str] | tuple[str, ...]) -> str | N
         if normalized and normalize_text(choice) == normalized:
             return letters[index]
     named = _letters_named(_mask_options(raw, choices), _mask_options(text, choices), choices)
+    if len(named) > 1 and named & set(letters):
+        named &= set(letters)  # "(F) 0.850 V": V is a unit, not an option of ten
     if named:
         if len(named) > 1:
             return NoOption("hedged" if _HEDGE.search(text) else "multiple_answers")
@@ -113,6 +128,8 @@ def _start_is_letter(match: re.Match[str], text: str,
     a lower-case word: "B", "(B)", "B. 45°", "b)" are picks, "A cat" is not."""
     bracket, letter, punct = match.group(1), match.group(2), match.group(3)
     rest = text[match.end():].strip()
+    if letter.islower() and len(rest.split()) > 6:
+        return False  # "(b) The speeds at which ...": a part of the reply, not a pick
     if bracket or punct in (")", "]", ".", ":"):
         return True
     if not rest:
@@ -162,6 +179,9 @@ def read_yes_no(statement: str) -> str | NoOption:
     chinese = ZH_YES_NO.match(ZH_LEAD.sub("", text))
     if chinese is not None and not text.startswith("是否"):
         return "no" if chinese.group(1) else "yes"
+    foreign = _foreign_yes_no(text)
+    if foreign is not None:
+        return foreign
     words = normalize_text(text).split()
     if not words:
         return NoOption("empty_answer")
@@ -179,3 +199,19 @@ def read_yes_no(statement: str) -> str | NoOption:
     if len(named) > 1 or _YES_NO_DOUBT.search(text):
         return NoOption("hedged")
     return NoOption("no_yes_no")
+
+
+def _foreign_yes_no(text: str) -> str | None:
+    """'Ja, ...', 'Нет.', 'はい', 'Sí': a reply opening with another language's yes or no
+    word (``languages.YES_WORDS`` / ``NO_WORDS``), the way a yes/no reply opens in
+    English. Only the opening word counts: inside a sentence these words are content."""
+    match = _FIRST_WORD.match(text.strip(" \t*_\"'¡¿«"))
+    if match is None:
+        return None
+    words = match.group(0).casefold()
+    for candidate in (words, words.split()[0]):
+        if candidate in _YES_WORDS:
+            return "yes"
+        if candidate in _NO_WORDS:
+            return "no"
+    return None

@@ -24,6 +24,8 @@ _LATEX_WRAPPER = re.compile(
     r"\{([^{}]*)\}")
 _LATEX_DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\s*\{\s*°\s*\}")
 _LATEX_SPACE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~")
+# Thousands separators in LaTeX: '16,\\!386', '11,\\! 111', '1\\,000', '1\\ 000'.
+_LATEX_GROUP = re.compile(r"(?<=\d)(?:,\\!|\\[,; ]|\{,\})[ ]*(?=\d{3}(?!\d))")
 _LATEX_SIZING = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg|displaystyle)(?![A-Za-z])")
 _MATH_DELIMITERS = re.compile(r"\\[()\[\]]|\$\$?")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -102,8 +104,10 @@ def strip_latex(text: str) -> str:
         if not count:
             break
     value = _LATEX_DEGREE.sub("°", value)
+    value = _LATEX_GROUP.sub(lambda m: "" if m.group(0).startswith("\\") else ",", value)
     value = value.replace("\\%", "%").replace("\\$", "$").replace("{,}", ",")
     value = value.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    value = value.replace("\\cfrac", "\\frac")
     value = _LATEX_SPACE.sub(" ", value)
     value = _LATEX_SIZING.sub("", value)
     value = _MATH_DELIMITERS.sub(" ", value)
