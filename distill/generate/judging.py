@@ -51,6 +51,7 @@ from distill.generate.stage import (
     ShardStage,
     ShardTask,
     StageSummary,
+    Status,
     locked_run,
 )
 from distill.schemas import (
@@ -266,13 +267,15 @@ def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
 
 
 def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
-              on_total: Callable[[int], None] | None = None) -> JudgeSummary:
+              on_total: Callable[[int], None] | None = None,
+              status: Status | None = None) -> JudgeSummary:
     """Judge into ``options.out``, its only writer (another run there: exit, or wait)."""
     def run(out: Path) -> JudgeSummary:
         plan, _ = plan_tasks(options)
         if on_total:
             rows = {(ref.split, ref.file): ref.rows for ref in plan.upstream.shards}
             on_total(sum(rows[(t.split, t.name)] for t in plan.tasks))
-        return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance)
+        return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance,
+                                status=status)
 
     return locked_run(options.out, options.wait, run)

@@ -41,11 +41,13 @@ from distill.generate.engines.base import Completion, EngineFailure
 from distill.generate.stage import (
     Ask,
     EngineCache,
+    Feed,
     Progress,
     RunPlan,
     ShardStage,
     ShardTask,
     StageSummary,
+    Status,
     locked_run,
 )
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
@@ -172,6 +174,7 @@ class GenerateOptions:
     ray_actors: int | None = None  # actor pool size (None: what the cluster fits)
     ray_tensor_parallel: int = 1  # GPUs placed together per actor
     wait: bool = False  # wait for another run on the same --out instead of exiting
+    feed: Feed = "stream"  # "shard": one shard at a time (the benchmark's baseline)
 
     @property
     def ray(self) -> RayOptions:
@@ -241,16 +244,19 @@ def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) ->
 
 def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = None,
                  on_total: Callable[[int], None] | None = None,
-                 engines: EngineCache | None = None) -> RunSummary:
+                 engines: EngineCache | None = None,
+                 status: Status | None = None) -> RunSummary:
     """Generate into ``options.out``, its only writer (another run there: exit, or wait).
 
-    ``engines`` lends engines already loaded to a local run (they stay open after it)."""
+    ``engines`` lends engines already loaded to a local run (they stay open after it);
+    ``status`` gets the feed's line about the engines (in flight, tokens/s)."""
     def run(out: Path) -> RunSummary:
         plan, teachers = plan_tasks(options)
         if on_total:
             on_total(_total(plan, teachers))
         return GenerateStage().run(plan, RunSummary(out=out), executor=options.executor,
-                                   ray=options.ray, progress=bar_advance, engines=engines)
+                                   ray=options.ray, progress=bar_advance, engines=engines,
+                                   feed=options.feed, status=status)
 
     return locked_run(options.out, options.wait, run)
 
