@@ -177,3 +177,52 @@ def test_distill_generate_with_vllm_then_distill_train(tiny_model, samples_dir, 
                  "--set", "tensorboard=false"]) == 0
     manifest = read_json_model(run / "manifest.json", RunManifest)
     assert manifest.steps == 2 and is_finished(run)
+
+
+def _tiny_teacher(tiny_model: Path, **options) -> dict:
+    return {"engine": "vllm", "model": str(tiny_model), "prompt": "cot", "k": 1,
+            "sampling": {"temperature": 0.0, "max_tokens": 12, "seed": 0},
+            "options": {"enforce_eager": True, "max_model_len": 512, "dtype": "float32",
+                        "engine_args": {"max_num_seqs": 4}, **options}}
+
+
+@pytest.fixture(scope="module")
+def sharded_samples(tmp_path_factory) -> Path:
+    """17 items in shards of 5: four shards, the last one short."""
+    return make_ingest(tmp_path_factory.mktemp("sharded") / "d", {"val": 17}, shard_size=5)
+
+
+def test_stream_writes_what_the_shard_path_writes(tiny_model, sharded_samples, tmp_path):
+    """vLLM's continuous interface (LLM.enqueue_chat + llm_engine.step) with a window of 3
+    requests across 4 shards: every request answered or accounted for, and at temperature
+    0 the very records LLM.chat writes one shard at a time (the random tiny model writes
+    gibberish, so most are rejections as unparseable: their raw text is compared)."""
+    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": _tiny_teacher(tiny_model,
+                                                                          window=3)})
+    engines = EngineCache()
+    engine = engines.get(next(iter(load_teacher_set(teachers).teachers.values())))
+    enqueued = []
+    enqueue_chat = engine.llm.enqueue_chat
+    engine.llm.enqueue_chat = lambda *args, **kwargs: enqueued.append(1) or enqueue_chat(
+        *args, **kwargs)
+    try:
+        outs = {}
+        for feed in ("shard", "stream"):
+            outs[feed] = tmp_path / feed
+            summary = run_generate(GenerateOptions(sharded_samples, str(teachers), outs[feed],
+                                                   feed=feed), engines=engines)
+            assert summary.shards_done == 4
+    finally:
+        engines.close()
+    assert engines.loads == {"tiny": 1}
+    assert len(enqueued) == 17  # the stream went through vLLM's queue, one request a time
+    by_feed = {}
+    for feed, out in outs.items():
+        traces, rejects = read_outputs(out)
+        keys = [t.trace_key for t in traces] + [r.key for r in rejects]
+        assert len(keys) == len(set(keys)) == 17  # every request answered or accounted for
+        by_feed[feed] = ({t.trace_key: (t.raw_text, t.completion_tokens, t.prompt_tokens,
+                                        t.finish_reason) for t in traces},
+                         {r.key: (r.reason, r.raw) for r in rejects})
+    assert all(raw for _, raw in by_feed["shard"][1].values())
+    assert by_feed["stream"] == by_feed["shard"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -183,9 +184,17 @@ def data_url(data: bytes) -> str:
     return f"data:{image_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def openai_messages(request: ChatRequest) -> list[dict]:
-    """The request as OpenAI chat messages: images as data URLs, then the question."""
-    content: list[dict] = [{"type": "image_url", "image_url": {"url": data_url(image)}}
+def image_uuid(data: bytes) -> str:
+    """A stable id of an image's bytes (vLLM's ``uuid`` of a content part: it then uses
+    this id instead of hashing the decoded pixels again)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def openai_messages(request: ChatRequest, *, uuids: bool = False) -> list[dict]:
+    """The request as OpenAI chat messages: images as data URLs (with ``uuids``, each
+    part carries its bytes' ``image_uuid``, which vLLM reads), then the question."""
+    content: list[dict] = [{"type": "image_url", "image_url": {"url": data_url(image)},
+                            **({"uuid": image_uuid(image)} if uuids else {})}
                            for image in request.images]
     content.append({"type": "text", "text": request.user})
     messages: list[dict] = []
