@@ -82,7 +82,6 @@ class VLLMEngine(Engine):
     def __init__(self, model: str, options: VLLMOptions) -> None:
         super().__init__(model, options)
         self.options: VLLMOptions = options
-        vllm = require_extra("vllm", "vllm", "the vllm engine")
         args: dict[str, Any] = {
             "model": model, "tensor_parallel_size": options.tensor_parallel_size,
             "gpu_memory_utilization": options.gpu_memory_utilization,
@@ -95,8 +94,14 @@ class VLLMEngine(Engine):
         if options.max_model_len is not None:
             args["max_model_len"] = options.max_model_len
         args.update(options.engine_args)
-        self._vllm = vllm
-        self.llm = vllm.LLM(**args)
+        self._vllm, self.llm = self.load(args)
+
+    def load(self, args: dict[str, Any]) -> tuple[Any, Any]:
+        """(the vllm module, its ``LLM`` built from ``args``); the one place vLLM itself is
+        touched, so that a simulated engine (``testing/sim_vllm.py``) can stand in for it
+        under the very same feeding code."""
+        vllm = require_extra("vllm", "vllm", "the vllm engine")
+        return vllm, vllm.LLM(**args)
 
     def _params(self, request: ChatRequest) -> Any:
         sampling = request.sampling
