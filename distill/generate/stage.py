@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel
 
 from distill.core.executors import Executor, RayOptions, map_shards
-from distill.core.images import ImageError, read_image_bytes
+from distill.core.images import ImageError, fit_pixels, read_image_bytes
 from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import fsync_dir, iter_records, write_json_atomic
 from distill.generate import durable
@@ -324,6 +324,9 @@ class ShardStage(ABC, Generic[A]):
         the ask's keys."""
         try:
             image = read_image_bytes(ask.sample.image, shard.task.image_root)
+            budget = getattr(ask.maker.spec, "max_image_pixels", None)
+            if budget:
+                image = fit_pixels(image, budget)
         except ImageError as exc:
             failure = EngineFailure(f"image_error:{exc.reason}", exc.message)
             for key in ask.keys.values():

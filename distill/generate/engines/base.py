@@ -77,9 +77,14 @@ class RequestResults:
 
 
 class EngineOptions(BaseModel):
-    """Base for each engine's options block in a teacher set (unknown keys are errors)."""
+    """Base for each engine's options block in a teacher set (unknown keys are errors).
+
+    ``operational`` names the options that change how requests travel or how fast, never
+    what the teacher answers; every other option is part of what a run's output folder
+    holds, and a second run there with another value of it is refused."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    operational: ClassVar[frozenset[str]] = frozenset()
 
 
 class Engine(abc.ABC):
