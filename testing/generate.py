@@ -76,10 +76,11 @@ def lines_written(out: Path) -> int:
     return total
 
 
-def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float) -> bool:
+def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float,
+               timeout_s: float = 60) -> bool:
     """SIGKILL once ``target`` lines are on disk (plus a random sliver of time, so the
     kill lands anywhere: mid-write, mid-flush, mid-rename). True if it was running."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while process.poll() is None and time.monotonic() < deadline:
         if lines_written(out) >= target:
             time.sleep(extra_s)

@@ -56,8 +56,9 @@ def test_out_of_order_results_across_open_shards_write_what_the_shard_feed_write
     try:
         reference = run_generate(GenerateOptions(samples, str(teachers), tmp_path / "shard",
                                                  feed="shard"), engines=engines)
+        lines: list[str] = []
         streamed = run_generate(GenerateOptions(samples, str(teachers), tmp_path / "stream"),
-                                engines=engines)
+                                engines=engines, status=lines.append)
         streams = [engine.last_stream for engine in engines.engines.values()]
     finally:
         engines.close()
@@ -74,6 +75,8 @@ def test_out_of_order_results_across_open_shards_write_what_the_shard_feed_write
     assert [s.max_held for s in streams] == [7, 7]
     assert 1 < max(opened) <= 4
     assert not leftovers(tmp_path / "stream")
+    # The progress bar's note: in flight, done, tokens/s; the last one says all is back.
+    assert lines and lines[-1].startswith("0 in flight, ") and "requests done" in lines[-1]
     manifest = (tmp_path / "stream" / "manifest.json").read_text()
     assert manifest.count("part-") == (tmp_path / "shard" / "manifest.json").read_text() \
         .count("part-")

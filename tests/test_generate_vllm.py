@@ -9,6 +9,7 @@ tokens) and every request is accounted for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -226,3 +227,51 @@ def test_stream_writes_what_the_shard_path_writes(tiny_model, sharded_samples, t
                          {r.key: (r.reason, r.raw) for r in rejects})
     assert all(raw for _, raw in by_feed["shard"][1].values())
     assert by_feed["stream"] == by_feed["shard"]
+
+
+def test_sigkill_of_a_streaming_vllm_run_then_rerun(tiny_model, sharded_samples, tmp_path):
+    """`distill generate` streaming into vLLM, SIGKILLed (with its engine processes) once
+    results are being written, then the same command again: 0 lost, 0 duplicated, and at
+    temperature 0 the records of an uninterrupted run."""
+    import random
+
+    from testing.generate import generate_command, kill_after, leftovers, lines_written
+
+    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": _tiny_teacher(tiny_model,
+                                                                          window=3)})
+    reference = tmp_path / "reference"
+    engines = EngineCache()
+    try:
+        run_generate(GenerateOptions(sharded_samples, str(teachers), reference),
+                     engines=engines)
+    finally:
+        engines.close()
+    expected = _records(reference)
+    out = tmp_path / "gen"
+    env = {**os.environ, "DISTILL_PROGRESS": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(generate_command(sharded_samples, teachers, out), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        landed = kill_after(process, out, random.Random(7).randint(2, 9), 0.01,
+                            timeout_s=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the engine core's processes too
+        process.wait(timeout=60)
+    assert landed, "the run ended before the kill"
+    assert 0 < lines_written(out) < 17
+    final = subprocess.run(generate_command(sharded_samples, teachers, out), env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert _records(out) == expected
+    assert not leftovers(out)
+
+
+def _records(out: Path) -> dict[str, tuple]:
+    traces, rejects = read_outputs(out)
+    keys = [t.trace_key for t in traces] + [r.key for r in rejects]
+    assert len(keys) == len(set(keys)) == 17  # 0 lost, 0 duplicated
+    return {**{t.trace_key: ("trace", t.raw_text) for t in traces},
+            **{r.key: (r.reason, r.raw) for r in rejects}}
