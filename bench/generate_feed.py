@@ -89,9 +89,10 @@ def child(spec: dict) -> dict:
     start = time.perf_counter()
     summary = run_generate(options, engines=engines)
     seconds = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     report = {"seconds": seconds, "written": summary.written, "rejected": summary.rejected,
               "completion_tokens": summary.completion_tokens,
-              "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}
     for engine in engines.engines.values():
         llm = getattr(engine, "llm", None)
         if llm is not None and hasattr(llm, "served"):
@@ -266,7 +267,9 @@ def one_run(root: Path, samples: Path, path: str, size: int, feed: str, scale: f
            "max_rss_mb": report["max_rss_mb"], "served": report.get("served")}
     print(f"  {path:<10} shards of {size:<4} {feed:<6}: {report['seconds']:6.1f} s, "
           f"{row['tokens_per_s']:8,.0f} tokens/s, {report['written']} traces, "
-          f"{report['rejected']} rejections", flush=True)
+          f"{report['rejected']} rejections; the generating process used "
+          f"{report.get('cpu_s', 0):.1f} CPU-s ({report.get('cpu_s', 0) / requests * 1e3:.1f} "
+          "ms a request, the simulated engine's thread included in process)", flush=True)
     return row
 
 
