@@ -185,3 +185,50 @@ def test_sigkill_of_a_streaming_openai_run_then_rerun(tmp_path):
 def test_sigkill_of_a_streaming_openai_run_many_times(tmp_path, seed):
     landed, total = _kill_and_rerun(tmp_path, seed=seed, kills=4, items=60)
     assert landed >= 2
+
+
+def test_images_scaled_to_a_teachers_pixel_budget(tmp_path):
+    """max_image_pixels: the image a teacher is sent fits its budget (aspect kept); one
+    that fits goes as it is; the budget is part of what defines the teacher's outputs."""
+    import io
+
+    from PIL import Image
+
+    from distill.core.images import fit_pixels
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 100), (200, 10, 10)).save(buffer, format="JPEG")
+    big = buffer.getvalue()
+    scaled = Image.open(io.BytesIO(fit_pixels(big, 10_000)))
+    assert scaled.size == (200, 50) and scaled.format == "PNG"
+    assert fit_pixels(big, 40_000) is big
+    plain = write_teachers(tmp_path / "a.yaml", {"knn": builtin_teacher("knn")})
+    budget = write_teachers(tmp_path / "b.yaml", {"knn": {**builtin_teacher("knn"),
+                                                          "max_image_pixels": 10_000}})
+    first, second = load_teacher_set(plain), load_teacher_set(budget)
+    assert "max_image_pixels" not in first.teachers["knn"].identity()
+    assert first.hash != second.hash
+
+
+def test_the_stage_sends_images_within_the_budget(tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    from distill.generate.engines.builtin import BuiltinDigitsEngine
+
+    seen: list[tuple[int, int]] = []
+    generate = BuiltinDigitsEngine.generate
+
+    def spying(engine, requests):
+        seen.extend(Image.open(io.BytesIO(r.images[0])).size for r in requests)
+        return generate(engine, requests)
+
+    monkeypatch.setattr(BuiltinDigitsEngine, "generate", spying)
+    samples = make_ingest(tmp_path / "in", {"val": 6}, shard_size=3)
+    teachers = write_teachers(tmp_path / "t.yaml", {"knn": {
+        **builtin_teacher("knn", k=1), "engine": "testing.generate:ShuffledEngine",
+        "max_image_pixels": 1000}})
+    summary = run_generate(GenerateOptions(samples, str(teachers), tmp_path / "out"))
+    assert summary.settled == 6 and len(seen) == 6
+    assert all(width * height <= 1000 for width, height in seen)

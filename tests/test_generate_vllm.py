@@ -237,8 +237,9 @@ def test_sigkill_of_a_streaming_vllm_run_then_rerun(tiny_model, sharded_samples,
 
     from testing.generate import generate_command, kill_after, leftovers, lines_written
 
-    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": _tiny_teacher(tiny_model,
-                                                                          window=3)})
+    teacher = _tiny_teacher(tiny_model, window=3)
+    teacher["sampling"]["max_tokens"] = 48  # long enough for a kill to land mid-stream
+    teachers = write_teachers(tmp_path / "t.yaml", {"tiny": teacher})
     reference = tmp_path / "reference"
     engines = EngineCache()
     try:
@@ -261,12 +262,15 @@ def test_sigkill_of_a_streaming_vllm_run_then_rerun(tiny_model, sharded_samples,
             os.killpg(process.pid, signal.SIGKILL)  # the engine core's processes too
         process.wait(timeout=60)
     assert landed, "the run ended before the kill"
-    assert 0 < lines_written(out) < 17
+    written = lines_written(out)
+    assert written >= 2
     final = subprocess.run(generate_command(sharded_samples, teachers, out), env=env,
                            capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stderr[-3000:]
     assert _records(out) == expected
     assert not leftovers(out)
+    print(f"\nvllm stream killed with {written} of 17 records on disk: 0 lost, 0 duplicated, "
+          "records equal to an uninterrupted run's")
 
 
 def _records(out: Path) -> dict[str, tuple]:
