@@ -15,6 +15,13 @@ shard and stats merged across shards):
   engine failure and a reply the stage refuses each become one ``Rejection``;
 - the manifest of every complete shard, written when the run ends.
 
+How asks reach the engines: by default through the streaming feed
+(``distill.generate.feed``), which keeps each engine's window of requests full across
+shard boundaries and commits each shard when all its keys are settled; ``--feed shard``
+runs one shard at a time (``run_shard``), its asks in batches. Both use the same steps
+here: ``open_shard``, ``request`` (an ask's engine request, built when it is fed),
+``settle`` (what its results become) and ``OpenShard.commit``.
+
 Where shards run is the executor's business alone (``distill.core.executors``): the same
 ``StageWorker`` runs them in this process or one per Ray actor.
 """

@@ -9,7 +9,9 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
         prompt: cot              # a prompts/ name or a file path
         k: 2                     # samples per item
         sampling: {temperature: 0.7, top_p: 1.0, max_tokens: 256, seed: 0}
-        batch_size: 256          # optional: requests handed to the engine at once
+        batch_size: 256          # optional: a batch engine's batch (hf, builtin); vllm and
+                                 # openai stream instead (their options' ``window``)
+        max_image_pixels: 1003520  # optional: images scaled down to this budget first
         options: {}              # engine-specific (validated by the engine's Options)
     routing:
       default: [knn, logreg]     # teachers for categories not listed below
