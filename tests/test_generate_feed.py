@@ -232,3 +232,51 @@ def test_the_stage_sends_images_within_the_budget(tmp_path, monkeypatch):
     summary = run_generate(GenerateOptions(samples, str(teachers), tmp_path / "out"))
     assert summary.settled == 6 and len(seen) == 6
     assert all(width * height <= 1000 for width, height in seen)
+
+
+def test_vllm_stream_over_a_simulated_llm():
+    """The vllm engine's stream (enqueue_chat, llm_engine.step, vLLM's internal request
+    ids) over testing/sim_vllm.py's LLM: every request back once with its own output, the
+    window twice max_num_seqs, and a request vLLM drops without an output becomes a
+    transient failure instead of a feed that waits forever."""
+    import io
+
+    from PIL import Image
+
+    from distill.generate.engines.base import ChatRequest, Completion, EngineFailure
+    from distill.generate.engines.vllm import VLLMOptions
+    from distill.schemas import SamplingParams
+    from testing.sim_vllm import SimVLLMEngine
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    engine = SimVLLMEngine("sim", VLLMOptions(engine_args={
+        "time_scale": 0.001, "max_num_seqs": 4, "median_tokens": 6}))
+    try:
+        stream = engine.stream()
+        assert stream.window == 8
+        requests = [ChatRequest(id=f"r{i}", system="", user=f"What is the sum? {i}",
+                                images=(buffer.getvalue(),),
+                                sampling=SamplingParams(max_tokens=32, seed=0), ks=(0, 1))
+                    for i in range(6)]
+        for request in requests:
+            stream.submit(request)
+        back = []
+        while len(back) < len(requests):
+            back.extend(stream.collect(0.1))
+        assert sorted(o.request.id for o in back) == sorted(r.id for r in requests)
+        assert all(o.request is next(r for r in requests if r.id == o.request.id)
+                   for o in back)
+        for outcome in back:
+            assert len(outcome.results) == 2
+            assert all(isinstance(c, Completion) and 1 <= c.completion_tokens <= 32
+                       for c in outcome.results)
+        dropped = requests[0]
+        stream.submit(dropped)
+        engine.llm.abort_request(list(stream.in_engine))  # vLLM drops it, says nothing
+        [lost] = stream.collect(0.1)
+        assert lost.request is dropped
+        assert all(isinstance(r, EngineFailure) and r.reason == "engine_error:lost"
+                   and not r.permanent for r in lost.results)
+    finally:
+        engine.close()

@@ -207,8 +207,10 @@ class VLLMStream(Stream):
     def collect(self, wait_s: float) -> list[RequestResults]:
         done, self.refused = self.refused, []
         llm_engine = self.engine.llm.llm_engine
-        if not self.in_engine or not llm_engine.has_unfinished_requests():
+        if not self.in_engine:
             return done
+        if not llm_engine.has_unfinished_requests():  # ours are gone without an output
+            return done + self._lost()
         for output in llm_engine.step():  # one engine step: what finished in it
             if not getattr(output, "finished", True):
                 continue
@@ -219,6 +221,16 @@ class VLLMStream(Stream):
             done.append(RequestResults(request, self.engine.results(
                 output, time.perf_counter() - start)))
         return done
+
+    def _lost(self) -> list[RequestResults]:
+        """Requests the engine no longer holds and never answered (aborted inside vLLM):
+        transient failures, asked again by the next run, never a feed waiting forever."""
+        failure = EngineFailure(reason="engine_error:lost", permanent=False,
+                                message="vLLM dropped the request without an output")
+        lost = [RequestResults(request, [failure for _ in request.ks])
+                for request, _ in self.in_engine.values()]
+        self.in_engine.clear()
+        return lost
 
     def close(self) -> None:
         if self.in_engine and self.engine.llm is not None:
