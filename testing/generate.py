@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import yaml
 
 from distill.core.shards import iter_records
+from distill.generate.engines.base import ChatRequest, Engine, RequestResults, Stream
+from distill.generate.engines.builtin import BuiltinDigitsEngine
 from distill.ingest.pipeline import IngestOptions, ingest, open_source
 from distill.schemas import Rejection, Trace
 
@@ -72,10 +76,11 @@ def lines_written(out: Path) -> int:
     return total
 
 
-def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float) -> bool:
+def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float,
+               timeout_s: float = 60) -> bool:
     """SIGKILL once ``target`` lines are on disk (plus a random sliver of time, so the
     kill lands anywhere: mid-write, mid-flush, mid-rename). True if it was running."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while process.poll() is None and time.monotonic() < deadline:
         if lines_written(out) >= target:
             time.sleep(extra_s)
@@ -85,3 +90,38 @@ def kill_after(process: subprocess.Popen, out: Path, target: int, extra_s: float
         return False
     process.send_signal(signal.SIGKILL)
     return True
+
+
+class ShuffledEngine(BuiltinDigitsEngine):
+    """The built-in digit readers behind a stream that hands results back out of order:
+    each collect answers a random part of what is in flight (seeded), newest first, and
+    keeps the rest in flight. So results of several open shards interleave, as they do
+    from vLLM or a server; the texts are the built-in readers' own (per request, so the
+    same whatever the order). ``max_held``: the most requests it ever held at once."""
+
+    name: ClassVar[str] = "shuffled"
+
+    def stream(self, batch_size: int | None = None) -> Stream:
+        self.last_stream = ShuffledStream(self, batch_size or 8)
+        return self.last_stream
+
+
+class ShuffledStream(Stream):
+    def __init__(self, engine: Engine, window: int, seed: int = 0) -> None:
+        self.engine = engine
+        self.window = window
+        self.held: list[ChatRequest] = []
+        self.rng = random.Random(seed)
+        self.max_held = 0
+
+    def submit(self, request: ChatRequest) -> None:
+        self.held.append(request)
+        self.max_held = max(self.max_held, len(self.held))
+        assert len(self.held) <= self.window, "the feed overfilled the window"
+
+    def collect(self, wait_s: float) -> list[RequestResults]:
+        if not self.held:
+            return []
+        picked = self.rng.sample(self.held, self.rng.randint(1, len(self.held)))
+        self.held = [r for r in self.held if all(r is not p for p in picked)]
+        return list(reversed(list(self.engine.generate(picked))))

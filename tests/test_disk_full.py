@@ -100,8 +100,12 @@ def leftovers(root: Path) -> list[Path]:
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("disk-full-inputs")
     samples = make_ingest(root / "ingest", {"train": 60, "test": 10}, shard_size=10)
+    # Batches of 8: the feed streams asks across shards, and a batch of 256 would hold all
+    # seven shards open to the end; with small batches shards finish one after another, so
+    # some are finished before the disk fills.
     teachers = write_teachers(root / "teachers.yaml", {
-        "knn": builtin_teacher("knn", k=2), "logreg": builtin_teacher("logreg", k=2)})
+        "knn": {**builtin_teacher("knn", k=2), "batch_size": 8},
+        "logreg": {**builtin_teacher("logreg", k=2), "batch_size": 8}})
     generated = root / "gen"
     done = subprocess.run(generate_command(samples, teachers, generated), cwd=REPO,
                           capture_output=True, text=True, env={**os.environ,

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from distill.generate.engines.base import ChatRequest
 from distill.generate.engines.builtin import BuiltinDigitsEngine, BuiltinOptions
 from distill.generate.engines.hf import HFOptions
 from distill.generate.engines.openai import parse_retry_after
 from distill.generate.engines.vllm import VLLMOptions
 from distill.generate.runner import GenerateOptions, run_generate
+from distill.schemas import SamplingParams
 from testing.generate import leftovers, make_ingest, read_outputs, write_teachers
 from testing.openai_server import (
     EXPECTED_REASON,
@@ -181,3 +183,106 @@ def test_load_64_concurrent_requests_all_accounted_for(tmp_path, reader):
     assert 32 < server.max_in_flight <= 64
     print(f"\nload: {requested} requests at concurrency 64 in {seconds:.2f} s = "
           f"{requested / seconds:.0f} req/s, max in flight {server.max_in_flight}")
+
+
+# --- replies a server should never send: each costs its request, never the run ------------
+
+GOOD = b'{"choices": [{"message": {"content": "Answer: 7"}, "finish_reason": "stop"}]}'
+BAD_REPLIES: dict[str, tuple[dict[str, str], bytes]] = {
+    "nested": ({}, b"[" * 200_000 + b"]" * 200_000),
+    "null_text": ({}, b'{"choices": [{"message": {"content": [{"type": "text", "text": null}]},'
+                      b' "finish_reason": "stop"}]}'),
+    "number_content": ({}, b'{"choices": [{"message": {"content": 12}}]}'),
+    "false_gzip": ({"Content-Encoding": "gzip"}, GOOD),
+    "latin1": ({}, '{"choices": [{"message": {"content": "caf\u00e9"}}]}'.encode("latin-1")),
+}
+
+
+class _RudeHandler:
+    """A loopback server whose reply depends on the mode named in the request's text:
+    a bad body, or (``trickle``) good headers then one byte every 0.3 s."""
+
+    @staticmethod
+    def make():
+        from http.server import BaseHTTPRequestHandler
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                mode = next((m for m in [*BAD_REPLIES, "trickle"] if f"mode={m}" in body), "")
+                headers, payload = BAD_REPLIES.get(mode, ({}, GOOD))
+                if mode == "trickle":
+                    payload = GOOD
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if mode != "trickle":
+                    self.wfile.write(payload)
+                    return
+                try:
+                    for i in range(len(payload)):  # ~20 s in all: far past any timeout
+                        self.wfile.write(payload[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.3)
+                except OSError:  # the client gave up, as it should
+                    pass
+
+        return Handler
+
+
+@pytest.fixture(scope="module")
+def rude_server():
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RudeHandler.make())
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _ask(mode: str) -> ChatRequest:
+    return ChatRequest(id=mode, system="", user=f"mode={mode}", images=(),
+                       sampling=SamplingParams(max_tokens=8), ks=(0,))
+
+
+def test_a_bad_reply_costs_its_request_never_the_run(rude_server):
+    from distill.generate.engines.base import Completion, EngineFailure
+    from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions
+
+    engine = OpenAIEngine("m", OpenAIOptions(base_url=rude_server, api_key_env=None,
+                                             max_attempts=1, timeout_s=5, max_concurrency=8))
+    modes = [*BAD_REPLIES, "fine"]
+    got = {o.request.id: o.results[0] for o in engine.generate([_ask(m) for m in modes])}
+    assert set(got) == set(modes)
+    assert isinstance(got["fine"], Completion) and got["fine"].text == "Answer: 7"
+    for mode in ("nested", "number_content", "false_gzip", "latin1"):
+        assert isinstance(got[mode], EngineFailure), mode
+        assert got[mode].reason == "engine_error:bad_response" and not got[mode].permanent
+    # A text part holding null adds no text: an empty reply (unparseable later), no crash.
+    assert isinstance(got["null_text"], Completion) and got["null_text"].text == ""
+
+
+def test_timeout_bounds_the_whole_request_not_each_read(rude_server):
+    from distill.generate.engines.base import EngineFailure
+    from distill.generate.engines.openai import OpenAIEngine, OpenAIOptions
+
+    engine = OpenAIEngine("m", OpenAIOptions(base_url=rude_server, api_key_env=None,
+                                             max_attempts=1, timeout_s=1.0))
+    start = time.monotonic()
+    [outcome] = list(engine.generate([_ask("trickle")]))
+    elapsed = time.monotonic() - start
+    assert isinstance(outcome.results[0], EngineFailure)
+    assert outcome.results[0].reason == "engine_error:timeout"
+    assert elapsed < 6, f"a 1 s timeout held a trickling reply for {elapsed:.1f} s"

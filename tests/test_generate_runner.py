@@ -169,6 +169,21 @@ def test_one_output_folder_refuses_a_different_teacher_set(samples_dir, teachers
     ({"teachers": {"a": {"engine": "builtin", "model": "knn", "k": 0}}}, "teachers.a.k"),
     ({"teachers": {"a": {"engine": "builtin", "model": "knn", "temperature": 1}}},
      "teachers.a.temperature"),
+    # The abstract base, or a path without a module, is one line, not a traceback.
+    ({"teachers": {"a": {"engine": "distill.generate.engines.base:Engine", "model": "m"}}},
+     "teachers.a.engine"),
+    ({"teachers": {"a": {"engine": ":Foo", "model": "m"}}}, "teachers.a.engine"),
+    ({"teachers": {"a": {"engine": "os.path:Foo", "model": "m"}}}, "teachers.a.engine"),
+    # A denormal temperature would sample from NaN probabilities.
+    ({"teachers": {"a": {"engine": "builtin", "model": "knn",
+                         "sampling": {"temperature": 1e-310}}}}, "teachers.a.sampling"),
+    # A server URL without a scheme is a config error, not a run of connection failures.
+    ({"teachers": {"a": {"engine": "openai", "model": "m",
+                         "options": {"base_url": "localhost:8000/v1"}}}},
+     "teachers.a.options.base_url"),
+    ({"teachers": {"a": {"engine": "openai", "model": "m",
+                         "options": {"base_url": ["http://h:1/v1", "h2/v1"]}}}},
+     "teachers.a.options.base_url"),
 ])
 def test_bad_teacher_sets_name_the_field(tmp_path, teachers_doc, field):
     import yaml
@@ -179,6 +194,37 @@ def test_bad_teacher_sets_name_the_field(tmp_path, teachers_doc, field):
         load_teacher_set(path)
     assert error.value.field == field
     assert str(path) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_teacher_options_that_change_outputs_cannot_change_on_one_out(samples_dir, tmp_path):
+    """pool_seed decides what the built-in readers answer: a second run on the same --out
+    with another value is refused (it would mix two settings' traces under one manifest);
+    batch_size only decides how requests are grouped, so it may change."""
+    out = tmp_path / "gen"
+    first = write_teachers(tmp_path / "a.yaml", {"knn": builtin_teacher("knn", k=1)})
+    run_generate(GenerateOptions(samples_dir, str(first), out, splits=("val",)))
+    reseeded = write_teachers(tmp_path / "b.yaml", {"knn": {
+        **builtin_teacher("knn", k=1), "options": {"pool_seed": 1}}})
+    with pytest.raises(DistillError, match="'knn' option pool_seed = '\\(default\\)', not 1"):
+        run_generate(GenerateOptions(samples_dir, str(reseeded), out, splits=("train",)))
+    rebatched = write_teachers(tmp_path / "c.yaml", {"knn": {
+        **builtin_teacher("knn", k=1), "batch_size": 3}})
+    summary = run_generate(GenerateOptions(samples_dir, str(rebatched), out))
+    assert summary.shards_skipped == 1 and summary.shards_done == 3
+
+
+@pytest.mark.parametrize(("routing", "says"), [
+    ({"default": []}, "routing sends no item to any teacher"),
+    ({"defualt": ["knn"]}, "routing keys no item has: defualt"),
+])
+def test_routing_that_reaches_no_item_is_an_error(samples_dir, tmp_path, routing, says):
+    teachers = write_teachers(tmp_path / "t.yaml", {"knn": builtin_teacher("knn", k=1)},
+                              routing)
+    out = tmp_path / "gen"
+    with pytest.raises(DistillError, match=says):
+        run_generate(GenerateOptions(samples_dir, str(teachers), out))
+    assert not (out / "manifest.json").exists()
 
 
 def test_shipped_digits_teacher_set_loads_and_routes_everything():

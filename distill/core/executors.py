@@ -4,6 +4,13 @@ Stages are written as a shard worker ``worker(task) -> summary`` that reads its 
 shard and durably writes its output shard itself; an executor only decides where the
 calls run. Results (small summaries) come back in task order.
 
+A streaming worker (``stream=True``) also has ``worker.map(tasks)``, which takes many
+shards at once and yields ``(task, summary)`` as each one completes, in any order: the
+generate and judge stages keep their engines fed across shard boundaries that way. Here
+it gets every task; on Ray each actor gets one share of them per call (about an equal
+share each, so there is no barrier between shards inside an actor, and a lost actor's
+share is retried elsewhere, resuming from its shards' durable files).
+
 A worker may hold expensive state (a teacher's engine: a 70B vLLM model takes minutes to
 load), so executors take a *factory* of workers, not a function: ``make_worker()`` is
 called once per process that runs shards -- once here on the local executor, once per
@@ -58,23 +65,30 @@ class RayOptions:
 def map_shards(make_worker: WorkerFactory, tasks: Sequence[T], *,
                executor: Executor = "local", ray: RayOptions | None = None,
                progress: Callable[[int], None] | None = None,
-               settled: Callable[[R], int] | None = None) -> Iterator[R]:
-    """Yield ``worker(task)`` for every task, in task order (one worker per process).
+               settled: Callable[[R], int] | None = None, stream: bool = False,
+               status: Callable[[str], None] | None = None) -> Iterator[R]:
+    """Yield the result of every task (one worker per process): in task order, or with
+    ``stream`` in the order the worker's ``map`` completes them.
 
     ``progress`` is advanced as work settles: in this process the worker is handed it and
     advances it per output (``worker(task, progress)``); on Ray, where a shard runs
-    elsewhere, it is advanced by ``settled(result)`` when each shard's result comes back."""
+    elsewhere, it is advanced by ``settled(result)`` when each shard's result comes back.
+    ``status`` (local, streaming) gets the worker's status lines."""
     if executor == "local":
         worker = make_worker()
         try:
-            for task in tasks:
-                yield worker(task, progress) if progress else worker(task)
+            if stream:
+                for _, result in worker.map(tasks, progress, status):  # type: ignore[attr-defined]
+                    yield result
+            else:
+                for task in tasks:
+                    yield worker(task, progress) if progress else worker(task)
         finally:
             _close(worker)
         return
     if executor != "ray":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
-    for result in _map_on_ray(make_worker, list(tasks), ray or RayOptions()):
+    for result in _map_on_ray(make_worker, list(tasks), ray or RayOptions(), stream):
         if progress and settled:
             progress(settled(result))
         yield result
@@ -112,13 +126,19 @@ class ShardActor:
     starts, reused for every batch of shards the actor is given. The task list (small
     plain data) travels once per actor; rows carry task indices."""
 
-    def __init__(self, make_worker: WorkerFactory, tasks: Sequence[Any]) -> None:
+    def __init__(self, make_worker: WorkerFactory, tasks: Sequence[Any],
+                 stream: bool = False) -> None:
         self.tasks = tasks
+        self.stream = stream
         self.worker = make_worker()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         indices = [int(index) for index in batch["index"]]
-        return {"index": indices, "result": [self.worker(self.tasks[i]) for i in indices]}
+        if not self.stream:
+            return {"index": indices, "result": [self.worker(self.tasks[i]) for i in indices]}
+        by_task = {id(task): result for task, result
+                   in self.worker.map([self.tasks[i] for i in indices])}
+        return {"index": indices, "result": [by_task[id(self.tasks[i])] for i in indices]}
 
     def __del__(self) -> None:  # Ray Data deletes the callable when the actor shuts down
         worker = getattr(self, "worker", None)
@@ -198,8 +218,8 @@ def _spread() -> dict[str, Any]:
     return {"scheduling_strategy": "SPREAD"}
 
 
-def _map_on_ray(make_worker: WorkerFactory, tasks: list[T], options: RayOptions
-                ) -> Iterator[R]:
+def _map_on_ray(make_worker: WorkerFactory, tasks: list[T], options: RayOptions,
+                stream: bool = False) -> Iterator[R]:
     if not tasks:
         return
     init_ray()
@@ -212,10 +232,14 @@ def _map_on_ray(make_worker: WorkerFactory, tasks: list[T], options: RayOptions
                                   override_num_blocks=len(tasks))
     size = pool_size(options, len(tasks))
     groups = PlacementGroups(size, options) if options.tensor_parallel > 1 else None
+    # Streaming: each actor's call takes a share of the shards and feeds them through its
+    # engines in one stream; one shard per call otherwise.
+    per_call = -(-len(tasks) // size) if stream else 1
     try:
         results = dataset.map_batches(
-            ShardActor, fn_constructor_kwargs={"make_worker": make_worker, "tasks": tasks},
-            batch_size=1, batch_format="default", concurrency=size,
+            ShardActor, fn_constructor_kwargs={"make_worker": make_worker, "tasks": tasks,
+                                               "stream": stream},
+            batch_size=per_call, batch_format="default", concurrency=size,
             **actor_resources(options, groups),
         ).take_all()
     finally:

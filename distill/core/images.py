@@ -211,3 +211,19 @@ def image_format_suffix(data: bytes) -> str:
     """File suffix from the image's own header (so copied files keep a truthful name)."""
     with Image.open(io.BytesIO(data)) as image:
         return "." + (image.format or "bin").lower().replace("jpeg", "jpg")
+
+
+def fit_pixels(data: bytes, max_pixels: int) -> bytes:
+    """The image scaled down (aspect kept, Lanczos) to at most ``max_pixels`` pixels, as a
+    PNG; unchanged when it already fits. A teacher's pixel budget applied before its
+    engine encodes the image: a 12-megapixel photo sent to a model that reads ~1
+    megapixel costs upload, base64 and vision-processor time for nothing."""
+    image = decode_image(data)
+    width, height = image.size
+    if width * height <= max_pixels:
+        return data
+    scale = (max_pixels / (width * height)) ** 0.5
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    buffer = io.BytesIO()
+    image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -142,6 +142,12 @@ class ShardWriter:
         self._pending = 0
         self._last_flush = time.monotonic()
 
+    def flush_if_due(self) -> None:
+        """Flush records written more than ``flush_seconds`` ago (a writer that waits for
+        its next record may wait long: a shard's last, slowest results)."""
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
     def commit(self) -> ShardRef:
         """fsync, rename to the final name, fsync the directory; return the shard's ref."""
         self.flush()

@@ -40,10 +40,16 @@ from distill.generate.runner import GenerateOptions, RunSummary, run_generate
                    "tensor_parallel_size).")
 @click.option("--wait", is_flag=True,
               help="If another run is writing to --out, wait for it instead of exiting.")
+@click.option("--feed", type=click.Choice(["stream", "shard"]), default="stream",
+              show_default=True,
+              help="stream: keep each engine's window of requests full across shard "
+                   "boundaries; shard: one shard at a time (the old path, the benchmark's "
+                   "baseline).")
 def generate_command(samples_dir: Path, teacher_set: str, out: Path, splits: str | None,
                      executor: str, retry_rejected: bool, flush_every: int,
                      flush_seconds: float, ray_num_cpus: float, ray_num_gpus: float,
-                     ray_actors: int | None, ray_tensor_parallel: int, wait: bool) -> None:
+                     ray_actors: int | None, ray_tensor_parallel: int, wait: bool,
+                     feed: str) -> None:
     """Run the teachers of a teacher set over Sample shards and write Trace shards."""
     options = GenerateOptions(
         samples_dir=samples_dir, teacher_set=teacher_set, out=out,
@@ -51,14 +57,15 @@ def generate_command(samples_dir: Path, teacher_set: str, out: Path, splits: str
         executor=executor, flush_every=flush_every,  # type: ignore[arg-type]
         flush_seconds=flush_seconds, retry_rejected=retry_rejected,
         ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus, ray_actors=ray_actors,
-        ray_tensor_parallel=ray_tensor_parallel, wait=wait)
+        ray_tensor_parallel=ray_tensor_parallel, wait=wait, feed=feed)  # type: ignore[arg-type]
     generate_with_progress(options)
 
 
 def generate_with_progress(options: GenerateOptions) -> RunSummary:
     """Run generation behind a traces/s progress bar, then print the summary."""
     with progress_bar("generate", unit="traces") as bar:
-        summary = run_generate(options, bar_advance=bar.advance, on_total=bar.set_total)
+        summary = run_generate(options, bar_advance=bar.advance, on_total=bar.set_total,
+                               status=bar.note)
     print_summary(summary)
     return summary
 
@@ -126,7 +133,8 @@ def judge_command(traces_dir: Path, judge: str, out: Path, splits: str | None,
         flush_every=flush_every, flush_seconds=flush_seconds, retry_rejected=retry_rejected,
         wait=wait)
     with progress_bar("judge", unit="judgements") as bar:
-        summary = run_judge(options, bar_advance=bar.advance, on_total=bar.set_total)
+        summary = run_judge(options, bar_advance=bar.advance, on_total=bar.set_total,
+                            status=bar.note)
     table = Table(title=f"judge -> {plain(summary.out)}", show_header=False)
     table.add_row("judgements written", f"{summary.judged:,}")
     table.add_row("rejections", f"{summary.rejected:,}")

@@ -25,10 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from distill.core.errors import DistillError, InputError
 from distill.core.shards import (
@@ -215,9 +216,14 @@ def complete_refs(out: Path, folder: str) -> list[ShardRef]:
     return [shard_ref(path, out) for path in sorted(root.glob("*/part-*.jsonl"))]
 
 
-def check_plan(out: Path, plan: dict, must_match: list[tuple[str, str]]) -> None:
+Mismatch = str | Callable[[Any, Any], str]  # a message, or one made of (old, new)
+
+
+def check_plan(out: Path, plan: dict, must_match: list[tuple[str, Mismatch]]) -> None:
     """One output folder holds one job: write ``OUT/plan.json`` on the first run; on later
-    runs refuse (with the message given) when a ``must_match`` key differs from the plan."""
+    runs refuse (with the message given, or what ``message`` makes of the two values) when
+    a ``must_match`` key differs from the plan. A key the folder's plan does not hold yet
+    (written by a version without that check) is added to it."""
     path = out / "plan.json"
     if not path.exists():
         write_json_atomic(path, plan)
@@ -227,5 +233,8 @@ def check_plan(out: Path, plan: dict, must_match: list[tuple[str, str]]) -> None
     except ValueError:
         raise InputError("not valid JSON", file=path, reason="bad_json") from None
     for key, message in must_match:
-        if old.get(key) != plan[key]:
-            raise DistillError(message)
+        if key in old and old[key] != plan[key]:
+            raise DistillError(message(old[key], plan[key]) if callable(message) else message)
+    missing = {key: plan[key] for key, _ in must_match if key not in old}
+    if missing:  # a folder written before this check existed: what it holds from now on
+        write_json_atomic(path, {**old, **missing})

@@ -52,6 +52,7 @@ from distill.generate.stage import (
     ShardStage,
     ShardTask,
     StageSummary,
+    Status,
     locked_run,
 )
 from distill.schemas import (
@@ -267,14 +268,16 @@ def _check_plan(out: Path, traces_dir: Path, judge: Judge) -> None:
 
 
 def run_judge(options: JudgeOptions, *, bar_advance: Progress | None = None,
-              on_total: Callable[[int], None] | None = None) -> JudgeSummary:
+              on_total: Callable[[int], None] | None = None,
+              status: Status | None = None) -> JudgeSummary:
     """Judge into ``options.out``, its only writer (another run there: exit, or wait)."""
     def run(out: Path) -> JudgeSummary:
         plan, _ = plan_tasks(options)
         if on_total:
             rows = {(ref.split, ref.file): ref.rows for ref in plan.upstream.shards}
             on_total(sum(rows[(t.split, t.name)] for t in plan.tasks))
-        return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance)
+        return JudgeStage().run(plan, JudgeSummary(out=out), progress=bar_advance,
+                                status=status)
 
     out = claim_output(options.out, "judge", input_folders=[options.traces_dir])
     return locked_run(out, options.wait, run)

@@ -25,6 +25,7 @@ retry of a shard whose node was lost waits on. A complete shard that holds a key
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -42,15 +43,19 @@ from distill.generate.engines.base import Completion, EngineFailure
 from distill.generate.stage import (
     Ask,
     EngineCache,
+    Feed,
     Progress,
     RunPlan,
     ShardStage,
     ShardTask,
     StageSummary,
+    Status,
     locked_run,
 )
 from distill.generate.teachers import Teacher, TeacherSet, load_teacher_set
 from distill.schemas import Sample, ShardRef, StageManifest, Trace, make_trace_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,6 +178,7 @@ class GenerateOptions:
     ray_actors: int | None = None  # actor pool size (None: what the cluster fits)
     ray_tensor_parallel: int = 1  # GPUs placed together per actor
     wait: bool = False  # wait for another run on the same --out instead of exiting
+    feed: Feed = "stream"  # "shard": one shard at a time (the benchmark's baseline)
 
     @property
     def ray(self) -> RayOptions:
@@ -191,8 +197,9 @@ def plan_tasks(options: GenerateOptions) -> tuple[RunPlan, TeacherSet]:
     image_root = None
     if ingest.image_root is not None:
         image_root = str((samples_dir / ingest.image_root).resolve())
-    _check_plan(options.out, samples_dir, teachers)
     _check_splits(options.splits, ingest, samples_dir)
+    _check_routing(teachers, ingest, options.splits)
+    _check_plan(options.out, samples_dir, teachers)
     tasks = [_task(options, samples_dir, ref, image_root, teachers) for ref in ingest.shards
              if not options.splits or ref.split in options.splits]
     config = {"teacher_set": teachers.describe(), "executor": options.executor,
@@ -219,14 +226,64 @@ def _check_splits(splits: tuple[str, ...] | None, ingest: StageManifest,
                            f"(it has {', '.join(available)})")
 
 
+def _check_routing(teachers: TeacherSet, ingest: StageManifest,
+                   splits: tuple[str, ...] | None) -> None:
+    """Routing must reach the items. A routing that sends no item of this run to any
+    teacher (a typo in ``default``, ``default: []`` over unlisted categories) would write
+    0 traces and a finished manifest: it is an error naming the routing keys no item has
+    (the likely typos) and the categories there are. A key no item has, or a category no
+    teacher answers, in a run that does reach some items, is a warning: a shared teacher
+    set may name categories a small input lacks. Categories come from the ingest
+    manifest's per-category counts."""
+    everywhere: set[str] = set()  # categories of the whole input
+    found: set[str] = set()  # ... of the splits this run generates
+    for name in ingest.counts:
+        split, sep, category = name.partition("/")
+        if sep:
+            everywhere.add(category)
+            if not splits or split in splits:
+                found.add(category)
+    if not found:
+        return  # an ingest manifest without per-category counts: nothing to check against
+    unmatched = sorted(c for c in teachers.routing if c != "default" and c not in everywhere)
+    unanswered = sorted(c for c in found if not teachers.for_category(c))
+    if unanswered == sorted(found):
+        typos = f"; routing keys no item has: {', '.join(unmatched)}" if unmatched else ""
+        raise DistillError(f"{teachers.source}: routing sends no item to any teacher (the "
+                           f"input's categories: {', '.join(sorted(found))}{typos}); route "
+                           "them, or give routing.default a teacher")
+    if unmatched:
+        log.warning("%s: routing keys no item has: %s (the input's categories: %s)",
+                    teachers.source, ", ".join(unmatched), ", ".join(sorted(everywhere)))
+    if unanswered:
+        log.warning("%s: no teacher answers the items of categories %s", teachers.source,
+                    ", ".join(unanswered))
+
+
 def _check_plan(out: Path, samples_dir: Path, teachers: TeacherSet) -> None:
-    """One output folder holds one generation: refuse to mix in other inputs or teachers."""
+    """One output folder holds one generation: refuse to mix in other inputs or teachers,
+    or the same teachers with engine options that change what they answer."""
     durable.check_plan(out, {"input_dir": str(samples_dir), "teacher_set_hash": teachers.hash,
+                             "teacher_options": teachers.output_options(),
                              "teacher_set": teachers.describe()}, [
         ("teacher_set_hash", f"{out} was generated with a different teacher set (or prompt, "
                              "sampling, k); use a new --out to generate with this one"),
+        ("teacher_options", lambda old, new: _options_changed(out, old, new)),
         ("input_dir", f"{out} was generated from another input folder, not {samples_dir}; "
                       "use a new --out")])
+
+
+def _options_changed(out: Path, old: dict, new: dict) -> str:
+    """Which teacher's which option changed, in one line."""
+    for teacher_id in sorted(set(old) | set(new)):
+        before, after = old.get(teacher_id, {}), new.get(teacher_id, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                return (f"{out} was generated with teacher {teacher_id!r} option {name} = "
+                        f"{before.get(name, '(default)')!r}, not "
+                        f"{after.get(name, '(default)')!r}: its traces would mix two "
+                        "settings; use a new --out (or the old value)")
+    return f"{out} was generated with other teacher options; use a new --out"
 
 
 def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) -> float:
@@ -242,16 +299,19 @@ def expected_outputs(ingest: StageManifest, teachers: TeacherSet, split: str) ->
 
 def run_generate(options: GenerateOptions, *, bar_advance: Progress | None = None,
                  on_total: Callable[[int], None] | None = None,
-                 engines: EngineCache | None = None) -> RunSummary:
+                 engines: EngineCache | None = None,
+                 status: Status | None = None) -> RunSummary:
     """Generate into ``options.out``, its only writer (another run there: exit, or wait).
 
-    ``engines`` lends engines already loaded to a local run (they stay open after it)."""
+    ``engines`` lends engines already loaded to a local run (they stay open after it);
+    ``status`` gets the feed's line about the engines (in flight, tokens/s)."""
     def run(out: Path) -> RunSummary:
         plan, teachers = plan_tasks(options)
         if on_total:
             on_total(_total(plan, teachers))
         return GenerateStage().run(plan, RunSummary(out=out), executor=options.executor,
-                                   ray=options.ray, progress=bar_advance, engines=engines)
+                                   ray=options.ray, progress=bar_advance, engines=engines,
+                                   feed=options.feed, status=status)
 
     out = claim_output(options.out, "generate", input_folders=[options.samples_dir])
     return locked_run(out, options.wait, run)

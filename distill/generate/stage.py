@@ -15,6 +15,13 @@ shard and stats merged across shards):
   engine failure and a reply the stage refuses each become one ``Rejection``;
 - the manifest of every complete shard, written when the run ends.
 
+How asks reach the engines: by default through the streaming feed
+(``distill.generate.feed``), which keeps each engine's window of requests full across
+shard boundaries and commits each shard when all its keys are settled; ``--feed shard``
+runs one shard at a time (``run_shard``), its asks in batches. Both use the same steps
+here: ``open_shard``, ``request`` (an ask's engine request, built when it is fed),
+``settle`` (what its results become) and ``OpenShard.commit``.
+
 Where shards run is the executor's business alone (``distill.core.executors``): the same
 ``StageWorker`` runs them in this process or one per Ray actor.
 """
@@ -28,16 +35,17 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from distill.core.executors import Executor, RayOptions, map_shards
-from distill.core.images import ImageError, read_image_bytes
+from distill.core.images import ImageError, fit_pixels, read_image_bytes
 from distill.core.locks import lock_path_beside, lock_path_for, single_writer
 from distill.core.shards import fsync_dir, iter_records, write_json_atomic
 from distill.generate import durable
@@ -52,6 +60,8 @@ from distill.generate.engines.base import (
 from distill.schemas import Rejection, Sample, ShardRef, StageManifest
 
 Progress = Callable[[int], None]
+Status = Callable[[str], None]
+Feed = Literal["stream", "shard"]
 
 
 class EngineMaker(Protocol):
@@ -272,57 +282,83 @@ class ShardStage(ABC, Generic[A]):
     def run_shard(self, task: ShardTask, engines: EngineCache,
                   progress: Progress | None = None) -> ShardStats:
         """Settle every missing key of one input shard, durably; safe to kill anytime. The
-        shard's own lock (waited for) keeps a worker that outlived its lost node from
-        writing beside the retry of its shard on another node."""
+        ``--feed shard`` path: the shard's asks go to each engine in batches, and the next
+        shard is read when this one is committed (the baseline ``bench/generate_feed.py``
+        measures the streaming feed against)."""
+        shard = self.open_shard(task, progress)
+        if isinstance(shard, ShardStats):
+            return shard
+        with shard.stack:
+            for maker, batch in _batches(shard.todo):
+                self._ask(shard, engines.get(maker), batch)
+            shard.commit()
+        return shard.stats
+
+    def open_shard(self, task: ShardTask, progress: Progress | None) -> OpenShard | ShardStats:
+        """Take the shard's lock, repair and resume its partial files and plan what is left;
+        the stats alone when it is already complete. The shard's own lock (waited for)
+        keeps a worker that outlived its lost node from writing beside the retry of its
+        shard on another node; it is held until the shard is committed or closed."""
         files = task.files
-        with single_writer(lock_path_beside(files.records), f"shard {task.split}/{task.name}",
-                           wait=True, refuse_other_hosts=False):
-            return self._run_shard(task, files, engines, progress)
-
-    def _run_shard(self, task: ShardTask, files: durable.ShardFiles, engines: EngineCache,
-                   progress: Progress | None) -> ShardStats:
-        stats = ShardStats()
-        asks = self.plan(task) if self.skip_checks_keys else None
-        wanted = {key for ask in asks for key in ask.keys.values()} if asks is not None \
-            else None
-        if not durable.needs_work(files, wanted):
-            stats.shards_skipped = 1
-            stats.already_done = len(wanted or ())
+        stack = ExitStack()
+        try:
+            stack.enter_context(single_writer(
+                lock_path_beside(files.records), f"shard {task.split}/{task.name}", wait=True,
+                refuse_other_hosts=False))
+            stats = ShardStats()
+            asks = self.plan(task) if self.skip_checks_keys else None
+            wanted = {key for ask in asks for key in ask.keys.values()} if asks is not None \
+                else None
+            if not durable.needs_work(files, wanted):
+                stats.shards_skipped = 1
+                stats.already_done = len(wanted or ())
+                _advance(progress, stats.already_done)
+                stack.close()
+                return stats
+            start = durable.begin(files)
+            stats.started(start)
+            todo = _unsettled(self.plan(task) if asks is None else asks, start.done, stats)
             _advance(progress, stats.already_done)
-            return stats
-        start = durable.begin(files)
-        stats.started(start)
-        todo = _unsettled(self.plan(task) if asks is None else asks, start.done, stats)
-        _advance(progress, stats.already_done)
-        with durable.open_writers(files) as writers:
-            output = ShardOutput(self.name, task, writers, stats, progress)
-            for maker, batch in _batches(todo):
-                self._ask(output, engines.get(maker), batch)
-            writers.commit()
-        return stats
+            writers = stack.enter_context(durable.open_writers(files))
+        except BaseException:
+            stack.close()
+            raise
+        return OpenShard(ShardOutput(self.name, task, writers, stats, progress), todo, stack)
 
-    def _ask(self, output: ShardOutput, engine: Engine, batch: list[A]) -> None:
+    def request(self, shard: OpenShard, ask: A) -> ChatRequest | None:
+        """The engine request of one ask, built when it is fed (its image read then, never
+        a whole shard's images at once); None when its image cannot be read, which rejects
+        the ask's keys."""
+        try:
+            image = read_image_bytes(ask.sample.image, shard.task.image_root)
+            budget = getattr(ask.maker.spec, "max_image_pixels", None)
+            if budget:
+                image = fit_pixels(image, budget)
+        except ImageError as exc:
+            failure = EngineFailure(f"image_error:{exc.reason}", exc.message)
+            for key in ask.keys.values():
+                shard.output.reject(ask, key, failure)
+            shard.remaining -= 1
+            return None
+        system, user = self.render(ask)
+        return ChatRequest(id=ask.request_id, system=system, user=user, images=(image,),
+                           sampling=ask.maker.spec.sampling, ks=tuple(ask.keys))
+
+    def _ask(self, shard: OpenShard, engine: Engine, batch: list[A]) -> None:
         """One batch to one engine: asks whose image cannot be read are rejected first."""
         requests: list[ChatRequest] = []
         by_id: dict[str, A] = {}
         for ask in batch:
-            try:
-                image = read_image_bytes(ask.sample.image, output.task.image_root)
-            except ImageError as exc:
-                failure = EngineFailure(f"image_error:{exc.reason}", exc.message)
-                for key in ask.keys.values():
-                    output.reject(ask, key, failure)
-                continue
-            system, user = self.render(ask)
-            by_id[ask.request_id] = ask
-            requests.append(ChatRequest(id=ask.request_id, system=system, user=user,
-                                        images=(image,), sampling=ask.maker.spec.sampling,
-                                        ks=tuple(ask.keys)))
+            request = self.request(shard, ask)
+            if request is not None:
+                by_id[ask.request_id] = ask
+                requests.append(request)
         if requests:
             for outcome in engine.generate(requests):
-                self._settle(output, by_id[outcome.request.id], outcome)
+                self.settle(shard, by_id[outcome.request.id], outcome)
 
-    def _settle(self, output: ShardOutput, ask: A, outcome: RequestResults) -> None:
+    def settle(self, shard: OpenShard, ask: A, outcome: RequestResults) -> None:
+        """Write what one request's results become: a record or a rejection per key."""
         if len(outcome.results) != len(outcome.request.ks):
             raise RuntimeError(f"the engine of {ask.maker.id} returned {len(outcome.results)} "
                                f"results for {len(outcome.request.ks)} samples")
@@ -330,23 +366,31 @@ class ShardStage(ABC, Generic[A]):
             key = ask.keys[k]
             made = result if isinstance(result, EngineFailure) else self.record(ask, k, result)
             if isinstance(made, EngineFailure):
-                output.reject(ask, key, made)
+                shard.output.reject(ask, key, made)
             else:
-                output.write(made, result)  # type: ignore[arg-type]
+                shard.output.write(made, result)  # type: ignore[arg-type]
+        shard.remaining -= 1
 
     # --- the whole run ---------------------------------------------------------------------
 
     def run(self, plan: RunPlan, summary: S, *, executor: Executor = "local",
             ray: RayOptions | None = None, progress: Progress | None = None,
-            engines: EngineCache | None = None) -> S:
+            engines: EngineCache | None = None, feed: Feed = "stream",
+            status: Status | None = None) -> S:
         """Run every task of the plan into ``summary.out`` (locked by the caller's
-        ``locked_run``), then describe every complete shard in its manifest."""
+        ``locked_run``), then describe every complete shard in its manifest.
+
+        ``feed``: ``stream`` keeps each engine's window of requests full across shard
+        boundaries (``distill.generate.feed``); ``shard`` runs one shard at a time, its
+        asks in batches (the old path, kept as the benchmark's baseline). ``status`` gets
+        a line about the engines now and then (requests in flight, tokens/s)."""
         start = time.perf_counter()
         _drop_manifest(summary.out)
         make_worker = (lambda: StageWorker(type(self), engines, close=False)) if engines \
             else partial(StageWorker, type(self))
         for stats in map_shards(make_worker, plan.tasks, executor=executor, ray=ray,
-                                progress=progress, settled=_settled):
+                                progress=progress, settled=_settled,
+                                stream=feed == "stream", status=status):
             summary.merge(stats)
         summary.manifest = self.write_manifest(summary.out, plan)
         summary.seconds = time.perf_counter() - start
@@ -453,6 +497,51 @@ class ShardOutput:
         _advance(self.progress, 1)
 
 
+@dataclass
+class OpenShard:
+    """A shard being worked on: its output, the asks still to feed (``todo``), how many
+    asks are not settled yet (``remaining``) and what it holds open (its lock and its
+    writers, in ``stack``). It is committed when every ask is settled."""
+
+    output: ShardOutput
+    todo: list
+    stack: ExitStack
+    remaining: int = -1
+
+    def __post_init__(self) -> None:
+        if self.remaining < 0:
+            self.remaining = len(self.todo)
+
+    @property
+    def task(self) -> ShardTask:
+        return self.output.task
+
+    @property
+    def stats(self) -> ShardStats:
+        return self.output.stats
+
+    @property
+    def settled(self) -> bool:
+        return self.remaining == 0
+
+    def commit(self) -> ShardStats:
+        """Commit the shard's files (every key is settled), then let go of them and its
+        lock."""
+        self.output.writers.commit()
+        self.stack.close()
+        return self.stats
+
+    def flush_if_due(self) -> None:
+        """fsync what was written if the flush interval has passed (a shard whose last
+        results are slow to come back still bounds what a crash can lose)."""
+        self.output.writers.records.flush_if_due()
+        self.output.writers.rejects.flush_if_due()
+
+    def close(self) -> None:
+        """Leave the shard's partial files for the next run and let go of its lock."""
+        self.stack.close()
+
+
 # --- the worker an executor runs -------------------------------------------------------------
 
 
@@ -469,10 +558,25 @@ class StageWorker:
     def __call__(self, task: ShardTask, progress: Progress | None = None) -> ShardStats:
         before = Counter(self.engines.loads)
         stats = self.stage.run_shard(task, self.engines, progress)
+        self._count_loads(stats, before)
+        return stats
+
+    def map(self, tasks: Sequence[ShardTask], progress: Progress | None = None,
+            status: Status | None = None) -> Iterator[tuple[ShardTask, ShardStats]]:
+        """Stream every task's asks through the engines (``distill.generate.feed``);
+        each shard's stats as it commits, in the order shards complete."""
+        from distill.generate.feed import ShardFeed
+
+        before = Counter(self.engines.loads)
+        for task, stats in ShardFeed(self.stage, self.engines, tasks, progress, status).run():
+            self._count_loads(stats, before)
+            before = Counter(self.engines.loads)
+            yield task, stats
+
+    def _count_loads(self, stats: ShardStats, before: Counter) -> None:
         worker = self.engines.worker
         stats.engine_loads = Counter({(worker, maker): n for maker, n
                                       in (self.engines.loads - before).items()})
-        return stats
 
     def close(self) -> None:
         if self._close:

@@ -9,7 +9,9 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
         prompt: cot              # a prompts/ name or a file path
         k: 2                     # samples per item
         sampling: {temperature: 0.7, top_p: 1.0, max_tokens: 256, seed: 0}
-        batch_size: 256          # optional: requests handed to the engine at once
+        batch_size: 256          # optional: a batch engine's batch (hf, builtin); vllm and
+                                 # openai stream instead (their options' ``window``)
+        max_image_pixels: 1003520  # optional: images scaled down to this budget first
         options: {}              # engine-specific (validated by the engine's Options)
     routing:
       default: [knn, logreg]     # teachers for categories not listed below
@@ -21,6 +23,7 @@ options, unknown prompts, routes to undefined teachers), with the file and field
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -46,6 +49,11 @@ from distill.schemas.base import Identifier
 TEACHERS_DIR = DATA_DIR / "teachers"
 
 
+# vLLM samples greedily below this temperature (its _SAMPLING_EPS); a positive value under
+# it (a denormal 1e-310) divides logits into infinities: "Probabilities contain NaN".
+MIN_TEMPERATURE = 1e-5
+
+
 class TeacherSpec(ConfigFile):
 
     engine: str
@@ -54,7 +62,21 @@ class TeacherSpec(ConfigFile):
     k: int = Field(default=1, ge=1, le=1024)
     sampling: SamplingParams = SamplingParams()
     batch_size: int | None = Field(default=None, ge=1)
+    # Images scaled down (aspect kept) to at most this many pixels before the engine
+    # encodes them: the teacher's own input budget (Qwen2.5-VL's max_pixels, say).
+    max_image_pixels: int | None = Field(default=None, ge=64)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sampling")
+    @classmethod
+    def _usable_temperature(cls, value: SamplingParams) -> SamplingParams:
+        if not math.isfinite(value.temperature) or \
+                0 < value.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature {value.temperature!r}: use 0 (greedy) or a "
+                             f"finite value of at least {MIN_TEMPERATURE:g}")
+        if not math.isfinite(value.top_p):
+            raise ValueError(f"top_p {value.top_p!r}: use a number in (0, 1]")
+        return value
 
 
 class TeacherSetFile(ConfigFile):
@@ -94,9 +116,23 @@ class Teacher:
 
     def identity(self) -> dict[str, Any]:
         """What defines this teacher's outputs (hashed into the run's plan)."""
-        return {"id": self.id, "engine": self.engine_name, "model": self.spec.model,
-                "prompt_hash": self.prompt.hash, "k": self.spec.k,
-                "sampling": self.spec.sampling.model_dump(mode="json")}
+        identity = {"id": self.id, "engine": self.engine_name, "model": self.spec.model,
+                    "prompt_hash": self.prompt.hash, "k": self.spec.k,
+                    "sampling": self.spec.sampling.model_dump(mode="json")}
+        if self.spec.max_image_pixels is not None:  # absent when unset: old plans still match
+            identity["max_image_pixels"] = self.spec.max_image_pixels
+        return identity
+
+    def output_options(self) -> dict[str, Any]:
+        """The engine options that can change what this teacher answers (``pool_seed``,
+        ``extra_body``, a vLLM ``dtype`` or ``engine_args``), as set in the file: the ones an
+        engine calls operational (URLs, concurrency, timeouts, windows) can change between
+        two runs on one --out, these cannot. Defaults are left out, so that an option a new
+        version adds does not make an old folder look changed."""
+        operational = getattr(self.options, "operational", frozenset())
+        return {name: value for name, value in
+                self.options.model_dump(mode="json", exclude_defaults=True).items()
+                if name not in operational}
 
 
 @dataclass(frozen=True)
@@ -115,6 +151,10 @@ class TeacherSet:
     def hash(self) -> str:
         return content_hash({"teachers": [t.identity() for t in self.teachers.values()],
                              "routing": self.routing})
+
+    def output_options(self) -> dict[str, dict[str, Any]]:
+        """Each teacher's ``Teacher.output_options``."""
+        return {tid: t.output_options() for tid, t in self.teachers.items()}
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "hash": self.hash, "routing": self.routing,

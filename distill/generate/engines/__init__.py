@@ -5,6 +5,7 @@ heavy ones (vllm, transformers) load only when a teacher uses them."""
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from distill.core.errors import DistillError
 from distill.generate.engines.base import Engine
@@ -21,13 +22,17 @@ def engine_class(name: str) -> type[Engine]:
     """The engine class for a registry name or a ``module:Class`` path."""
     target = ENGINES.get(name, name)
     module_name, sep, attribute = target.partition(":")
-    if not sep:
+    if not (sep and module_name.strip() and attribute.strip()):
         raise DistillError(f"unknown engine {name!r}; use one of {sorted(ENGINES)} "
                            "or 'package.module:Class'")
     try:
         cls = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise DistillError(f"cannot load engine {name!r} ({target}): {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Engine)):
         raise DistillError(f"engine {name!r} ({target}) is not a subclass of Engine")
+    if inspect.isabstract(cls):
+        missing = ", ".join(sorted(getattr(cls, "__abstractmethods__", ())))
+        raise DistillError(f"engine {name!r} ({target}) is abstract (it does not implement "
+                           f"{missing}); name a concrete engine")
     return cls

@@ -32,6 +32,8 @@ from distill.generate.engines.base import (
 
 
 class HFOptions(EngineOptions):
+    operational: ClassVar[frozenset[str]] = frozenset({"device"})
+
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"  # "auto": cuda when available, else cpu
     trust_remote_code: bool = False

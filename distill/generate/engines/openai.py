@@ -8,6 +8,16 @@ exponential backoff and full jitter, waiting at least what a ``Retry-After`` hea
 what still fails after ``max_attempts`` becomes a transient ``EngineFailure`` (retried on
 the next run). Other 4xx answers (bad request, auth, unknown model) are permanent at once.
 
+A run keeps one event loop and one bounded concurrency for its whole length (``stream``):
+the stage feeds a window of requests (``window``, default twice ``max_concurrency``) and
+the next request goes out as soon as any reply is back, whichever shard it belongs to, so
+a server never sees a barrier at a batch or shard end. A request's JSON body (its image
+as a data URL) is built when it gets a slot on the wire, never while it waits. What a
+server sends back is input like any other: a body that is not JSON, too deeply nested to
+parse, wrongly encoded, or whose message holds nulls or non-text where text belongs costs
+that one request (``bad_response``, retried like any transient failure), never the run;
+``timeout_s`` bounds a whole attempt, a server trickling its reply byte by byte included.
+
 ``base_url`` may list several servers (a fleet with no load balancer in front): requests
 go to the least loaded one, and a server that stops answering is taken out of the rotation
 and its requests retried on the others until it answers again (``engines/fleet.py``).
@@ -20,6 +30,7 @@ error text is masked before that text reaches a log, a rejection or an exception
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import email.utils
 import logging
 import os
@@ -46,6 +57,7 @@ from distill.generate.engines.base import (
     EngineOptions,
     RequestResults,
     Result,
+    Stream,
     finish_reason,
     openai_messages,
 )
@@ -59,9 +71,17 @@ MAX_ERROR_CHARS = 300
 
 
 class OpenAIOptions(EngineOptions):
+    # Options that decide how requests travel, never what a teacher answers: a change of
+    # these between two runs on one --out is fine (the others are refused).
+    operational: ClassVar[frozenset[str]] = frozenset({
+        "base_url", "api_key_env", "max_concurrency", "window", "timeout_s", "max_attempts",
+        "backoff_initial_s", "backoff_max_s", "max_retry_after_s", "server_cooldown_s",
+        "server_cooldown_max_s"})
+
     base_url: str | list[str] = "http://127.0.0.1:8000/v1"  # one server, or a fleet
     api_key_env: str | None = "OPENAI_API_KEY"
     max_concurrency: int = Field(default=16, ge=1, le=4096)
+    window: int | None = Field(default=None, ge=1)  # requests fed ahead; 2 x max_concurrency
     timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
     backoff_initial_s: float = Field(default=1.0, ge=0)
@@ -79,6 +99,8 @@ class OpenAIOptions(EngineOptions):
             raise ValueError("needs at least one server URL, none empty")
         if len(set(urls)) != len(urls):
             raise ValueError("lists a server twice")
+        for url in urls:
+            check_server_url(url)
         return value
 
     @property
@@ -108,6 +130,22 @@ class PermanentError(Exception):
         self.message = message
 
 
+def check_server_url(url: str) -> None:
+    """A server URL is http(s)://host[:port][/path]: anything else (``localhost:8000/v1``
+    without a scheme, a bad port) is a config error here, not a stream of connection
+    rejections later."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port  # parses it: a port out of range raises here
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ValueError(f"{url!r} is not a URL ({exc}); use http(s)://HOST[:PORT]/v1") \
+            from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"{url!r} is not an http(s) URL with a host; use "
+                         "http(s)://HOST[:PORT]/v1")
+    del port
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:
@@ -125,16 +163,26 @@ def parse_retry_after(value: str | None) -> float | None:
 
 def completion_text(message: dict[str, Any]) -> str:
     """The assistant text, with a separate reasoning field (vLLM reasoning parsers,
-    DeepSeek-style APIs) put back in front inside <think> tags."""
+    DeepSeek-style APIs) put back in front inside <think> tags. Content parts without text
+    (``text: null``, an image part) add nothing; content that is neither text nor a list of
+    parts is no reply (``BadReply``)."""
     content = message.get("content")
     if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(part["text"] for part in content
+                          if isinstance(part, dict) and isinstance(part.get("text"), str))
     if content is None:
-        content = message.get("refusal") or ""
+        refusal = message.get("refusal")
+        content = refusal if isinstance(refusal, str) else ""
+    if not isinstance(content, str):
+        raise BadReply(f"the message content is a {type(content).__name__}, not text")
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(reasoning, str) and reasoning.strip():
         return f"<think>{reasoning}</think>\n{content}"
-    return str(content)
+    return content
+
+
+class BadReply(ValueError):
+    """A reply whose message has no usable text."""
 
 
 class OpenAIEngine(Engine):
@@ -156,52 +204,29 @@ class OpenAIEngine(Engine):
             text = text.replace(self._api_key, "***")
         return text
 
-    # -- the batch ------------------------------------------------------------------------
+    # -- the batch and the stream ------------------------------------------------------------
+
+    def stream(self, batch_size: int | None = None) -> OpenAIStream:
+        """One event loop and one bounded concurrency for the whole run (``batch_size``
+        does not apply: there is no batch)."""
+        return OpenAIStream(self, self.options.window or 2 * self.options.max_concurrency)
 
     def generate(self, requests: Sequence[ChatRequest]) -> Iterator[RequestResults]:
-        """Run every (request, k) on an event loop in a helper thread; yield each request
-        as soon as all its samples are back, while the loop keeps the wire busy."""
-        results: queue.Queue = queue.Queue()
-        box: dict[str, Any] = {}
-        ready = threading.Event()
-
-        def run_loop() -> None:
-            loop = asyncio.new_event_loop()
-            box["loop"] = loop
-            try:
-                main = loop.create_task(self._run_all(requests, results))
-                box["main"] = main
-                ready.set()
-                loop.run_until_complete(main)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                results.put(exc)
-            finally:
-                ready.set()
-                loop.close()
-
-        thread = threading.Thread(target=run_loop, name="openai-engine", daemon=True)
-        thread.start()
-        ready.wait()
-        by_id = {r.id: r for r in requests}
-        got: dict[str, dict[int, Result]] = {r.id: {} for r in requests}
+        """Every (request, k) of the batch on the wire at once, ``max_concurrency`` at a
+        time; each request yielded as soon as all its samples are back."""
+        stream = OpenAIStream(self, max(1, len(requests)))
         try:
-            for _ in range(sum(len(r.ks) for r in requests)):
-                item = results.get()
-                if isinstance(item, BaseException):
-                    raise item
-                request_id, k, result = item
-                got[request_id][k] = result
-                request = by_id[request_id]
-                if len(got[request_id]) == len(request.ks):
-                    done = got.pop(request_id)
-                    yield RequestResults(request, [done[k] for k in request.ks])
+            for request in requests:
+                stream.submit(request)
+            left = len(requests)
+            while left:
+                for outcome in stream.collect(1.0):
+                    left -= 1
+                    yield outcome
         finally:
-            main, loop = box.get("main"), box.get("loop")
-            if thread.is_alive() and main is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(main.cancel)
-            thread.join()
+            stream.close()
 
-    async def _run_all(self, requests: Sequence[ChatRequest], results: queue.Queue) -> None:
+    async def _open_pool(self) -> tuple[asyncio.Queue, list[httpx.AsyncClient]]:
         """A slot per allowed concurrent request; slots share small httpx clients.
 
         One httpx pool holding many connections stalls under load (measured here: 64
@@ -219,20 +244,13 @@ class OpenAIEngine(Engine):
         slots: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         for slot in range(size):
             slots.put_nowait(clients[slot // per_client])
-        try:
-            async def one(request: ChatRequest, k: int) -> None:
-                results.put((request.id, k, await self._one(slots, request, k)))
-
-            await asyncio.gather(*(one(request, k) for request in requests
-                                   for k in request.ks))
-        finally:
-            await asyncio.gather(*(client.aclose() for client in clients))
+        return slots, clients
 
     async def _one(self, slots: asyncio.Queue, request: ChatRequest, k: int) -> Result:
         """One sample of one request, with retries; a slot is held only while a request
         is on the wire, never during a backoff sleep. A failover to another server (the
         first one stopped answering) is not counted as an attempt."""
-        body = self._body(request, k)
+        body: dict[str, Any] = {}  # built when it first has a slot on the wire
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         attempts = failovers = 0
 
@@ -247,7 +265,7 @@ class OpenAIEngine(Engine):
                 with attempt:
                     attempts += 1
                     try:
-                        return await self._send(slots, body, headers)
+                        return await self._send(slots, body, headers, request, k)
                     except TransientError as exc:
                         failovers += exc.failover
                         raise
@@ -261,11 +279,13 @@ class OpenAIEngine(Engine):
                                  permanent=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, slots: asyncio.Queue, body: dict[str, Any],
-                    headers: dict[str, str]) -> Completion:
+    async def _send(self, slots: asyncio.Queue, body: dict[str, Any], headers: dict[str, str],
+                    request: ChatRequest, k: int) -> Completion:
         """One attempt: a slot, then a server of the fleet; tells the fleet how it went."""
         client = await slots.get()
         try:
+            if not body:
+                body.update(self._body(request, k))
             server = await self.fleet.acquire()
             try:
                 completion = await self._post(client, server.url, body, headers)
@@ -301,19 +321,24 @@ class OpenAIEngine(Engine):
                     headers: dict[str, str]) -> Completion:
         start = time.perf_counter()
         try:
-            response = await client.post(base_url + "/chat/completions", json=body,
-                                         headers=headers)
-        except httpx.TimeoutException:
-            raise TransientError("timeout", f"no response within {self.options.timeout_s} s "
-                                 f"from {base_url}", unreachable=True) from None
+            async with asyncio.timeout(self.options.timeout_s):  # the whole attempt
+                response = await client.post(base_url + "/chat/completions", json=body,
+                                             headers=headers)
+        except (TimeoutError, httpx.TimeoutException):
+            raise TransientError("timeout", f"no complete response within "
+                                 f"{self.options.timeout_s} s from {base_url}",
+                                 unreachable=True) from None
         except httpx.TransportError as exc:
             raise TransientError("connection", self.redact(
                 f"connection to {base_url} failed: {type(exc).__name__}: {exc}"),
                 unreachable=True) from None
+        except httpx.HTTPError as exc:  # a body that cannot be decoded (a false gzip header)
+            raise TransientError("bad_response", self.redact(
+                f"unreadable response from {base_url}: {type(exc).__name__}: {exc}")) from None
         latency = time.perf_counter() - start
         status = response.status_code
         if status >= 400:
-            detail = self.redact(response.text[:MAX_ERROR_CHARS])
+            detail = self.redact(_snippet(response))
             message = f"HTTP {status} from {base_url}: {detail}"
             if status in RETRY_STATUS or status >= 500:
                 raise TransientError(f"http_{status}", message,
@@ -324,20 +349,24 @@ class OpenAIEngine(Engine):
     def _completion(self, response: httpx.Response, latency: float) -> Completion:
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, wrongly encoded, nested too deep
             raise TransientError("bad_response", "response body is not valid JSON: "
-                                 + self.redact(response.text[:MAX_ERROR_CHARS])) from None
+                                 + self.redact(_snippet(response))) from None
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             raise TransientError("empty_choices", "response has no choices: "
-                                 + self.redact(response.text[:MAX_ERROR_CHARS]))
+                                 + self.redact(_snippet(response)))
         choice = choices[0]
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             raise TransientError("bad_response", "response choice has no message")
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        try:
+            text = completion_text(message)
+        except BadReply as exc:
+            raise TransientError("bad_response", str(exc)) from None
         return Completion(
-            text=completion_text(message), finish_reason=finish_reason(choice.get("finish_reason")),
+            text=text, finish_reason=finish_reason(choice.get("finish_reason")),
             latency_s=latency, prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")))
 
@@ -359,5 +388,90 @@ class OpenAIEngine(Engine):
                   getattr(exc, "reason", type(exc).__name__), state.attempt_number, wait)
 
 
+def _snippet(response: httpx.Response) -> str:
+    """The start of a body for an error message, whatever its encoding."""
+    return response.content[:MAX_ERROR_CHARS].decode("utf-8", "replace")
+
+
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class OpenAIStream(Stream):
+    """The openai engine's continuous interface: an event loop in a helper thread holds
+    every request's samples; ``max_concurrency`` slots (on small httpx clients, see
+    ``_open_pool``) bound what is on the wire; results come back through a queue."""
+
+    def __init__(self, engine: OpenAIEngine, window: int) -> None:
+        self.engine = engine
+        self.window = window
+        self.results: queue.Queue = queue.Queue()
+        self.requests: dict[int, ChatRequest] = {}
+        self.got: dict[int, dict[int, Result]] = {}
+        self.futures: set[concurrent.futures.Future] = set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="openai-engine",
+                                       daemon=True)
+        self.thread.start()
+        self.slots, self.clients = asyncio.run_coroutine_threadsafe(
+            self.engine._open_pool(), self.loop).result()
+
+    def submit(self, request: ChatRequest) -> None:
+        self.requests[id(request)] = request
+        self.got[id(request)] = {}
+        for k in request.ks:
+            future = asyncio.run_coroutine_threadsafe(self._one(request, k), self.loop)
+            self.futures.add(future)
+            future.add_done_callback(self.futures.discard)
+
+    async def _one(self, request: ChatRequest, k: int) -> None:
+        try:
+            result = await self.engine._one(self.slots, request, k)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a bug, handed to the consumer
+            self.results.put(exc)
+            return
+        self.results.put((id(request), k, result))
+
+    def collect(self, wait_s: float) -> list[RequestResults]:
+        done: list[RequestResults] = []
+        try:
+            item = self.results.get(timeout=wait_s) if wait_s > 0 else self.results.get_nowait()
+        except queue.Empty:
+            return done
+        while True:
+            if isinstance(item, BaseException):
+                raise item
+            key, k, result = item
+            self.got[key][k] = result
+            request = self.requests[key]
+            if len(self.got[key]) == len(request.ks):
+                got = self.got.pop(key)
+                del self.requests[key]
+                done.append(RequestResults(request, [got[k] for k in request.ks]))
+            try:
+                item = self.results.get_nowait()
+            except queue.Empty:
+                return done
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        for future in list(self.futures):
+            future.cancel()
+
+        async def shut() -> None:
+            await asyncio.gather(*(client.aclose() for client in self.clients),
+                                 return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), self.loop).result(timeout=10)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.debug("closing the openai stream's clients", exc_info=True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+        self.requests.clear()
+        self.got.clear()
