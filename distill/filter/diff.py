@@ -82,7 +82,9 @@ def policy_changes(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
 
 
 def diff_versions(store: DatasetStore, a: str, b: str, examples: int = 3) -> VersionDiff:
-    manifest_a, manifest_b = store.manifest(a), store.manifest(b)
+    """A and B: ids, prefixes or 'latest'; both are checked (name and every shard) first."""
+    _, manifest_a = store.open(a, everything=True, images=False)
+    _, manifest_b = store.open(b, everything=True, images=False)
     kept_a, kept_b = _kept_keys(store, manifest_a), _kept_keys(store, manifest_b)
     result = VersionDiff(manifest_a, manifest_b,
                          policy_changes(manifest_a.policy, manifest_b.policy),

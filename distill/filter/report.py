@@ -98,15 +98,18 @@ class RunStats:
 
 
 def write_report(folder: Path, manifest: DatasetManifest, stats: RunStats,
-                 notes: list[str] | None = None) -> Path:
-    """report.md, stats.json and the plots into ``folder``; returns the Markdown path."""
+                 notes: list[str] | None = None, *, trace_dir: Path | None = None) -> Path:
+    """report.md, stats.json and the plots into ``folder``; returns the Markdown path.
+    ``trace_dir``: the input folder as people should read it (the manifest holds it
+    relative to the version's folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = stats.to_dict()
     (folder / "stats.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n",
                                        encoding="utf-8")
     plots = _plots(folder, stats)
     path = folder / "report.md"
-    path.write_text(_markdown(manifest, stats, plots, notes or []), encoding="utf-8")
+    path.write_text(_markdown(manifest, stats, plots, notes or [],
+                              str(trace_dir or manifest.trace_dir)), encoding="utf-8")
     for written in folder.iterdir():  # published with the version: make it durable too
         with open(written, "rb") as handle:
             os.fsync(handle.fileno())
@@ -126,7 +129,7 @@ def _answer_reasons(stats: RunStats, total: int, trace_dir: str) -> list[str]:
 
 
 def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
-              notes: list[str]) -> str:
+              notes: list[str], trace_dir: str) -> str:
     counts = manifest.counts
     keep, drop = stats.verdicts["keep"], stats.verdicts["drop"]
     total = keep + drop
@@ -136,7 +139,7 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         f"- version: `{manifest.version}`",
         f"- parent: `{manifest.parent}`" if manifest.parent else "- parent: none",
         f"- policy: `{manifest.policy.get('name')}` (`{manifest.policy_hash[:16]}`)",
-        f"- input: {manifest.trace_dir} ({len(manifest.inputs)} trace shards)",
+        f"- input: {trace_dir} ({len(manifest.inputs)} trace shards)",
         f"- eval sets: {', '.join(manifest.eval_sets) or 'none'}",
         "",
         "## Counts",
@@ -155,7 +158,7 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "Correctness of the input traces: " + ", ".join(
             f"{k} {v:,} ({share(v, total)})" for k, v in sorted(stats.correctness.items())),
         "",
-        *_answer_reasons(stats, total, manifest.trace_dir),
+        *_answer_reasons(stats, total, trace_dir),
         "## Why traces were dropped",
         "",
         "First reason of each dropped trace (rules in policy order, then contamination, "
