@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -79,6 +80,11 @@ class OpenAIOptions(EngineOptions):
             raise ValueError("needs at least one server URL, none empty")
         if len(set(urls)) != len(urls):
             raise ValueError("lists a server twice")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{url!r} is not a server URL: it takes http(s)://HOST[:PORT]"
+                                 "/PATH, e.g. http://127.0.0.1:8000/v1")
         return value
 
     @property
