@@ -162,9 +162,9 @@ def show_command(ctx: click.Context, version: str, as_json: bool) -> None:
         f"lineage     {' <- '.join([manifest.version[:12], *lineage])}",
         f"traces      {(folder / manifest.trace_dir).resolve()} ({len(manifest.inputs)} "
         "shards)",
-        f"policy      {manifest.policy.get('name')} ({manifest.policy_hash[:16]})",
-        f"teachers    {', '.join(manifest.teachers) or '-'}",
-        f"eval sets   {'; '.join(manifest.eval_sets) or '-'}",
+        f"policy      {plain(manifest.policy.get('name'), 'log')} ({manifest.policy_hash[:16]})",
+        f"teachers    {plain(', '.join(manifest.teachers) or '-', 'log')}",
+        f"eval sets   {plain('; '.join(manifest.eval_sets) or '-', 'log')}",
         f"images      {(folder / (manifest.image_root or '.')).resolve()}",
         "counts      " + ", ".join(f"{k} {v:,}" for k, v in manifest.counts.items()),
         "dropped     " + (", ".join(f"{k} {v:,}" for k, v in sorted(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.core.formatting import plain
 from distill.filter.store import DatasetStore
 from distill.schemas import DatasetManifest
 
@@ -123,9 +124,9 @@ def _explain(store: DatasetStore, other: DatasetManifest, keys: set[str], counte
 
 def format_diff(diff: VersionDiff) -> str:
     a, b = diff.a.version[:12], diff.b.version[:12]
-    lines = [f"A = {a}  (policy {diff.a.policy.get('name')}, "
+    lines = [f"A = {a}  (policy {plain(diff.a.policy.get('name'), 'log')}, "
              f"kept {diff.a.counts.get('kept', 0):,})",
-             f"B = {b}  (policy {diff.b.policy.get('name')}, "
+             f"B = {b}  (policy {plain(diff.b.policy.get('name'), 'log')}, "
              f"kept {diff.b.counts.get('kept', 0):,})", ""]
     if diff.policy_changes:
         lines.append("policy changes (A -> B):")
@@ -143,8 +144,8 @@ def format_diff(diff: VersionDiff) -> str:
         lines += ["", "examples:"]
         for label, items in diff.examples.items():
             for item in items:
-                lines.append(f"  {label}: {item.get('sample_id', '?')} "
-                             f"{item.get('teacher_id', '')} {item['trace_key'][:12]}")
+                lines.append(f"  {plain(label, 'log')}: {plain(item.get('sample_id', '?'), 'log')} "
+                             f"{plain(item.get('teacher_id', ''), 'log')} {item['trace_key'][:12]}")
     return "\n".join(lines)
 
 
