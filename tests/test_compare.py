@@ -104,8 +104,6 @@ def test_html_escapes_outputs_and_embeds_images(comparison) -> None:
 
 
 def test_results_on_different_items_pair_only_shared_ones(tmp_path: Path) -> None:
-    from distill.schemas import EvalResult
-
     from distill.evaluate.metrics import summarize
     from distill.schemas import EvalResult
 

@@ -172,7 +172,7 @@ def test_changed_files_and_versions_are_flagged(chain, capsys) -> None:
     trace_shard.unlink()
     links = {(link.kind, link.path): link for link in trace_lineage(chain["result"])}
     problems = "\n".join(p for link in links.values() for p in link.problems)
-    assert "dataset data/part-00000.jsonl: sha256 differs from the manifest" in problems
+    assert "dataset data/part-00000.jsonl: changed since it was published" in problems
     assert "checkpoint changed since the eval" in problems
     assert f"trace shard missing: {trace_shard}" in problems
     assert main(["lineage", str(chain["result"])]) == 2

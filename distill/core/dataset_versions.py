@@ -105,10 +105,10 @@ def open_version(folder: Path | str, *, everything: bool = False, images: bool =
     """The manifest of a version that checks out; else one line naming what is wrong."""
     check = check_version(folder, everything=everything, images=images, stamps=stamps)
     if check.manifest is None or check.problems:
-        name = Path(folder).name
-        raise DistillError(f"dataset version {name[:16]} at {folder} is damaged: "
-                           f"{check.summary()} ('distill datasets verify' lists every "
-                           "problem; publish it again from its traces)")
+        raise InputError(f"dataset version {Path(folder).name[:16]} is damaged: "
+                         f"{check.summary()} ('distill datasets verify' lists every problem; "
+                         "publish it again from its traces)", file=Path(folder) / "manifest.json",
+                         reason="damaged_version")
     return check.manifest
 
 
@@ -175,8 +175,8 @@ def _check_shard(folder: Path, ref: ShardRef, check: VersionCheck) -> None:
         return
     check.hashed_bytes += path.stat().st_size
     if digest != ref.sha256:
-        check.problems.append(f"{ref.name}: sha256 differs from the manifest (edited after "
-                              "publishing)")
+        check.problems.append(f"{ref.name}: changed since it was published (sha256 differs "
+                              "from the manifest)")
 
 
 def _check_images(folder: Path, manifest: DatasetManifest, refs: list[ShardRef],

@@ -46,8 +46,8 @@ def plain(value: object, medium: Medium = "terminal", *, max_bytes: int = NAME_M
     - ``plot``: matplotlib's mathtext ``$`` escaped, and a leading underscore (which a
       legend reads as "leave me out") kept visible behind a space;
     - ``file``: one file name: letters, digits, ``.``, ``_`` and ``-`` kept, any other run of
-      characters as one ``_``, no leading dot, at most ``max_bytes``: a longer name keeps its
-      start and ends with 16 hex characters of its hash.
+      characters as one ``_``, no leading dot, at most ``max_bytes``; a name that had to be
+      cleaned or cut ends with 16 hex characters of its hash.
     """
     text = str(value)
     if medium == "terminal":
@@ -73,8 +73,10 @@ def _show_controls(text: str, pattern: re.Pattern[str]) -> str:
 
 
 def _file_name(text: str, max_bytes: int) -> str:
+    """Kept as written when it is a safe name that fits; otherwise its safe start and a hash
+    of the whole, so two names never share a file name by being cut or cleaned alike."""
     name = _NOT_IN_FILE_NAMES.sub("_", text).lstrip(".") or "_"
-    if len(name.encode()) <= max_bytes:
+    if name == text and len(name.encode()) <= max_bytes:
         return name
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{name[:max(1, max_bytes - 17)]}-{digest}"

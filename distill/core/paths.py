@@ -32,10 +32,11 @@ PROMPTS_DIR = SHIPPED_ROOT / "prompts"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
-def slug(value: object, default: str = "default") -> str:
-    """A category name usable as an identifier: 'Figure QA / charts' -> 'figure_qa_charts'."""
+def slug(value: object, default: str = "default", *, max_chars: int | None = 200) -> str:
+    """A category name usable as an identifier: 'Figure QA / charts' -> 'figure_qa_charts'
+    (cut at ``max_chars``; None: whole, for a caller that hashes what is too long)."""
     text = re.sub(r"[^0-9a-zA-Z]+", "_", str(value or "")).strip("_").lower()
-    return text[:200] or default
+    return text[:max_chars] or default
 
 
 _NOT_IN_IDS = re.compile(r"[^0-9A-Za-z._-]+")

@@ -23,13 +23,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from distill.core.errors import (
-    DiskFullError,
-    DistillError,
-    InputError,
-    disk_full_from,
-    file_system_error,
-)
+from distill.core.errors import DiskFullError, DistillError, InputError, disk_full_from
 from distill.core.text import decode, read_text
 from distill.schemas import ShardRef, file_sha256
 
@@ -401,17 +395,17 @@ def _remove_stale_temps(path: Path) -> None:
 
 
 def check_writable_folder(folder: Path | str, what: str) -> None:
-    """Create ``folder`` and write a file in it *before* long work whose output goes there:
-    a read-only ``--out`` found only at the end would lose the work. One line if not."""
-    folder = Path(folder)
-    probe = folder / f".write-probe-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb"):
-            pass
-        probe.unlink()
-    except OSError as exc:
-        raise file_system_error(exc, f"{what} cannot be written", folder) from None
+    """Check, *before* long work whose output goes to ``folder``, that it can be made and
+    written (a read-only ``--out`` found only at the end would lose the work); creates
+    nothing. One line naming the folder if not."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DistillError(f"{what} cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only mount
+        raise DistillError(f"{what} cannot be written: {existing} is read-only here")
 
 
 def process_alive(pid: int) -> bool:

@@ -159,7 +159,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     header, rows = summary_rows(comparison)
     table = Table(title="accuracy % (95% CI)")
     for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index < 2 else "right")
+        table.add_column(plain(name), justify="left" if index < 2 else "right")
     for row in rows:
         table.add_row(*map(plain, row))
     console.print(table)
@@ -167,7 +167,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
         header, rows = delta_rows(pair)
         table = Table(title=f"{plain(pair.b.label)} vs {plain(pair.a.label)}")
         for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right")
+            table.add_column(plain(name), justify="left" if index == 0 else "right")
         for row in rows:
             style = None
             if row[4].startswith("+") and not row[4].startswith("+0.0 "):
@@ -187,7 +187,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
             header, rows = agreement_rows(agreement)
             table = Table(title="where they disagree")
             for name in header:
-                table.add_column(name)
+                table.add_column(plain(name))
             for row in rows:
                 table.add_row(*map(plain, row))
             console.print(table)

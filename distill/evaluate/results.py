@@ -19,13 +19,17 @@ from distill.core.paths import slug
 from distill.core.shards import write_json_atomic
 from distill.schemas import EvalResult
 
+# An atomic write names its temp file ".<name>.tmp-<pid>" beside it: leave room for that.
+_TEMP_ROOM = len("..tmp-") + 10
+
 
 def result_file_name(result: EvalResult, eval_set_name: str) -> str:
     """``<model>-<eval set>-<mode>-<id>.json``; a name too long for a file keeps its start
     and ends with its hash."""
     tail = f"-{result.result_id[:8]}.json"
-    stem = f"{slug(result.model.name)}-{slug(eval_set_name)}-{result.mode}"
-    return plain(stem, "file", max_bytes=NAME_MAX - len(tail)) + tail
+    stem = (f"{slug(result.model.name, max_chars=None)}-"
+            f"{slug(eval_set_name, max_chars=None)}-{result.mode}")
+    return plain(stem, "file", max_bytes=NAME_MAX - _TEMP_ROOM - len(tail)) + tail
 
 
 def relative_to(path: str, folder: Path) -> str:

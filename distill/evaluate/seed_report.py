@@ -92,7 +92,7 @@ def print_seeds(seeds: SeedComparison, console: Console) -> None:
             continue
         table = Table(title=title)
         for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right")
+            table.add_column(plain(name), justify="left" if index == 0 else "right")
         for row in rows:
             table.add_row(*map(plain, row))
         console.print(table)

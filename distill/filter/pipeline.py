@@ -112,6 +112,7 @@ def run_filter(options: FilterOptions) -> FilterResult:
     store = DatasetStore(options.store)
     with store.lock(wait=options.wait):
         store.clean_leftovers()
+        store.break_pool_links()
         try:
             return _Run(options, store).run()
         finally:

@@ -84,6 +84,24 @@ class DatasetStore:
             path.unlink(missing_ok=True)
         return removed
 
+    def break_pool_links(self) -> int:
+        """Replace every pooled image that is a hard link (stores written before the pool
+        held copies linked the ingest folder's files) by a read-only copy of itself, so an
+        edit in the input folder no longer reaches published versions; call with the lock
+        held. Returns how many were mended. A linked image whose bytes no longer match its
+        name is left for ``datasets verify`` to name: copying it would bless the edit."""
+        mended = 0
+        for path in self.images_dir.glob("*/*") if self.images_dir.is_dir() else ():
+            if path.name.startswith(".") or path.stat().st_nlink < 2:
+                continue
+            if file_sha256(path) == path.name.split(".")[0]:
+                copy_immutable(path, path)
+                mended += 1
+        if mended:
+            for folder in {p.parent for p in self.images_dir.glob("*/*")}:
+                fsync_dir(folder)
+        return mended
+
     def new_tmp(self, name: str) -> Path:
         path = self.tmp_dir / f"{name}-{os.getpid()}"
         shutil.rmtree(path, ignore_errors=True)
@@ -184,20 +202,16 @@ class DatasetStore:
 
         The pool holds copies (reflinks where the file system can share blocks
         copy-on-write), read-only: never a hard link, through which an edit of the input
-        folder's file would change a published version. A pooled image that is a hard
-        link (a store written before this rule) is replaced by a copy here."""
+        folder's file would change a published version (``break_pool_links`` mends
+        stores written before this rule)."""
         if ref.path is None:
             return ref, None
         suffix = PurePosixPath(ref.path).suffix.lower()
         relative = f"{ref.sha256[:1]}/{ref.sha256}{suffix if _SUFFIX.match(suffix) else ''}"
         target = self.images_dir / relative
         pooled = ImageRef(path=relative, sha256=ref.sha256)
-        links = _pooled_links(target)
-        if links == 1:
+        if target.exists():
             return pooled, None
-        if links > 1 and file_sha256(target) == ref.sha256:
-            copy_immutable(target, target)  # break the link: the pool's own copy
-            return pooled, target.parent
         if root is None:
             raise ImageError("image is stored by path but no image root is known",
                              field="image.path", reason="missing_image")
@@ -210,14 +224,6 @@ class DatasetStore:
 
         copy_immutable(source, target, check=unchanged)
         return pooled, target.parent
-
-
-def _pooled_links(path: Path) -> int:
-    """The link count of a pooled image (0: not there yet)."""
-    try:
-        return path.stat().st_nlink
-    except FileNotFoundError:
-        return 0
 
 
 def verify_version(store: DatasetStore, version: str) -> list[str]:
