@@ -404,7 +404,7 @@ def test_one_function_makes_names_safe_for_every_medium() -> None:
     assert plain(name) == "_m\\[/bold] $x$ a|b <i>\\x1b[2J\nz"  # [2J: no tag to rich
     assert plain(name, "log") == "_m[/bold] $x$ a|b <i>\\x1b[2J\\nz"
     assert plain(name, "html") == "_m[/bold] $x$ a|b &lt;i&gt;\x1b[2J\nz"
-    assert plain(name, "plot") == " _m[/bold] \\$x\\$ a|b <i>\x1b[2J\nz"
+    assert plain(name, "plot") == " _m[/bold] \\$x\\$ a|b <i>\\x1b[2J\nz"
     assert plain(name, "markdown") == "\\_m\\[/bold\\] \\$x\\$ a|b \\<i\\>\\x1b\\[2J z"
     assert plain("result-1.json", "file") == "result-1.json"
     assert plain("../etc/passwd", "file").startswith("_etc_passwd-")

@@ -36,6 +36,7 @@ from pathlib import Path
 from distill.core.errors import DistillError, InputError
 from distill.core.images import ImageError, resolve_image_path
 from distill.core.shards import read_json_model, write_json_atomic
+from distill.core.text import parse_json, read_text
 from distill.schemas import DatasetManifest, ShardRef, content_hash, file_sha256
 
 MAX_LISTED = 5  # problems named in a one-line error; the rest are counted
@@ -118,6 +119,10 @@ def identity_problems(manifest: DatasetManifest, folder: Path | None) -> list[st
     if folder is not None and _is_version_name(folder.name) and manifest.version != folder.name:
         problems.append(f"manifest names version {manifest.version[:16]}, its folder is "
                         f"{folder.name[:16]}")
+    kept = sum(ref.rows for ref in manifest.shards)
+    if manifest.counts.get("kept", kept) != kept:
+        problems.append(f"its counts say {manifest.counts['kept']:,} kept traces, its data "
+                        f"shards hold {kept:,}")
     content = manifest.content_version()
     if content != manifest.version:
         problems.append(f"its content hashes to {content[:16]}, not to its name "
@@ -147,12 +152,14 @@ def _index_refs(folder: Path, check: VersionCheck) -> list[ShardRef]:
     if not path.is_file():
         return []
     try:
-        parts = json.loads(path.read_text(encoding="utf-8"))["parts"]
+        parts = parse_json(read_text(path), file=path)["parts"]
         return [ShardRef.model_validate({**part, "name": f"index/{part['name']}"})
                 for part in parts]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        check.problems.append(f"index/index.json: unreadable ({exc})")
-        return []
+    except DistillError as exc:
+        check.problems.append(f"index/index.json: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:
+        check.problems.append(f"index/index.json: not the index a version writes ({exc})")
+    return []
 
 
 def _image_root(folder: Path, manifest: DatasetManifest) -> Path | None:
@@ -212,13 +219,14 @@ def _check_images(folder: Path, manifest: DatasetManifest, refs: list[ShardRef],
 
 def _image_refs(shard: Path) -> Iterator[tuple[str, str]]:
     """(path, sha256) of the image of every record in a shard (inline images are inside
-    the shard, covered by its own hash)."""
+    the shard, covered by its own hash). The shard's hash was checked: these are records
+    this toolkit wrote, so the standard parser reads them."""
     with open(shard, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 image = json.loads(line)["sample"]["image"]
                 path, sha256 = image["path"], image["sha256"]
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise InputError("not a record of a dataset version", file=shard,
                                  line=number, reason="bad_record") from None
             if path is not None:
@@ -251,7 +259,7 @@ def _read_stamp(path: Path | None) -> dict | None:
                 or not all(isinstance(name, str) for name in stamp["images"]):
             return None
         return stamp
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None  # a stamp only saves work: a bad one is ignored, never trusted
 
 

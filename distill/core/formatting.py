@@ -43,8 +43,9 @@ def plain(value: object, medium: Medium = "terminal", *, max_bytes: int = NAME_M
     - ``markdown``: what Markdown reads as syntax backslash-escaped (``md_table`` escapes
       ``|`` in every cell), line breaks as spaces;
     - ``html``: HTML-escaped, quotes too;
-    - ``plot``: matplotlib's mathtext ``$`` escaped, and a leading underscore (which a
-      legend reads as "leave me out") kept visible behind a space;
+    - ``plot``: matplotlib's mathtext ``$`` escaped, control characters as escapes, and a
+      leading underscore (which a legend reads as "leave me out") kept visible behind a
+      space;
     - ``file``: one file name: letters, digits, ``.``, ``_`` and ``-`` kept, any other run of
       characters as one ``_``, no leading dot, at most ``max_bytes``; a name that had to be
       cleaned or cut ends with 16 hex characters of its hash.
@@ -61,7 +62,7 @@ def plain(value: object, medium: Medium = "terminal", *, max_bytes: int = NAME_M
     if medium == "html":
         return html.escape(text, quote=True)
     if medium == "plot":
-        text = text.replace("$", r"\$")
+        text = _show_controls(text, _CONTROL).replace("$", r"\$")
         return " " + text if text.startswith("_") else text
     if medium == "file":
         return _file_name(text, max_bytes)
