@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,20 +218,37 @@ def _check_images(folder: Path, manifest: DatasetManifest, refs: list[ShardRef],
     return sorted(seen)
 
 
+# The sample's image as a version's records hold it (the sample is a record's first field, so
+# this is the line's first match; a quote inside a JSON string is escaped, so no text can
+# fake it). Parsing the whole line (json.loads) cost 5 times the hashing it serves.
+_IMAGE = re.compile(r'"image":\{"path":(null|"(?:[^"\\]|\\.)*"),"data":(?:null|"[^"]*"),'
+                    r'"sha256":"([0-9a-f]{64})"\}')
+
+
 def _image_refs(shard: Path) -> Iterator[tuple[str, str]]:
     """(path, sha256) of the image of every record in a shard (inline images are inside
-    the shard, covered by its own hash). The shard's hash was checked: these are records
-    this toolkit wrote, so the standard parser reads them."""
+    the shard, covered by its own hash). The shard's hash was checked first: these are
+    records this toolkit wrote."""
     with open(shard, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            try:
-                image = json.loads(line)["sample"]["image"]
-                path, sha256 = image["path"], image["sha256"]
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise InputError("not a record of a dataset version", file=shard,
-                                 line=number, reason="bad_record") from None
+            match = _IMAGE.search(line)
+            if match is None:
+                path, sha256 = _parsed_image(line, shard, number)
+            else:
+                path = None if match[1] == "null" else json.loads(match[1])
+                sha256 = match[2]
             if path is not None:
                 yield str(path), str(sha256)
+
+
+def _parsed_image(line: str, shard: Path, number: int) -> tuple[str | None, str]:
+    """The slow way, for a record written in another key order."""
+    try:
+        image = json.loads(line)["sample"]["image"]
+        return image["path"], image["sha256"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise InputError("not a record of a dataset version", file=shard, line=number,
+                         reason="bad_record") from None
 
 
 # --- stamps ------------------------------------------------------------------------------------
