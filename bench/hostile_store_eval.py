@@ -276,20 +276,28 @@ def _(root: Path) -> Outcome:
                    [::2])
 
 
-@case("store_export", "export into a read-only folder")
-def _(root: Path) -> Outcome:
+@contextlib.contextmanager
+def read_only_folder(root: Path):  # noqa: ANN201 - a context manager
+    """A folder nothing can be written into, root included (a read-only tmpfs), or one
+    without write permission where mounting is not allowed."""
     folder = root / "ro"
     folder.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                              str(folder)], capture_output=True)
-    if mounted.returncode != 0:
+                              str(folder)], capture_output=True).returncode == 0
+    if not mounted:
         folder.chmod(0o555)
     try:
-        version = versions(root)[0]
-        return refused(*store_cli(root, "export", version, "--format", "swift", "--out",
-                                  folder / "out")[::2])
+        yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@case("store_export", "export into a read-only folder")
+def _(root: Path) -> Outcome:
+    with read_only_folder(root) as folder:
+        return refused(*store_cli(root, "export", versions(root)[0], "--format", "swift",
+                                  "--out", folder / "out")[::2])
 
 
 @case("store_export", "export of a version missing a shard")
@@ -454,29 +462,15 @@ for _extra, _label in ((["--batch-size", "0"], "--batch-size 0"),
 
 @case("eval_compare", "eval with a read-only --out")
 def _(root: Path) -> Outcome:
-    folder = root / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                              str(folder)], capture_output=True)
-    try:
+    with read_only_folder(root) as folder:
         return refused(*cli("eval", "--model", "engine:builtin:knn", "--data", root / "ingest",
                             "--no-cache", "--out", folder / "results")[::2])
-    finally:
-        if mounted.returncode == 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 @case("eval_compare", "eval with a read-only --cache-dir")
 def _(root: Path) -> Outcome:
-    folder = root / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                              str(folder)], capture_output=True)
-    try:
+    with read_only_folder(root) as folder:
         return refused(*_eval(root, "--cache-dir", folder / "cache")[::2])
-    finally:
-        if mounted.returncode == 0:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 # --- round one's leftovers, names --------------------------------------------------------------
