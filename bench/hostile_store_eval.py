@@ -44,7 +44,6 @@ if str(HERE) not in sys.path:
 import distill  # noqa: E402
 
 CODE = Path(distill.__file__).resolve().parents[1]  # the checkout whose code runs
-sys.path.insert(0, str(CODE / "tests"))
 os.environ.setdefault("DISTILL_PROGRESS", "0")
 
 from distill.cli import main  # noqa: E402
@@ -90,10 +89,36 @@ def refused(code: int | str, err: str, *must: str, lost_if_ok: bool = False) -> 
 # --- the project ---------------------------------------------------------------------------
 
 
-def build(root: Path) -> Path:
-    from filter_fixtures import build_generate_dir, scripted_teachers
+def png_bytes(seed: int) -> bytes:
+    """A small real PNG, distinct per seed."""
+    import numpy as np
+    from PIL import Image
 
-    build_generate_dir(root, {"train": 12, "test": 4}, scripted_teachers(), shard_size=6)
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(16, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def traces_for(sample):  # noqa: ANN001, ANN201 - a Sample in, Traces out
+    """Two scripted teachers, two samples each, reading the real digits (all correct)."""
+    from distill.core.digits import digits_of
+    from testing.filter_data import make_trace
+
+    digits = ", ".join(str(d) for d in digits_of(sample))
+    return [make_trace(sample, teacher, k, f"<think>\n{opener} {digits}; {k} so the answer "
+                       f"follows from them step by step.\n</think>\nAnswer: {sample.answer}")
+            for teacher, opener in (("alpha", "The image shows the digits"),
+                                    ("beta", "Reading each cell of the grid, I see"))
+            for k in range(2)]
+
+
+def build(root: Path) -> Path:
+    from testing.filter_data import write_generate_dir
+    from testing.generate import make_ingest
+
+    make_ingest(root / "ingest", {"train": 12, "test": 4}, shard_size=6)
+    write_generate_dir(root / "gen", root / "ingest", traces_for)
     (root / "every-split.yaml").write_text("name: every-split\nsplits: null\n")
     for extra in ([], ["--policy", root / "every-split.yaml"]):
         code, _, err = cli("filter", "--traces", root / "gen", "--store", root / "store",
@@ -478,8 +503,6 @@ def _(root: Path) -> Outcome:
 
 @case("names", "source ids A-1 and a_1 in one benchmark file")
 def _(root: Path) -> Outcome:
-    from tests.conftest import png_bytes
-
     (root / "a.png").write_bytes(png_bytes(1))
     source = root / "ai2d.jsonl"
     source.write_text("".join(json.dumps({"id": i, "question": "q?", "options": ["x", "y"],
@@ -495,13 +518,34 @@ def _(root: Path) -> Outcome:
     return "broke", err.strip()[-160:]
 
 
+def lmms_run(root: Path, results: str) -> tuple[Path, Path]:
+    """(an lmms-eval --log_samples folder of one MMStar item, our eval set of it), the
+    samples line as lmms-eval 0.7's EvaluationTracker writes it (tests/helpers cites it)."""
+    from distill.schemas import ImageRef, Sample, sha256_hex
+
+    data = png_bytes(0)
+    sample = Sample(id="mmstar-101", question="Which animal is in the picture?",
+                    choices=["cat", "dog", "bird", "fish"], answer="B", answer_type="choice",
+                    category="coarse_perception", source="mmstar", split="test",
+                    image=ImageRef.inline(data, sha256_hex(data)),
+                    meta={"source_id": "101"})
+    eval_set = root / "mmstar.jsonl"
+    eval_set.write_text(sample.model_dump_json() + "\n")
+    folder = root / "lmms" / "m"
+    folder.mkdir(parents=True)
+    (folder / "20260801_101500_samples_mmstar.jsonl").write_text(json.dumps({
+        "doc_id": 0, "target": "B", "filtered_resps": "Answer: B",
+        "token_counts": [{"output_tokens": 2}], "doc_hash": sha256_hex(b"101"),
+        "average": {"question_id": 101, "score": 1.0},
+        "input": "Which animal is in the picture?\nOptions: A: cat, B: dog, C: bird, "
+                 "D: fish"}) + "\n")
+    (folder / "20260801_101500_results.json").write_text(results)
+    return root / "lmms", eval_set
+
+
 @case("names", "an lmms-eval results.json whose results is not a mapping")
 def _(root: Path) -> Outcome:
-    from tests.helpers import harness_files as hf
-
-    eval_set = hf.write_eval_set(root / "evalset")
-    folder = hf.lmms_run_07(root / "lmms", {101: "Answer: B"})
-    next(folder.glob("*_results.json")).write_text('{"results": 5, "configs": [1, 2]}')
+    folder, eval_set = lmms_run(root, '{"results": 5, "configs": [1, 2]}')
     code, _, err = cli("eval", "import", "lmms-eval", folder, "--data", eval_set, "--out",
                        root / "out")
     return refused(code, err, "results")
@@ -509,8 +553,6 @@ def _(root: Path) -> Outcome:
 
 def _long_image(command: str, skip: bool) -> Callable[[Path], Outcome]:
     def run(root: Path) -> Outcome:
-        from tests.conftest import png_bytes
-
         (root / "a.png").write_bytes(png_bytes(1))
         rows = [{"id": "a", "image": "a.png", "question": "q?", "answer": "1",
                  "options": ["x", "y"]},
@@ -538,10 +580,7 @@ for _command in ("ingest", "convert"):
 
 @case("names", "eval import --name of 300 characters (the result's file name)")
 def _(root: Path) -> Outcome:
-    from tests.helpers import harness_files as hf
-
-    eval_set = hf.write_eval_set(root / "evalset")
-    folder = hf.lmms_run_07(root / "lmms", {101: "Answer: B", 102: "A"})
+    folder, eval_set = lmms_run(root, '{"results": {"mmstar": {}}, "configs": {}}')
     code, _, err = cli("eval", "import", "lmms-eval", folder, "--data", eval_set,
                        "--name", "m" * 300, "--out", root / "out")
     return ("held", "") if code == 0 or one_line(code, err) else ("broke", err.strip()[-160:])
@@ -556,14 +595,16 @@ def build_chain(root: Path) -> Path:
     """Train a 2-step micro student on the first version; evaluate it with `distill eval`;
     the result file."""
     import torch
-    from train_support import config
 
+    from distill.train.config import TrainConfig
     from distill.train.loop import train
 
     torch.set_num_threads(1)
     version = versions(root)[0]
-    train(config(max_steps=2, batch_size=4), root / "store" / "versions" / version,
-          root / "run")
+    config = TrainConfig(stage="cot", model="test-micro", target="cot", llm="full", max_steps=2,
+                         batch_size=4, lr=1e-3, warmup_steps=1, save_every=1000, log_every=1,
+                         threads=1, tensorboard=False)
+    train(config, root / "store" / "versions" / version, root / "run")
     code, _, err = cli("eval", "--model", f"siqvl:{root / 'run'}", "--data", root / "ingest",
                        "--out", root / "results", "--no-cache", "--max-new-tokens", "4")
     assert code == 0, err
