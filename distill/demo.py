@@ -289,6 +289,7 @@ def run_eval(run: DemoRun, name: str, seed: int) -> Path:
     from distill.core.evalsets import load_eval_set
     from distill.core.predictors import PredictorOptions
     from distill.core.shards import read_json_model, write_json_atomic
+    from distill.evaluate.results import portable
     from distill.evaluate.runner import evaluate_model
     from distill.schemas import RunManifest
     from distill.train.config import TrainConfig
@@ -304,7 +305,7 @@ def run_eval(run: DemoRun, name: str, seed: int) -> Path:
                                       cache_dir=run.out / "eval-cache", threads=1)
     result = evaluated.result
     path = run.result_path(name, seed)
-    write_json_atomic(path, result)
+    write_json_atomic(path, portable(result, path.parent))  # paths relative: the demo moves
     metrics = result.metrics
     console.print(f"{name} seed {seed}: {accuracy_interval(metrics, unit='%')} on "
                   f"{metrics['n']:.0f} {run.plan.eval_split} items ({mode})")

@@ -103,8 +103,9 @@ _PLACES = ["on the table", "in the box", "near the window", "on the shelf", "in 
            "next to the door", "under the chair", "on the left", "on the right", "at the top"]
 
 
-def _png(rng: np.random.Generator) -> bytes:
-    pixels = rng.integers(0, 255, size=(12, 12), dtype=np.uint8)
+def _png(rng: np.random.Generator, side: int = 12) -> bytes:
+    """Noise (incompressible): a ``side`` x ``side`` grey PNG of about side**2 bytes."""
+    pixels = rng.integers(0, 255, size=(side, side), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
@@ -131,8 +132,10 @@ def synthetic_item(index: int, rng: random.Random) -> dict:
             "kind": kind, "question": question, "answer": answer}
 
 
-def synthetic_ingest(out: Path, items: int, *, shard_size: int = 500, seed: int = 0) -> Path:
-    """An ingest-layout folder of ``items`` synthetic items with real, distinct PNGs."""
+def synthetic_ingest(out: Path, items: int, *, shard_size: int = 500, seed: int = 0,
+                     image_side: int = 12) -> Path:
+    """An ingest-layout folder of ``items`` synthetic items with real, distinct PNGs
+    (``image_side`` pixels a side: 12 is tiny; 160 is ~26 KB, a small real image)."""
     out = Path(out)
     rng, np_rng = random.Random(seed), np.random.default_rng(seed)
     refs = []
@@ -144,7 +147,7 @@ def synthetic_ingest(out: Path, items: int, *, shard_size: int = 500, seed: int 
             writer = ShardWriter(out / "samples" / "train" / shard_name(index // shard_size),
                                  flush_every=8192)
         item = synthetic_item(index, rng)
-        data = _png(np_rng)
+        data = _png(np_rng, image_side)
         digest = sha256_hex(data)
         path = f"images/{digest[:2]}/{digest}.png"
         (out / path).parent.mkdir(parents=True, exist_ok=True)

@@ -104,17 +104,24 @@ def test_html_escapes_outputs_and_embeds_images(comparison) -> None:
 
 
 def test_results_on_different_items_pair_only_shared_ones(tmp_path: Path) -> None:
+    from distill.evaluate.metrics import summarize
     from distill.schemas import EvalResult
 
     result = EvalResult.model_validate_json(RESULT_B.read_text())
-    fewer = result.model_copy(update={"items": result.items[3:], "eval_set_hash": "1" * 64})
+
+    def with_items(items: list) -> EvalResult:  # metrics recomputed: compare checks them
+        metrics, per_category = summarize(items)
+        return result.model_copy(update={"items": items, "eval_set_hash": "1" * 64,
+                                         "metrics": metrics, "per_category": per_category})
+
     path = tmp_path / "fewer.json"
-    path.write_text(fewer.model_dump_json())
+    path.write_text(with_items(result.items[3:]).model_dump_json())
     (pair,) = compare_results(load_results([RESULT_A, path])).pairs
     assert not pair.same_eval_set and pair.only_in_a == 3 and pair.overall.n == 7
     assert [f.sample_id for f in pair.flips_of("wrong_to_right")] == WRONG_TO_RIGHT[1:]
     disjoint = tmp_path / "disjoint.json"
-    disjoint.write_text(result.model_copy(update={"items": []}).model_dump_json())
+    disjoint.write_text(with_items([item.model_copy(update={"sample_id": "other-" + item.sample_id})
+                                    for item in result.items]).model_dump_json())
     with pytest.raises(InputError, match="no items in common"):
         compare_results(load_results([RESULT_A, disjoint]))
 

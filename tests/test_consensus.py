@@ -230,7 +230,7 @@ def test_items_without_gold_or_any_answer_are_reported_not_dropped(tmp_path) -> 
     report = result.report.read_text()
     assert "have neither a gold answer nor a derived label" in report
     missing = next(s.id for s in samples if s.category == "count_even")
-    assert f"`{missing}` (no_traces)" in report
+    assert f"{missing} (no_traces)" in report
 
 
 def test_truncated_outputs_are_no_answers_to_agree_with(tmp_path) -> None:
@@ -246,8 +246,9 @@ def test_truncated_outputs_are_no_answers_to_agree_with(tmp_path) -> None:
         make_trace(item, "t2", 0, "I count nine.\nAnswer: 9", finish_reason="length"),
         make_trace(item, "t3", 0, "I count seven.\nAnswer: 7")])
     policy = load_policy("consensus")
+    # The policy keeps none of the three (the label's one vote is a third): asked for.
     result = run_filter(FilterOptions(traces=tmp_path / "gen", store=tmp_path / "store",
-                                      policy=policy))
+                                      policy=policy, allow_empty=True))
     rows_ = scored_rows(DatasetStore(tmp_path / "store").version_dir(result.version))
     by_teacher = {row.trace.teacher_id: row.signals for row in rows_}
     assert {(s["label"], s["label_source"]) for s in by_teacher.values()} == {("7", "consensus")}

@@ -51,7 +51,7 @@ def test_mmmu_parquet_single_image_items_and_skipped_multi_image(tmp_path: Path,
                        tmp_path / "out")
     assert "skipped 1 item(s): several images" in capsys.readouterr().err
     choice, open_ended = samples
-    assert (choice.id, choice.answer, choice.choices) == ("mmmu-validation_accounting_1", "B",
+    assert (choice.id, choice.answer, choice.choices) == ("mmmu-validation_Accounting_1", "B",
                                                           ["$10", "$20", "$30"])
     assert choice.category == "accounting" and choice.question.startswith("<image 1>")
     assert choice.meta["source_id"] == "validation_Accounting_1"
@@ -164,7 +164,7 @@ def test_hallusionbench_json_yes_no_and_no_visual_skipped(tmp_path: Path) -> Non
     assert len(rows) == 1 and stats.skipped == {"no image": 1}
     (sample,) = _convert("hallusionbench", tmp_path / "HallusionBench.json", tmp_path / "out")
     assert (sample.id, sample.answer, sample.answer_type, sample.category) == (
-        "hallusionbench-vd_math_0_0_0", "yes", "yes_no", "math")
+        "hallusionbench-VD_math_0_0_0", "yes", "yes_no", "math")
 
 
 @pytest.mark.parametrize(("fmt", "record", "expected"), [

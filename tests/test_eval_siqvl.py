@@ -44,7 +44,8 @@ def test_tiny_student_eval_compare_and_lineage(student, capsys) -> None:
     cot = read_json_model(cot_file, EvalResult)
     direct = read_json_model(direct_file, EvalResult)
     assert cot.model.kind == "siqvl" and cot.model.name == "run/final"
-    assert Path(cot.model.run_manifest) == run / "manifest.json"
+    # Relative to the result's folder, like every path a result names.
+    assert (out / cot.model.run_manifest).resolve() == (run / "manifest.json").resolve()
     assert len(cot.items) == len(direct.items) == 8
     assert all(0 < item.output_tokens <= MAX_NEW for item in cot.items + direct.items)
     # The student learned the answer format: its outputs mostly hold an answer line. This

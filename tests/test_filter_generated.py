@@ -48,7 +48,7 @@ def test_filter_publishes_a_version_from_generated_traces(generated, tmp_path: P
     assert manifest.counts["correctness:wrong"] > 0
     assert manifest.drop_reasons.get("rule:correctness", 0) > 0
     report = (store.version_dir(version) / "report" / "report.md").read_text()
-    assert "`knn`" in report and "`logreg`" in report
+    assert "| knn |" in report and "| logreg |" in report
     assert verify_version(store, version) == []
     assert main(args) == 0  # the same command again: the same version
     assert capsys.readouterr().out.strip() == version

@@ -453,3 +453,246 @@ def test_fuzz_shard_readers(tmp_path: Path, sample_folder: Path,
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and shard.name in errors[0], err
     TALLY["shard readers:held"] += 1
+
+
+# --- the dataset store: version files spoiled after publishing ----------------------------
+# Issue 34: what the toolkit reads back of its own is input too. A published version's files
+# (manifest, data and scored shards, dedup index, pooled images, verification stamps) are
+# spoiled; every store command must then exit 0 or exit 2 with one line, and a spoiled file
+# that a version's name vouches for must never pass `datasets verify`.
+
+
+@pytest.fixture(scope="module")
+def store_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ingest/ + gen/ + store/ with two versions (default policy; every split)."""
+    from filter_fixtures import build_generate_dir, scripted_teachers
+
+    root = tmp_path_factory.mktemp("fuzz-store")
+    build_generate_dir(root, {"train": 8, "test": 4}, scripted_teachers(), shard_size=6)
+    (root / "every-split.yaml").write_text("name: every-split\nsplits: null\n")
+    for extra in ([], ["--policy", str(root / "every-split.yaml")]):
+        code, err = run(["filter", "--traces", str(root / "gen"), "--store",
+                         str(root / "store"), *extra])
+        assert code == 0, err
+    versions = sorted((root / "store" / "versions").iterdir())
+    assert main(["datasets", "--store", str(root / "store"), "export", versions[0].name,
+                 "--out", str(root / "stamped.jsonl")]) == 0  # leaves a stamp to spoil
+    return root
+
+
+def _version_files(store: Path) -> dict[str, Path]:
+    """What a spoiler may pick: one file of each kind in the store."""
+    first = sorted((store / "versions").iterdir())[0]
+    return {"manifest": first / "manifest.json",
+            "data shard": sorted((first / "data").glob("*.jsonl"))[0],
+            "scored shard": sorted(first.glob("scored/*/*.jsonl"))[0],
+            "index": first / "index" / "index.json",
+            "pooled image": sorted((store / "images").glob("*/*"))[0],
+            "stamp": sorted((store / "cache" / "verified").glob("*.json"))[0]}
+
+
+# Which commands read (so must refuse) a spoiled file of each kind: export reads the kept
+# traces and their images; diff every shard and the index, no image; verify everything.
+_READERS_OF = {"manifest": ("verify", "export", "export swift", "diff"),
+               "data shard": ("verify", "export", "export swift", "diff"),
+               "scored shard": ("verify", "diff"), "index": ("verify", "diff"),
+               "pooled image": ("verify",)}
+
+
+def _changed(target: str, before: bytes, after: bytes) -> bool:
+    """Did the spoiling change what the version's name vouches for? (A manifest re-spaced,
+    or changed only in a field its name does not cover, such as created_at, still names
+    the same content.)"""
+    if target != "manifest":
+        return after != before
+    from distill.schemas import DatasetManifest
+
+    try:
+        old, new = (DatasetManifest.model_validate_json(text) for text in (before, after))
+    except ValueError:
+        return True
+    return (new.version, new.content_version(), new.policy, new.counts.get("kept")) != (
+        old.version, old.content_version(), old.policy, old.counts.get("kept"))
+
+
+STORE_COMMANDS = {"list": ["list"], "show": ["show", "{v}"], "verify": ["verify", "{v}"],
+                  "export": ["export", "{v}", "--out", "{o}/x.jsonl"],
+                  "export swift": ["export", "{v}", "--format", "swift", "--out", "{o}/s"],
+                  "diff": ["diff", "{v}", "{w}"]}
+
+
+@budget(12)
+@given(target=st.sampled_from(["manifest", "data shard", "scored shard", "index",
+                               "pooled image", "stamp"]),
+       data=st.data(), command=st.sampled_from(sorted(STORE_COMMANDS)))
+def test_fuzz_store_files(tmp_path: Path, store_project: Path, target: str,
+                          data: st.DataObject, command: str) -> None:
+    work = tmp_path / "store-fuzz"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(store_project, work, symlinks=True)
+    store = work / "store"
+    path = _version_files(store)[target]
+    before = path.read_bytes()
+    after = data.draw(mutated(before) | (hostile_text(before.decode()).map(str.encode)
+                                         if target != "pooled image" else mutated(before)))
+    path.chmod(0o644)
+    path.write_bytes(after)
+    first, second = (p.name for p in sorted((store / "versions").iterdir()))
+    args = [a.format(v=first[:8], w=second[:8], o=work / "out")
+            for a in STORE_COMMANDS[command]]
+    code, err = run(["datasets", "--store", str(store), *args])
+    reader = f"store {target}"
+    TALLY[f"{reader}:tried"] += 1
+    assert "Traceback" not in err, err
+    assert code in (0, 2), (code, err)
+    TALLY[f"{reader}:exit {code}"] += 1
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+        assert first[:8] in errors[0] or str(store) in errors[0], errors[0]
+    if command in _READERS_OF.get(target, ()) and _changed(target, before, after):
+        assert code == 2, f"{target} spoiled, yet `{command}` exited 0"
+    leftovers = [p.name for p in (work / "out").glob(".*")] if (work / "out").exists() else []
+    assert not [name for name in leftovers if ".tmp-" in name], leftovers
+    TALLY[f"{reader}:held"] += 1
+
+
+# --- export targets: every OUT a user may give ---------------------------------------------
+
+
+def _export_target(work: Path, kind: str) -> Path:
+    """An --out of the given kind (and whatever it needs around it)."""
+    (work / "a-file").write_text("precious")
+    (work / "a-folder").mkdir(exist_ok=True)
+    (work / "a-folder" / "mine.txt").write_text("precious")
+    targets = {
+        "fresh": work / "new" / "deeper" / "out",
+        "under a file": work / "a-file" / "out",
+        "an existing file": work / "a-file",
+        "an existing folder": work / "a-folder",
+        "a link to a folder": work / "link",
+        "a dangling link": work / "dangling",
+        "a long name": work / ("n" * 300),
+        "odd characters": work / "o[/bold]\n$x$ ü",
+        "dot": work / "a-folder" / ".",
+    }
+    if kind == "a link to a folder":
+        (work / "link").symlink_to(work / "a-folder")
+    if kind == "a dangling link":
+        (work / "dangling").symlink_to(work / "nowhere")
+    return targets[kind]
+
+
+@budget(10)
+@given(kind=st.sampled_from(["fresh", "under a file", "an existing file", "an existing folder",
+                             "a link to a folder", "a dangling link", "a long name",
+                             "odd characters", "dot"]),
+       fmt=st.sampled_from(["jsonl", "parquet", "swift", "llamafactory"]))
+def test_fuzz_export_targets(tmp_path: Path, store_project: Path, kind: str,
+                             fmt: str) -> None:
+    work = tmp_path / "targets"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    out = _export_target(work, kind)
+    version = sorted((store_project / "store" / "versions").iterdir())[0].name
+    code, err = run(["datasets", "--store", str(store_project / "store"), "export", version,
+                     "--format", fmt, "--out", str(out)])
+    TALLY["export targets:tried"] += 1
+    assert "Traceback" not in err and code in (0, 2), (code, err)
+    TALLY[f"export targets:exit {code}"] += 1
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, err
+    else:
+        assert out.exists() and kind in ("fresh", "odd characters"), kind
+    assert (work / "a-file").read_text() == "precious"
+    assert (work / "a-folder" / "mine.txt").read_text() == "precious"
+    assert not (work / "nowhere").exists()
+    left = [p for p in work.rglob(".*") if ".tmp-" in p.name]
+    assert not left, left
+    TALLY["export targets:held"] += 1
+
+
+# --- result files: what compare reads --------------------------------------------------------
+
+RESULT_FILE = REPO / "tests" / "fixtures" / "eval" / "result_a.json"
+OTHER_RESULT = REPO / "tests" / "fixtures" / "eval" / "result_b.json"
+
+
+@st.composite
+def result_files(draw: st.DrawFn) -> bytes:
+    text = RESULT_FILE.read_text(encoding="utf-8")
+    record = json.loads(text)
+    how = draw(st.sampled_from(["bytes", "metrics", "items", "names"]))
+    if how == "bytes":
+        return draw(mutated(text.encode()) | hostile_text(text).map(str.encode))
+    if how == "metrics":
+        key = draw(st.sampled_from([*record["metrics"], "zz"]))
+        value = draw(st.floats() | st.integers(-10, 10) | st.none() | JSON_SCALARS)
+        if value is None:
+            record["metrics"].pop(key, None)
+        else:
+            record["metrics"][key] = value
+    elif how == "items":
+        index = draw(st.integers(0, len(record["items"]) - 1))
+        record["items"][index] = draw(spoiled(record["items"][index]))
+    else:
+        record["model"]["name"] = draw(st.text(min_size=1, max_size=40) | st.sampled_from(
+            ["vlm[/bold]", "$x^2$", "_hidden", "a" * 400, "<script>x</script>"]))
+    return json.dumps(record, allow_nan=True).encode()
+
+
+@budget(15)
+@given(content=result_files())
+def test_fuzz_result_files(tmp_path: Path, content: bytes) -> None:
+    work = fresh(tmp_path, "results")
+    path = work / "result.json"
+    path.write_bytes(content)
+    code, err = run(["compare", str(OTHER_RESULT), str(path), "--out", str(work / "report")])
+    TALLY["result files:tried"] += 1
+    assert "Traceback" not in err and code in (0, 2), (code, err)
+    TALLY[f"result files:exit {code}"] += 1
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and path.name in errors[0], err
+    else:
+        assert (work / "report" / "compare.html").is_file()
+    TALLY["result files:held"] += 1
+
+
+# --- policies against their input -------------------------------------------------------------
+
+POLICY_NAMES = st.sampled_from(["train", "test", "trian", "", "alpha", "beta", "alpah",
+                                "[/]", "$x$", "x" * 300])
+
+
+@budget(6)
+@given(splits=st.none() | st.lists(POLICY_NAMES, max_size=2),
+       teachers=st.lists(POLICY_NAMES, max_size=2, unique=True),
+       rule=st.sampled_from(["", "rules: {correctness: wrong}\n",
+                             "rules: {correctness: correct}\n"]))
+def test_fuzz_policies_against_their_input(tmp_path: Path, store_project: Path,
+                                           splits: list[str] | None, teachers: list[str],
+                                           rule: str) -> None:
+    work = fresh(tmp_path, "policies")
+    policy = work / "policy.yaml"
+    policy.write_text(json.dumps({"name": "fuzzed", "splits": splits,
+                                  "per_item": {"teacher_preference": teachers}}) + "\n" + rule)
+    store = work / "store"
+    code, err = run(["filter", "--traces", str(store_project / "gen"), "--store", str(store),
+                     "--policy", str(policy)])
+    TALLY["policy vs input:tried"] += 1
+    assert "Traceback" not in err and code in (0, 2), (code, err)
+    TALLY[f"policy vs input:exit {code}"] += 1
+    versions = list((store / "versions").iterdir()) if (store / "versions").exists() else []
+    if code == 2:
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, err
+        assert policy.name in errors[0] or "keeps none" in errors[0], errors[0]
+        assert not versions
+    else:
+        (version,) = versions
+        manifest = json.loads((version / "manifest.json").read_text())
+        assert manifest["counts"]["kept"] > 0  # an empty version only with --allow-empty
+        assert set(splits or []) <= {"train", "test"} and set(teachers) <= {"alpha", "beta"}
+    TALLY["policy vs input:held"] += 1

@@ -147,17 +147,35 @@ def test_a_small_base64_image_is_recognised_by_its_content(tmp_path: Path) -> No
 # 8. id collisions ----------------------------------------------------------------------------
 
 
-def test_ids_that_collide_after_normalising_name_both_rows(
+def test_ids_that_differ_in_case_or_punctuation_stay_apart(
         image_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The id map is one to one (issue 34: ``A-1`` and ``a_1`` were refused as one id)."""
     source = write_jsonl(image_dir / "ai2d.jsonl", [
         {"id": "A-1", "question": "q?", "options": ["x", "y"], "answer": "1", "image": "a.png"},
         {"id": "a_1", "question": "q?", "options": ["x", "y"], "answer": "0", "image": "b.png"},
+        {"id": "a 1/x%", "question": "q?", "options": ["x", "y"], "answer": "0",
+         "image": "b.png"},
+    ])
+    out = image_dir / "o"
+    code, _ = run(["eval", "convert", "ai2d", str(source), "--out", str(out)], capsys)
+    assert code == 0
+    from distill.core.evalsets import load_eval_set
+
+    samples = load_eval_set(out).samples
+    assert [(s.id, s.meta["source_id"]) for s in samples] == [
+        ("ai2d-A-1", "A-1"), ("ai2d-a_1", "a_1"), ("ai2d-a%201%2Fx%25", "a 1/x%")]
+
+
+def test_one_id_given_twice_names_both_rows(image_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_jsonl(image_dir / "ai2d.jsonl", [
+        {"id": "A-1", "question": "q?", "options": ["x", "y"], "answer": "1", "image": "a.png"},
+        {"id": "A-1", "question": "q?", "options": ["x", "y"], "answer": "0", "image": "b.png"},
     ])
     code, err = run(["eval", "convert", "ai2d", str(source), "--out", str(image_dir / "o")],
                     capsys)
     line = one_error(err)
     assert code == 2 and f"{source}:2" in line and f"{source}:1" in line
-    assert "'a_1'" in line and "'A-1'" in line
 
 
 # 9. corrupt parquet ------------------------------------------------------------------------
@@ -213,6 +231,8 @@ def test_a_results_file_of_unexpected_shape(tmp_path: Path, results: str,
     code, err = run(["eval", "import", "lmms-eval", str(folder), "--data", str(eval_set),
                      "--out", str(tmp_path / "out")], capsys)
     assert code == 0 or (code == 2 and results_file.name in one_error(err))
+    if results.startswith("{\"results\": 5"):  # issue 34: imported silently before
+        assert code == 2 and "field 'results': must be an object" in err
 
 
 def test_a_folder_named_like_a_samples_file_is_not_read(

@@ -18,6 +18,7 @@ from distill.core.shards import ShardWriter, read_json_model, shard_ref, write_j
 from distill.evaluate.cache import CachedGeneration, input_hash
 from distill.evaluate.lineage import trace_lineage
 from distill.evaluate.metrics import summarize
+from distill.evaluate.results import portable
 from distill.evaluate.runner import score
 from distill.ingest.pipeline import IngestOptions, ingest
 from distill.ingest.sources.digits import DigitsConfig, iter_digits
@@ -58,6 +59,10 @@ def _run(folder: Path, run_id: str, stage: str, dataset: Path | None, version: s
 
 @pytest.fixture
 def chain(tmp_path: Path) -> dict[str, Path]:
+    return build_chain(tmp_path)
+
+
+def build_chain(tmp_path: Path, *, decontaminated: bool = True) -> dict[str, Path]:
     """ingest -> generate -> dataset version -> stage-1 run -> stage-2 run -> eval result."""
     data = tmp_path / "work" / "digits"
     ingest(iter_digits(DigitsConfig(seed=4, counts={"train": 6, "test": 6})),
@@ -88,20 +93,25 @@ def chain(tmp_path: Path) -> dict[str, Path]:
         inputs=[train_ref], shards=[trace_ref], counts={"traces": len(traces)},
         config={"teachers": ["digits-cot"]}))
 
-    version = content_hash({"traces": trace_ref.sha256, "policy": "default"})
-    version_dir = tmp_path / "store" / "versions" / version
-    writer = ShardWriter(version_dir / "data" / "part-00000.jsonl")
+    staging = tmp_path / "store" / "versions" / "staging"
+    writer = ShardWriter(staging / "data" / "part-00000.jsonl")
     for sample, trace in traces:
         writer.write(ScoredTrace(sample=sample, trace=trace, signals={"correct": True},
                                  verdict="keep"))
     writer.commit()
-    write_json_atomic(version_dir / "manifest.json", DatasetManifest(
-        version=version, created_at=NOW, trace_dir=os.path.relpath(generate, version_dir),
-        image_root=str(data), inputs=[trace_ref], policy={"name": "default"},
+    draft = DatasetManifest(
+        version="0" * 64, created_at=NOW, trace_dir="-", image_root=str(data),
+        inputs=[trace_ref], policy={"name": "default"},
         policy_hash=content_hash({"name": "default"}), scorer_versions={"correct": "1"},
         teachers=["digits-cot"], prompts={"cot": "a" * 64},
-        eval_sets=[f"{load_eval_set(data).hash} {data}"], counts={"keep": len(traces)},
-        shards=[shard_ref(version_dir / "data" / "part-00000.jsonl", version_dir)]))
+        eval_sets=[f"{load_eval_set(data).hash} {data}"] if decontaminated else [],
+        counts={"keep": len(traces)},
+        shards=[shard_ref(staging / "data" / "part-00000.jsonl", staging)])
+    version = draft.content_version()  # named by its content, as distill filter names it
+    version_dir = staging.rename(staging.with_name(version))
+    write_json_atomic(version_dir / "manifest.json", draft.model_copy(update={
+        "version": version, "trace_dir": os.path.relpath(generate, version_dir),
+        "image_root": os.path.relpath(data, version_dir)}))
 
     _run(tmp_path / "runs" / "stage1", "stage1-run", "1", version_dir, version, None)
     run2 = _run(tmp_path / "runs" / "stage2", "stage2-run", "2", version_dir, version,
@@ -121,7 +131,7 @@ def chain(tmp_path: Path) -> dict[str, Path]:
         eval_set=eval_set.spec, eval_set_hash=eval_set.hash, mode="cot",
         generation={"mode": "cot"}, metrics=metrics, per_category=per_category, items=items)
     result_path = tmp_path / "results" / "r.json"
-    write_json_atomic(result_path, result)
+    write_json_atomic(result_path, portable(result, result_path.parent))  # as eval writes it
     return {"result": result_path, "data": data, "generate": generate, "version": version_dir,
             "checkpoint": checkpoint, "run2": run2, "stage1": tmp_path / "runs" / "stage1"}
 
@@ -145,11 +155,10 @@ def test_an_intact_chain_is_followed_to_the_samples(chain, capsys) -> None:
     for kind in ("eval result", "eval set", "model", "run", "dataset", "traces", "samples"):
         assert kind in printed
     assert "BROKEN" not in printed
-    # A dataset not decontaminated against the evaluated set is a warning, not a break.
-    manifest_path = chain["version"] / "manifest.json"
-    dataset = read_json_model(manifest_path, DatasetManifest)
-    write_json_atomic(manifest_path, dataset.model_copy(update={"eval_sets": []}))
-    links = trace_lineage(chain["result"])
+
+
+def test_a_dataset_not_decontaminated_is_a_warning_not_a_break(tmp_path: Path) -> None:
+    links = trace_lineage(build_chain(tmp_path, decontaminated=False)["result"])
     assert all(link.status == "ok" for link in links)
     assert any(d.startswith("warning: not decontaminated against the evaluated set")
                for d in links[4].details)
@@ -163,7 +172,7 @@ def test_changed_files_and_versions_are_flagged(chain, capsys) -> None:
     trace_shard.unlink()
     links = {(link.kind, link.path): link for link in trace_lineage(chain["result"])}
     problems = "\n".join(p for link in links.values() for p in link.problems)
-    assert "dataset shard changed since it was recorded (sha256 mismatch)" in problems
+    assert "dataset data/part-00000.jsonl: changed since it was published" in problems
     assert "checkpoint changed since the eval" in problems
     assert f"trace shard missing: {trace_shard}" in problems
     assert main(["lineage", str(chain["result"])]) == 2
@@ -174,6 +183,41 @@ def test_changed_files_and_versions_are_flagged(chain, capsys) -> None:
     assert [k for k, s in [(link.kind, link.status) for link in
                            trace_lineage(chain["result"], verify=False)] if s == "broken"] == [
         "traces"]
+
+
+def test_an_edit_whose_new_hash_was_written_into_the_manifest_is_caught(chain) -> None:
+    """Lineage recomputes the version's content hash rather than trusting its name."""
+    shard = chain["version"] / "data" / "part-00000.jsonl"
+    shard.write_text(shard.read_text().replace('"verdict":"keep"', '"verdict":"keep" ', 1))
+    manifest_path = chain["version"] / "manifest.json"
+    dataset = read_json_model(manifest_path, DatasetManifest)
+    write_json_atomic(manifest_path, dataset.model_copy(update={
+        "shards": [shard_ref(shard, chain["version"])]}))
+    dataset_link = trace_lineage(chain["result"])[4]
+    assert dataset_link.kind == "dataset" and dataset_link.status == "broken"
+    assert "its content hashes to" in dataset_link.problems[0]
+    assert "its content hashes to" in trace_lineage(chain["result"], verify=False)[4].problems[0]
+
+
+def test_a_moved_project_keeps_its_lineage(chain, tmp_path: Path) -> None:
+    """Every manifest and the result name files relative to their own folder."""
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    tmp_path.rename(moved)
+    try:
+        result = moved / chain["result"].relative_to(tmp_path)
+        assert all(link.status == "ok" for link in trace_lineage(result)), [
+            (link.kind, link.problems) for link in trace_lineage(result)]
+    finally:
+        moved.rename(tmp_path)
+
+
+def test_metrics_that_disagree_with_the_items_break_the_first_link(chain) -> None:
+    result = read_json_model(chain["result"], EvalResult)
+    write_json_atomic(chain["result"], result.model_copy(update={
+        "metrics": {**result.metrics, "accuracy": 0.999}}))
+    first = trace_lineage(chain["result"])[0]
+    assert first.status == "broken" and first.problems[0].startswith(
+        "metrics.accuracy: stored 0.999, but its 6 item(s) give")
 
 
 def test_missing_manifests_and_version_mismatch(chain) -> None:

@@ -84,7 +84,8 @@ def test_student_in_lmms_eval_matches_distill_eval(student, capsys) -> None:
     b = read_json_model(theirs_file, EvalResult)
     # The harness ran our checkpoint: the import records it, so lineage reaches the run.
     assert b.model.kind == "harness" and b.model.fingerprint == a.model.fingerprint
-    assert Path(b.model.run_manifest) == run / "manifest.json"
+    # Relative to the result's folder, like every path a result names.
+    assert (imported / b.model.run_manifest).resolve() == (run / "manifest.json").resolve()
     # Greedy decoding, the same prompt and generation code: the same text for every item.
     assert [i.sample_id for i in b.items] == [i.sample_id for i in a.items]
     assert [i.raw_output for i in b.items] == [i.raw_output for i in a.items]

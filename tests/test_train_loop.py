@@ -274,7 +274,8 @@ def test_stages_chain_through_their_checkpoints(data, tmp_path):
     aligned = _weights(tmp_path / "align" / "final")
     vqa = train(config(stage="vqa", llm="lora", target="answer", max_steps=2),
                 data["dataset"], tmp_path / "vqa", init=str(tmp_path / "align" / "final"))
-    assert vqa.parent_checkpoint == str((tmp_path / "align" / "final").resolve())
+    # Relative to the run's folder (lineage follows it in a moved project).
+    assert vqa.parent_checkpoint == "../align/final"
     tuned = _weights(tmp_path / "vqa" / "final")
     tower = [k for k in aligned if k.startswith("vision_tower.")]
     assert tower and all(torch.equal(aligned[k], tuned[k]) for k in tower)

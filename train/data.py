@@ -7,8 +7,10 @@ the teachers (an unlabeled pool). Target ``gold`` trains on the item's label, wh
 such items is the derived one; the training set counts both kinds and says so.
 
 A dataset version is self-contained: each record embeds its sample, and images resolve
-through the manifest's ``image_root`` (relative to the manifest's folder). Shards are
-checked against the sha256 and row counts in the manifest before training starts.
+through the manifest's ``image_root`` (relative to the manifest's folder). Before training
+starts the version is checked as every reader checks it (``distill.core.dataset_versions``):
+its manifest must hash to its name, its shards to the manifest, its pooled images to their
+sha256. An ingest folder's shards are checked against its manifest.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from distill.core.dataset_versions import open_version
 from distill.core.errors import DistillError, InputError
 from distill.core.prompts import target_text
 from distill.core.shards import iter_records, read_json_model
 from distill.schemas import (
-    DatasetManifest,
     Sample,
     ScoredTrace,
     ShardRef,
@@ -105,11 +107,11 @@ def load_training_set(path: str | Path, target: TargetMode = "cot",
 
 def _from_dataset(folder: Path, manifest_path: Path, target: TargetMode,
                   digest: str) -> TrainingSet:
-    manifest = read_json_model(manifest_path, DatasetManifest)
+    manifest = open_version(folder)
     root = image_root_of(folder, manifest.image_root)
     items, skipped = [], 0
     for ref in manifest.shards:
-        shard = _checked_shard(folder, ref, manifest_path)
+        shard = folder / ref.name
         for record in iter_records(shard, ScoredTrace):
             if record.verdict != "keep":
                 skipped += 1

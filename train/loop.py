@@ -302,11 +302,14 @@ class RunContext:
     def identity(self) -> RunIdentity:
         """What the run's manifest says about it at every checkpoint."""
         parent = self.init or self.config.init
+        run = self.out.resolve()
+        # Relative to the run's folder, where the manifest lies: lineage follows them in a
+        # project moved as a whole.
         return RunIdentity(
             run_id=self.run_key[:16], config=self.config,
             dataset_version=self.training_set.version,
-            dataset_path=str(self.training_set.path.resolve()),
-            parent_checkpoint=str(Path(parent).resolve()) if parent else None,
+            dataset_path=os.path.relpath(self.training_set.path.resolve(), run),
+            parent_checkpoint=os.path.relpath(Path(parent).resolve(), run) if parent else None,
             recipe_hash=recipe_hash(self.config))
 
 

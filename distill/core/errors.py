@@ -133,3 +133,15 @@ def disk_full_from(exc: BaseException) -> DiskFullError | None:
             return DiskFullError(getattr(current, "filename", None))
         current = current.__cause__ or current.__context__
     return None
+
+
+def file_system_error(exc: OSError, doing: str, path: str | Path | None = None) -> DistillError:
+    """One line for a file-system call that failed (OUT under a regular file, a read-only
+    folder, a file that vanished): what was being done, where, and the system's reason. A
+    full disk stays a ``DiskFullError`` (it says how to resume)."""
+    full = disk_full_from(exc)
+    if full is not None:
+        return full
+    where = exc.filename if exc.filename is not None else path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return DistillError(f"{doing}: {where}: {reason}" if where else f"{doing}: {reason}")

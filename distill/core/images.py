@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import io
 import os
 import stat
@@ -16,6 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from distill.core.errors import InputError
+from distill.core.formatting import NAME_MAX
 from distill.schemas import ImageRef, sha256_hex
 from distill.schemas.sample import check_relative_path
 
@@ -61,6 +63,8 @@ def resolve_image_path(root: Path | str, relative: str) -> Path:
         except (FileNotFoundError, NotADirectoryError):
             raise ImageError(f"image file not found: {os.path.join(root_real, relative)}",
                              field="image", reason="missing_image") from None
+        except OSError as exc:  # a name longer than NAME_MAX, a folder we may not read
+            raise _unusable_path(relative, exc) from None
         if stat.S_ISLNK(mode):
             return _resolve_with_links(root_real, relative)
     if mode is None or not stat.S_ISREG(mode):
@@ -77,6 +81,8 @@ def _resolve_with_links(root_real: str, relative: str) -> Path:
         raise ImageError(
             f"image file not found: {candidate}", field="image", reason="missing_image"
         ) from None
+    except (OSError, RuntimeError) as exc:  # a link loop, a name too long
+        raise _unusable_path(relative, exc) from None
     if not real.is_relative_to(root_real):
         raise ImageError(
             f"image path {relative!r} resolves to {real}, outside the dataset root {root_real} "
@@ -88,6 +94,18 @@ def _resolve_with_links(root_real: str, relative: str) -> Path:
         raise ImageError(f"image path {relative!r} is not a file", field="image",
                          reason="missing_image")
     return real
+
+
+def _unusable_path(relative: str, exc: BaseException) -> ImageError:
+    """A path the file system refuses to look up, as a row error (never a traceback)."""
+    if getattr(exc, "errno", None) == errno.ENAMETOOLONG:
+        longest = max(relative.split("/"), key=lambda part: len(part.encode()))
+        return ImageError(f"image path {relative[:80]!r}... has a name of "
+                          f"{len(longest.encode()):,} bytes, longer than the file system "
+                          f"allows ({NAME_MAX})", field="image", reason="name_too_long")
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return ImageError(f"image path {relative[:200]!r} cannot be looked up: {reason}",
+                      field="image", reason="missing_image")
 
 
 def read_image_bytes(ref: ImageRef, root: Path | str | None, *, verify: bool = True) -> bytes:

@@ -10,6 +10,7 @@ overrides the whole set with a folder holding `data/` and `prompts/` of its own.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from importlib import resources
@@ -31,7 +32,29 @@ PROMPTS_DIR = SHIPPED_ROOT / "prompts"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
-def slug(value: object, default: str = "default") -> str:
-    """A category name usable as an identifier: 'Figure QA / charts' -> 'figure_qa_charts'."""
+def slug(value: object, default: str = "default", *, max_chars: int | None = 200) -> str:
+    """A category name usable as an identifier: 'Figure QA / charts' -> 'figure_qa_charts'
+    (cut at ``max_chars``; None: whole, for a caller that hashes what is too long)."""
     text = re.sub(r"[^0-9a-zA-Z]+", "_", str(value or "")).strip("_").lower()
-    return text[:200] or default
+    return text[:max_chars] or default
+
+
+_NOT_IN_IDS = re.compile(r"[^0-9A-Za-z._-]+")
+MAX_ID_PART = 200
+
+
+def id_part(value: object) -> str:
+    """A benchmark's own id as part of a sample id, one to one.
+
+    Letters (in their case), digits, ``.``, ``_`` and ``-`` stay as written; every other
+    character is percent-encoded (its UTF-8 bytes; ``%`` itself too). So two ids a benchmark
+    keeps apart stay apart (``A-1`` and ``a_1``, which ``slug`` made one), and an id reads
+    as the benchmark wrote it (``validation_Art_1``). One longer than ``MAX_ID_PART`` keeps
+    its start and ends with 16 hex characters of its hash."""
+    text = str(value)
+    encoded = _NOT_IN_IDS.sub(lambda match: "".join(
+        f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass")), text)
+    if len(encoded) <= MAX_ID_PART:
+        return encoded
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{encoded[:MAX_ID_PART - 17]}-{digest}"

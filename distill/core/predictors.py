@@ -162,12 +162,50 @@ def chunked(items: Sequence, size: int) -> list[Sequence]:
 
 @dataclass(frozen=True)
 class PredictorOptions:
+    """How a model is run; checked here, where every caller's options arrive, so a bad
+    value is one line naming the option, not a torch traceback mid-run."""
+
     batch_size: int = 8
     max_new_tokens: int = 512
     dtype: str = "auto"
     device: str | None = None
     prompt: str | None = None
     engine_options: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DistillError(f"--{name.replace('_', '-')} {value!r}: must be a positive "
+                                   "integer")
+        check_device(self.device)
+
+
+def check_device(device: str | None) -> None:
+    """``device`` must name a device this machine has: cpu, cuda, cuda:N (N below its GPU
+    count) or mps; None and 'auto' choose one."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise DistillError(f"--device {device!r}: not a device (use cpu, cuda, cuda:N or "
+                           "mps)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DistillError(f"--device {device!r}: this machine has no CUDA device (use "
+                               "cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise DistillError(f"--device {device!r}: this machine has {count} CUDA "
+                               f"device(s), cuda:0 to cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DistillError(f"--device {device!r}: MPS is not available here (use cpu)")
+    elif parsed.type != "cpu":
+        raise DistillError(f"--device {device!r}: use cpu, cuda, cuda:N or mps")
 
 
 # kind -> "module:function" that builds a predictor from (target, options).

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,20 +26,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from distill.core.formatting import plain  # noqa: F401 - the one name printer, used here
+
 console = Console(stderr=True)
 if not console.is_terminal and "COLUMNS" not in os.environ:
     console.width = 160  # a log file: tables are never cut at rich's default 80 columns
 
 LINE_EVERY_S = 30.0
-
-
-def plain(value: object) -> str:
-    """User-given text (a name, a path, a category) made safe to print through rich.
-
-    Rich reads ``[...]`` as markup: ``--name 'student[/]'`` or a model name inside a
-    results file crashed the output (after the result was written), or restyled it.
-    Every piece of text that did not come from our own code goes through here."""
-    return escape(str(value))
 
 
 class RateColumn(ProgressColumn):

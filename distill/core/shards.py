@@ -305,24 +305,65 @@ def write_bytes_atomic(path: Path | str, data: bytes) -> None:
 
 
 def link_or_copy(source: Path | str, target: Path | str) -> None:
-    """Put an immutable file (a published shard, a pooled image) at ``target``: a hard link
-    when both are on one disk, else a copy fsynced before its rename; either way ``target``
-    appears whole or not at all. The caller fsyncs the folder once for many files (the
-    dataset store does, and sweeps temp files of killed runs under its lock)."""
+    """Put an immutable file at ``target``: a hard link when both are on one disk, else a
+    copy fsynced before its rename; either way ``target`` appears whole or not at all. Only
+    for files that no one outside the toolkit writes (a parent version's shards shared with
+    its child inside the dataset store); a file from a user's folder goes through
+    ``copy_immutable``. The caller fsyncs the folder once for many files (the dataset store
+    does, and sweeps temp files of killed runs under its lock)."""
     source = Path(source)
 
     def place(tmp: Path) -> None:
         try:
             os.link(source, tmp)
         except OSError:
-            with open(source, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
+            _copy_bytes(source, tmp)
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _rename_into_place(target, place)
+
+
+# Linux's FICLONE ioctl (_IOW(0x94, 9, int)): share the source's blocks copy-on-write.
+_FICLONE = 0x40049409
+
+
+def copy_immutable(source: Path | str, target: Path | str, *,
+                   check: Callable[[Path], None] | None = None) -> None:
+    """Put a read-only copy of ``source`` at ``target`` (whole or not at all): a reflink
+    where the file system shares blocks copy-on-write (btrfs, XFS), else a byte copy,
+    fsynced. Never a hard link: a link shares the inode, so writing the source (a user's
+    image, edited in place) would change the copy too. ``check`` sees the copy before it
+    is renamed into place and may refuse it (raise)."""
+    source = Path(source)
+
+    def place(tmp: Path) -> None:
+        _copy_bytes(source, tmp, reflink=True)
+        os.chmod(tmp, 0o444)
+        if check is not None:
+            check(tmp)
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _rename_into_place(target, place)
+
+
+def _copy_bytes(source: Path, target: Path, *, reflink: bool = False) -> None:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        if not (reflink and _reflink(src.fileno(), dst.fileno())):
+            shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def _reflink(source_fd: int, target_fd: int) -> bool:
+    try:
+        import fcntl
+
+        fcntl.ioctl(target_fd, _FICLONE, source_fd)
+        return True
+    except (ImportError, OSError):
+        return False
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -334,15 +375,17 @@ def _write_synced(path: Path, data: bytes) -> None:
 
 def _rename_into_place(path: Path, fill: Callable[[Path], None]) -> None:
     """``fill`` a temp file named after this process beside ``path``, then rename it over
-    ``path``; a failure removes the temp file and names ``path`` if the disk is full."""
+    ``path``; any failure removes the temp file (and names ``path`` if the disk is full)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
         fill(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        _raise_io(exc, path)
+        if isinstance(exc, OSError):
+            _raise_io(exc, path)
+        raise
 
 
 def _remove_stale_temps(path: Path) -> None:
@@ -355,6 +398,20 @@ def _remove_stale_temps(path: Path) -> None:
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
+
+
+def check_writable_folder(folder: Path | str, what: str) -> None:
+    """Check, *before* long work whose output goes to ``folder``, that it can be made and
+    written (a read-only ``--out`` found only at the end would lose the work); creates
+    nothing. One line naming the folder if not."""
+    folder = Path(folder).absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DistillError(f"{what} cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only mount
+        raise DistillError(f"{what} cannot be written: {existing} is read-only here")
 
 
 def process_alive(pid: int) -> bool:

@@ -11,12 +11,11 @@ from rich.table import Table
 from distill.core.errors import DistillError
 from distill.core.evalsets import load_eval_set
 from distill.core.formatting import accuracy_interval, percent
-from distill.core.paths import slug
 from distill.core.progress import plain
-from distill.core.shards import write_json_atomic
+from distill.core.shards import check_writable_folder
 from distill.evaluate.cache import default_cache_dir
+from distill.evaluate.results import write_result
 from distill.evaluate.runner import DEFAULT_CHUNK, LARGE_CHUNK, EvalRun, evaluate_model
-from distill.schemas import EvalResult
 
 
 def _stdout() -> Console:
@@ -35,11 +34,6 @@ def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
                                      param_hint="--engine-option")
         parsed.append((key, yaml_value(value, f"--engine-option {key}") if value else ""))
     return tuple(parsed)
-
-
-def result_file_name(result: EvalResult, eval_set_name: str) -> str:
-    return (f"{slug(result.model.name)}-{slug(eval_set_name)}-{result.mode}-"
-            f"{result.result_id[:8]}.json")
 
 
 def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
@@ -80,22 +74,23 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Generation cache (default: $DISTILL_EVAL_CACHE or ~/.cache/distill/eval).")
 @click.option("--no-cache", is_flag=True, help="Generate everything, store nothing.")
-@click.option("--batch-size", default=8, show_default=True, help="Samples per generate batch.")
-@click.option("--max-new-tokens", default=512, show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Samples per generate batch.")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1))
 @click.option("--dtype", default="auto", show_default=True,
               type=click.Choice(["auto", "bfloat16", "float16", "float32"]))
 @click.option("--device", help="cuda, cuda:1, cpu (default: cuda when available).")
 @click.option("--prompt", help="Prompt file or name in prompts/ (hf/engine; default: the "
                                "mode's prompt, prompts/cot.yaml or prompts/direct.yaml).")
-@click.option("--chunk-size", type=int,
+@click.option("--chunk-size", type=click.IntRange(min=1),
               help=f"Items generated between two durable cache writes (default "
                    f"{DEFAULT_CHUNK}; {LARGE_CHUNK} for engines that batch best when they "
                    "see everything, like vLLM).")
 @click.option("--engine-option", "engine_options", multiple=True, metavar="KEY=VALUE",
               help="An option of the engine (engine:...), e.g. base_url=http://host:8000/v1; "
                    "the value is read as YAML (numbers, booleans).")
-@click.option("--threads", type=int, help="CPU threads for torch (on a busy or small "
-                                          "machine, 1 is often fastest).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch (on a busy or small machine, 1 is often fastest).")
 @click.option("--wait", is_flag=True, help="If another eval is writing the same cache entry "
                                            "(same model and config), wait for it.")
 @click.pass_context
@@ -120,17 +115,20 @@ def eval_command(ctx: click.Context, model_spec: str | None, data_specs: tuple[s
                                "(or a subcommand: convert, import, lmms-task)")
     from distill.core.predictors import PredictorOptions
 
-    eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
     options = PredictorOptions(batch_size=batch_size, max_new_tokens=max_new_tokens, dtype=dtype,
                                device=device, prompt=prompt,
                                engine_options=_parse_options(engine_options))
+    eval_sets = [load_eval_set(spec, split=split, image_root=image_root) for spec in data_specs]
+    cache = None if no_cache else (cache_dir or default_cache_dir())
+    # Where the results go must be writable before any model runs, not after.
+    check_writable_folder(out, "--out")
+    if cache is not None:
+        check_writable_folder(cache, "--cache-dir")
     runs = evaluate_model(model_spec, options, eval_sets, modes or ("cot",),  # type: ignore[arg-type]
-                          cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
-                          chunk_size=chunk_size, threads=threads, wait=wait)
+                          cache_dir=cache, chunk_size=chunk_size, threads=threads, wait=wait)
     rows = []
     for eval_set, run in runs:
-        path = out / result_file_name(run.result, eval_set.name)
-        write_json_atomic(path, run.result)
+        path = write_result(run.result, out, eval_set.name)
         rows.append((run, eval_set.name, path))
     _print_runs(rows)
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from distill.core.errors import DistillError, InputError
 from distill.core.shards import read_json_model
-from distill.evaluate.metrics import PairedComparison, compare_paired
+from distill.evaluate.metrics import PairedComparison, compare_paired, metric_problems
 from distill.schemas import EvalItem, EvalResult
 
 Direction = Literal["right_to_wrong", "wrong_to_right"]
@@ -72,10 +72,11 @@ class Comparison:
 
 
 def load_results(paths: list[Path]) -> list[LoadedResult]:
-    """Read result files (clear errors) and give each a short, unique label."""
+    """Read result files (clear errors), check their metrics against their items, and give
+    each a short, unique label."""
     if not paths:
         raise DistillError("compare needs at least one result file")
-    loaded = [(path, read_json_model(path, EvalResult)) for path in paths]
+    loaded = [(path, read_result(path)) for path in paths]
     several_sets = len({result.eval_set_hash for _, result in loaded}) > 1
     labels: list[str] = []
     for _, result in loaded:
@@ -88,6 +89,19 @@ def load_results(paths: list[Path]) -> list[LoadedResult]:
             labels[index] = f"{label} [{paths[index].stem}]"
     return [LoadedResult(path=path, result=result, label=label)
             for (path, result), label in zip(loaded, labels, strict=True)]
+
+
+def read_result(path: Path) -> EvalResult:
+    """A result file whose stored metrics agree with its items (else one line naming the
+    file and the first metric that does not)."""
+    result = read_json_model(path, EvalResult)
+    problems = metric_problems(result)
+    if problems:
+        field, message = problems[0]
+        more = f"; {len(problems) - 1} more" if len(problems) > 1 else ""
+        raise InputError(f"{message} (the file was edited or damaged{more})", file=path,
+                         field=field, reason="bad_metrics")
+    return result
 
 
 def eval_set_name(spec: str) -> str:

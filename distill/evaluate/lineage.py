@@ -4,10 +4,13 @@
       -> DatasetManifest (version, shard hashes) -> generate StageManifest (trace shards)
       -> ingest StageManifest (sample shards);  then parent runs of earlier stages
 
-Paths inside a manifest are relative to that manifest's folder (or absolute). A link that
-cannot be followed (missing file, unreadable record) or that does not match what the
-previous link recorded (a hash or version mismatch) is *broken*; the chain keeps going
-where it can, so one broken link does not hide the others.
+Paths inside a manifest are relative to that manifest's folder (or absolute), so a project
+moved as a whole keeps its chain. Nothing recorded is trusted: the result's metrics are
+recomputed from its items, the dataset version's content is hashed again and must hash to
+its name (its shards and pooled images to the manifest), every shard to what the next link
+recorded. A link that cannot be followed (missing file, unreadable record) or that does
+not match what it or the previous link recorded is *broken*; the chain keeps going where
+it can, so one broken link does not hide the others.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from distill.core.dataset_versions import check_version, identity_problems
 from distill.core.errors import DistillError
 from distill.core.evalsets import load_eval_set
 from distill.core.formatting import percent
 from distill.core.predictors import model_fingerprint
 from distill.core.shards import read_json_model
+from distill.evaluate.metrics import metric_problems
+from distill.evaluate.results import spec_candidates
 from distill.schemas import (
     DatasetManifest,
     EvalResult,
@@ -87,8 +93,9 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
     links = [Link("eval result", str(result_path), details=[
         f"result {result.result_id[:12]}, {result.mode} mode, "
         f"created {result.created_at:%Y-%m-%d %H:%M}",
-        f"accuracy {percent(metrics.get('accuracy', 0))}% on {int(metrics.get('n', 0))} items",
-    ])]
+        f"accuracy {percent(metrics.get('accuracy', 0))}% on {len(result.items)} items",
+    ], problems=[f"{where}: {problem} (the file was edited or damaged)"
+                 for where, problem in metric_problems(result)])]
     links.append(_eval_set_link(result, result_path))
     links.append(_model_link(result, result_path, verify=verify))
     if result.model.run_manifest is None:
@@ -106,11 +113,8 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
 
 def _eval_set_link(result: EvalResult, result_path: Path) -> Link:
     link = Link("eval set", result.eval_set)
-    candidates = [result.eval_set]
-    if not Path(result.eval_set).is_absolute():
-        candidates.append(str(result_path.parent / result.eval_set))
     error = None
-    for candidate in candidates:
+    for candidate in spec_candidates(result_path, result.eval_set):
         try:
             eval_set = load_eval_set(candidate)
             break
@@ -211,8 +215,13 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
     if run.dataset_version and run.dataset_version != dataset.version:
         link.problems.append(f"version mismatch: the run trained on {run.dataset_version[:12]}, "
                              f"this manifest is {dataset.version[:12]}")
-    link.problems += check_shards(manifest_path.parent, dataset.shards, "dataset",
-                                  verify=verify)
+    if verify:  # its name, every shard and every pooled image of its kept traces, re-hashed
+        link.problems += [f"dataset {problem}" for problem in
+                          check_version(manifest_path.parent).problems]
+    else:  # its name recomputed from the manifest alone; missing shards
+        link.problems += identity_problems(dataset, manifest_path.parent)
+        link.problems += check_shards(manifest_path.parent, dataset.shards, "dataset",
+                                      verify=False)
     if not full:
         return [link]
     return [link, *_stage_chain(dataset, manifest_path, verify=verify)]

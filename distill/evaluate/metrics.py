@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distill.core.answers import parse_output
-from distill.schemas import EvalItem
+from distill.schemas import EvalItem, EvalResult
 
 N_RESAMPLES = 10_000
 SEED = 0
@@ -125,6 +125,80 @@ def summarize(items: Sequence[EvalItem]) -> tuple[dict[str, float], dict[str, di
         groups[item.category].append(item)
     per_category = {category: accuracy_block(group) for category, group in sorted(groups.items())}
     return metrics, per_category
+
+
+# --- checking stored metrics against the items --------------------------------------------------
+# A result file is input like any other: compare and lineage recompute what its items decide
+# instead of showing a stored accuracy of NaN, 0.999 or n = -5. Intervals are recomputed too
+# but compared within INTERVAL_TOLERANCE: another numpy release may draw another bootstrap
+# stream, which must not make every older result unreadable.
+
+REQUIRED_METRICS = ("n", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                    "unparseable_rate", "mean_output_tokens", "mean_reasoning_words",
+                    "tokens_per_s")
+INTERVAL_TOLERANCE = 0.01
+
+
+def _from_items(items: Sequence[EvalItem]) -> dict[str, float]:
+    """What the items alone decide (cheap: no parsing)."""
+    n = len(items)
+    correct = sum(1 for item in items if item.correctness == "correct")
+    tokens = sum(item.output_tokens for item in items)
+    seconds = sum(item.latency_s for item in items)
+    return {"n": float(n), "correct": float(correct), "accuracy": correct / n,
+            "unparseable_rate": sum(1 for item in items
+                                    if item.correctness == "unparseable") / n,
+            "mean_output_tokens": tokens / n, "generation_s": seconds,
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0}
+
+
+def _block_problems(where: str, stored: dict[str, float], items: Sequence[EvalItem],
+                    prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    expected = _from_items(items)
+    if prefix == "":
+        expected = {key: value for key, value in expected.items()
+                    if key in ("n", "correct", "accuracy", "unparseable_rate")}
+    for key, value in expected.items():
+        if key in stored and not math.isclose(stored[key], value, rel_tol=1e-9, abs_tol=1e-9):
+            problems.append((f"{where}.{key}", f"stored {stored[key]:g}, but its "
+                             f"{len(items)} item(s) give {value:g}"))
+    low_key, high_key = f"{prefix}ci_low", f"{prefix}ci_high"
+    if low_key in stored and high_key in stored and "accuracy" in stored:
+        low, high = bootstrap_accuracy_ci(int(expected["correct"]), len(items))
+        for key, value in ((low_key, low), (high_key, high)):
+            if abs(stored[key] - value) > INTERVAL_TOLERANCE:
+                problems.append((f"{where}.{key}", f"stored {stored[key]:g}, but its "
+                                 f"{len(items)} item(s) give {value:g}"))
+    return problems
+
+
+def metric_problems(result: EvalResult) -> list[tuple[str, str]]:
+    """(field, problem) for every stored metric its items contradict, that is missing, or
+    that is not a finite number; empty when the result is consistent."""
+    if not result.items:
+        return [("items", "the result holds no items")]
+    problems = [(f"metrics.{key}", "required metric is missing") for key in REQUIRED_METRICS
+                if key not in result.metrics]
+    blocks = {"metrics": result.metrics, **{f"per_category.{name}": block
+                                            for name, block in result.per_category.items()}}
+    for where, block in blocks.items():
+        problems += [(f"{where}.{key}", f"{value!r} is not a finite number")
+                     for key, value in block.items() if not math.isfinite(value)]
+    if problems:
+        return problems
+    problems += _block_problems("metrics", result.metrics, result.items, prefix="accuracy_")
+    groups: dict[str, list[EvalItem]] = defaultdict(list)
+    for item in result.items:
+        groups[item.category].append(item)
+    for name, block in result.per_category.items():
+        if name not in groups:
+            problems.append((f"per_category.{name}", "no item of this category"))
+        else:
+            problems += _block_problems(f"per_category.{name}", block, groups[name])
+    if result.metrics["mean_reasoning_words"] < 0:
+        problems.append(("metrics.mean_reasoning_words", "is negative"))
+    return problems
 
 
 # --- several training seeds ------------------------------------------------------------------

@@ -13,7 +13,13 @@ from rich.table import Table
 
 from distill.core.errors import DistillError
 from distill.core.evalsets import EvalSet, load_eval_set
-from distill.core.formatting import accuracy_interval, interval, md_table, p_value, percent
+from distill.core.formatting import (
+    accuracy_interval,
+    interval,
+    md_data_table,
+    p_value,
+    percent,
+)
 from distill.core.images import decode_image, read_image_bytes
 from distill.core.progress import plain
 from distill.core.shards import write_bytes_atomic
@@ -21,6 +27,7 @@ from distill.core.templates import sandboxed_environment
 from distill.evaluate import seed_report
 from distill.evaluate.agreement import HarnessAgreement, harness_agreement
 from distill.evaluate.compare import Comparison, Flip, LoadedResult, PairReport
+from distill.evaluate.results import spec_candidates
 from distill.evaluate.seeds import SeedComparison
 from distill.schemas import EvalResult
 
@@ -75,14 +82,15 @@ def _short(text: str | None, limit: int = 60) -> str:
 def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -> str:
     parts = ["# Eval comparison", "", "Accuracy in %, 95% percentile-bootstrap intervals "
              "(10,000 resamples); per-category columns are accuracy %.", "",
-             md_table(*summary_rows(comparison))]
+             md_data_table(*summary_rows(comparison))]
     for pair in comparison.pairs:
-        parts += ["", f"## {pair.b.label} vs {pair.a.label}", ""]
+        parts += ["", f"## {plain(pair.b.label, 'markdown')} vs "
+                  f"{plain(pair.a.label, 'markdown')}", ""]
         if not pair.same_eval_set:
             parts += [f"Different eval sets: paired on {pair.overall.n} shared items "
                       f"({pair.only_in_a} only in the baseline, {pair.only_in_b} only in "
                       f"the other, {pair.mismatched} with different gold answers).", ""]
-        parts += [md_table(*delta_rows(pair)), ""]
+        parts += [md_data_table(*delta_rows(pair)), ""]
         parts += [f"Paired bootstrap p = {p_value(pair.overall.bootstrap_p)}; "
                   f"McNemar exact p = {p_value(pair.overall.mcnemar_p)}. "
                   f"Identical outputs on {pair.same_output} of {pair.overall.n} items.", ""]
@@ -94,16 +102,16 @@ def to_markdown(comparison: Comparison, *, max_flips: int = DEFAULT_MAX_FLIPS) -
                 rows = [[flip.sample_id, flip.before.category, flip.before.gold,
                          _short(flip.before.extracted), _short(flip.after.extracted)]
                         for flip in flips[:max_flips]]
-                parts.append(md_table(["sample", "category", "gold",
-                                        f"{pair.a.label} answer", f"{pair.b.label} answer"],
-                                       rows))
+                parts.append(md_data_table(["sample", "category", "gold", f"{pair.a.label} answer",
+                                  f"{pair.b.label} answer"], rows))
                 if len(flips) > max_flips:
                     parts.append(f"\n({len(flips) - max_flips} more not shown)")
                 parts.append("")
     for agreement in agreements(comparison):
-        parts += ["", f"## {agreement_title(agreement)}", "", agreement_summary(agreement), ""]
+        parts += ["", f"## {plain(agreement_title(agreement), 'markdown')}", "",
+                  plain(agreement_summary(agreement), "markdown"), ""]
         if agreement.disagreements:
-            parts.append(md_table(*agreement_rows(agreement, max_flips)))
+            parts.append(md_data_table(*agreement_rows(agreement, max_flips)))
             hidden = len(agreement.disagreements) - max_flips
             if hidden > 0:
                 parts.append(f"\n({hidden} more not shown)")
@@ -151,7 +159,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     header, rows = summary_rows(comparison)
     table = Table(title="accuracy % (95% CI)")
     for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index < 2 else "right")
+        table.add_column(plain(name), justify="left" if index < 2 else "right")
     for row in rows:
         table.add_row(*map(plain, row))
     console.print(table)
@@ -159,7 +167,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
         header, rows = delta_rows(pair)
         table = Table(title=f"{plain(pair.b.label)} vs {plain(pair.a.label)}")
         for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right")
+            table.add_column(plain(name), justify="left" if index == 0 else "right")
         for row in rows:
             style = None
             if row[4].startswith("+") and not row[4].startswith("+0.0 "):
@@ -179,7 +187,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
             header, rows = agreement_rows(agreement)
             table = Table(title="where they disagree")
             for name in header:
-                table.add_column(name)
+                table.add_column(plain(name))
             for row in rows:
                 table.add_row(*map(plain, row))
             console.print(table)
@@ -219,8 +227,8 @@ def plot_accuracy(comparison: Comparison, path: Path) -> None:
             lows.append(block["accuracy"] - block["ci_low"])
             highs.append(block["ci_high"] - block["accuracy"])
         axes.bar(x + (index - (count - 1) / 2) * width, values, width, yerr=[lows, highs],
-                 capsize=3, label=loaded.label)
-    axes.set_xticks(x, groups, rotation=20, ha="right")
+                 capsize=3, label=plain(loaded.label, "plot"))
+    axes.set_xticks(x, [plain(group, "plot") for group in groups], rotation=20, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("accuracy (95% CI)")
     axes.set_title("accuracy per category")
@@ -240,14 +248,13 @@ class ImageLookup:
     show questions and images; a missing eval set only costs the pictures."""
 
     def __init__(self) -> None:
-        self._sets: dict[str, EvalSet | str] = {}
+        self._sets: dict[str, EvalSet | str] = {}  # by the places its spec may point to
 
     def eval_set(self, loaded: LoadedResult) -> EvalSet | str:
         spec = loaded.result.eval_set
-        if spec not in self._sets:
-            candidates = [spec]
-            if not Path(spec).is_absolute():
-                candidates.append(str(loaded.path.parent / spec))
+        candidates = spec_candidates(loaded.path, spec)
+        key = "\0".join(candidates)  # a relative spec depends on the result's folder
+        if key not in self._sets:
             found: EvalSet | str = f"eval set {spec} is not available"
             for candidate in candidates:
                 try:
@@ -255,8 +262,8 @@ class ImageLookup:
                     break
                 except DistillError as exc:
                     found = f"eval set not available: {exc}"
-            self._sets[spec] = found
-        return self._sets[spec]
+            self._sets[key] = found
+        return self._sets[key]
 
     def item(self, loaded: LoadedResult, sample_id: str) -> dict[str, str | None]:
         found = self.eval_set(loaded)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from distill.core.formatting import html_table, interval, md_table, p_value, percent
+from distill.core.formatting import html_table, interval, md_data_table, p_value, percent, plain
 from distill.evaluate.metrics import SeedInterval
 from distill.evaluate.seeds import GroupPair, SeedComparison
 
@@ -70,9 +70,9 @@ NOTE = ("Intervals: two-level percentile bootstrap (10,000 resamples): the seeds
 
 
 def to_markdown(seeds: SeedComparison) -> str:
-    parts = ["## Across training seeds", "", NOTE, "", md_table(*group_rows(seeds))]
+    parts = ["## Across training seeds", "", NOTE, "", md_data_table(*group_rows(seeds))]
     if seeds.pairs:
-        parts += ["", md_table(*pair_rows(seeds))]
+        parts += ["", md_data_table(*pair_rows(seeds))]
     return "\n".join(parts) + "\n"
 
 
@@ -92,9 +92,9 @@ def print_seeds(seeds: SeedComparison, console: Console) -> None:
             continue
         table = Table(title=title)
         for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index == 0 else "right")
+            table.add_column(plain(name), justify="left" if index == 0 else "right")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(plain, row))
         console.print(table)
 
 
@@ -118,8 +118,8 @@ def plot_seeds(seeds: SeedComparison, path: Path) -> None:
         for x, value, seed in zip(spread, acc.per_seed, summary.group.seeds, strict=True):
             axes.annotate(str(seed), (index + x, value), textcoords="offset points",
                           xytext=(4, 2), fontsize=7)
-    axes.set_xticks(range(len(summaries)), [s.group.label for s in summaries], rotation=20,
-                    ha="right")
+    axes.set_xticks(range(len(summaries)), [plain(s.group.label, "plot") for s in summaries],
+                    rotation=20, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("accuracy: each seed (dots), mean [95% CI]")
     axes.set_title("accuracy over training seeds")

@@ -49,10 +49,13 @@ def _store(ctx: click.Context):  # noqa: ANN202 - DatasetStore is imported lazil
               help="Scoring actors on Ray (default: as many as the cluster's CPUs fit).")
 @click.option("--wait", is_flag=True,
               help="If another run is writing to --store, wait for it instead of exiting.")
+@click.option("--allow-empty", is_flag=True,
+              help="Publish the version even if the policy keeps no trace (refused "
+                   "otherwise: it is almost always a policy that does not fit the input).")
 def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: str | None,
                    eval_sets: tuple[str, ...], report_dir: Path | None, executor: str,
                    on_error: str, refusals: Path | None, judgements: Path | None,
-                   ray_actors: int | None, wait: bool) -> None:
+                   ray_actors: int | None, wait: bool, allow_empty: bool) -> None:
     """Score, select, dedup and decontaminate traces into a dataset version.
 
     Prints the version id on stdout (the same input and policy always give the same id).
@@ -65,7 +68,7 @@ def filter_command(traces: Path, store: Path, policy_path: Path | None, parent: 
                             parent=parent, eval_sets=list(eval_sets), report_dir=report_dir,
                             executor=executor, on_error=on_error,  # type: ignore[arg-type]
                             refusals=refusals, judgements=judgements, wait=wait,
-                            ray=RayOptions(actors=ray_actors))
+                            allow_empty=allow_empty, ray=RayOptions(actors=ray_actors))
     result = run_filter(options)
     counts = result.manifest.counts
     state = "published" if result.created else "already published (same content)"
@@ -106,14 +109,17 @@ def datasets_group(ctx: click.Context, store: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def list_command(ctx: click.Context, as_json: bool) -> None:
-    """Every version, oldest first."""
+    """Every version, oldest first; a damaged one (its manifest unreadable) is listed as
+    such after the others."""
     store = _store(ctx)
-    versions = store.list_versions()
+    versions, damaged = store.scan()
     if as_json:
         click.echo(json.dumps([{"version": m.version, "parent": m.parent,
                                 "created_at": m.created_at.isoformat(),
                                 "policy": m.policy.get("name"), "kept": m.counts.get("kept", 0)}
-                               for m in versions], indent=2))
+                               for m in versions]
+                              + [{"version": name, "damaged": why} for name, why in damaged],
+                              indent=2))
         return
     table = Table(title=f"dataset versions in {plain(store.root)}")
     for column in ("version", "created", "parent", "policy", "kept", "new input"):
@@ -122,7 +128,11 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
         table.add_row(m.version[:16], m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                       (m.parent or "-")[:12], plain(m.policy.get("name")),
                       f"{m.counts.get('kept', 0):,}", f"{m.counts.get('input_traces', 0):,}")
+    for name, _ in damaged:
+        table.add_row(name[:16], "[red]damaged[/]", "-", "-", "-", "-")
     console.print(table)
+    for name, why in damaged:
+        console.print(f"[red]damaged[/] {name[:16]}: {plain(why)}")
 
 
 @datasets_group.command("show")
@@ -139,16 +149,22 @@ def show_command(ctx: click.Context, version: str, as_json: bool) -> None:
     folder = store.version_dir(manifest.version)
     lineage, parent = [], manifest.parent
     while parent is not None and len(lineage) < 50:
+        try:
+            grandparent = store.manifest(parent).parent
+        except DistillError:
+            lineage.append(f"{parent[:12]} (missing or damaged)")
+            break
         lineage.append(parent[:12])
-        parent = store.manifest(parent).parent if store.version_dir(parent).is_dir() else None
+        parent = grandparent
     lines = [
         f"version     {manifest.version}",
         f"created     {manifest.created_at.isoformat()}",
         f"lineage     {' <- '.join([manifest.version[:12], *lineage])}",
-        f"traces      {manifest.trace_dir} ({len(manifest.inputs)} shards)",
-        f"policy      {manifest.policy.get('name')} ({manifest.policy_hash[:16]})",
-        f"teachers    {', '.join(manifest.teachers) or '-'}",
-        f"eval sets   {'; '.join(manifest.eval_sets) or '-'}",
+        f"traces      {(folder / manifest.trace_dir).resolve()} ({len(manifest.inputs)} "
+        "shards)",
+        f"policy      {plain(manifest.policy.get('name'), 'log')} ({manifest.policy_hash[:16]})",
+        f"teachers    {plain(', '.join(manifest.teachers) or '-', 'log')}",
+        f"eval sets   {plain('; '.join(manifest.eval_sets) or '-', 'log')}",
         f"images      {(folder / (manifest.image_root or '.')).resolve()}",
         "counts      " + ", ".join(f"{k} {v:,}" for k, v in manifest.counts.items()),
         "dropped     " + (", ".join(f"{k} {v:,}" for k, v in sorted(
@@ -173,7 +189,7 @@ def diff_command(ctx: click.Context, a: str, b: str, examples: int, as_json: boo
     store = _store(ctx)
     from distill.filter.diff import diff_versions, format_diff
 
-    diff = diff_versions(store, store.resolve(a), store.resolve(b), examples=examples)
+    diff = diff_versions(store, a, b, examples=examples)
     click.echo(json.dumps(diff.to_dict(), indent=2) if as_json else format_diff(diff))
 
 
@@ -197,7 +213,7 @@ def export_command(ctx: click.Context, version: str, fmt: str, target: str, out:
     from distill.filter.conversations import CONVERSATION_FORMATS, export_conversations
     from distill.filter.export import export_version
 
-    resolved = store.resolve(version)
+    resolved = store.resolve(version)  # each export opens (checks) the version itself
     if fmt in CONVERSATION_FORMATS:
         rows = export_conversations(store, resolved, fmt, target, out)  # type: ignore[arg-type]
         what = f"{fmt}, target {target}"
@@ -211,7 +227,8 @@ def export_command(ctx: click.Context, version: str, fmt: str, target: str, out:
 @click.argument("version", default="latest")
 @click.pass_context
 def verify_command(ctx: click.Context, version: str) -> None:
-    """Check every file of a version against its manifest and its name."""
+    """Re-read and re-hash every file of a version: its manifest against its name, every
+    shard against the manifest, every pooled image its records name against its sha256."""
     store = _store(ctx)
     from distill.filter.store import verify_version
 

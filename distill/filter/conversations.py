@@ -20,14 +20,13 @@ trainer's own reader:
   image paths relative to the folder (run swift from it, or rewrite the prefix).
 
 Images are written once per distinct image (``images/<sha256>.<ext>``) for the path
-layouts. Output is built beside its final path and renamed into place when complete.
+layouts. Output is built beside its final path and renamed into place when complete
+(``distill.filter.export.export_target``).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Literal
 from distill.core.images import read_image_bytes
 from distill.core.prompts import load_prompt, target_text
 from distill.core.shards import iter_records
-from distill.filter.export import refuse_existing, save_generated
+from distill.filter.export import export_target, save_generated
 from distill.filter.store import DatasetStore
 from distill.schemas import ScoredTrace
 
@@ -116,17 +115,10 @@ def export_conversations(store: DatasetStore, version: str, fmt: ConversationFor
     """Write the version's kept traces to the folder ``out``; returns the count."""
     writer = {"trl": _write_trl, "llamafactory": _write_llamafactory,
               "swift": _write_swift}[fmt]
-    refuse_existing(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        count = writer(store, version, target, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return count
+    version, _ = store.open(version)
+    with export_target(Path(out)) as tmp:
+        tmp.mkdir()
+        return writer(store, version, target, tmp)
 
 
 def _write_image_once(conv: Conversation, folder: Path) -> str:

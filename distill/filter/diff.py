@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.core.formatting import plain
 from distill.filter.store import DatasetStore
 from distill.schemas import DatasetManifest
 
@@ -82,7 +83,9 @@ def policy_changes(a: dict, b: dict) -> list[tuple[str, Any, Any]]:
 
 
 def diff_versions(store: DatasetStore, a: str, b: str, examples: int = 3) -> VersionDiff:
-    manifest_a, manifest_b = store.manifest(a), store.manifest(b)
+    """A and B: ids, prefixes or 'latest'; both are checked (name and every shard) first."""
+    _, manifest_a = store.open(a, everything=True, images=False)
+    _, manifest_b = store.open(b, everything=True, images=False)
     kept_a, kept_b = _kept_keys(store, manifest_a), _kept_keys(store, manifest_b)
     result = VersionDiff(manifest_a, manifest_b,
                          policy_changes(manifest_a.policy, manifest_b.policy),
@@ -121,9 +124,9 @@ def _explain(store: DatasetStore, other: DatasetManifest, keys: set[str], counte
 
 def format_diff(diff: VersionDiff) -> str:
     a, b = diff.a.version[:12], diff.b.version[:12]
-    lines = [f"A = {a}  (policy {diff.a.policy.get('name')}, "
+    lines = [f"A = {a}  (policy {plain(diff.a.policy.get('name'), 'log')}, "
              f"kept {diff.a.counts.get('kept', 0):,})",
-             f"B = {b}  (policy {diff.b.policy.get('name')}, "
+             f"B = {b}  (policy {plain(diff.b.policy.get('name'), 'log')}, "
              f"kept {diff.b.counts.get('kept', 0):,})", ""]
     if diff.policy_changes:
         lines.append("policy changes (A -> B):")
@@ -141,8 +144,8 @@ def format_diff(diff: VersionDiff) -> str:
         lines += ["", "examples:"]
         for label, items in diff.examples.items():
             for item in items:
-                lines.append(f"  {label}: {item.get('sample_id', '?')} "
-                             f"{item.get('teacher_id', '')} {item['trace_key'][:12]}")
+                lines.append(f"  {plain(label, 'log')}: {plain(item.get('sample_id', '?'), 'log')} "
+                             f"{plain(item.get('teacher_id', ''), 'log')} {item['trace_key'][:12]}")
     return "\n".join(lines)
 
 

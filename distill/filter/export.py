@@ -4,12 +4,18 @@ One row per kept trace: the item (question, choices, gold answer, image), its la
 where that comes from (``label_source``: gold, or consensus/judge for a label derived from
 the teachers; ``answer`` stays the gold, null without one), the teacher's output
 (reasoning, final answer, raw text) and every signal. Rows stream from the
-version's shards to the output (bounded memory); the output is written beside its
-final path and renamed into place when complete.
+version's shards to the output (bounded memory).
+
+Every export (these and the conversation layouts) goes through ``export_target``: the
+version is checked first (its name, shards and pooled images: ``DatasetStore.open``), one
+export at a time writes OUT (``.OUT.lock`` beside it), the output is written beside OUT
+as ``.OUT.tmp-PID`` and renamed into place when complete, what a killed export left there
+is removed by the next one, and a file-system failure is one line naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from distill.core.errors import DistillError
+from distill.core.errors import DistillError, file_system_error
 from distill.core.images import read_image_bytes
-from distill.core.shards import iter_records
+from distill.core.locks import lock_path_beside, single_writer
+from distill.core.shards import fsync_dir, iter_records
 from distill.filter.signals import SIGNALS
 from distill.filter.store import DatasetStore
 from distill.schemas import ScoredTrace
@@ -72,29 +79,51 @@ def refuse_existing(out: Path) -> None:
     """An export never overwrites: a finished file or folder at OUT is someone's data."""
     if out.exists() or out.is_symlink():
         raise DistillError(f"{out} already exists; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def export_target(out: Path) -> Iterator[Path]:
+    """The temp path an export writes (file or folder), renamed to ``out`` when the body
+    returns; see the module docstring."""
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with single_writer(lock_path_beside(out), f"export {out}"):
+            refuse_existing(out)
+            _remove_leftovers(out)  # under the lock, any temp of OUT is a dead export's
+            tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+            try:
+                yield tmp
+                os.replace(tmp, out)
+                fsync_dir(out.parent)
+            finally:
+                _remove(tmp)
+                _remove(tmp.with_name(tmp.name + ".cache"))
+    except OSError as exc:
+        raise file_system_error(exc, "cannot export", out) from None
+
+
+def _remove_leftovers(out: Path) -> None:
+    for leftover in out.parent.glob(f".{out.name}.tmp-*"):
+        _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def export_version(store: DatasetStore, version: str, fmt: ExportFormat, out: Path) -> int:
-    """Write the version to ``out``; returns the number of rows."""
-    out = Path(out)
-    refuse_existing(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-    try:
-        if fmt == "jsonl":
-            count = _export_jsonl(store, version, tmp)
-        elif fmt == "parquet":
-            count = _export_parquet(store, version, tmp)
-        elif fmt == "hf":
-            count = _export_hf(store, version, tmp)
-        else:
-            raise DistillError(f"unknown export format {fmt!r}")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise
-    return count
+    """Write the version (an id, a prefix or 'latest'; checked first) to ``out``; returns
+    the number of rows."""
+    writers = {"jsonl": _export_jsonl, "parquet": _export_parquet, "hf": _export_hf}
+    if fmt not in writers:
+        raise DistillError(f"unknown export format {fmt!r}")
+    version, _ = store.open(version)
+    with export_target(Path(out)) as tmp:
+        return writers[fmt](store, version, tmp)
 
 
 def _export_jsonl(store: DatasetStore, version: str, path: Path) -> int:
@@ -171,7 +200,7 @@ def save_generated(generator, gen_kwargs: dict, features, path: Path) -> int:  #
     cache beside it, removed afterwards); returns the row count. Used by every HF layout."""
     import datasets
 
-    cache = path.with_name(path.name + ".cache")
+    cache = path.with_name(path.name + ".cache")  # beside it: removed with it after a kill
     try:
         dataset = datasets.Dataset.from_generator(generator, gen_kwargs=gen_kwargs,
                                                   features=features, cache_dir=str(cache))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.core.errors import DistillError
+from distill.core.config_files import did_you_mean
+from distill.core.errors import DistillError, InputError
 from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.executors import Executor, RayOptions, map_shards
 from distill.core.folders import STORE_MARKER, claim_output, output_kind
@@ -68,13 +70,9 @@ from distill.filter.score import (
 )
 from distill.filter.scorers import DEFAULT_REFUSALS, ScorerSuite, load_refusal_phrases
 from distill.filter.select import STAGE_VERSIONS, CacheEntry, LengthStats, Selector
-from distill.filter.store import (
-    IMAGE_ROOT_FROM_VERSION,
-    DatasetStore,
-    version_id,
-)
+from distill.filter.store import IMAGE_ROOT_FROM_VERSION, DatasetStore
 from distill.schemas import DatasetManifest, Rejection, ScoredTrace, ShardRef, file_sha256
-from distill.schemas.dataset_manifest import eval_set_label
+from distill.schemas.dataset_manifest import eval_set_label, version_id
 
 INDEX_FORMAT = "1"
 
@@ -97,6 +95,7 @@ class FilterOptions:
     refusals: Path | None = None
     judgements: Path | None = None  # a `distill judge` folder of these traces
     wait: bool = False  # wait for another run on the same store instead of exiting
+    allow_empty: bool = False  # publish a version that keeps no trace (else refuse)
     ray: RayOptions = field(default_factory=RayOptions)
 
 
@@ -116,6 +115,7 @@ def run_filter(options: FilterOptions) -> FilterResult:
     with store.lock(wait=options.wait):
         (store.root / STORE_MARKER).touch()  # a folder claimed as a store stays one
         store.clean_leftovers()
+        store.break_pool_links()
         try:
             return _Run(options, store).run()
         finally:
@@ -162,12 +162,15 @@ class _Run:
     def run(self) -> FilterResult:
         generate = open_generate_dir(self.options.traces)
         pairs = verify_files(generate)
+        self._check_splits(generate)
         judge = open_judge_dir(self.options.judgements, generate.root) \
             if self.options.judgements is not None else None
-        parent = self.store.resolve(self.options.parent) if self.options.parent else None
+        parent = self.store.open(self.options.parent, everything=True)[0] \
+            if self.options.parent else None
         eval_sets = [load_eval_set(spec) for spec in self.options.eval_sets]
         entries, scored, reused = self._score(generate, pairs, judge)
         self._check_rejects(entries)
+        self._check_teachers(entries, parent)
         eval_index = build_eval_index(eval_sets, self.policy.decontamination) \
             if eval_sets else None
         if eval_index is not None:
@@ -183,10 +186,12 @@ class _Run:
                                trace_keys, RunStats())
         self._count_inputs(generate, entries, selection.stats)
         outputs = self._write_version(entries, selection, staging)
+        self._check_not_empty(outputs, selection.stats)
         manifest = self._manifest(generate, pairs, outputs, selection)
         write_json_atomic(staging / "manifest.json", manifest)
         self.notes.append(f"scoring: {scored} shard(s) scored, {reused} reused from the cache")
-        report = write_report(staging / "report", manifest, selection.stats, self.notes)
+        report = write_report(staging / "report", manifest, selection.stats, self.notes,
+                              trace_dir=generate.root.resolve())
         if self.options.report_dir is not None:
             shutil.copytree(staging / "report", self.options.report_dir, dirs_exist_ok=True)
         created = self.store.publish(staging, manifest.version)
@@ -236,6 +241,50 @@ class _Run:
                 where = f"field '{first.field}': " if first.field else ""
                 raise DistillError(f"{first.location}: {where}{first.message} (use --on-error "
                                    "skip to set bad lines aside in the version's rejects.jsonl)")
+
+    # --- the policy against its input ----------------------------------------------------
+
+    def _policy_problem(self, field: str, message: str) -> InputError:
+        return InputError(message, file=self.policy.source, field=field, reason="config_error")
+
+    def _check_splits(self, generate: GenerateInput) -> None:
+        """A policy's splits must name splits of the input: ``splits: [trian]`` would keep
+        nothing and say nothing."""
+        if self.policy.splits is None:
+            return
+        present = sorted({ref.split for ref in generate.manifest.shards})
+        for split in self.policy.splits:
+            if split not in present:
+                raise self._policy_problem("splits", (
+                    f"{split!r} is not a split of the input {generate.root} (it holds "
+                    f"{', '.join(present) or 'no trace shards'}){did_you_mean(split, present)}"))
+
+    def _check_teachers(self, entries: list[CacheEntry], parent: str | None) -> None:
+        """``per_item.teacher_preference`` must name teachers of the input (or of the
+        parent version): a misspelt one would silently rank last."""
+        wanted = self.policy.per_item.teacher_preference
+        if not wanted:
+            return
+        present = {teacher for entry in entries for teacher in entry.summary["teachers"]}
+        if parent is not None:
+            present.update(self.store.manifest(parent).teachers)
+        for teacher in wanted:
+            if teacher not in present:
+                raise self._policy_problem("per_item.teacher_preference", (
+                    f"{teacher!r} is not a teacher of the input (teachers: "
+                    f"{', '.join(sorted(present)) or 'none'}){did_you_mean(teacher, present)}"))
+
+    def _check_not_empty(self, outputs: _Outputs, stats: RunStats) -> None:
+        """A version that keeps nothing is published only when asked for (--allow-empty):
+        it is almost always a policy that does not fit its input."""
+        if self.options.allow_empty or outputs.parent_rows + stats.verdicts["keep"] > 0:
+            return
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in
+                            stats.primary_reasons.most_common(4)) or "no input traces"
+        raise DistillError(f"the policy {self.policy.name!r} keeps none of the "
+                           f"{stats.verdicts['drop']:,} input traces (dropped by {reasons}); "
+                           "nothing is published (pass --allow-empty to publish an empty "
+                           "version)")
 
     # --- dedup -------------------------------------------------------------------------
 
@@ -403,9 +452,12 @@ class _Run:
                     "scorer_versions": self.scorer_versions, "eval_sets": labels,
                     "shards": outputs.data_refs, "scored_shards": outputs.scored_refs}
         version = version_id(**identity)
+        # Paths relative to the version's own folder: lineage follows them in a moved project.
+        trace_dir = os.path.relpath(generate.root.resolve(),
+                                    self.store.version_dir(version).resolve())
         return DatasetManifest(
             version=version, parent=parent, created_at=datetime.now(UTC),
-            trace_dir=str(generate.root.resolve()), image_root=IMAGE_ROOT_FROM_VERSION,
+            trace_dir=trace_dir, image_root=IMAGE_ROOT_FROM_VERSION,
             inputs=inputs, policy=self.policy.as_dict(), policy_hash=self.policy.hash,
             scorer_versions=self.scorer_versions, teachers=sorted(teachers), prompts=prompts,
             eval_sets=labels, counts=counts, drop_reasons=dict(stats.primary_reasons),

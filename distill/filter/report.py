@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.core.answers import REASONS
-from distill.core.formatting import md_table, share
+from distill.core.formatting import md_table, plain, share
 from distill.schemas import DatasetManifest
 
 # log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
@@ -98,15 +98,18 @@ class RunStats:
 
 
 def write_report(folder: Path, manifest: DatasetManifest, stats: RunStats,
-                 notes: list[str] | None = None) -> Path:
-    """report.md, stats.json and the plots into ``folder``; returns the Markdown path."""
+                 notes: list[str] | None = None, *, trace_dir: Path | None = None) -> Path:
+    """report.md, stats.json and the plots into ``folder``; returns the Markdown path.
+    ``trace_dir``: the input folder as people should read it (the manifest holds it
+    relative to the version's folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = stats.to_dict()
     (folder / "stats.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n",
                                        encoding="utf-8")
     plots = _plots(folder, stats)
     path = folder / "report.md"
-    path.write_text(_markdown(manifest, stats, plots, notes or []), encoding="utf-8")
+    path.write_text(_markdown(manifest, stats, plots, notes or [],
+                              str(trace_dir or manifest.trace_dir)), encoding="utf-8")
     for written in folder.iterdir():  # published with the version: make it durable too
         with open(written, "rb") as handle:
             os.fsync(handle.fileno())
@@ -121,12 +124,12 @@ def _answer_reasons(stats: RunStats, total: int, trace_dir: str) -> list[str]:
     rows = [[f"`{key}`", f"{n:,}", share(n, total), REASONS.get(key.partition("/")[2], "")]
             for key, n in stats.answer_reasons.most_common()]
     return ["Wrong and unparseable answers by the judge's reason (examples: "
-            f"`distill answers {trace_dir}`):", "",
+            f"distill answers {plain(trace_dir, 'markdown')}):", "",
             md_table(["verdict / reason", "traces", "share", "meaning"], rows, "lrrl"), ""]
 
 
 def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
-              notes: list[str]) -> str:
+              notes: list[str], trace_dir: str) -> str:
     counts = manifest.counts
     keep, drop = stats.verdicts["keep"], stats.verdicts["drop"]
     total = keep + drop
@@ -135,9 +138,10 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "",
         f"- version: `{manifest.version}`",
         f"- parent: `{manifest.parent}`" if manifest.parent else "- parent: none",
-        f"- policy: `{manifest.policy.get('name')}` (`{manifest.policy_hash[:16]}`)",
-        f"- input: {manifest.trace_dir} ({len(manifest.inputs)} trace shards)",
-        f"- eval sets: {', '.join(manifest.eval_sets) or 'none'}",
+        f"- policy: {plain(manifest.policy.get('name'), 'markdown')} "
+        f"(`{manifest.policy_hash[:16]}`)",
+        f"- input: {plain(trace_dir, 'markdown')} ({len(manifest.inputs)} trace shards)",
+        f"- eval sets: {plain(', '.join(manifest.eval_sets) or 'none', 'markdown')}",
         "",
         "## Counts",
         "",
@@ -155,7 +159,7 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         "Correctness of the input traces: " + ", ".join(
             f"{k} {v:,} ({share(v, total)})" for k, v in sorted(stats.correctness.items())),
         "",
-        *_answer_reasons(stats, total, manifest.trace_dir),
+        *_answer_reasons(stats, total, trace_dir),
         "## Why traces were dropped",
         "",
         "First reason of each dropped trace (rules in policy order, then contamination, "
@@ -177,11 +181,12 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
               _teacher_table(stats)]
     lines += ["", "## Categories", "",
               md_table(["category", "kept", "dropped"],
-                       [[f"`{category}`", f"{c['keep']:,}", f"{c['drop']:,}"]
+                       [[plain(category, "markdown"), f"{c['keep']:,}", f"{c['drop']:,}"]
                         for category, c in sorted(stats.categories.items())], "lrr")]
     lines += ["", "## Lengths (tokens)", "",
               md_table(["category", "kept median", "dropped median"],
-                       [[f"`{category}`", _median(hists["keep"]), _median(hists["drop"])]
+                       [[plain(category, "markdown"), _median(hists["keep"]),
+                         _median(hists["drop"])]
                         for category, hists in sorted(stats.lengths.items())], "lrr")]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
@@ -204,7 +209,7 @@ def _label_lines(stats: RunStats) -> list[str]:
         lines += ["", f"**{sum(stats.unlabeled.values()):,} item(s) have neither a gold "
                   "answer nor a derived label**; none of their traces is kept:", ""]
         lines += [f"- {why.get(k, k)}: {n:,}" for k, n in sorted(stats.unlabeled.items())]
-        examples = ", ".join(f"`{e['sample_id']}` ({e['why']})"
+        examples = ", ".join(f"{plain(e['sample_id'], 'markdown')} ({e['why']})"
                              for e in stats.unlabeled_examples[:20])
         lines += ["", f"First of them: {examples}"]
     if any(k != "not_judged" for k in stats.judge):
@@ -214,7 +219,7 @@ def _label_lines(stats: RunStats) -> list[str]:
 
 def _teacher_table(stats: RunStats) -> str:
     counts = ("traces", "correct", "wrong", "unparseable", "no_gold")
-    rows = [[f"`{teacher}`", *(f"{c[k]:,}" for k in counts),
+    rows = [[plain(teacher, "markdown"), *(f"{c[k]:,}" for k in counts),
              share(c["correct"], c["traces"] - c["no_gold"]), f"{c['keep']:,}"]
             for teacher, c in sorted(stats.teachers.items())]
     return md_table(["teacher", "traces", "correct", "wrong", "unparseable", "no gold",
@@ -257,7 +262,7 @@ def _plots(folder: Path, stats: RunStats) -> list[str]:
             ax.bar(centers, hists["keep"], color="tab:green", label="kept")
             ax.bar(centers, hists["drop"], bottom=hists["keep"], color="tab:red",
                    label="dropped", alpha=0.7)
-            ax.set_title(category, fontsize=9)
+            ax.set_title(plain(category, "plot"), fontsize=9)
             ticks = centers[::4]
             ax.set_xticks(ticks, [f"{LENGTH_EDGES[t]:.0f}" for t in ticks], fontsize=7)
             ax.set_ylabel("traces", fontsize=8)
@@ -287,7 +292,7 @@ def _plots(folder: Path, stats: RunStats) -> list[str]:
         x = np.arange(len(teachers))
         ax.bar(x - 0.2, accuracy, 0.4, label="accuracy", color="tab:blue")
         ax.bar(x + 0.2, kept, 0.4, label="kept share", color="tab:green")
-        ax.set_xticks(x, teachers, rotation=20, fontsize=8)
+        ax.set_xticks(x, [plain(t, "plot") for t in teachers], rotation=20, fontsize=8)
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
         fig.tight_layout()

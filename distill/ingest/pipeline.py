@@ -191,9 +191,9 @@ def _nothing_read(options: IngestOptions, summary: IngestSummary,
 
 
 def _claim_id(sample: Sample, row: RawItem, seen_ids: dict[str, str]) -> None:
-    """Refuse a second row with the same id, naming both rows and their own ids: converters
-    normalise ids (``A-1`` and ``a_1`` both become ``a_1``), so the ids a user sees in the
-    source can differ where ours collide."""
+    """Refuse a second row with the same id, naming both rows and their own ids (the
+    converters' id map is one to one, ``distill.core.paths.id_part``, so two rows collide
+    only when the source gives one id twice)."""
     source_id = sample.meta.get("source_id") if isinstance(sample.meta, dict) else None
     this = row.location + (f" (source id {source_id!r})" if source_id is not None else "")
     first = seen_ids.setdefault(sample.id, this)

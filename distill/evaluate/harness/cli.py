@@ -7,15 +7,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from distill.core.evalsets import load_eval_set
 from distill.core.formatting import percent, share
 from distill.core.progress import plain
-from distill.core.shards import write_json_atomic
-from distill.evaluate.cli import result_file_name
 from distill.evaluate.harness.importer import ImportOutcome, import_rows
 from distill.evaluate.harness.rows import HarnessRow
+from distill.evaluate.results import write_result
 from distill.schemas import HarnessRun
 
 
@@ -54,8 +52,7 @@ def _finish(rows: list[HarnessRow], run: HarnessRun, data_spec: str, split: str 
     outcome = import_rows(rows, run, eval_set, mode=mode,  # type: ignore[arg-type]
                           allow_unmatched=allow_unmatched, name=name,
                           match_by=match_by)  # type: ignore[arg-type]
-    path = out / result_file_name(outcome.result, eval_set.name)
-    write_json_atomic(path, outcome.result)
+    path = write_result(outcome.result, out, eval_set.name)
     _report(outcome, path)
 
 
@@ -76,7 +73,7 @@ def _report(outcome: ImportOutcome, path: Path) -> None:
         line += "; the harness kept no per-item score"
     console.print(line)
     for problem in outcome.problems:
-        console.print(f"[yellow]left out {escape(str(problem))}")
+        console.print(f"[yellow]left out {plain(problem)}")
     if outcome.missing:
         console.print(f"[yellow]{len(outcome.missing)} item(s) of the eval set have no row "
                       f"(first: {plain(', '.join(outcome.missing[:5]))})")

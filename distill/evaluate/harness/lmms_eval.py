@@ -148,6 +148,13 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
     if not isinstance(results, dict):
         raise InputError("an lmms-eval results file holds a JSON object", file=path,
                          reason="bad_json")
+    # The sections lmms-eval's EvaluationTracker writes as objects: another shape is not a
+    # file it wrote, and importing it silently would name the wrong task or metrics.
+    for section in _MAPPINGS:
+        if section in results and not isinstance(results[section], dict):
+            raise InputError(f"must be an object (lmms-eval writes one), got "
+                             f"{type(results[section]).__name__}", file=path, field=section,
+                             reason="bad_json")
     known = {str(key) for section in ("results", "configs")
              for key in _mapping(results.get(section))}
     if known and samples.task not in known:
@@ -155,6 +162,10 @@ def _read_results(samples: SamplesFile) -> dict[str, Any] | None:
                          f"run's results file (tasks: {sorted(known)})", file=samples.path,
                          reason="config_error")
     return results
+
+
+_MAPPINGS = ("results", "configs", "config", "versions", "n-shot", "higher_is_better",
+             "n-samples")
 
 
 def _mapping(value: Any) -> dict[str, Any]:

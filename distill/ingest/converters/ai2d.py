@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.fields import attach_image, choices_field, make_item, text_field
 from distill.ingest.converters.rows import Row
 from distill.ingest.sources.base import RawItem
@@ -31,7 +31,7 @@ def ai2d_item(row: Row, *, image_root: Path, split: str, category_field: str) ->
         raise row.error(f"index {index} is out of range for {len(choices)} options", "answer")
     key = text_field(row, "id", required=False) or row.key
     item = make_item(row, {
-        "id": f"ai2d-{slug(key)}", "question": question, "choices": choices,
+        "id": f"ai2d-{id_part(key)}", "question": question, "choices": choices,
         "answer": CHOICE_LETTERS[index], "answer_type": "choice",
         "category": slug(row.data.get(category_field), "diagram"), "split": split,
         "source": "ai2d", "meta": {"source_id": key},

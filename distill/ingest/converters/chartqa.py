@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.common import answer_type_of, plain_number
 from distill.ingest.converters.fields import attach_image, make_item, text_field
 from distill.ingest.converters.rows import Row
@@ -30,7 +30,7 @@ def chartqa_item(row: Row, *, image_root: Path, split: str, category_field: str)
     kind = answer_type_of(answer)  # type: ignore[arg-type]
     category = row.data.get(category_field) or Path(row.file.split("[")[0]).stem
     item = make_item(row, {
-        "id": f"chartqa-{slug(category)}-{row.key}", "question": question,
+        "id": f"chartqa-{id_part(category)}-{id_part(row.key)}", "question": question,
         "answer": plain_number(answer) if kind == "number" else answer,  # type: ignore[arg-type]
         "answer_type": kind, "category": slug(category), "split": split,
         "source": "chartqa", "meta": {"source_id": row.key,

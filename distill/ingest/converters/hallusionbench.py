@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.common import Skipped
 from distill.ingest.converters.fields import attach_image, make_item, text_field
 from distill.ingest.converters.rows import Row
@@ -34,7 +34,7 @@ def hallusionbench_item(row: Row, *, image_root: Path, split: str,
         raise row.error(f"must be '1' (yes) or '0' (no), got {gold!r}", "gt_answer")
     key = "_".join(str(row.data.get(part, "")) for part in _ID_PARTS)
     item = make_item(row, {
-        "id": f"hallusionbench-{slug(key)}", "question": question,
+        "id": f"hallusionbench-{id_part(key)}", "question": question,
         "answer": "yes" if gold == "1" else "no", "answer_type": "yes_no",
         "category": slug(row.data.get(category_field)), "split": split,
         "source": "hallusionbench",

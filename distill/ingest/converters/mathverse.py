@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.common import Skipped, answer_type_of, plain_number
 from distill.ingest.converters.fields import attach_image, make_item, text_field
 from distill.ingest.converters.rows import Row
@@ -55,7 +55,7 @@ def mathverse_item(row: Row, *, image_root: Path, split: str,
     metadata = row.data.get("metadata") if isinstance(row.data.get("metadata"), dict) else {}
     kind = row.data.get("question_type") or "free-form"
     fields: dict[str, Any] = {
-        "id": f"mathverse-{slug(key)}", "split": split, "source": "mathverse",
+        "id": f"mathverse-{id_part(key)}", "split": split, "source": "mathverse",
         "category": slug(row.data.get(category_field) or metadata.get(category_field)),
         "meta": {"source_id": key, "question_type": kind,
                  "problem_index": row.data.get("problem_index"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.fields import attach_image, choices_field, make_item, text_field
 from distill.ingest.converters.rows import Row
 from distill.ingest.sources.base import RawItem
@@ -24,7 +24,7 @@ def mathvista_item(row: Row, *, image_root: Path, split: str, category_field: st
                                                       "free_form")
     metadata = row.data.get("metadata") if isinstance(row.data.get("metadata"), dict) else {}
     fields: dict[str, Any] = {
-        "id": f"mathvista-{slug(pid)}", "question": question, "split": split,
+        "id": f"mathvista-{id_part(pid)}", "question": question, "split": split,
         "source": "mathvista", "category": slug(metadata.get(category_field)
                                                 or row.data.get(category_field)),
         "meta": {"source_id": pid, "question_type": question_type,

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.common import Skipped, answer_type_of, plain_number
 from distill.ingest.converters.fields import attach_image, make_item, text_field
 from distill.ingest.converters.rows import Row
@@ -60,7 +60,7 @@ def mmmu_item(row: Row, *, image_root: Path, split: str, category_field: str) ->
     category = (row.data.get(category_field) if category_field != "subject"
                 else (subject["subject"] if subject else row.data.get("subfield")))
     fields: dict[str, Any] = {
-        "id": f"mmmu-{slug(item_id)}", "question": question, "split": split,
+        "id": f"mmmu-{id_part(item_id)}", "question": question, "split": split,
         "source": "mmmu", "category": slug(category),
         "meta": {"source_id": item_id, "question_type": kind,
                  **{k: row.data[k] for k in ("subfield", "topic_difficulty", "img_type")

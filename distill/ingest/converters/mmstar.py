@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.fields import attach_image, make_item, text_field
 from distill.ingest.converters.rows import Row
 from distill.ingest.sources.base import RawItem
@@ -60,7 +60,7 @@ def mmstar_item(row: Row, *, image_root: Path, split: str, category_field: str) 
                         f"{answer!r}", "answer")
     index = text_field(row, "index", required=False) or row.key
     item = make_item(row, {
-        "id": f"mmstar-{slug(index)}", "question": stem, "choices": choices, "answer": answer,
+        "id": f"mmstar-{id_part(index)}", "question": stem, "choices": choices, "answer": answer,
         "answer_type": "choice", "category": slug(row.data.get(category_field)),
         "split": split, "source": "mmstar",
         "meta": {"source_id": index,

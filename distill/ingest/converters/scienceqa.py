@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.core.paths import slug
+from distill.core.paths import id_part, slug
 from distill.ingest.converters.fields import attach_image, choices_field, make_item, text_field
 from distill.ingest.converters.rows import Row
 from distill.ingest.sources.base import RawItem
@@ -33,7 +33,7 @@ def scienceqa_item(row: Row, *, image_root: Path, split: str,
     hint = text_field(row, "hint", required=False)
     row_split = row.data.get("split")
     fields: dict[str, Any] = {
-        "id": f"scienceqa-{slug(row.key)}",
+        "id": f"scienceqa-{id_part(row.key)}",
         "question": f"Context: {hint.strip()}\n{question}" if hint else question,
         "choices": choices, "answer": CHOICE_LETTERS[answer], "answer_type": "choice",
         "category": slug(row.data.get(category_field)), "split": split, "source": "scienceqa",
