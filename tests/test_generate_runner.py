@@ -67,9 +67,11 @@ def test_every_requested_output_lands_exactly_once(samples_dir, teachers, tmp_pa
     assert manifest.stage == "generate"
     assert manifest.counts["traces"] == len(traces)
     assert sum(ref.rows for ref in manifest.shards) == len(traces)
-    # Images resolve from the generate manifest alone.
+    # Images resolve from the generate manifest alone (image_root is relative to its folder,
+    # so a project moved as a whole still finds them).
     by_id = {s.id: s for s in _samples(samples_dir)}
-    assert read_image_bytes(by_id[traces[0].sample_id].image, manifest.image_root)
+    assert not Path(manifest.image_root).is_absolute()
+    assert read_image_bytes(by_id[traces[0].sample_id].image, out / manifest.image_root)
     # Routing: max_minus_min items only went to logreg; k=2 for knn.
     per_teacher = Counter((by_id[t.sample_id].category == "max_minus_min", t.teacher_id)
                           for t in traces)

@@ -60,7 +60,9 @@ def test_jsonl_ingestion_copies_images_and_shards_by_split(image_dir: Path, tmp_
 def test_reference_and_inline_image_modes(image_dir: Path, tmp_path: Path) -> None:
     source = write_jsonl(image_dir / "items.jsonl", [good_row(1)])
     manifest = run_ingest("jsonl", source, tmp_path / "ref", images="reference")
-    assert manifest.image_root == str(image_dir.resolve())
+    # relative to the ingest folder, so a project moved as a whole still finds them
+    assert (tmp_path / "ref" / manifest.image_root).resolve() == image_dir.resolve()
+    assert not Path(manifest.image_root).is_absolute()
     assert samples_in(tmp_path / "ref")[0].image.path == "a.png"
     run_ingest("jsonl", source, tmp_path / "inline", images="inline")
     inline = samples_in(tmp_path / "inline")[0].image

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from distill.core.errors import DistillError
 from distill.core.locks import lock_path_for, single_writer
+from distill.core.paths import relative_to
 from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model
 from distill.schemas import RunManifest, content_hash
@@ -308,8 +309,8 @@ class RunContext:
         return RunIdentity(
             run_id=self.run_key[:16], config=self.config,
             dataset_version=self.training_set.version,
-            dataset_path=os.path.relpath(self.training_set.path.resolve(), run),
-            parent_checkpoint=os.path.relpath(Path(parent).resolve(), run) if parent else None,
+            dataset_path=relative_to(self.training_set.path, run),
+            parent_checkpoint=relative_to(parent, run) if parent else None,
             recipe_hash=recipe_hash(self.config))
 
 

@@ -32,6 +32,13 @@ PROMPTS_DIR = SHIPPED_ROOT / "prompts"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
+def relative_to(path: str | Path, folder: Path) -> str:
+    """``path`` (absolute, or relative to the working folder) relative to ``folder``: how a
+    manifest or a result names what it points at, so that a project moved as a whole (or
+    copied to another machine) still finds it."""
+    return os.path.relpath(Path(path).expanduser().resolve(), Path(folder).resolve())
+
+
 def slug(value: object, default: str = "default", *, max_chars: int | None = 200) -> str:
     """A category name usable as an identifier: 'Figure QA / charts' -> 'figure_qa_charts'
     (cut at ``max_chars``; None: whole, for a caller that hashes what is too long)."""

@@ -10,12 +10,11 @@ written atomically, and a folder that cannot be written is one line naming it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from distill.core.errors import file_system_error
 from distill.core.formatting import NAME_MAX, plain
-from distill.core.paths import slug
+from distill.core.paths import relative_to, slug
 from distill.core.shards import write_json_atomic
 from distill.schemas import EvalResult
 
@@ -30,11 +29,6 @@ def result_file_name(result: EvalResult, eval_set_name: str) -> str:
     stem = (f"{slug(result.model.name, max_chars=None)}-"
             f"{slug(eval_set_name, max_chars=None)}-{result.mode}")
     return plain(stem, "file", max_bytes=NAME_MAX - _TEMP_ROOM - len(tail)) + tail
-
-
-def relative_to(path: str, folder: Path) -> str:
-    """``path`` (absolute, or relative to the working folder) relative to ``folder``."""
-    return os.path.relpath(Path(path).expanduser().resolve(), folder.resolve())
 
 
 def _relative_spec(spec: str, folder: Path) -> str:

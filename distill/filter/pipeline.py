@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from distill.core.evalsets import EvalSet, load_eval_set
 from distill.core.executors import Executor, RayOptions, map_shards
 from distill.core.folders import STORE_MARKER, claim_output, output_kind
 from distill.core.locks import LOCK_NAME
+from distill.core.paths import relative_to
 from distill.core.progress import progress_bar
 from distill.core.shards import (
     ShardWriter,
@@ -453,8 +453,7 @@ class _Run:
                     "shards": outputs.data_refs, "scored_shards": outputs.scored_refs}
         version = version_id(**identity)
         # Paths relative to the version's own folder: lineage follows them in a moved project.
-        trace_dir = os.path.relpath(generate.root.resolve(),
-                                    self.store.version_dir(version).resolve())
+        trace_dir = relative_to(generate.root, self.store.version_dir(version))
         return DatasetManifest(
             version=version, parent=parent, created_at=datetime.now(UTC),
             trace_dir=trace_dir, image_root=IMAGE_ROOT_FROM_VERSION,

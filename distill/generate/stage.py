@@ -47,6 +47,7 @@ from pydantic import BaseModel
 from distill.core.executors import Executor, RayOptions, map_shards
 from distill.core.images import ImageError, fit_pixels, read_image_bytes
 from distill.core.locks import lock_path_beside, lock_path_for, single_writer
+from distill.core.paths import relative_to
 from distill.core.shards import fsync_dir, iter_records, write_json_atomic
 from distill.generate import durable
 from distill.generate.engines.base import (
@@ -409,8 +410,10 @@ class ShardStage(ABC, Generic[A]):
                 counts[f"rejected/{rejection.reason}"] += 1
         manifest = StageManifest(
             stage=self.name, created_at=datetime.now(UTC),  # type: ignore[arg-type]
-            image_root=plan.image_root, inputs=self.manifest_inputs(plan, shards),
-            input_dir=plan.input_dir, shards=shards, rejects=rejects,
+            image_root=plan.image_root and relative_to(plan.image_root, out),
+            inputs=self.manifest_inputs(plan, shards),
+            input_dir=plan.input_dir and relative_to(plan.input_dir, out),
+            shards=shards, rejects=rejects,
             counts=dict(sorted(counts.items())), config=plan.config)
         write_json_atomic(out / "manifest.json", manifest)
         return manifest

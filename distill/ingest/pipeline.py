@@ -52,6 +52,7 @@ from distill.core.images import (
     resolve_image_path,
 )
 from distill.core.locks import lock_path_beside, single_writer
+from distill.core.paths import relative_to
 from distill.core.progress import progress_bar
 from distill.core.shards import (
     ShardWriter,
@@ -321,7 +322,8 @@ def _ingest_into(rows: Iterable[SourceRow], options: IngestOptions, staging: Pat
     reject_refs = []
     if rejects is not None:
         reject_refs = [rejects.commit()]
-    image_root = str(reference_root[0]) if reference_root else "."
+    # Relative to OUT (staging becomes OUT, beside it): a moved project still finds them.
+    image_root = relative_to(reference_root[0], options.out) if reference_root else "."
     counts = {f"{split}/{category}": n for (split, category), n in sorted(summary.counts.items())}
     counts["samples"] = summary.total
     counts["samples_without_gold"] = summary.no_gold
