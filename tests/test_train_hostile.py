@@ -190,7 +190,7 @@ def test_a_seeds_run_beside_a_plain_run_in_its_seed_folder_stops_naming_it(runs,
         with frozen_when_locked(a, group / "seed-0") as holder:
             before = sorted(p.name for p in (group / "seed-0").iterdir())
             line = _one_error(*run_cli([*train_args(runs["data"], group), "--seeds", "0"]))
-            assert line.startswith("error: training seed-0: another run is writing")
+            assert line.startswith("error: training seed-0 failed: another run is writing")
             assert f"pid {holder} on host" in line
             assert sorted(p.name for p in (group / "seed-0").iterdir()) == before
         assert a.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()

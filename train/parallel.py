@@ -148,7 +148,7 @@ def train_side_by_side(jobs: list[TrainJob], processes: int,
                     if run.process.exitcode == 0:
                         _show_progress(run.job, bar_of[name], shown, finished=True)
                     elif run.process.exitcode == USER_ERROR:
-                        raise DistillError(f"training {name}: "
+                        raise DistillError(f"training {name} failed: "
                                            f"{_last_error(run.job.log_path)}")
                     else:
                         raise DistillError(f"training {name} failed (exit code "
