@@ -52,6 +52,7 @@ STATE = "trainer_state.json"
 OPTIMIZER = "optimizer"  # optimizer.json + optimizer.safetensors (distill.train.safe_state)
 RECORD = "checkpoint.json"  # the files' sizes and sha256, the step, the run; written last
 RECORD_FORMAT = 1
+FINAL_RECORD = ".files.json"  # the final model's files' sizes and sha256 (RUN/final)
 
 
 class CheckpointError(FolderDamagedError):
@@ -163,11 +164,22 @@ def check_run_folder(run: Path, resume: bool) -> None:
 
 
 def is_finished(run: Path) -> bool:
-    """A run is finished when its final model is in place and its manifest names it: the
-    final folder is renamed into place whole, and the manifest naming it comes after (a
-    kill between the two leaves a run that resumes from its last checkpoint)."""
-    if not (run / FINAL / "config.json").is_file():
+    """A run is finished when its final model is in place, whole, and its manifest names
+    it: the final folder is renamed into place whole, and the manifest naming it comes
+    after (a kill between the two leaves a run that resumes from its last checkpoint).
+    Whole: each file its record lists, of its size (sizes only: this is asked often; a
+    final folder from before records counts by its config and weights). A final model cut short
+    or half copied is no finished run: a resume trains its last steps again."""
+    final = run / FINAL
+    if not (final / "config.json").is_file() or not (final / "model.safetensors").is_file():
         return False
+    if (final / FINAL_RECORD).exists():
+        try:
+            read_seal(final, FINAL_RECORD, [], hash_files=False)
+        except FolderDamagedError as exc:
+            log.warning("%s is not whole (%s): the run is resumed to write it again", final,
+                        exc)
+            return False
     try:
         manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # unreadable: not finished, resumed
@@ -183,6 +195,7 @@ def save_final(run: Path, write: Callable[[Path], None]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     with _discarded_on_failure(tmp, is_main=True):
         write(tmp)
+        seal(tmp, FINAL_RECORD, {"format": RECORD_FORMAT})
         _fsync_tree(tmp)
         replace_folder(tmp, final)  # the old final goes only once the new one is in
     return final

@@ -25,8 +25,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,18 +90,24 @@ def still_writer() -> None:
 # -- model -----------------------------------------------------------------------------------
 def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
                   ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
-    """Load or build the student, freeze what this stage does not train, move to device."""
+    """Load or build the student, freeze what this stage does not train, move to device.
+    A folder or spec that does not load is named by the option that gave it."""
+    source = "--init" if init else "field 'init'"
     init = init or config.init
     if init:
-        model, processor = load_student(init, dtype=runtime.dtype)
+        with named_by(source):
+            model, processor = load_student(init, dtype=runtime.dtype)
         if config.vision_path:
-            tower = load_vision_tower(Path(config.vision_path), runtime.dtype)
-            model.vision_tower.load_state_dict(tower.state_dict())
+            with named_by("field 'vision_path'"):
+                tower = load_vision_tower(Path(config.vision_path), runtime.dtype)
+                model.vision_tower.load_state_dict(tower.state_dict())
     else:
-        spec = load_model_spec(config.model)
+        with named_by("field 'model'"):
+            spec = load_model_spec(config.model)
         if config.vision_path:
             spec.vision, spec.vision_path = None, config.vision_path
-        model, processor = build_student(spec, dtype=runtime.dtype, seed=config.seed)
+        with named_by("field 'vision_path'" if config.vision_path else "field 'model'"):
+            model, processor = build_student(spec, dtype=runtime.dtype, seed=config.seed)
     model.requires_grad_(False)
     model.projector.requires_grad_(config.train_projector)
     if config.llm == "full":
@@ -115,6 +121,19 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
     model.to(runtime.device)
     model.train()
     return model, processor
+
+
+@contextmanager
+def named_by(option: str) -> Iterator[None]:
+    """A model that does not load (or a tower whose shapes do not fit the student) is
+    reported as the fault of the option that named it."""
+    try:
+        yield
+    except DistillError as exc:
+        raise DistillError(f"{option}: {exc}") from None
+    except RuntimeError as exc:  # load_state_dict: weights of other shapes
+        raise DistillError(f"{option}: does not fit this student "
+                           f"({' '.join(str(exc).split())[:200]})") from None
 
 
 # -- optimizer ---------------------------------------------------------------------------------
@@ -333,8 +352,10 @@ def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
         log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
                     config.max_length)
     if len(dataset) < config.batch_size:
-        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
-                           f"(batch_size {config.batch_size})")
+        dropped = (f", {dataset.dropped} longer than max_length={config.max_length} left out"
+                   if dataset.dropped else "")
+        raise DistillError(f"{len(dataset)} usable example(s){dropped} is fewer than one "
+                           f"batch (batch_size {config.batch_size})")
     return dataset
 
 

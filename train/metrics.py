@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from distill.core.errors import DistillError
 from distill.core.shards import write_bytes_atomic
 from distill.train.checkpoint import TrainerState
 
@@ -85,9 +86,12 @@ class MetricsLog:
             _cut_to_step(path, resume_step)
         elif resume_step is None and path.exists():
             path.unlink()
-        want_tb = tensorboard is True or (
-            tensorboard == "auto" and importlib.util.find_spec("tensorboard") is not None)
-        if want_tb:
+        installed = importlib.util.find_spec("tensorboard") is not None
+        if tensorboard is True and not installed:
+            raise DistillError("field 'tensorboard': true needs the tensorboard package, which "
+                               "is not installed (pip install tensorboard); 'auto' logs to it "
+                               "only where it is")
+        if tensorboard is True or (tensorboard == "auto" and installed):
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
