@@ -504,7 +504,7 @@ CHECKPOINT_FILES = ["trainable.safetensors", "optimizer.json", "optimizer.safete
                     "rng-0.json", "rng-0.safetensors", "trainer_state.json", "checkpoint.json"]
 
 
-@budget(12)
+@budget(16)
 @given(name=st.sampled_from(CHECKPOINT_FILES),
        how=st.sampled_from(["bytes", "values", "delete", "swap"]), every=st.booleans(),
        vouched=st.booleans(), data=st.data())
@@ -589,7 +589,7 @@ RUN_FOLDER_CHANGES = ["manifest bytes", "manifest values", "manifest deleted", "
                       "lock", "leftovers", "half final", "checkpoint as a file"]
 
 
-@budget(10)
+@budget(14)
 @given(changes=st.lists(st.sampled_from(RUN_FOLDER_CHANGES), min_size=1, max_size=2,
                         unique=True), finished=st.booleans(), resume=st.booleans(),
        data=st.data())
@@ -619,7 +619,7 @@ HOSTILE_YAML = st.sampled_from(["-1", "0", "1", "3", "4294967296", "184467440737
                                 "'../../etc'", "{a: 1}", "[0.5, 0.5]", "2.5"])
 
 
-@budget(14)
+@budget(24)
 @given(overrides=st.lists(st.tuples(st.sampled_from(TRAIN_FIELDS),
                                     HOSTILE_YAML | JSON_SCALARS.map(json.dumps)),
                           min_size=1, max_size=2))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.locks import LockLostError, writer_lease
+from distill.core.locks import LockLostError, OutputLockedError, no_writer, writer_lease
 from testing.train_hostile import (
     BAD_OPTIONS,
     damage,
@@ -148,6 +148,7 @@ def test_sigkill_during_a_checkpoint_save_then_resume_gives_the_same_weights(run
 # --- one writer per run folder ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # python processes with fork servers: CI runs it in its own step
 def test_a_seeds_run_holds_its_group_and_its_seed_folders(runs, tmp_path):
     """A `--seeds` run (A, frozen once it holds its locks) keeps out a plain run in its
     seed folder, a second `--seeds` run and a plain run in the group; `--wait` waits, and
@@ -182,6 +183,7 @@ def test_a_seeds_run_holds_its_group_and_its_seed_folders(runs, tmp_path):
     assert not list(group.rglob(".lock"))
 
 
+@pytest.mark.slow  # python processes with fork servers: CI runs it in its own step
 def test_a_seeds_run_beside_a_plain_run_in_its_seed_folder_stops_naming_it(runs, tmp_path):
     """The seed's job takes its folder's lock before it reads or deletes anything there."""
     group = tmp_path / "group"
@@ -220,6 +222,27 @@ def test_a_run_whose_lock_file_was_deleted_stops_before_its_next_write(runs, tmp
     assert final_weights(run) == final_weights(runs["reference"])
 
 
+def test_a_seed_folder_is_the_seeds_runs_before_its_job_starts(tmp_path):
+    """A --seeds run holding GROUP keeps runs from outside out of GROUP/seed-N even before
+    its job there took that folder's lock; its own job gets in, and runs in sibling seed
+    folders (the demo's) never exclude each other."""
+    from distill.train.loop import run_lock
+
+    group = tmp_path / "group"
+    with writer_lease(group / ".lock", "training run group"):
+        with pytest.raises(OutputLockedError, match=rf"pid {os.getpid()} on host"), \
+                run_lock(group / "seed-0", wait=False):
+            pass
+        with run_lock(group / "seed-0", wait=False, in_group=True) as lease:
+            assert lease is not None
+    (group / ".lock").write_text("")  # a group lock file no one holds
+    with run_lock(group / "seed-0", wait=False), run_lock(group / "seed-1", wait=False):
+        pass  # siblings at once
+    with no_writer(group / ".lock", "group"), no_writer(group / ".lock", "group"), \
+            pytest.raises(OutputLockedError), writer_lease(group / ".lock", "group"):
+        pass  # while seed runs start, no --seeds run takes their group
+
+
 def test_a_lease_sees_its_lock_file_replaced(tmp_path):
     lock = tmp_path / ".lock"
     with writer_lease(lock, "a run") as lease:
@@ -234,6 +257,7 @@ def test_a_lease_sees_its_lock_file_replaced(tmp_path):
     assert lock.exists()  # not ours: left alone on release
 
 
+@pytest.mark.slow  # python processes with fork servers: CI runs it in its own step
 def test_stage_0_takes_the_run_lock_too(tmp_path):
     out = tmp_path / "vision"
     args = ["train", "--config", "vision", "--out", str(out), "--set", "model=test-micro",

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from distill.core.errors import DistillError, InputError
-from distill.core.locks import lock_path_for, writer_lease
+from distill.core.locks import Lease, lock_path_for, no_writer, writer_lease
 from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model
 from distill.schemas import RunManifest, content_hash
@@ -217,26 +217,43 @@ def _micro_batch_size(config: TrainConfig, runtime: Runtime) -> int:
 
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
-          init: str | None = None, wait: bool = False) -> RunManifest:
+          init: str | None = None, wait: bool = False, in_group: bool = False
+          ) -> RunManifest:
     """Run (or resume) one training stage; returns the RunManifest written to OUT.
 
     One run per OUT: the first process of a run (rank 0) holds OUT's single-writer lock
     before it reads or writes anything there, and checks it still does before each write;
     another run there stops naming it, or waits for it with ``wait``. With ``resume``, a
     finished run of this very recipe is returned as it is (and said so in the log); one
-    of another recipe is refused, as an unfinished one is."""
-    with run_lock(out, wait) as lease:
+    of another recipe is refused, as an unfinished one is. ``in_group``: a job of the
+    ``--seeds`` run that holds OUT's parent (``run_lock``)."""
+    with run_lock(out, wait, in_group) as lease:
         confirm = lease.confirm if lease is not None else still_writer
         return _train_stage(config, data, out, resume, init, confirm)
 
 
-def run_lock(out: str | Path, wait: bool) -> AbstractContextManager:
+@contextmanager
+def run_lock(out: str | Path, wait: bool, in_group: bool = False) -> Iterator[Lease | None]:
     """OUT's single-writer lock (``distill.core.locks``), yielding its Lease; nothing on
-    ranks > 0 (yielding None), whose run's rank 0 holds it."""
+    ranks > 0 (yielding None), whose run's rank 0 holds it.
+
+    A seed folder (GROUP/seed-N) belongs to the ``--seeds`` run that holds GROUP, before
+    its job for that seed has started: a run there from outside the group (``in_group``
+    False) keeps GROUP's lock from being taken (``no_writer``) until it holds its own, so
+    runs in sibling seed folders (the demo's) never exclude each other."""
     if os.environ.get("RANK", "0") != "0":  # the ranks of one run share its folder
-        return nullcontext()
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return writer_lease(lock_path_for(out), f"training run {out}", wait=wait)
+        yield None
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as held:
+        with ExitStack() as group:
+            if not in_group and ckpt.SEED_RUN_RE.match(out.name):
+                group.enter_context(no_writer(lock_path_for(out.parent),
+                                              f"training run {out.parent}", wait=wait))
+            lease = held.enter_context(writer_lease(lock_path_for(out),
+                                                    f"training run {out}", wait=wait))
+        yield lease
 
 
 def _train_stage(config: TrainConfig, data: str | Path, out: str | Path, resume: bool,

@@ -57,21 +57,23 @@ class TrainJob:
     needs: tuple[str, ...] = ()
     # Another run holding ``out``: wait for it (``--wait``) rather than stop.
     wait: bool = False
+    # A seed of the --seeds run that holds ``out``'s parent folder (train_seed_group).
+    in_group: bool = False
 
     @property
     def log_path(self) -> Path:
         return self.out.parent / f"{self.out.name}.log"
 
 
-def train_or_resume(config: TrainConfig, data: Path, out: Path, *, wait: bool = False
-                    ) -> RunManifest:
+def train_or_resume(config: TrainConfig, data: Path, out: Path, *, wait: bool = False,
+                    in_group: bool = False) -> RunManifest:
     """Train ``out`` to the end, or resume it. Every decision is taken under OUT's lock
     (``train``): a finished run of this recipe is returned as it is, a partial one resumes,
     an attempt that died before its first checkpoint starts over in place; another recipe's
     run, or a run another process holds, is refused."""
     from distill.train.loop import train
 
-    return train(config, data, out, resume=True, wait=wait)
+    return train(config, data, out, resume=True, wait=wait, in_group=in_group)
 
 
 @dataclass
@@ -235,7 +237,7 @@ def _run_job(job: TrainJob, parent: int, environ: dict[str, str]) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        train_or_resume(job.config, job.data, job.out, wait=job.wait)
+        train_or_resume(job.config, job.data, job.out, wait=job.wait, in_group=job.in_group)
         if job.after is not None:
             job.after()
     except DistillError as exc:  # the user's to fix: one line, as the CLI prints it
@@ -297,7 +299,7 @@ def seed_jobs(config: TrainConfig, data: Path, out: Path, seeds: list[int],
     if len(set(seeds)) != len(seeds):
         raise DistillError(f"repeated seeds in {seeds}")
     return [TrainJob(f"seed-{seed}", config.model_copy(update={"seed": seed}), data,
-                     seed_run_dir(out, seed), wait=wait) for seed in seeds]
+                     seed_run_dir(out, seed), wait=wait, in_group=True) for seed in seeds]
 
 
 def train_seed_group(config: TrainConfig, data: Path, out: Path, seeds: list[int],

@@ -202,6 +202,50 @@ def writer_lease(lock_file: Path | str, what: str, *, wait: bool = False,
         _release(lock_file, lease.handle)
 
 
+@contextlib.contextmanager
+def no_writer(lock_file: Path | str, what: str, *, wait: bool = False,
+              note: Callable[[str], None] | None = None,
+              poll_s: float = POLL_SECONDS) -> Iterator[None]:
+    """For the body, keep any run from taking ``lock_file`` (a shared flock, which other
+    readers share and a writer's exclusive one excludes), without writing or creating it.
+    A run that holds it now is refused in one line, or waited for with ``wait``.
+
+    For a folder inside an output another run may hold as a whole (a seed's run folder
+    inside the ``--seeds`` group's): the inner run holds this only until it holds its own
+    lock, so runs in sibling folders never exclude each other."""
+    lock_file = Path(lock_file)
+    say = note or log.warning
+    waited_since = last_note = None
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            yield  # no lock file: no one holds it
+            return
+        except OSError as exc:
+            raise DistillError(f"cannot open lock file {lock_file}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            reason = _busy_reason(lock_file, what)
+            if not wait:
+                raise OutputLockedError(f"{reason}; wait for it to finish or pass --wait") \
+                    from None
+            now = time.monotonic()
+            waited_since = waited_since or now
+            if last_note is None or now - last_note >= NOTE_EVERY_SECONDS:
+                say(f"waiting: {reason} ({now - waited_since:.0f} s so far)")
+                last_note = now
+            time.sleep(poll_s)
+            continue
+        try:
+            yield
+        finally:
+            os.close(fd)
+        return
+
+
 def read_holder(lock_file: Path | str) -> Holder | None:
     """Who the lock file names (None when absent, empty or unreadable)."""
     try:  # a record is ours, in ASCII JSON; other bytes there are no record
