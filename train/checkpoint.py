@@ -8,7 +8,7 @@ any moment leaves either the old set of checkpoints or the new one, never a half
 folder that looks complete.
 
 A checkpoint proves itself (``distill.train.sealed``): ``checkpoint.json``, written last,
-records each file's size and sha256. ``--resume`` checks them, then the state's fields and
+records each file's size and hash (XXH3-128). ``--resume`` checks them, then the state's fields and
 ranges (the step is the folder's, before the run's end; the optimizer and schedule stepped
 as often; every trained weight there, in its shape), and resumes from the newest
 checkpoint that holds up, saying which it skipped and why. When none does it refuses,
@@ -50,9 +50,9 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{6,})$")
 WEIGHTS = "trainable.safetensors"
 STATE = "trainer_state.json"
 OPTIMIZER = "optimizer"  # optimizer.json + optimizer.safetensors (distill.train.safe_state)
-RECORD = "checkpoint.json"  # the files' sizes and sha256, the step, the run; written last
+RECORD = "checkpoint.json"  # the files' sizes and hashes, the step, the run; written last
 RECORD_FORMAT = 1
-FINAL_RECORD = ".files.json"  # the final model's files' sizes and sha256 (RUN/final)
+FINAL_RECORD = ".files.json"  # the final model's files' sizes and hashes (RUN/final)
 
 
 class CheckpointError(FolderDamagedError):
