@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from distill.core.config_files import read_yaml_file, validate, yaml_value
 from distill.core.errors import InputError
@@ -25,9 +32,11 @@ Auto = Literal["auto"]
 SEED_LIMIT = 2**32
 # A process's CPU threads and data-loader workers: far more than any machine has, and a
 # typo (num_workers=10000 starts that many processes) is refused before it forks.
-MAX_THREADS = 1024
-MAX_WORKERS = 256
-MAX_PAD_MULTIPLE = 4096  # a row padded to a multiple of 10**5 tokens ran out of memory
+# field -> (lowest, highest, what a value means); a row padded to a multiple of 10**5
+# tokens ran out of memory.
+AUTO_INT_RANGES = {"threads": (1, 1024, ""),
+                   "num_workers": (0, 256, " (0: load in the training process)"),
+                   "pad_multiple": (1, 4096, " (every row is padded to a multiple of it)")}
 
 
 class LoraSettings(BaseModel):
@@ -144,27 +153,13 @@ class TrainConfig(BaseModel):
             raise ValueError(f"each of AdamW's betas must be in [0, 1), got {list(betas)}")
         return betas
 
-    @field_validator("threads")
+    @field_validator("threads", "num_workers", "pad_multiple")
     @classmethod
-    def _threads(cls, value: int | str) -> int | str:
-        if value != "auto" and not 1 <= value <= MAX_THREADS:
-            raise ValueError(f"must be 'auto' or an integer from 1 to {MAX_THREADS}, got {value}")
-        return value
-
-    @field_validator("pad_multiple")
-    @classmethod
-    def _pad_multiple(cls, value: int | str) -> int | str:
-        if value != "auto" and not 1 <= value <= MAX_PAD_MULTIPLE:
-            raise ValueError(f"must be 'auto' or an integer from 1 to {MAX_PAD_MULTIPLE} (every "
-                             f"row is padded to a multiple of it), got {value}")
-        return value
-
-    @field_validator("num_workers")
-    @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if value != "auto" and not 0 <= value <= MAX_WORKERS:
-            raise ValueError(f"must be 'auto' or an integer from 0 to {MAX_WORKERS} (0: load "
-                             f"in the training process), got {value}")
+    def _auto_or_in_range(cls, value: int | str, info: ValidationInfo) -> int | str:
+        low, high, meaning = AUTO_INT_RANGES[info.field_name]
+        if value != "auto" and not low <= value <= high:
+            raise ValueError(f"must be 'auto' or an integer from {low} to {high}{meaning}, "
+                             f"got {value}")
         return value
 
     @model_validator(mode="after")
