@@ -199,6 +199,7 @@ def test_a_seeds_run_beside_a_plain_run_in_its_seed_folder_stops_naming_it(runs,
     assert final_weights(group / "seed-0") == final_weights(runs["reference"])
 
 
+@pytest.mark.slow  # a python process frozen while another trains: CI's own step
 def test_a_run_whose_lock_file_was_deleted_stops_before_its_next_write(runs, tmp_path):
     """A (frozen) loses its lock file; B starts, takes a new one, trains the run to its
     end. A, let go, writes nothing: it stops at its first write (its lock is gone), or
