@@ -183,18 +183,13 @@ def datasets(out: Path, plan, counts: dict[str, int], thresholds: list[float],
 
 
 def train(args: list[str], out: Path, log_path: Path) -> None:
-    """One `distill train` process; resumes a run a killed bench left behind."""
-    from distill.train.checkpoint import is_finished, latest_checkpoint
+    """One `distill train` process; resumes a run a killed bench left behind (`--resume`
+    decides under the run's lock: finished, resumed, or started over in place)."""
+    from distill.train.checkpoint import is_finished
 
     if is_finished(out):
         return
-    command = [sys.executable, "-m", "distill", "train", *args, "--out", str(out)]
-    if latest_checkpoint(out) is not None:
-        command.append("--resume")
-    elif out.exists():
-        import shutil
-
-        shutil.rmtree(out)  # an attempt that died before its first checkpoint
+    command = [sys.executable, "-m", "distill", "train", *args, "--out", str(out), "--resume"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_PROGRESS": "0"}
     with open(log_path, "w", encoding="utf-8") as handle:
         subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from distill.cli import main
 from distill.core.errors import DistillError
+from distill.train.config import TrainConfig
 from tests.conftest import png_bytes
 from tests.helpers import harness_files as hf
 
@@ -696,3 +697,187 @@ def test_fuzz_policies_against_their_input(tmp_path: Path, store_project: Path,
         assert manifest["counts"]["kept"] > 0  # an empty version only with --allow-empty
         assert set(splits or []) <= {"train", "test"} and set(teachers) <= {"alpha", "beta"}
     TALLY["policy vs input:held"] += 1
+
+
+# --- training: checkpoints, run folders, train configs -------------------------------------
+#
+# What the toolkit reads back of its own is input too. Each draw damages a real run of the
+# micro student (tests/test_train_hostile.py has one test per class) and resumes it through
+# the CLI. Allowed: exit 0 with the final weights of an uninterrupted run, byte for byte
+# (it skipped what was damaged and said so), or exit 2 with one `error:` line naming the
+# run; never a traceback, never other weights from a checkpoint that did not verify.
+
+
+@pytest.fixture(scope="module")
+def train_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from testing.train_hostile import finished_run
+    from tests.train_support import make_dataset
+    from tests.train_support import make_ingest as make_train_ingest
+
+    root = tmp_path_factory.mktemp("fuzz-train")
+    data = make_dataset(make_train_ingest(root / "ingest", train=24, test=4), root / "version")
+    return {"data": data, "reference": finished_run(data, root / "reference")}
+
+
+def train_held(surface: str, code: int, text: str, run: Path, reference: Path, *,
+               same_weights: bool = True, named: tuple[str, ...] = ()) -> None:
+    """Assert one of the allowed outcomes of a resume (see above), and count it: an error
+    names the run folder (or one of ``named``)."""
+    import torch
+
+    from testing.train_hostile import error_lines, final_weights
+
+    torch.set_num_threads(1)  # a drawn `threads` set it for this process
+    TALLY[f"{surface}:tried"] += 1
+    assert "Traceback" not in text, text
+    assert code in (0, 2), (code, text)
+    TALLY[f"{surface}:exit {code}"] += 1
+    if code == 0:
+        if same_weights:
+            assert final_weights(run) == final_weights(reference), text
+    else:
+        errors = error_lines(text)
+        assert len(errors) == 1, text
+        assert any(name in errors[0] for name in (str(run), *named)) or (
+            "training diverged" in errors[0] and named), errors[0]
+    TALLY[f"{surface}:held"] += 1
+
+
+CHECKPOINT_FILES = ["trainable.safetensors", "optimizer.json", "optimizer.safetensors",
+                    "rng-0.json", "rng-0.safetensors", "trainer_state.json", "checkpoint.json"]
+
+
+@budget(16)
+@given(name=st.sampled_from(CHECKPOINT_FILES),
+       how=st.sampled_from(["bytes", "values", "delete", "swap"]), every=st.booleans(),
+       vouched=st.booleans(), data=st.data())
+def test_fuzz_checkpoints(tmp_path: Path, train_runs: dict[str, Path], name: str, how: str,
+                          every: bool, vouched: bool, data: st.DataObject) -> None:
+    """A file of the newest checkpoint (or of each) mutated, spoiled, deleted or swapped
+    with the other checkpoint's; ``vouched``: its record rewritten to match (only the
+    state's own checks stand then, and a resume on it may end with other weights)."""
+    from testing.train_hostile import run_cli, stopped_copy, train_args, vouch
+
+    work = fresh(tmp_path, "ckpt")
+    run = stopped_copy(train_runs["reference"], work / "run")
+    checkpoints = sorted(run.glob("checkpoint-*"))
+    originals = {ck: (ck / name).read_bytes() for ck in checkpoints}
+    for ck in checkpoints if every else checkpoints[-1:]:
+        path = ck / name
+        if how == "delete":
+            path.unlink()
+        elif how == "swap":
+            other = checkpoints[0] if ck != checkpoints[0] else checkpoints[-1]
+            path.write_bytes(originals[other])
+        elif how == "values" and name.endswith(".json"):
+            path.write_text(json.dumps(data.draw(spoiled(json.loads(originals[ck])))))
+        else:
+            path.write_bytes(data.draw(mutated(originals[ck])))
+        if vouched and name != "checkpoint.json":
+            vouch(ck)
+    code, text = run_cli(train_args(train_runs["data"], run, resume=True))
+    train_held("train checkpoints", code, text, run, train_runs["reference"],
+               same_weights=not vouched)
+
+
+def _run_folder_change(run: Path, reference: Path, what: str, data: st.DataObject) -> None:
+    """Do ``what`` to a run folder (a thing a crash, a copy or a user leaves there)."""
+    if what.startswith("manifest") and not (run / "manifest.json").exists():
+        return
+    if what == "manifest bytes":
+        path = run / "manifest.json"
+        path.write_bytes(data.draw(mutated(path.read_bytes()) | hostile_text(
+            path.read_text()).map(str.encode)))
+    elif what == "manifest values":
+        path = run / "manifest.json"
+        with contextlib.suppress(ValueError, RecursionError):  # already spoiled: left so
+            record = json.loads(path.read_bytes())
+            if isinstance(record, dict):
+                path.write_text(json.dumps(data.draw(spoiled(record))))
+    elif what == "manifest deleted":
+        (run / "manifest.json").unlink()
+    elif what == "metrics bytes":
+        path = run / "metrics.jsonl"
+        path.write_bytes(data.draw(mutated(path.read_bytes())))
+    elif what == "lock":
+        lock = run / ".lock"
+        kind = data.draw(st.sampled_from(["bytes", "dead pid", "folder", "link", "fifo"]))
+        if kind == "bytes":
+            lock.write_bytes(data.draw(st.binary(max_size=40)))
+        elif kind == "dead pid":
+            lock.write_text(json.dumps({"pid": 2**22 + 7, "host": os.uname().nodename,
+                                        "command": "distill train", "started": "then"}))
+        elif kind == "folder":
+            lock.mkdir()
+        elif kind == "link":
+            lock.symlink_to(run / "manifest.json")
+        else:
+            os.mkfifo(lock)
+    elif what == "leftovers":
+        for name in data.draw(st.lists(st.sampled_from(
+                [".checkpoint-000006.tmp", ".final.tmp", "checkpoint-000009",
+                 "checkpoint-1", ".final.old-999999"]), min_size=1, max_size=3, unique=True)):
+            (run / name).mkdir()
+            (run / name / "junk.bin").write_bytes(b"\x00" * 10)
+    elif what == "half final":
+        shutil.rmtree(run / "final", ignore_errors=True)
+        (run / "final").mkdir()
+        shutil.copyfile(reference / "final" / "config.json", run / "final" / "config.json")
+    elif what == "checkpoint as a file":
+        path = run / "checkpoint-000008"
+        path.write_bytes(data.draw(st.binary(max_size=20)))
+
+
+RUN_FOLDER_CHANGES = ["manifest bytes", "manifest values", "manifest deleted", "metrics bytes",
+                      "lock", "leftovers", "half final", "checkpoint as a file"]
+
+
+@budget(14)
+@given(changes=st.lists(st.sampled_from(RUN_FOLDER_CHANGES), min_size=1, max_size=2,
+                        unique=True), finished=st.booleans(), resume=st.booleans(),
+       data=st.data())
+def test_fuzz_run_folders(tmp_path: Path, train_runs: dict[str, Path], changes: list[str],
+                          finished: bool, resume: bool, data: st.DataObject) -> None:
+    """A finished or a stopped run folder with things beside or in place of its files,
+    then `train` (with or without --resume) on it."""
+    from testing.train_hostile import run_cli, stopped_copy, train_args
+
+    work = fresh(tmp_path, "runfolder")
+    reference = train_runs["reference"]
+    run = shutil.copytree(reference, work / "run") if finished else \
+        stopped_copy(reference, work / "run")
+    for what in changes:
+        _run_folder_change(run, reference, what, data)
+    code, text = run_cli(train_args(train_runs["data"], run, resume=resume))
+    train_held("train run folders", code, text, run, reference)
+
+
+TRAIN_FIELDS = sorted(set(TrainConfig.model_fields)
+                      - {"stage", "max_steps", "epochs", "vision_steps", "vision_batch_size",
+                         "compile"}) + ["lora.r", "lora.alpha", "lora.dropout",
+                                        "lora.target_modules"]
+HOSTILE_YAML = st.sampled_from(["-1", "0", "1", "3", "4294967296", "18446744073709551617",
+                                "1e308", "1e400", ".nan", ".inf", "-.inf", "auto", "[]",
+                                "[2, 3]", "[0.9]", "[q_proj]", "[nope]", "x", "true", "null",
+                                "'../../etc'", "{a: 1}", "[0.5, 0.5]", "2.5"])
+
+
+@budget(24)
+@given(overrides=st.lists(st.tuples(st.sampled_from(TRAIN_FIELDS),
+                                    HOSTILE_YAML | JSON_SCALARS.map(json.dumps)),
+                          min_size=1, max_size=2))
+def test_fuzz_train_configs(tmp_path: Path, train_runs: dict[str, Path],
+                            overrides: list[tuple[str, str]]) -> None:
+    """`distill train --set FIELD=VALUE` with hostile values (the run's length fixed):
+    it trains, or stops in one line naming the field (or, for a value that is allowed but
+    extreme, a learning rate of 1e308, saying the training diverged); never a library's
+    traceback."""
+    from testing.train_hostile import run_cli, train_args
+
+    work = fresh(tmp_path, "trainconfig")
+    sets = [f"{field}={value}" for field, value in overrides]
+    if any(field.startswith("lora.") for field, _ in overrides):
+        sets.insert(0, "llm=lora")
+    code, text = run_cli(train_args(train_runs["data"], work / "run", *sets))
+    train_held("train configs", code, text, work / "run", train_runs["reference"],
+               same_weights=False, named=tuple(field for field, _ in overrides))

@@ -9,6 +9,7 @@ import click
 
 from distill.core.errors import DiskFullError, DistillError, disk_full_from
 from distill.core.progress import console
+from distill.train.config import SEED_LIMIT
 
 
 @click.command("train")
@@ -33,6 +34,7 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                   init: Path | None, overrides: tuple[str, ...], wait: bool,
                   seeds: str | None, extra: tuple[str, ...]) -> None:
     """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
+    from distill.train.checkpoint import is_finished
     from distill.train.config import load_config
     from distill.train.loop import train
 
@@ -43,8 +45,9 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     if seeds is not None:
         if init is not None:
             config = config.model_copy(update={"init": str(init)})
-        train_seeds(config, data or Path("."), out, parse_seeds(seeds))
+        train_seeds(config, data or Path("."), out, parse_seeds(seeds), wait)
         return
+    was_finished = resume and is_finished(out)
     try:
         manifest = train(config, data or Path("."), out, resume=resume,
                          init=str(init) if init else None, wait=wait)
@@ -58,6 +61,10 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
         return
     loss = f"{manifest.final_loss:.4f}" if manifest.final_loss is not None else "n/a"
     speed = manifest.metrics.get("tokens_per_s")
+    if was_finished:
+        console.print(f"[green]already finished[/green] {manifest.stage}: {manifest.steps} "
+                      f"steps, nothing trained -> {out / manifest.checkpoint_path}")
+        return
     console.print(f"[green]trained[/green] {manifest.stage}: {manifest.steps} steps, final loss "
                   f"{loss}" + (f", {speed:,.0f} real tokens/s" if speed else "")
                   + f" -> {out / manifest.checkpoint_path}")
@@ -71,18 +78,22 @@ def parse_seeds(text: str) -> list[int]:
                                  param_hint="--seeds") from None
     if not seeds:
         raise click.BadParameter("no seeds given", param_hint="--seeds")
+    bad = [seed for seed in seeds if not 0 <= seed < SEED_LIMIT]
+    if bad:
+        raise click.BadParameter(f"seed {bad[0]} is out of range: a seed is an integer from 0 "
+                                 f"to {SEED_LIMIT - 1}", param_hint="--seeds")
     return seeds
 
 
-def train_seeds(config, data: Path, out: Path, seeds: list[int]) -> None:
+def train_seeds(config, data: Path, out: Path, seeds: list[int], wait: bool = False) -> None:
     """Every seed of one recipe, each in a process of its own (resuming what it can)."""
     import torch
 
-    from distill.train.parallel import seed_jobs, seed_processes, train_side_by_side
+    from distill.train.parallel import seed_processes, train_seed_group
 
     processes, threads = seed_processes(len(seeds), cuda=torch.cuda.is_available())
     if config.threads == "auto":
         config = config.model_copy(update={"threads": threads})
-    train_side_by_side(seed_jobs(config, data, out, seeds), processes)
+    train_seed_group(config, data, out, seeds, processes, wait=wait)
     console.print(f"[green]trained[/green] seeds {', '.join(map(str, seeds))} -> "
                   f"{out}/seed-N ({processes} at a time)")

@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from distill.core.config_files import read_yaml_file, validate, yaml_value
 from distill.core.errors import InputError
@@ -20,6 +27,16 @@ from distill.schemas import content_hash
 
 CONFIGS_DIR = DATA_DIR / "configs"
 Auto = Literal["auto"]
+# numpy seeds its global generator with 32 bits (torch and Python take more): a seed any
+# of them would refuse, or cut to other bits, is refused here.
+SEED_LIMIT = 2**32
+# A process's CPU threads and data-loader workers: far more than any machine has, and a
+# typo (num_workers=10000 starts that many processes) is refused before it forks.
+# field -> (lowest, highest, what a value means); a row padded to a multiple of 10**5
+# tokens ran out of memory.
+AUTO_INT_RANGES = {"threads": (1, 1024, ""),
+                   "num_workers": (0, 256, " (0: load in the training process)"),
+                   "pad_multiple": (1, 4096, " (every row is padded to a multiple of it)")}
 
 
 class LoraSettings(BaseModel):
@@ -28,8 +45,16 @@ class LoraSettings(BaseModel):
     r: int = Field(default=16, ge=1)
     alpha: float = Field(default=32.0, gt=0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: [
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    target_modules: list[str] = Field(min_length=1, default_factory=lambda: [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="names of the LLM's linear layers to adapt (checked against the model)")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        if any(not name.strip() for name in names) or len(set(names)) != len(names):
+            raise ValueError("must list layer names, each once (e.g. [q_proj, v_proj])")
+        return names
 
 
 class TrainConfig(BaseModel):
@@ -58,7 +83,8 @@ class TrainConfig(BaseModel):
     train_projector: bool = True
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT,
+                      description=f"an integer from 0 to {SEED_LIMIT - 1}")
     max_steps: int | None = Field(default=None, ge=1)
     epochs: float | None = Field(default=1.0, gt=0)
     batch_size: int = Field(default=32, ge=1, description="examples per optimizer step (global)")
@@ -74,7 +100,8 @@ class TrainConfig(BaseModel):
     warmup_steps: int | None = Field(default=None, ge=0)
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field(default=(0.9, 0.999),
+                                       description="AdamW's two decay rates, each in [0, 1)")
     grad_clip: float | None = Field(default=1.0, gt=0)
 
     # The five layers of the recipe.
@@ -119,6 +146,22 @@ class TrainConfig(BaseModel):
     vision_steps: int = Field(default=600, ge=1)
     vision_batch_size: int = Field(default=64, ge=1)
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in betas):
+            raise ValueError(f"each of AdamW's betas must be in [0, 1), got {list(betas)}")
+        return betas
+
+    @field_validator("threads", "num_workers", "pad_multiple")
+    @classmethod
+    def _auto_or_in_range(cls, value: int | str, info: ValidationInfo) -> int | str:
+        low, high, meaning = AUTO_INT_RANGES[info.field_name]
+        if value != "auto" and not low <= value <= high:
+            raise ValueError(f"must be 'auto' or an integer from {low} to {high}{meaning}, "
+                             f"got {value}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.max_steps is None and self.epochs is None:
@@ -127,7 +170,7 @@ class TrainConfig(BaseModel):
             raise ValueError("stage 'align' trains the projector only: llm must be 'frozen'")
         if self.llm == "frozen" and not self.train_projector and self.stage != "vision":
             raise ValueError("nothing to train: llm is frozen and train_projector is false")
-        for name in ("micro_batch_tokens", "pad_multiple", "pack_max_tokens"):
+        for name in ("micro_batch_tokens", "pack_max_tokens"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool) and value < 1 \
                     and not (name == "pack_max_tokens" and value == 0):

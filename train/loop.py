@@ -25,7 +25,8 @@ import logging
 import math
 import os
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from distill.core.errors import DistillError
-from distill.core.locks import lock_path_for, single_writer
+from distill.core.errors import DistillError, InputError
+from distill.core.locks import Lease, lock_path_for, no_writer, writer_lease
 from distill.core.paths import relative_to
 from distill.core.progress import progress_bar
 from distill.core.shards import read_json_model
@@ -52,7 +53,12 @@ from distill.train.config import TrainConfig, outcome_hash, recipe_hash
 from distill.train.data import TrainingSet, load_training_set
 from distill.train.layers import Layers, apply_kernel_layers, attention_kwargs, resolve_layers
 from distill.train.lora import apply_lora, has_lora, merge_lora, save_adapter
-from distill.train.manifest import RunIdentity, save_run_checkpoint, write_run_manifest
+from distill.train.manifest import (
+    RunIdentity,
+    check_same_run,
+    save_run_checkpoint,
+    write_run_manifest,
+)
 from distill.train.metrics import MetricsLog, MetricsWindow, memory_gb, read_metrics
 from distill.train.runtime import Runtime, setup_runtime, teardown_runtime
 from distill.train.schedule import lr_factor
@@ -73,21 +79,36 @@ class TrainingDivergedError(DistillError):
     """The loss or the gradient became NaN/inf: the run stops instead of wasting compute."""
 
 
+# Steps one run may plan (each planned step is a small object in memory): far beyond any
+# run this loop is for, and a typo (max_steps=1e12, epochs=1e9) is refused, not planned.
+MAX_STEPS = 10_000_000
+
+
+def still_writer() -> None:
+    """The lock check of a process that holds no lock of its own (ranks > 0, benches)."""
+
+
 # -- model -----------------------------------------------------------------------------------
 def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
                   ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
-    """Load or build the student, freeze what this stage does not train, move to device."""
+    """Load or build the student, freeze what this stage does not train, move to device.
+    A folder or spec that does not load is named by the option that gave it."""
+    source = "--init" if init else "field 'init'"
     init = init or config.init
     if init:
-        model, processor = load_student(init, dtype=runtime.dtype)
+        with named_by(source):
+            model, processor = load_student(init, dtype=runtime.dtype)
         if config.vision_path:
-            tower = load_vision_tower(Path(config.vision_path), runtime.dtype)
-            model.vision_tower.load_state_dict(tower.state_dict())
+            with named_by("field 'vision_path'"):
+                tower = load_vision_tower(Path(config.vision_path), runtime.dtype)
+                model.vision_tower.load_state_dict(tower.state_dict())
     else:
-        spec = load_model_spec(config.model)
+        with named_by("field 'model'"):
+            spec = load_model_spec(config.model)
         if config.vision_path:
             spec.vision, spec.vision_path = None, config.vision_path
-        model, processor = build_student(spec, dtype=runtime.dtype, seed=config.seed)
+        with named_by("field 'vision_path'" if config.vision_path else "field 'model'"):
+            model, processor = build_student(spec, dtype=runtime.dtype, seed=config.seed)
     model.requires_grad_(False)
     model.projector.requires_grad_(config.train_projector)
     if config.llm == "full":
@@ -101,6 +122,19 @@ def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
     model.to(runtime.device)
     model.train()
     return model, processor
+
+
+@contextmanager
+def named_by(option: str) -> Iterator[None]:
+    """A model that does not load (or a tower whose shapes do not fit the student) is
+    reported as the fault of the option that named it."""
+    try:
+        yield
+    except DistillError as exc:
+        raise DistillError(f"{option}: {exc}") from None
+    except RuntimeError as exc:  # load_state_dict: weights of other shapes
+        raise DistillError(f"{option}: does not fit this student "
+                           f"({' '.join(str(exc).split())[:200]})") from None
 
 
 # -- optimizer ---------------------------------------------------------------------------------
@@ -184,44 +218,73 @@ def _micro_batch_size(config: TrainConfig, runtime: Runtime) -> int:
 
 
 def train(config: TrainConfig, data: str | Path, out: str | Path, *, resume: bool = False,
-          init: str | None = None, wait: bool = False) -> RunManifest:
+          init: str | None = None, wait: bool = False, in_group: bool = False
+          ) -> RunManifest:
     """Run (or resume) one training stage; returns the RunManifest written to OUT.
 
-    One run per OUT: the first process of a run (rank 0) holds OUT's single-writer lock;
-    another run there stops naming it, or waits for it with ``wait``."""
-    with run_lock(out, wait):
-        return _train_stage(config, data, out, resume, init)
+    One run per OUT: the first process of a run (rank 0) holds OUT's single-writer lock
+    before it reads or writes anything there, and checks it still does before each write;
+    another run there stops naming it, or waits for it with ``wait``. With ``resume``, a
+    finished run of this very recipe is returned as it is (and said so in the log); one
+    of another recipe is refused, as an unfinished one is. ``in_group``: a job of the
+    ``--seeds`` run that holds OUT's parent (``run_lock``)."""
+    with run_lock(out, wait, in_group) as lease:
+        confirm = lease.confirm if lease is not None else still_writer
+        return _train_stage(config, data, out, resume, init, confirm)
 
 
-def run_lock(out: str | Path, wait: bool) -> AbstractContextManager:
+@contextmanager
+def run_lock(out: str | Path, wait: bool, in_group: bool = False) -> Iterator[Lease | None]:
+    """OUT's single-writer lock (``distill.core.locks``), yielding its Lease; nothing on
+    ranks > 0 (yielding None), whose run's rank 0 holds it.
+
+    A seed folder (GROUP/seed-N) belongs to the ``--seeds`` run that holds GROUP, before
+    its job for that seed has started: a run there from outside the group (``in_group``
+    False) keeps GROUP's lock from being taken (``no_writer``) until it holds its own, so
+    runs in sibling seed folders (the demo's) never exclude each other."""
     if os.environ.get("RANK", "0") != "0":  # the ranks of one run share its folder
-        return nullcontext()
-    Path(out).mkdir(parents=True, exist_ok=True)
-    return single_writer(lock_path_for(out), f"training run {out}", wait=wait)
+        yield None
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as held:
+        with ExitStack() as group:
+            if not in_group and ckpt.SEED_RUN_RE.match(out.name):
+                group.enter_context(no_writer(lock_path_for(out.parent),
+                                              f"training run {out.parent}", wait=wait))
+            lease = held.enter_context(writer_lease(lock_path_for(out),
+                                                    f"training run {out}", wait=wait))
+        yield lease
 
 
 def _train_stage(config: TrainConfig, data: str | Path, out: str | Path, resume: bool,
-                 init: str | None) -> RunManifest:
+                 init: str | None, confirm: Callable[[], None]) -> RunManifest:
+    out = Path(out)
+    ckpt.check_run_folder(out, resume)
     if config.stage == "vision":
         from distill.train.vision_pretrain import pretrain_vision
 
-        return pretrain_vision(config, Path(out), resume=resume)
-    out = Path(out)
-    ckpt.check_run_folder(out, resume)
+        return pretrain_vision(config, out, resume=resume, confirm=confirm)
     runtime = setup_runtime(config)
     try:
-        return _train(config, Path(data), out, runtime, resume, init)
+        return _train(config, Path(data), out, runtime, resume, init, confirm)
     finally:
         teardown_runtime(runtime)
 
 
 def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
-           init: str | None) -> RunManifest:
+           init: str | None, confirm: Callable[[], None] = still_writer) -> RunManifest:
     """Setup, the steps (with their checkpoints), then the final model and manifest."""
-    if resume and ckpt.is_finished(out):
-        log.warning("%s already finished; nothing to resume", out)
-        return read_json_model(out / "manifest.json", RunManifest)
-    context, parts, state, resumed = prepare_run(config, data, out, runtime, resume, init)
+    training_set = load_training_set(data, config.target, config.split)
+    if resume:
+        manifest = check_same_run(out, run_identity(config, training_set, init, out))
+        if manifest is not None and ckpt.is_finished(out):
+            log.warning("%s is already finished (%d steps, model in %s): nothing to train",
+                        out, manifest.steps, out / ckpt.FINAL)
+            return manifest
+    context, parts, state, resumed = prepare_run(config, data, out, runtime, resume, init,
+                                                 training_set=training_set, confirm=confirm)
+    confirm()
     metrics = MetricsLog(out / "metrics.jsonl", enabled=runtime.is_main,
                          tensorboard=config.tensorboard,
                          resume_step=state.step if resumed else None)
@@ -235,38 +298,69 @@ def _train(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume:
 
 
 def prepare_run(config: TrainConfig, data: Path, out: Path, runtime: Runtime, resume: bool,
-                init: str | None, encoded: EncodedDataset | None = None
+                init: str | None, encoded: EncodedDataset | None = None, *,
+                training_set: TrainingSet | None = None,
+                confirm: Callable[[], None] = still_writer
                 ) -> tuple[RunContext, TrainingParts, ckpt.TrainerState, bool]:
     """Everything a run needs before its first step: the student with its layers applied,
-    the encoded data, the optimizer, and the state (from the latest checkpoint when
-    resuming; the last value says whether one was loaded). ``encoded``: data already
-    encoded by the same tokenizer (benchmarks reuse it across configs)."""
+    the encoded data, the optimizer, and the state (from the newest checkpoint that holds
+    up when resuming; the last value says whether one was loaded). ``encoded``: data
+    already encoded by the same tokenizer (benchmarks reuse it across configs);
+    ``training_set``: ``data`` already loaded; ``confirm``: the run's lock check."""
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    training_set = load_training_set(data, config.target, config.split)
+    training_set = training_set or load_training_set(data, config.target, config.split)
     model, processor = prepare_model(config, runtime, init)
     dataset = encoded or encode_dataset(training_set, processor, config)
     micro = _micro_batch_size(config, runtime)
     layers = resolve_layers(config, runtime, dataset, micro)
     apply_kernel_layers(model, layers)
-    per_epoch = len(dataset) // config.batch_size
-    total = config.max_steps or max(1, math.ceil((config.epochs or 1) * per_epoch))
+    total = total_steps(config, len(dataset))
     fsdp = runtime.distributed and config.strategy == "fsdp"
     engine = wrap_distributed(model, config, runtime) if runtime.distributed else model
     optimizer, scheduler, _ = make_optimizer(model, config, runtime, total)
-    data_key = content_hash({"config": outcome_hash(config),
-                             "data": training_set.manifest_sha256,
-                             "init": str(init or config.init or "")})
+    data_key = run_key(config, training_set, init)
     parts = TrainingParts(model, engine, processor, dataset, optimizer, scheduler)
     saved = parts.checkpoint_state(ckpt.TrainerState.start(data_key), fsdp)
-    latest = ckpt.latest_checkpoint(out) if resume else None
+    latest = ckpt.resume_latest(out, saved, runtime, total) if resume else None
     if latest is not None:
-        ckpt.load_checkpoint(latest, saved, runtime)
         log.warning("resuming %s from step %d", out, saved.progress.step)
     out.mkdir(parents=True, exist_ok=True)
     context = RunContext(config, runtime, training_set, out, init, data_key, layers, total,
-                         micro, fsdp)
+                         micro, fsdp, confirm)
     return context, parts, saved.progress, latest is not None
+
+
+def total_steps(config: TrainConfig, examples: int) -> int:
+    """The run's length: ``max_steps``, else ``epochs`` over the usable examples."""
+    per_epoch = examples // config.batch_size
+    total = config.max_steps or max(1, math.ceil((config.epochs or 1) * per_epoch))
+    if total > MAX_STEPS:
+        field = "max_steps" if config.max_steps else "epochs"
+        raise InputError(f"makes a run of {total:,} steps; at most {MAX_STEPS:,} are planned "
+                         f"in one run", field=field, reason="bad_config")
+    return total
+
+
+def run_key(config: TrainConfig, training_set: TrainingSet, init: str | None) -> str:
+    """What a run computes: its config (speed settings aside), its data's manifest and
+    its start. A checkpoint resumes only into the run of the same key."""
+    return content_hash({"config": outcome_hash(config), "data": training_set.manifest_sha256,
+                         "init": str(init or config.init or "")})
+
+
+def run_identity(config: TrainConfig, training_set: TrainingSet, init: str | None,
+                 run: Path) -> RunIdentity:
+    """What the run's manifest says about it at every checkpoint. Its paths are relative
+    to the run's folder, where the manifest lies: lineage follows them in a project moved
+    as a whole."""
+    parent = init or config.init
+    return RunIdentity(
+        run_id=run_key(config, training_set, init)[:16], config=config,
+        dataset_version=training_set.version,
+        dataset_path=relative_to(training_set.path, run),
+        parent_checkpoint=relative_to(parent, run) if parent else None,
+        recipe_hash=recipe_hash(config))
 
 
 def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
@@ -278,8 +372,10 @@ def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
         log.warning("dropped %d example(s) longer than max_length=%d", dataset.dropped,
                     config.max_length)
     if len(dataset) < config.batch_size:
-        raise DistillError(f"{len(dataset)} usable example(s) is fewer than one batch "
-                           f"(batch_size {config.batch_size})")
+        dropped = (f", {dataset.dropped} longer than max_length={config.max_length} left out"
+                   if dataset.dropped else "")
+        raise DistillError(f"{len(dataset)} usable example(s){dropped} is fewer than one "
+                           f"batch (batch_size {config.batch_size})")
     return dataset
 
 
@@ -298,20 +394,13 @@ class RunContext:
     total_steps: int
     micro_batch_size: int
     fsdp: bool = False
+    # Raises once this run no longer holds OUT's lock; called before each write.
+    confirm: Callable[[], None] = still_writer
 
     @property
     def identity(self) -> RunIdentity:
         """What the run's manifest says about it at every checkpoint."""
-        parent = self.init or self.config.init
-        run = self.out.resolve()
-        # Relative to the run's folder, where the manifest lies: lineage follows them in a
-        # project moved as a whole.
-        return RunIdentity(
-            run_id=self.run_key[:16], config=self.config,
-            dataset_version=self.training_set.version,
-            dataset_path=relative_to(self.training_set.path, run),
-            parent_checkpoint=relative_to(parent, run) if parent else None,
-            recipe_hash=recipe_hash(self.config))
+        return run_identity(self.config, self.training_set, self.init, self.out)
 
 
 @dataclass
@@ -377,6 +466,7 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
             state = advanced(state, plan, result.loss)
             bar.advance()
             if state.step % config.log_every == 0 or state.step == ctx.total_steps:
+                ctx.confirm()
                 record = window.record(state, lr=parts.scheduler.get_last_lr()[0],
                                        grad_norm=result.grad_norm,
                                        memory=memory_gb(runtime.device),
@@ -386,6 +476,7 @@ def run_steps(ctx: RunContext, parts: TrainingParts, state: ckpt.TrainerState,
                          f"{record['memory_gb']:.2f} GB")
                 window = MetricsWindow()
             if ckpt.is_due(state.step, config.save_every, ctx.total_steps):
+                ctx.confirm()
                 save_run_checkpoint(ctx.out, parts.checkpoint_state(state, ctx.fsdp), runtime,
                                     ctx.identity)
     return state
@@ -485,6 +576,8 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
                                runtime.is_main)
     manifest = None
     if runtime.is_main:
+        ctx.confirm()
+
         def write(folder: Path) -> None:
             if has_lora(model):
                 save_adapter(model, folder / "adapter")
@@ -492,6 +585,7 @@ def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQ
             save_student(model, processor, folder)
 
         ckpt.save_final(ctx.out, write)
+        ctx.confirm()
         manifest = write_run_manifest(ctx.out, ctx.identity, state, "final", run_summary(ctx))
     runtime.barrier()
     return manifest or read_json_model(ctx.out / "manifest.json", RunManifest)
@@ -502,7 +596,8 @@ def run_summary(ctx: RunContext) -> dict[str, float]:
     records = read_metrics(ctx.out / "metrics.jsonl")
 
     def mean(key: str) -> float:
-        return float(np.mean([r[key] for r in records])) if records else 0.0
+        values = [r[key] for r in records if isinstance(r.get(key), int | float)]
+        return float(np.mean(values)) if values else 0.0
 
     return {"tokens_per_s": mean("tokens_per_s"), "examples_per_s": mean("examples_per_s"),
             "padding_after_bucketing": ctx.layers.padding_after_bucketing,

@@ -1,13 +1,17 @@
 """Run metrics: one JSON line per logged step in RUN/metrics.jsonl, TensorBoard when installed.
 
 On resume the file is cut back to the checkpoint's step, so the curve a resumed run
-leaves behind is the curve of one uninterrupted run.
+leaves behind is the curve of one uninterrupted run. The file is read back (on resume, for
+the final manifest's means, for progress bars), so a line that is not one of its records
+(torn by a kill, or changed on disk) is left out, and said so, never parsed into a crash.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import math
 import resource
 import sys
 from dataclasses import dataclass
@@ -15,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from distill.core.errors import DistillError
 from distill.core.shards import write_bytes_atomic
 from distill.train.checkpoint import TrainerState
+
+log = logging.getLogger(__name__)
 
 
 def memory_gb(device: torch.device) -> float:
@@ -79,9 +86,12 @@ class MetricsLog:
             _cut_to_step(path, resume_step)
         elif resume_step is None and path.exists():
             path.unlink()
-        want_tb = tensorboard is True or (
-            tensorboard == "auto" and importlib.util.find_spec("tensorboard") is not None)
-        if want_tb:
+        installed = importlib.util.find_spec("tensorboard") is not None
+        if tensorboard is True and not installed:
+            raise DistillError("field 'tensorboard': true needs the tensorboard package, which "
+                               "is not installed (pip install tensorboard); 'auto' logs to it "
+                               "only where it is")
+        if tensorboard is True or (tensorboard == "auto" and installed):
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(path.parent / "tensorboard"))
@@ -101,20 +111,54 @@ class MetricsLog:
             self._writer.close()
 
 
+def parse_record(line: str) -> dict | None:
+    """One metrics record (an object with an integer step and a numeric loss and speed),
+    or None for a line that is none."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not _count(record.get("step")) or not all(
+            isinstance(record.get(k), int | float) and not isinstance(record.get(k), bool)
+            and math.isfinite(record[k]) for k in ("loss", "tokens_per_s")):
+        return None
+    return record
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
+    """The complete records of a metrics file, in order (other lines left out, logged)."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    return _records(path, text.split("\n")[:-1])[0]
+
+
+def _records(path: Path, lines: list[str]) -> tuple[list[dict], list[str]]:
+    """(records, their lines) of ``lines``; a line that is no record is logged and left."""
+    records, kept = [], []
+    for number, line in enumerate(lines, start=1):
+        record = parse_record(line) if line.strip() else None
+        if record is None:
+            if line.strip():
+                log.warning("%s:%d is not a metrics record; left out", path, number)
+            continue
+        records.append(record)
+        kept.append(line)
+    return records, kept
 
 
 def _cut_to_step(path: Path, step: int) -> None:
     """Keep the records up to the checkpoint a resume starts from.
 
     A kill can tear the last line mid-write; text after the last newline is dropped, never
-    parsed.
+    parsed. Lines that are no record are dropped too.
     """
-    complete = path.read_text(encoding="utf-8").split("\n")[:-1]
-    keep = [line for line in complete
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    records, lines = _records(path, text.split("\n")[:-1])
+    keep = [line for record, line in zip(records, lines, strict=True) if record["step"] <= step]
     write_bytes_atomic(path, "".join(line + "\n" for line in keep).encode("utf-8"))

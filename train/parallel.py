@@ -5,21 +5,21 @@ in one process mostly waits on the first (bench/RESULTS.md, threads), while a se
 process keeps a second core busy. So runs that do not depend on each other train at once,
 each in its own process, and the parent shows their progress from their metrics files.
 
-Every run keeps its resume semantics: a finished run is skipped, a partial one resumes
-from its latest checkpoint, one that died before its first checkpoint starts over. The
-processes die with their parent (Linux: ``PR_SET_PDEATHSIG``), so a killed demo leaves no
+Every run keeps its resume semantics, decided under the run's lock: a finished run is
+skipped, a partial one resumes from its newest checkpoint that holds up, one that died
+before its first checkpoint starts over (nothing is deleted: its files are rewritten). A
+run folder that another run holds stops that job, naming the holder. The processes die
+with their parent (Linux: ``PR_SET_PDEATHSIG``), so a killed demo leaves no
 process writing into a run folder, and running it again resumes every run. Each process
 writes its log to ``RUN.log`` beside its run folder; a failure is reported with its tail.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 import select
-import shutil
 import signal
 import sys
 import threading
@@ -33,10 +33,13 @@ from distill.core.errors import DistillError
 from distill.core.progress import Bar, progress_bars
 from distill.core.shards import process_alive, read_json_model
 from distill.schemas import RunManifest
-from distill.train.checkpoint import is_finished, latest_checkpoint
+from distill.train.checkpoint import holds_run
 from distill.train.config import TrainConfig
+from distill.train.metrics import parse_record
 
 POLL_S = 1.0
+USER_ERROR = 2  # a job's exit code for a DistillError (bad input, a held folder, ...)
+ERROR_PREFIX = "error: "
 
 
 @dataclass(frozen=True)
@@ -52,23 +55,25 @@ class TrainJob:
     # Jobs (by name) that must have finished before this one starts: a run that continues
     # another's model. A name that is not among the jobs being trained counts as finished.
     needs: tuple[str, ...] = ()
+    # Another run holding ``out``: wait for it (``--wait``) rather than stop.
+    wait: bool = False
+    # A seed of the --seeds run that holds ``out``'s parent folder (train_seed_group).
+    in_group: bool = False
 
     @property
     def log_path(self) -> Path:
         return self.out.parent / f"{self.out.name}.log"
 
 
-def train_or_resume(config: TrainConfig, data: Path, out: Path) -> bool:
-    """Train ``out`` to the end, resuming a partial run; False if it was already finished."""
+def train_or_resume(config: TrainConfig, data: Path, out: Path, *, wait: bool = False,
+                    in_group: bool = False) -> RunManifest:
+    """Train ``out`` to the end, or resume it. Every decision is taken under OUT's lock
+    (``train``): a finished run of this recipe is returned as it is, a partial one resumes,
+    an attempt that died before its first checkpoint starts over in place; another recipe's
+    run, or a run another process holds, is refused."""
     from distill.train.loop import train
 
-    if is_finished(out):
-        return False
-    resume = latest_checkpoint(out) is not None
-    if not resume and out.exists():
-        shutil.rmtree(out)  # an attempt that died before its first checkpoint
-    train(config, data, out, resume=resume)
-    return True
+    return train(config, data, out, resume=True, wait=wait, in_group=in_group)
 
 
 @dataclass
@@ -144,6 +149,9 @@ def train_side_by_side(jobs: list[TrainJob], processes: int,
                     del running[name]
                     if run.process.exitcode == 0:
                         _show_progress(run.job, bar_of[name], shown, finished=True)
+                    elif run.process.exitcode == USER_ERROR:
+                        raise DistillError(f"training {name} failed: "
+                                           f"{_last_error(run.job.log_path)}")
                     else:
                         raise DistillError(f"training {name} failed (exit code "
                                            f"{run.process.exitcode}); the end of "
@@ -191,11 +199,20 @@ def last_metrics(run: Path) -> dict:
         return {}
     lines = text.split("\n")[:-1]  # a line still being written has no newline yet
     for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue
+        record = parse_record(line)
+        if record is not None:
+            return record
     return {}
+
+
+def _last_error(path: Path) -> str:
+    """The one-line message a job that exited USER_ERROR wrote last to its log."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    errors = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
+    return errors[-1] if errors else f"stopped with an error; see {path}"
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -220,9 +237,12 @@ def _run_job(job: TrainJob, parent: int, environ: dict[str, str]) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        train_or_resume(job.config, job.data, job.out)
+        train_or_resume(job.config, job.data, job.out, wait=job.wait, in_group=job.in_group)
         if job.after is not None:
             job.after()
+    except DistillError as exc:  # the user's to fix: one line, as the CLI prints it
+        print(ERROR_PREFIX + " ".join(str(exc).split()), file=sys.stderr, flush=True)
+        os._exit(USER_ERROR)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
@@ -272,13 +292,28 @@ def seed_run_dir(out: Path, seed: int) -> Path:
     return out / f"seed-{seed}"
 
 
-def seed_jobs(config: TrainConfig, data: Path, out: Path, seeds: list[int]) -> list[TrainJob]:
+def seed_jobs(config: TrainConfig, data: Path, out: Path, seeds: list[int],
+              wait: bool = False) -> list[TrainJob]:
     """One job per seed, the config otherwise unchanged, so their RunManifests share a
     recipe hash and compare groups them."""
     if len(set(seeds)) != len(seeds):
         raise DistillError(f"repeated seeds in {seeds}")
     return [TrainJob(f"seed-{seed}", config.model_copy(update={"seed": seed}), data,
-                     seed_run_dir(out, seed)) for seed in seeds]
+                     seed_run_dir(out, seed), wait=wait, in_group=True) for seed in seeds]
+
+
+def train_seed_group(config: TrainConfig, data: Path, out: Path, seeds: list[int],
+                     processes: int, *, wait: bool = False) -> None:
+    """Every seed of one recipe into OUT/seed-N, ``processes`` at a time. The group holds
+    OUT's lock for its whole length (one ``--seeds`` run per OUT, and no single run in
+    it), and each seed's job its own folder's (no other run writes in that seed's)."""
+    from distill.train.loop import run_lock
+
+    with run_lock(out, wait):
+        if holds_run(out):
+            raise DistillError(f"{out} holds a single run, not a --seeds group; --seeds trains "
+                               f"into {out}/seed-N: choose another --out")
+        train_side_by_side(seed_jobs(config, data, out, seeds, wait), processes)
 
 
 def seed_processes(n_jobs: int, *, cuda: bool, cores: int | None = None) -> tuple[int, int]:

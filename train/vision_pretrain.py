@@ -13,7 +13,9 @@ initialization from the seed.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +27,6 @@ from transformers import AutoConfig, AutoModel
 from distill.core.digits import GRID, digit_images, render, source_pools
 from distill.core.errors import DistillError
 from distill.core.progress import console, progress_bar
-from distill.core.shards import read_json_model
 from distill.schemas import RunManifest, content_hash
 from distill.train.checkpoint import (
     CheckpointState,
@@ -33,17 +34,23 @@ from distill.train.checkpoint import (
     check_run_folder,
     is_due,
     is_finished,
-    latest_checkpoint,
-    load_checkpoint,
+    resume_latest,
     save_final,
 )
 from distill.train.config import TrainConfig, outcome_hash
-from distill.train.manifest import RunIdentity, save_run_checkpoint, write_run_manifest
+from distill.train.manifest import (
+    RunIdentity,
+    check_same_run,
+    save_run_checkpoint,
+    write_run_manifest,
+)
 from distill.train.runtime import Runtime, default_threads
 from distill.train.schedule import lr_factor
 from distill.train.siqvl.build import load_model_spec
 from distill.train.siqvl.modeling import patchify
 from distill.train.siqvl.projector import pixel_shuffle
+
+log = logging.getLogger(__name__)
 
 BLANK = 10
 
@@ -103,23 +110,32 @@ class VisionRun:
     val_pool: tuple[np.ndarray, np.ndarray]
     runtime: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu"),
                                                              torch.float32))
+    # Raises once this run no longer holds OUT's lock (distill.train.loop.train takes it).
+    confirm: Callable[[], None] = lambda: None
 
 
-def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False) -> RunManifest:
-    """Train and save the tower to OUT/final; a finished run is not redone, a partial one
-    continues from its latest checkpoint with ``resume``."""
-    if is_finished(out):
-        if not resume:
-            raise DistillError(f"{out} already holds a finished vision run; pass --resume to "
-                               "reuse it or choose another --out")
-        return read_json_model(out / "manifest.json", RunManifest)
+def pretrain_vision(config: TrainConfig, out: Path, *, resume: bool = False,
+                    confirm: Callable[[], None] | None = None) -> RunManifest:
+    """Train and save the tower to OUT/final; a finished run of this config is not redone,
+    a partial one continues from its newest checkpoint that holds up with ``resume``.
+    ``confirm``: the caller's check that it still holds OUT's lock, before each write."""
+    if is_finished(out) and not resume:
+        raise DistillError(f"{out} already holds a finished vision run; pass --resume to "
+                           "reuse it or choose another --out")
     check_run_folder(out, resume)
     run = setup_vision(config, out)
-    latest = latest_checkpoint(out) if resume else None
-    if latest is not None:
-        load_checkpoint(latest, run.state, run.runtime)
-    else:
+    run.confirm = confirm or run.confirm
+    if resume:
+        manifest = check_same_run(out, run.identity)
+        if manifest is not None and is_finished(out):
+            log.warning("%s is already finished (%d steps, tower in %s): nothing to train",
+                        out, manifest.steps, out / "final")
+            return manifest
+    latest = resume_latest(out, run.state, run.runtime, config.vision_steps) if resume \
+        else None
+    if latest is None:
         out.mkdir(parents=True, exist_ok=True)
+        run.confirm()
         write_run_manifest(out, run.identity, run.state.progress, "none")
     started = time.perf_counter()
     run_vision_steps(run)
@@ -174,6 +190,7 @@ def run_vision_steps(run: VisionRun) -> None:
             if step % 50 == 0:
                 bar.note(f"loss {loss:.4f}")
             if is_due(step + 1, config.save_every, config.vision_steps):
+                run.confirm()
                 save_run_checkpoint(run.out, state, run.runtime, run.identity)
 
 
@@ -199,7 +216,9 @@ def finish_vision(run: VisionRun, seconds: float) -> RunManifest:
     accuracy = cell_accuracy(run.state.model, *run.val_pool, run.config.seed, run.image_size)
     console.print(f"vision tower: cell accuracy on the val pool {accuracy:.3f} "
                   f"({run.config.vision_steps} steps, {seconds:.0f}s)")
+    run.confirm()
     save_final(run.out, run.tower.save_pretrained)
+    run.confirm()
     return write_run_manifest(run.out, run.identity, run.state.progress, "final",
                               {"val_cell_accuracy": accuracy, "seconds": seconds,
                                "model_spec_hash": run.spec_hash})

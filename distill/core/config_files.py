@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from distill.core.errors import InputError
-from distill.core.text import MAX_DEPTH, read_text
+from distill.core.text import MAX_DEPTH, check_depth, read_text
 
 Where = tuple[str, ...]
 M = TypeVar("M", bound=BaseModel)
@@ -233,7 +233,7 @@ def _to_python(node: yaml.Node, where: Where, document: YamlDocument,
                 raise InputError("a key must be plain text, not a list or a mapping",
                                  file=document.path or "<config>", line=line,
                                  field=".".join(where) or None, reason="bad_config")
-            key = str(loader.construct_object(key_node))
+            key = _text_checked(str(loader.construct_object(key_node)), document, key_node)
             if key in out:
                 first = document.lines[(*where, key)]
                 raise InputError(f"duplicate key '{key}' (first given on line {first})",
@@ -245,7 +245,15 @@ def _to_python(node: yaml.Node, where: Where, document: YamlDocument,
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*where, str(index)), document, loader, budget)
                 for index, item in enumerate(node.value)]
-    return loader.construct_object(node)
+    value = loader.construct_object(node)
+    return _text_checked(value, document, node) if isinstance(value, str) else value
+
+
+def _text_checked(text: str, document: YamlDocument, node: yaml.Node) -> str:
+    """YAML's escapes can spell half a UTF-16 pair ("\\ud800"): text that no UTF-8
+    writer (a manifest, a hash) can write is refused where it was read."""
+    check_depth(text, file=document.path or "<config>", line=node.start_mark.line + 1)
+    return text
 
 
 def validate(document: YamlDocument, model: type[M], data: Any = None) -> M:

@@ -21,6 +21,11 @@ How it works, and why it is safe when a holder dies:
   died. On the same host the kernel's answer is authoritative: the flock is free, so the
   holder is gone (its pid is checked too, for the log line) and the lock is taken over.
 
+A run that writes for hours (training) also asks, before each write, whether it still
+holds the lock (``Lease.confirm``): a lock file deleted or replaced under it (a cleanup
+script, a user) lets a second run start, so the first one stops at its next write rather
+than write beside it.
+
 Across hosts: on a network file system flock may be local to each client (NFS mounted
 with ``local_lock=flock`` or ``nolock``, some FUSE file systems), so a run on host B can
 take a flock that a live run on host A holds. A lock file naming *another* host with a
@@ -61,6 +66,10 @@ NOTE_EVERY_SECONDS = 30.0
 
 class OutputLockedError(DistillError):
     """Another run writes to this output (the CLI prints it as one line and exits 2)."""
+
+
+class LockLostError(OutputLockedError):
+    """The lock file of a running writer was deleted or replaced: it stops writing."""
 
 
 @dataclass(frozen=True)
@@ -114,11 +123,47 @@ def lock_path_beside(path: Path | str) -> Path:
     return path.parent / f".{path.name}{LOCK_NAME}"
 
 
+@dataclass
+class Lease:
+    """A held lock (``writer_lease``): who holds it, and the open lock file whose flock
+    is the lock."""
+
+    lock_file: Path
+    what: str
+    holder: Holder
+    handle: TextIO
+
+    def confirm(self) -> None:
+        """Raise ``LockLostError`` unless the lock file at its path is still the one this
+        run locked. Called before each write of a long run: once the file was deleted or
+        replaced, another run may have started (or even finished) here, so this one must
+        not write again; a rerun (``--resume``) takes the lock afresh."""
+        if _same_file(self.handle, self.lock_file):
+            return
+        now = read_holder(self.lock_file)
+        by = f"; it now names {now.describe()}" if now is not None and now != self.holder \
+            else ""
+        raise LockLostError(f"the lock file {self.lock_file} of {self.what} was deleted or "
+                            f"replaced while this run held it{by}; this run stops so that "
+                            f"two runs never write there (rerun to continue)")
+
+
 @contextlib.contextmanager
 def single_writer(lock_file: Path | str, what: str, *, wait: bool = False,
                   refuse_other_hosts: bool = True,
                   note: Callable[[str], None] | None = None,
                   poll_s: float = POLL_SECONDS) -> Iterator[Holder]:
+    """``writer_lease`` for a body that needs only who holds the lock."""
+    with writer_lease(lock_file, what, wait=wait, refuse_other_hosts=refuse_other_hosts,
+                      note=note, poll_s=poll_s) as lease:
+        yield lease.holder
+
+
+@contextlib.contextmanager
+def writer_lease(lock_file: Path | str, what: str, *, wait: bool = False,
+                 refuse_other_hosts: bool = True,
+                 note: Callable[[str], None] | None = None,
+                 poll_s: float = POLL_SECONDS) -> Iterator[Lease]:
     """Hold ``lock_file`` for the body: the only writer of ``what`` (a folder, a store).
 
     Raises ``OutputLockedError`` (one line: who holds it) when another run does, unless
@@ -150,16 +195,61 @@ def single_writer(lock_file: Path | str, what: str, *, wait: bool = False,
             say(f"waiting: {reason} ({now - waited_since:.0f} s so far)")
             last_note = now
         time.sleep(poll_s)
+    lease = Lease(lock_file, what, me, handle)
     try:
-        yield me
+        yield lease
     finally:
-        _release(lock_file, handle)
+        _release(lock_file, lease.handle)
+
+
+@contextlib.contextmanager
+def no_writer(lock_file: Path | str, what: str, *, wait: bool = False,
+              note: Callable[[str], None] | None = None,
+              poll_s: float = POLL_SECONDS) -> Iterator[None]:
+    """For the body, keep any run from taking ``lock_file`` (a shared flock, which other
+    readers share and a writer's exclusive one excludes), without writing or creating it.
+    A run that holds it now is refused in one line, or waited for with ``wait``.
+
+    For a folder inside an output another run may hold as a whole (a seed's run folder
+    inside the ``--seeds`` group's): the inner run holds this only until it holds its own
+    lock, so runs in sibling folders never exclude each other."""
+    lock_file = Path(lock_file)
+    say = note or log.warning
+    waited_since = last_note = None
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            yield  # no lock file: no one holds it
+            return
+        except OSError as exc:
+            raise DistillError(f"cannot open lock file {lock_file}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            reason = _busy_reason(lock_file, what)
+            if not wait:
+                raise OutputLockedError(f"{reason}; wait for it to finish or pass --wait") \
+                    from None
+            now = time.monotonic()
+            waited_since = waited_since or now
+            if last_note is None or now - last_note >= NOTE_EVERY_SECONDS:
+                say(f"waiting: {reason} ({now - waited_since:.0f} s so far)")
+                last_note = now
+            time.sleep(poll_s)
+            continue
+        try:
+            yield
+        finally:
+            os.close(fd)
+        return
 
 
 def read_holder(lock_file: Path | str) -> Holder | None:
     """Who the lock file names (None when absent, empty or unreadable)."""
-    try:
-        return Holder.parse(Path(lock_file).read_text(encoding="utf-8"))
+    try:  # a record is ours, in ASCII JSON; other bytes there are no record
+        return Holder.parse(Path(lock_file).read_bytes().decode("utf-8", errors="replace"))
     except OSError:
         return None
 
@@ -222,7 +312,7 @@ def _open_lock_file(lock_file: Path) -> TextIO:
         raise DistillError(f"lock file {lock_file} is not a regular file; remove it and "
                            f"run again")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "a+", encoding="utf-8")
+    return os.fdopen(fd, "a+", encoding="utf-8", errors="replace")  # any bytes: no record
 
 
 def _busy_reason(lock_file: Path, what: str) -> str:
