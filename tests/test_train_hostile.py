@@ -109,7 +109,24 @@ def test_checkpoints_without_a_record_are_refused_saying_why(runs, tmp_path):
         record.unlink()
     line = _one_error(*run_cli(train_args(runs["data"], run, resume=True)))
     assert "checkpoint-000004/checkpoint.json: is missing" in line
-    assert "written before checkpoints recorded" in line
+    assert "written before checkpoints recorded" in line and "--adopt-old-checkpoints" in line
+
+
+def test_old_checkpoints_adopted_resume_to_the_same_weights(runs, tmp_path):
+    """A run from before records resumes once the user vouches for its checkpoints: each
+    is adopted only whole (every file a resume reads, state and weights that parse)."""
+    run = stopped_copy(runs["reference"], tmp_path / "run")
+    for record in run.glob("checkpoint-*/checkpoint.json"):
+        record.unlink()
+    (run / "checkpoint-000004" / "rng-0.safetensors").unlink()  # the newest half-copied
+    code, text = run_cli([*train_args(runs["data"], run, resume=True),
+                          "--adopt-old-checkpoints"])
+    assert code == 0 and "adopted checkpoint-000002: step 2" in text, text
+    assert "not adopted" in text and "rng-0.safetensors: is missing" in text
+    assert "skipping checkpoint-000004" in text and "resuming" in text
+    # the resumed run wrote checkpoint 4 anew, with its own record
+    assert "adopted" not in json.loads((run / "checkpoint-000004" / "checkpoint.json").read_text())
+    assert final_weights(run) == final_weights(runs["reference"])
 
 
 def test_a_finished_run_resumed_is_done_or_refused_as_another_recipe(runs, tmp_path):

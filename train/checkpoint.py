@@ -321,6 +321,48 @@ def save_checkpoint(run: Path, state: CheckpointState, runtime: Runtime, *, keep
     return final
 
 
+def adopt_unrecorded(run: Path) -> tuple[list[str], list[str]]:
+    """Record the files of RUN's checkpoints written before checkpoints recorded them
+    (``--adopt-old-checkpoints``; call with the run's lock held): the user vouches for
+    their bytes as they are now. Each is adopted only when every file a resume reads is
+    there and its state and weights parse; one that is not stays unrecorded (a resume
+    skips it, saying why). Returns a line per checkpoint adopted, and per one refused."""
+    adopted, refused = [], []
+    for path in list_checkpoints(run):
+        if (path / RECORD).exists():
+            continue
+        try:
+            files = _adopt(path)
+        except CheckpointError as exc:
+            refused.append(str(exc))
+            continue
+        adopted.append(f"{path.name}: step {checkpoint_step(path)}, its {files} files "
+                       "recorded as they are now")
+    return adopted, refused
+
+
+def _adopt(path: Path) -> int:
+    """Check one unrecorded checkpoint is whole, then record its files; their count."""
+    progress = TrainerState.read(path / STATE)
+    if progress.step != checkpoint_step(path):
+        raise CheckpointError(path / STATE, f"says step {progress.step} in the folder of "
+                                            f"step {checkpoint_step(path)}")
+    blob = _read(path / f"{OPTIMIZER}.json", lambda: load_state(path / OPTIMIZER))
+    world = blob.get("world_size") if isinstance(blob, dict) else None
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        raise CheckpointError(path / f"{OPTIMIZER}.json", "names no world size")
+    needed = [WEIGHTS, *(f"rng-{rank}.{kind}" for rank in range(world)
+                         for kind in ("json", "safetensors"))]
+    for name in needed:
+        if not (path / name).is_file() or (path / name).is_symlink():
+            raise CheckpointError(path / name, "is missing: this checkpoint is incomplete")
+    _read(path / WEIGHTS, lambda: load_file(str(path / WEIGHTS)))
+    seal(path, RECORD, {"format": RECORD_FORMAT, "step": progress.step,
+                        "run": progress.outcome_hash, "world_size": world, "adopted": True})
+    fsync_dir(path)
+    return len(needed) + 3  # and the state, optimizer.json and optimizer.safetensors
+
+
 @contextmanager
 def _discarded_on_failure(tmp: Path, is_main: bool) -> Iterator[None]:
     """A full disk or a crash mid-write: the earlier checkpoints stay, the half goes."""

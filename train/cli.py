@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from distill.core.errors import DiskFullError, DistillError, disk_full_from
-from distill.core.progress import console
+from distill.core.progress import console, plain
 from distill.train.config import SEED_LIMIT
 
 
@@ -29,14 +29,24 @@ from distill.train.config import SEED_LIMIT
 @click.option("--seeds", help="Train this recipe once per seed (e.g. 0,1,2) into "
                                "OUT/seed-N: side by side on CPU cores, one after another on "
                                "a GPU; finished seeds are skipped, partial ones resume.")
+@click.option("--adopt-old-checkpoints", "adopt", is_flag=True,
+              help="With --resume: record the files of checkpoints written before "
+                   "checkpoints recorded their hashes, vouching for them as they are now "
+                   "(each must hold every file a resume reads), then resume.")
 @click.argument("extra", nargs=-1)
 def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
                   init: Path | None, overrides: tuple[str, ...], wait: bool,
-                  seeds: str | None, extra: tuple[str, ...]) -> None:
+                  seeds: str | None, adopt: bool, extra: tuple[str, ...]) -> None:
     """Train one stage. Extra KEY=VALUE arguments are config overrides too."""
     from distill.train.checkpoint import is_finished
     from distill.train.config import load_config
     from distill.train.loop import train
+
+    if adopt:
+        if not resume or seeds is not None:
+            raise DistillError("--adopt-old-checkpoints goes with --resume of one run (not "
+                               "--seeds: adopt each seed folder's run with its own --out)")
+        adopt_old_checkpoints(out, wait)
 
     config = load_config(config_path, list(overrides) + list(extra))
     if config.stage != "vision" and data is None:
@@ -68,6 +78,21 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     console.print(f"[green]trained[/green] {manifest.stage}: {manifest.steps} steps, final loss "
                   f"{loss}" + (f", {speed:,.0f} real tokens/s" if speed else "")
                   + f" -> {out / manifest.checkpoint_path}")
+
+
+def adopt_old_checkpoints(out: Path, wait: bool) -> None:
+    """Record the old checkpoints of the run in OUT, under its lock (see --help)."""
+    from distill.train.checkpoint import adopt_unrecorded
+    from distill.train.loop import run_lock
+
+    with run_lock(out, wait):
+        adopted, refused = adopt_unrecorded(out)
+    for line in adopted:
+        console.print(f"adopted {plain(line)}")
+    for line in refused:
+        console.print(f"[yellow]not adopted: {plain(line)}")
+    if not adopted and not refused:
+        console.print(f"no checkpoint without a record in {plain(str(out))}: nothing adopted")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -110,8 +110,10 @@ def _read_record(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FolderDamagedError(path, "is missing, so the files beside it cannot be checked "
-                                       "(a half-copied folder, or one written before "
-                                       "checkpoints recorded their files' hashes)") from None
+                                       "(a half-copied folder, or a checkpoint written "
+                                       "before checkpoints recorded their files' hashes: "
+                                       "to vouch for such a run's checkpoints as they are, "
+                                       "resume with --adopt-old-checkpoints)") from None
     except OSError as exc:
         raise FolderDamagedError(path, f"cannot be read: {exc.strerror}") from None
     try:
