@@ -135,7 +135,9 @@ def policy_typo(world: World, tmp: Path) -> list[str]:
 
 
 def malformed_trace_line(world: World, tmp: Path) -> list[str]:
-    generated = shutil.copytree(world.generated, tmp / "generated")
+    # the project copied whole: a manifest names its input folder relative to itself
+    shutil.copytree(world.samples, tmp / world.samples.name)
+    generated = shutil.copytree(world.generated, tmp / world.generated.name)
     shard = generated / "traces" / "train" / "part-00000.jsonl"
     lines = shard.read_text().splitlines(keepends=True)
     lines[1] = lines[1].replace('"trace_key"', '"trace_kee"', 1)

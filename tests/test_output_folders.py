@@ -186,3 +186,18 @@ def test_filter_never_takes_a_users_folder_or_its_input_for_the_store(tmp_path, 
     again = run_filter(FilterOptions(traces=tmp_path / "traces", store=tmp_path / "store",
                                      policy=policy))
     assert again.version == result.version and not again.created
+
+
+def test_train_never_writes_into_its_data_or_over_its_init(tmp_path: Path, capsys) -> None:
+    samples = make_ingest(tmp_path / "items", {"train": 4})
+    before = snapshot(samples)
+    args = ["train", "--config", "cot", "--set", "model=test-micro", "--data", str(samples)]
+    assert main([*args, "--out", str(samples)]) == 2
+    assert "input folder" in _error(capsys)
+    assert main([*args, "--out", str(samples / "run")]) == 2
+    assert "input folder" in _error(capsys)
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    assert main([*args, "--init", str(tmp_path / "run" / "final"), "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "holds this run's own input" in _error(capsys)
+    assert snapshot(samples) == before

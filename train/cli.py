@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from distill.core.errors import DiskFullError, DistillError, disk_full_from
+from distill.core.folders import claim_output
 from distill.core.progress import console, plain
 from distill.train.config import SEED_LIMIT
 
@@ -42,6 +43,9 @@ def train_command(config_path: str, data: Path | None, out: Path, resume: bool,
     from distill.train.config import load_config
     from distill.train.loop import train
 
+    # One stage's output is never another's folder, nor holds this run's own --init.
+    claim_output(out, "train", inputs=[init] if init else [],
+                 input_folders=[data] if data else [])
     if adopt:
         if not resume or seeds is not None:
             raise DistillError("--adopt-old-checkpoints goes with --resume of one run (not "
