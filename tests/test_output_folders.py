@@ -201,3 +201,16 @@ def test_train_never_writes_into_its_data_or_over_its_init(tmp_path: Path, capsy
                  str(tmp_path / "run")]) == 2
     assert "holds this run's own input" in _error(capsys)
     assert snapshot(samples) == before
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 100_000 + b"]" * 100_000,
+                                      b'{"stage": "ingest", "stage": "train"}', b"\xff\xfe"])
+def test_an_out_with_an_unreadable_manifest_is_refused_by_name(tmp_path, capsys, manifest):
+    out = tmp_path / "someone-else"
+    out.mkdir()
+    (out / "manifest.json").write_bytes(manifest)
+    samples = make_ingest(tmp_path / "items", {"train": 4})
+    code = main(["train", "--config", "cot", "--set", "model=test-micro", "--data",
+                 str(samples), "--out", str(out)])
+    assert code == 2 and "manifest.json cannot be read" in _error(capsys)
+    assert (out / "manifest.json").read_bytes() == manifest

@@ -26,7 +26,6 @@ folder back and removes staging and old folders whose writer is dead.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -34,8 +33,9 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from distill.core.errors import DistillError
+from distill.core.errors import DistillError, InputError
 from distill.core.shards import fsync_dir, process_alive
+from distill.core.text import parse_json
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def output_kind(folder: Path) -> str | None:
         is_store = (folder / "versions").is_dir() or (folder / STORE_MARKER).is_file()
         return "filter" if is_store else None
     try:
-        data = json.loads(manifest.read_bytes())
-    except (OSError, ValueError):
+        data = parse_json(manifest.read_bytes(), file=manifest)
+    except (OSError, InputError):
         return "something else (its manifest.json cannot be read)"
     if isinstance(data, dict) and "run_id" in data:  # a RunManifest (its stage: 1, 2, ...)
         return "train"

@@ -96,7 +96,7 @@ class Holder:
             data = json.loads(text)
             return cls(int(data["pid"]), str(data["host"]), str(data["command"]),
                        str(data["started"]))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def dumps(self) -> str:

@@ -22,7 +22,6 @@ partial one keeps the first line of each key.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from distill.core.shards import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from distill.core.text import parse_json
 from distill.schemas import Rejection, ShardRef
 
 log = logging.getLogger(__name__)
@@ -228,10 +228,9 @@ def check_plan(out: Path, plan: dict, must_match: list[tuple[str, Mismatch]]) ->
     if not path.exists():
         write_json_atomic(path, plan)
         return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        raise InputError("not valid JSON", file=path, reason="bad_json") from None
+    old = parse_json(path.read_bytes(), file=path)
+    if not isinstance(old, dict):
+        raise InputError("not a plan (a JSON object)", file=path, reason="bad_json")
     for key, message in must_match:
         if key in old and old[key] != plan[key]:
             raise DistillError(message(old[key], plan[key]) if callable(message) else message)
