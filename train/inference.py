@@ -6,7 +6,7 @@ Eval needs no knowledge of SiQ-VL's internals::
     outputs = generate_answers(model, processor, samples, image_root, mode="cot")
     # -> [(text, n_generated_tokens), ...] in the order of ``samples``
 
-The prompt is built by the same ``SiQVLProcessor.prompt_ids`` used in training; rows are
+The prompt is built by the same ``StudentProcessor.prompt_ids`` used in training; rows are
 left-padded so that every row's next token sits at the end, and decoding keeps a KV cache.
 Answer extraction is the eval stage's job (``distill.core.answers``).
 """
@@ -21,11 +21,11 @@ import torch
 from distill.core.images import load_image
 from distill.schemas import Sample
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
-from distill.train.siqvl.processing import PromptMode, SiQVLProcessor
+from distill.train.siqvl.student_processor import PromptMode, StudentProcessor
 
 
 @torch.no_grad()
-def generate_answers(model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
+def generate_answers(model: SiQVLForConditionalGeneration, processor: StudentProcessor,
                      samples: Sequence[Sample], image_root: str | Path | None,
                      mode: PromptMode = "cot", max_new_tokens: int = 256,
                      batch_size: int = 16) -> list[tuple[str, int]]:
@@ -58,7 +58,7 @@ def generate_answers(model: SiQVLForConditionalGeneration, processor: SiQVLProce
     return results
 
 
-def decode_row(tokens: list[int], processor: SiQVLProcessor) -> tuple[str, int]:
+def decode_row(tokens: list[int], processor: StudentProcessor) -> tuple[str, int]:
     """Cut at the first EOS (later positions are padding), decode without special tokens."""
     eos = processor.eos_token_id
     n = tokens.index(eos) + 1 if eos in tokens else len(tokens)

@@ -5,8 +5,13 @@ projected image features, in order. The vision tower is frozen and always runs u
 ``no_grad`` (its activations are never kept for a backward pass).
 
 The loss is computed only where a label exists: the LM head runs on the hidden states of
-answer positions, not on every position, and (``distill.train.siqvl.loss``) a chunk of them at a
+answer positions, not on every position, and (``loss.py``) a chunk of them at a
 time, so the logits over a 150k vocabulary never exist whole.
+
+This file travels with a saved student (``auto_map`` in its config.json), with the three it
+imports relatively: it needs only torch and transformers, so
+``AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)`` loads the
+student where this toolkit is not installed.
 """
 
 from __future__ import annotations
@@ -18,12 +23,12 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from distill.train.siqvl.configuration import SiQVLConfig
-from distill.train.siqvl.loss import CHUNK_ELEMENTS, LossKernel, linear_cross_entropy
-from distill.train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
+from .configuration import SiQVLConfig
+from .loss import CHUNK_ELEMENTS, LossKernel, linear_cross_entropy
+from .projector import PatchGridError, PixelShuffleProjector, check_grid
 
 IGNORE_INDEX = -100
-# Logits per chunk of the chunked loss (distill.train.siqvl.loss): one chunk's logits at a time.
+# Logits per chunk of the chunked loss (loss.py): one chunk's logits at a time.
 LOGITS_CHUNK_ELEMENTS = CHUNK_ELEMENTS
 
 
@@ -61,7 +66,7 @@ class SiQVLPreTrainedModel(PreTrainedModel):
 class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
     """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training.
 
-    ``loss_kernel`` picks how the loss goes through the LM head (``distill.train.siqvl.loss``); the
+    ``loss_kernel`` picks how the loss goes through the LM head (``loss.py``); the
     training loop sets it per stage.
     """
 
@@ -231,12 +236,3 @@ def patchify(pixel_values: torch.Tensor, patch: int) -> tuple[torch.Tensor, torc
     shapes = torch.tensor([[rows, cols]] * n, dtype=torch.long, device=pixel_values.device)
     return x, shapes
 
-
-def _register() -> None:
-    from transformers import AutoModelForImageTextToText
-
-    AutoModelForImageTextToText.register(SiQVLConfig, SiQVLForConditionalGeneration,
-                                         exist_ok=True)
-
-
-_register()
