@@ -33,11 +33,25 @@ N_ITEMS = 8
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> tuple[Path, Path]:
-    """(ingest folder, RUN/final of a short LoRA run)."""
-    root = tmp_path_factory.mktemp("portable")
-    samples = make_ingest(root / "ingest", {"train": 48, "test": N_ITEMS})
-    return samples, train_student(root / "student", samples)
+def samples(tmp_path_factory) -> Path:
+    return make_ingest(tmp_path_factory.mktemp("portable") / "ingest",
+                       {"train": 48, "test": N_ITEMS})
+
+
+@pytest.fixture(scope="module")
+def world(samples, tmp_path_factory) -> tuple[Path, Path]:
+    """(ingest folder, a student saved by save_student: seconds, for the default run)."""
+    from distill.train.siqvl.build import build_student, load_model_spec, save_student
+
+    folder = tmp_path_factory.mktemp("saved") / "student"
+    save_student(*build_student(load_model_spec("test-micro"), seed=3), folder)
+    return samples, folder
+
+
+@pytest.fixture(scope="module")
+def trained(samples, tmp_path_factory) -> tuple[Path, Path]:
+    """(ingest folder, RUN/final of a short LoRA run: the folder distill train writes)."""
+    return samples, train_student(tmp_path_factory.mktemp("trained"), samples)
 
 
 def _requests(samples: Path, processor, mode: str = "cot") -> list[dict]:
@@ -101,6 +115,10 @@ def test_the_chat_template_renders_plain_messages_as_the_tokenizers_own():
 
 def test_the_saved_folder_carries_its_code_auto_map_and_processor(world):
     _, student = world
+    _assert_carries_its_code(student)
+
+
+def _assert_carries_its_code(student: Path) -> None:
     for name in PORTABLE_MODULES:  # the very files of the package, not another copy
         assert (student / f"{name}.py").read_bytes() == (SIQVL_DIR / f"{name}.py").read_bytes()
     config = json.loads((student / "config.json").read_text())
@@ -110,7 +128,6 @@ def test_the_saved_folder_carries_its_code_auto_map_and_processor(world):
     processor = json.loads((student / "processor_config.json").read_text())
     assert processor["processor_class"] == "SiQVLProcessor"
     assert processor["auto_map"] == {"AutoProcessor": "processing.SiQVLProcessor"}
-    assert (student / "adapter").is_dir()  # a LoRA run: merged here, the adapter beside
     assert (student / "chat_template.jinja").read_text().startswith(TEMPLATE_MARK)
 
 
@@ -176,11 +193,14 @@ def _assert_same_as_toolkit(outputs: list[dict], student: Path, samples: Path) -
 
 
 @pytest.mark.portable
-def test_a_venv_with_only_torch_and_transformers_loads_and_runs_the_folder(world, tmp_path):
-    python = os.environ.get("DISTILL_CLEAN_PYTHON")
-    if not python:
-        pytest.skip("DISTILL_CLEAN_PYTHON names no clean venv (.ci/setup_clean_env.sh)")
-    samples, student = world
+@pytest.mark.skipif(not os.environ.get("DISTILL_CLEAN_PYTHON"),
+                    reason="DISTILL_CLEAN_PYTHON names no clean venv (.ci/setup_clean_env.sh)")
+def test_a_venv_with_only_torch_and_transformers_loads_and_runs_the_folder(trained, tmp_path):
+    """The README's code, in a venv without this toolkit, on a folder of distill train."""
+    python = os.environ["DISTILL_CLEAN_PYTHON"]
+    samples, student = trained
+    _assert_carries_its_code(student)
+    assert (student / "adapter").is_dir()  # a LoRA run: merged here, the adapter beside
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     probe = subprocess.run([python, "-I", "-c", "import distill"], capture_output=True,
                            cwd=tmp_path, env=env)
@@ -193,3 +213,31 @@ def test_a_venv_with_only_torch_and_transformers_loads_and_runs_the_folder(world
                     str(out), str(MAX_NEW_TOKENS)], check=True, cwd=tmp_path, env=env,
                    timeout=600)
     _assert_same_as_toolkit(json.loads(out.read_text()), student, samples)
+
+
+def test_the_generic_hf_engine_runs_a_student_as_any_transformers_vlm(world):
+    """``engine: hf`` (AutoProcessor, AutoModelForImageTextToText, the prompt sliced off
+    generate's output, EOS from the generation config) gives the toolkit's answers."""
+    from distill.core.images import read_image_bytes
+    from distill.core.predictors import student_prompt
+    from distill.generate.engines.base import ChatRequest, Completion
+    from distill.generate.engines.hf import HFEngine, HFOptions
+    from distill.schemas import SamplingParams
+
+    samples, student = world
+    items = split_samples(samples, "test")
+    prompt = student_prompt(student, "cot")
+    sampling = SamplingParams(temperature=0.0, max_tokens=MAX_NEW_TOKENS)
+    requests = [ChatRequest(id=s.id, system=prompt.render(s)[0], user=prompt.render(s)[1],
+                            images=(read_image_bytes(s.image, samples),), sampling=sampling)
+                for s in items]
+    engine = HFEngine(str(student), HFOptions(dtype="float32", device="cpu",
+                                              micro_batch_size=1))
+    got = {done.request.id: done.results[0] for done in engine.generate(requests)}
+    model, processor = load_student(student)
+    expected = generate_answers(model, processor, items, samples,
+                                max_new_tokens=MAX_NEW_TOKENS, batch_size=1)
+    for sample, (text, n_tokens) in zip(items, expected, strict=True):
+        result = got[sample.id]
+        assert isinstance(result, Completion)
+        assert (result.text.strip(), result.completion_tokens) == (text, n_tokens)

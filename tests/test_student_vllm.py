@@ -88,6 +88,7 @@ def toolkit_greedy(student: Path, samples: Path, mode: str = "cot"):
             tokens = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
                                     eos_token_id=processor.eos_token_id,
                                     pad_token_id=processor.pad_token_id)[0].tolist()
+        tokens = tokens[batch["input_ids"].shape[1]:]
         if processor.eos_token_id in tokens:
             tokens = tokens[:tokens.index(processor.eos_token_id) + 1]
         out.append((batch["input_ids"][0].tolist(), tokens, first))

@@ -45,13 +45,14 @@ def generate_answers(model: SiQVLForConditionalGeneration, processor: StudentPro
         batch_samples = [samples[i] for i in chunk]
         images = [load_image(s.image, image_root) for s in batch_samples]
         batch = processor.generation_batch(batch_samples, images, mode)
+        prompt = batch["input_ids"]
         new_tokens = model.generate(
-            input_ids=batch["input_ids"].to(device),
+            input_ids=prompt.to(device),
             pixel_values=batch["pixel_values"].to(device, dtype),
             attention_mask=batch["attention_mask"].to(device),
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=processor.eos_token_id, pad_token_id=processor.pad_token_id,
-        ).cpu()
+        ).cpu()[:, prompt.shape[1]:]
         for row, index in enumerate(chunk):
             by_index[index] = decode_row(new_tokens[row].tolist(), processor)
     results = [by_index[i] for i in range(len(samples))]

@@ -33,9 +33,8 @@ def main(folder: str, requests_path: str, out_path: str, max_new_tokens: int) ->
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True,
                                                tokenize=True, return_dict=True,
                                                return_tensors="pt")
-        # SiQ-VL's generate returns the new tokens only (the prompt went in as embeddings).
-        new_tokens = model.generate(**inputs, max_new_tokens=max_new_tokens,
-                                    do_sample=False)[0]
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        new_tokens = output[0, inputs["input_ids"].shape[1]:]
         outputs.append({"tokens": new_tokens.tolist(),
                         "text": processor.decode(new_tokens, skip_special_tokens=True)})
     with open(out_path, "w", encoding="utf-8") as file:

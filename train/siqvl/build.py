@@ -241,11 +241,11 @@ def save_student(model: SiQVLForConditionalGeneration, processor: StudentProcess
     template, and the portable code with ``auto_map`` (transformers' Auto classes load it
     with ``trust_remote_code=True``; vLLM serves it through this package's plugin).
 
-    The LLM's config names the student's end-of-answer and padding tokens, so the folder's
-    own ``generate`` stops where the toolkit's does.
+    The generation config (and the LLM's config) name the student's end-of-answer and
+    padding tokens, so the folder's own ``generate`` stops where the toolkit's does.
     """
-    text_config = model.config.text_config
-    text_config.eos_token_id = processor.eos_token_id
-    text_config.pad_token_id = processor.pad_token_id
+    for config in (model.generation_config, model.config.text_config):
+        config.eos_token_id = processor.eos_token_id
+        config.pad_token_id = processor.pad_token_id
     model.save_pretrained(directory)
     processor.save_pretrained(directory)

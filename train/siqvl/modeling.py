@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration import SiQVLConfig
@@ -63,7 +63,7 @@ class SiQVLPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.linear.bias)
 
 
-class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
+class SiQVLForConditionalGeneration(SiQVLPreTrainedModel, GenerationMixin):
     """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training.
 
     ``loss_kernel`` picks how the loss goes through the LM head (``loss.py``); the
@@ -202,16 +202,22 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Generate from a (left-padded) batch; returns only the new tokens.
+        """Generate from a (left-padded) batch: the prompt ids, then the new tokens, as
+        transformers' generate returns them (the answer is ``out[:, input_ids.shape[1]:]``).
 
         The prompt, image features included, is embedded once and handed to the LLM's own
-        ``generate``, which keeps a KV cache and derives position ids from the mask.
+        ``generate``, which keeps a KV cache and derives position ids from the mask. EOS and
+        padding default to the folder's generation config (``save_student`` writes them).
         """
         embeds = self.embed(input_ids, pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.causal_lm().generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                         **kwargs)
+        defaults = self.generation_config
+        kwargs.setdefault("eos_token_id", defaults.eos_token_id)
+        kwargs.setdefault("pad_token_id", defaults.pad_token_id)
+        new_tokens = self.causal_lm().generate(inputs_embeds=embeds,
+                                               attention_mask=attention_mask, **kwargs)
+        return torch.cat([input_ids, new_tokens.to(input_ids.device)], dim=1)
 
 
 def label_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module,
