@@ -175,7 +175,9 @@ def test_distill_eval_and_compare_through_vllm_score_as_through_hf(world, tmp_pa
     _same_verdicts(hf, served)
     assert [i.output_tokens for i in hf.items] == [i.output_tokens for i in served.items]
     assert served.generation["engine"] == "vllm" and "engine" not in hf.generation
-    assert served.generation["prompt_id"] == "question-cot"  # the student's, not cot.yaml
+    # the student's own prompt (not cot.yaml), recorded the same by both
+    assert served.generation["prompt_id"] == hf.generation["prompt_id"] == "question-cot"
+    assert served.generation["prompt_hash"] == hf.generation["prompt_hash"]
     assert served.model.fingerprint == hf.model.fingerprint
     assert served.model.run_manifest == hf.model.run_manifest is not None
     # one cache entry per engine, never shared

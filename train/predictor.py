@@ -18,8 +18,8 @@ from distill.core.predictors import (
     Mode,
     PredictorOptions,
     load_sample_image,
-    mode_prompt,
     model_fingerprint,
+    student_prompt,
 )
 from distill.core.shards import read_json_model
 from distill.schemas import ModelRef, RunManifest, Sample
@@ -44,9 +44,10 @@ class SiqvlPredictor:
                         fingerprint=model_fingerprint(self.checkpoint))
 
     def generation_config(self, mode: Mode) -> dict[str, JsonValue]:
-        # The student's prompt is built by its processor from prompts/<mode>.yaml and the
-        # processor settings saved in the checkpoint (covered by the fingerprint).
-        prompt = mode_prompt(mode)
+        # The student's prompt is built by its processor from the prompt file and settings
+        # saved in the checkpoint (covered by the fingerprint): the one recorded here, the
+        # one any other engine serving it asks with (student_prompt).
+        prompt = student_prompt(self.checkpoint, mode)
         return {"mode": mode, "prompt_id": prompt.id, "prompt_hash": prompt.hash,
                 "decoding": "greedy", "max_new_tokens": self.options.max_new_tokens,
                 "dtype": str(self.dtype).removeprefix("torch.")}
