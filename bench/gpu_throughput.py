@@ -58,7 +58,7 @@ from distill.train.loop import encode_dataset, plan_steps, prepare_run, run_step
 from distill.train.metrics import MetricsLog, read_metrics  # noqa: E402
 from distill.train.runtime import setup_runtime  # noqa: E402
 from distill.train.siqvl.build import build_student, load_model_spec, save_student  # noqa: E402
-from distill.train.siqvl.processing import SiQVLProcessor  # noqa: E402
+from distill.train.siqvl.student_processor import StudentProcessor  # noqa: E402
 
 SPECS = {"0.5b": "qwen2.5-0.5b-siglip2-base-random", "1.5b": "qwen2.5-1.5b-siglip2-base-random"}
 REFERENCE = {"0.5b-stage1": 100_923, "0.5b-stage2": 86_080}
@@ -428,7 +428,7 @@ def main() -> None:
         data = make_dataset(folder, {**size, "image_size": 256}, None)
         students = {name: saved_student(name, folder, args.dry_run, device)
                     for name in sorted({s.spec for s in todo})}
-        processor = SiQVLProcessor.from_pretrained(students["0.5b"])
+        processor = StudentProcessor.from_pretrained(students["0.5b"])
         base = TrainConfig(stage="cot", target="cot", max_length=2048)
         encoded = encode_dataset(load_training_set(data, "cot", "train"), processor, base)
         # No new section, nor a config's warm-up, starts after the budget: the timed passes

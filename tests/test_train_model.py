@@ -127,7 +127,8 @@ def test_generate_batched_left_padded_matches_step_by_step_greedy():
     generated = model.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask,
                                max_new_tokens=6, do_sample=False, eos_token_id=None,
                                pad_token_id=processor.pad_token_id)
-    assert generated.shape == (2, 6)
+    assert generated.shape == (2, width + 6) and torch.equal(generated[:, :width], ids)
+    generated = generated[:, width:]  # the prompt, then the new tokens, as transformers does
     with torch.no_grad():
         assert generated[0].tolist() == _greedy_without_cache(
             model, torch.tensor([short]), pixels[:1], 6)

@@ -14,7 +14,7 @@ from distill.core.prompts import target_text
 from distill.ingest.sources.digits import DigitsConfig, iter_digits
 from distill.schemas import ImageRef, Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
-from distill.train.siqvl.processing import ProcessorSettings, SiQVLProcessor
+from distill.train.siqvl.student_processor import ProcessorSettings, StudentProcessor
 from distill.train.tokenizer import TINY_TOKENIZER_DIR, build_tokenizer
 
 torch.set_num_threads(1)
@@ -25,10 +25,10 @@ def _sample(index: int = 0) -> Sample:
     return Sample(**item.fields, image=ImageRef(path="x.png", sha256="0" * 64))
 
 
-def _processor(tokenizer_dir: Path, include_system: bool = True) -> SiQVLProcessor:
+def _processor(tokenizer_dir: Path, include_system: bool = True) -> StudentProcessor:
     settings = ProcessorSettings(image_size=32, num_image_tokens=4,
                                  include_system=include_system)
-    return SiQVLProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), settings)
+    return StudentProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), settings)
 
 
 def _qwen_tokenizer_dir() -> Path:
@@ -39,7 +39,7 @@ def _qwen_tokenizer_dir() -> Path:
 
 
 @pytest.fixture(params=["tiny", "qwen"])
-def processor(request) -> SiQVLProcessor:
+def processor(request) -> StudentProcessor:
     folder = TINY_TOKENIZER_DIR if request.param == "tiny" else _qwen_tokenizer_dir()
     return _processor(folder)
 
@@ -140,14 +140,14 @@ def test_a_spec_names_the_prompts_its_student_is_asked_with(tmp_path: Path):
     assert processor.prompt_template("cot").answer_format == "answer_line"
     assert processor.prompt_template("direct").answer_format == "direct"
     processor.save_pretrained(tmp_path / "saved")
-    reloaded = SiQVLProcessor.from_pretrained(tmp_path / "saved")
+    reloaded = StudentProcessor.from_pretrained(tmp_path / "saved")
     assert reloaded.prompt_ids(sample, "cot") == processor.prompt_ids(sample, "cot")
 
     config = tmp_path / "saved" / "processor_config.json"
     old = json.loads(config.read_text())
     del old["prompts"]
     config.write_text(json.dumps(old))
-    legacy = SiQVLProcessor.from_pretrained(tmp_path / "saved")
+    legacy = StudentProcessor.from_pretrained(tmp_path / "saved")
     assert "Think step by step" in legacy.tokenizer.decode(legacy.prompt_ids(sample, "cot"))
 
 

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from distill.core.images import load_image
 from distill.train.data import TrainItem
 from distill.train.siqvl.modeling import IGNORE_INDEX
-from distill.train.siqvl.processing import SiQVLProcessor
+from distill.train.siqvl.student_processor import StudentProcessor
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class EncodedDataset(Dataset):
     would teach the student to stop mid-thought. ``dropped`` says how many.
     """
 
-    def __init__(self, items: list[TrainItem], processor: SiQVLProcessor, max_length: int,
+    def __init__(self, items: list[TrainItem], processor: StudentProcessor, max_length: int,
                  cache_images: bool = True) -> None:
         self.processor = processor
         self.items: list[TrainItem] = []

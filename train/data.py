@@ -33,7 +33,7 @@ from distill.schemas import (
     StageManifest,
     file_sha256,
 )
-from distill.train.siqvl.processing import PromptMode
+from distill.train.siqvl.student_processor import PromptMode
 
 TargetMode = Literal["cot", "answer", "gold"]
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Eval needs no knowledge of SiQ-VL's internals::
     outputs = generate_answers(model, processor, samples, image_root, mode="cot")
     # -> [(text, n_generated_tokens), ...] in the order of ``samples``
 
-The prompt is built by the same ``SiQVLProcessor.prompt_ids`` used in training; rows are
+The prompt is built by the same ``StudentProcessor.prompt_ids`` used in training; rows are
 left-padded so that every row's next token sits at the end, and decoding keeps a KV cache.
 Answer extraction is the eval stage's job (``distill.core.answers``).
 """
@@ -21,11 +21,11 @@ import torch
 from distill.core.images import load_image
 from distill.schemas import Sample
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
-from distill.train.siqvl.processing import PromptMode, SiQVLProcessor
+from distill.train.siqvl.student_processor import PromptMode, StudentProcessor
 
 
 @torch.no_grad()
-def generate_answers(model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
+def generate_answers(model: SiQVLForConditionalGeneration, processor: StudentProcessor,
                      samples: Sequence[Sample], image_root: str | Path | None,
                      mode: PromptMode = "cot", max_new_tokens: int = 256,
                      batch_size: int = 16) -> list[tuple[str, int]]:
@@ -45,20 +45,21 @@ def generate_answers(model: SiQVLForConditionalGeneration, processor: SiQVLProce
         batch_samples = [samples[i] for i in chunk]
         images = [load_image(s.image, image_root) for s in batch_samples]
         batch = processor.generation_batch(batch_samples, images, mode)
+        prompt = batch["input_ids"]
         new_tokens = model.generate(
-            input_ids=batch["input_ids"].to(device),
+            input_ids=prompt.to(device),
             pixel_values=batch["pixel_values"].to(device, dtype),
             attention_mask=batch["attention_mask"].to(device),
             max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
             eos_token_id=processor.eos_token_id, pad_token_id=processor.pad_token_id,
-        ).cpu()
+        ).cpu()[:, prompt.shape[1]:]
         for row, index in enumerate(chunk):
             by_index[index] = decode_row(new_tokens[row].tolist(), processor)
     results = [by_index[i] for i in range(len(samples))]
     return results
 
 
-def decode_row(tokens: list[int], processor: SiQVLProcessor) -> tuple[str, int]:
+def decode_row(tokens: list[int], processor: StudentProcessor) -> tuple[str, int]:
     """Cut at the first EOS (later positions are padding), decode without special tokens."""
     eos = processor.eos_token_id
     n = tokens.index(eos) + 1 if eos in tokens else len(tokens)

@@ -39,9 +39,9 @@ from loguru import logger
 from PIL import Image
 
 from distill.core.errors import DistillError
+from distill.core.model_folders import locate_checkpoint
 from distill.core.paths import slug
 from distill.schemas import ImageRef, Sample
-from distill.train.predictor import locate_checkpoint
 
 DEFAULT_MAX_NEW_TOKENS = 512
 

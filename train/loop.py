@@ -70,7 +70,7 @@ from distill.train.siqvl.build import (
     save_student,
 )
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
-from distill.train.siqvl.processing import SiQVLProcessor
+from distill.train.siqvl.student_processor import StudentProcessor
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def still_writer() -> None:
 
 # -- model -----------------------------------------------------------------------------------
 def prepare_model(config: TrainConfig, runtime: Runtime, init: str | None
-                  ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
+                  ) -> tuple[SiQVLForConditionalGeneration, StudentProcessor]:
     """Load or build the student, freeze what this stage does not train, move to device.
     A folder or spec that does not load is named by the option that gave it."""
     source = "--init" if init else "field 'init'"
@@ -363,7 +363,7 @@ def run_identity(config: TrainConfig, training_set: TrainingSet, init: str | Non
         recipe_hash=recipe_hash(config))
 
 
-def encode_dataset(training_set: TrainingSet, processor: SiQVLProcessor,
+def encode_dataset(training_set: TrainingSet, processor: StudentProcessor,
                    config: TrainConfig) -> EncodedDataset:
     cache = config.cache_images if config.cache_images != "auto" else (
         len(training_set.items) * 3 * processor.settings.image_size ** 2 < 2**30)
@@ -410,7 +410,7 @@ class TrainingParts:
 
     model: SiQVLForConditionalGeneration
     engine: torch.nn.Module
-    processor: SiQVLProcessor
+    processor: StudentProcessor
     dataset: EncodedDataset
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -566,7 +566,7 @@ def diverged(ctx: RunContext, step: int, loss: float, grad_norm: float,
 
 
 # -- cleanup: the final model and manifest -----------------------------------------------------
-def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
+def finish(ctx: RunContext, model: SiQVLForConditionalGeneration, processor: StudentProcessor,
            state: ckpt.TrainerState) -> RunManifest:
     """Save RUN/final (LoRA merged; adapter kept beside it) and the final RunManifest."""
     runtime = ctx.runtime

@@ -18,6 +18,7 @@ stage never import a stage or the student.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ from pydantic import JsonValue
 
 from distill.core.errors import DistillError, InputError
 from distill.core.images import load_image
-from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
-from distill.core.prompts import PromptTemplate, load_prompt
+from distill.core.model_folders import (
+    SIQVL_MODEL_TYPE,
+    is_run_folder,
+    is_student_folder,
+    locate_checkpoint,
+    read_model_type,
+    read_student_format,
+)
+from distill.core.prompts import STUDENT_KINDS, PromptTemplate, load_prompt
 from distill.schemas import ModelRef, Sample, content_hash, file_sha256
 
 Mode = Literal["cot", "direct"]
@@ -96,6 +104,26 @@ DEFAULT_PROMPTS: dict[Mode, str] = {"cot": "cot", "direct": "direct"}
 def mode_prompt(mode: Mode, override: str | Path | None = None) -> PromptTemplate:
     """The prompt a mode uses: prompts/cot.yaml or prompts/direct.yaml unless overridden."""
     return load_prompt(override or DEFAULT_PROMPTS[mode])
+
+
+def model_prompt(mode: Mode, model: str | Path | None = None,
+                 override: str | Path | None = None) -> PromptTemplate:
+    """The prompt a model is asked with in ``mode``: ``override`` (``--prompt``) if given;
+    for a SiQ-VL student (``model`` names its run or checkpoint folder) the prompt it was
+    trained with (``student_prompt``), whatever engine serves it; else ``mode_prompt``."""
+    if override is None and model is not None and is_student_folder(Path(model)):
+        checkpoint, _ = locate_checkpoint(Path(model))
+        return student_prompt(checkpoint, mode)
+    return mode_prompt(mode, override)
+
+
+def student_prompt(checkpoint: Path, mode: str) -> PromptTemplate:
+    """The prompt file a saved student was trained with for ``mode``, without its system
+    text when the student was trained without one: what its engine must send to ask it
+    exactly as it learned (the image placeholder is the folder's chat template's job)."""
+    trained = read_student_format(checkpoint)
+    prompt = load_prompt(trained.prompts[mode], kind=STUDENT_KINDS)
+    return prompt if trained.include_system else dataclasses.replace(prompt, system="")
 
 
 def check_image_text_model(folder: Path) -> str:
@@ -228,7 +256,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     if not path.exists():
         raise InputError(f"model not found (use one of {[k + ':PATH' for k in KINDS]})",
                          file=spec, reason="missing_file")
-    if (path / "manifest.json").is_file() and not (path / "config.json").is_file():
+    if is_run_folder(path):
         return "siqvl", spec
     return ("siqvl" if read_model_type(path) == SIQVL_MODEL_TYPE else "hf"), spec
 

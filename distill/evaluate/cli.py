@@ -59,7 +59,8 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
 @click.option("--model", "model_spec", metavar="SPEC",
               help="siqvl:PATH (run or checkpoint), hf:PATH (local transformers model), "
                    "engine:ENGINE:MODEL (e.g. engine:builtin:knn) or engine:TEACHERSET#ID "
-                   "(e.g. engine:digits#logreg); a bare PATH is recognised by its files.")
+                   "(e.g. engine:digits#logreg; engine:vllm:RUN/final serves a student "
+                   "through vLLM); a bare PATH is recognised by its files.")
 @click.option("--data", "data_specs", multiple=True, metavar="EVALSET",
               help="An ingest folder (DIR or DIR:SPLIT, default split test) or a JSONL file "
                    "of Samples. Repeat for several eval sets.")

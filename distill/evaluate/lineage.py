@@ -4,6 +4,10 @@
       -> DatasetManifest (version, shard hashes) -> generate StageManifest (trace shards)
       -> ingest StageManifest (sample shards);  then parent runs of earlier stages
 
+A teacher of the traces that is itself one of our students (a teacher set's ``engine:
+vllm, model: RUN/final``) is a link too: its checkpoint (fingerprint), then its own run's
+chain, its links named after the teacher.
+
 Paths inside a manifest are relative to that manifest's folder (or absolute), so a project
 moved as a whole keeps its chain. Nothing recorded is trusted: the result's metrics are
 recomputed from its items, the dataset version's content is hashed again and must hash to
@@ -40,6 +44,7 @@ from distill.schemas.dataset_manifest import eval_set_hash as eval_set_hash_of
 
 Status = Literal["ok", "broken", "not recorded"]
 MAX_PARENT_RUNS = 16
+MAX_TEACHER_DEPTH = 4  # students taught by students taught by students...
 
 
 @dataclass
@@ -161,7 +166,8 @@ def run_manifest_of(checkpoint: Path) -> Path:
     return own if own.is_file() else checkpoint.parent / "manifest.json"
 
 
-def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str) -> list[Link]:
+def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str,
+               depth: int = 0) -> list[Link]:
     links: list[Link] = []
     seen: set[Path] = set()
     current: Path | None = run_path
@@ -182,7 +188,7 @@ def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str) -> list[Link
         if not checkpoint.exists():
             link.problems.append(f"checkpoint missing: {checkpoint}")
         links.extend(_dataset_chain(run, current, verify=verify, full=first,
-                                    eval_set_hash=eval_set_hash))
+                                    eval_set_hash=eval_set_hash, depth=depth))
         parent = run.parent_checkpoint
         current = run_manifest_of(resolve(current.parent, parent)) if parent else None
         first = False
@@ -190,7 +196,7 @@ def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str) -> list[Link
 
 
 def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool,
-                   eval_set_hash: str) -> list[Link]:
+                   eval_set_hash: str, depth: int = 0) -> list[Link]:
     if run.dataset_path is None:
         return [Link("dataset", None, details=["the run names no dataset"],
                      recorded=run.dataset_version is not None)]
@@ -224,7 +230,8 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
                                       verify=False)
     if not full:
         return [link]
-    return [link, *_stage_chain(dataset, manifest_path, verify=verify)]
+    return [link, *_stage_chain(dataset, manifest_path, verify=verify,
+                                eval_set_hash=eval_set_hash, depth=depth)]
 
 
 def _label_note(dataset: DatasetManifest) -> str | None:
@@ -254,7 +261,8 @@ def _decontamination_note(dataset: DatasetManifest, eval_set_hash: str) -> str:
             "the training data")
 
 
-def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) -> list[Link]:
+def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool,
+                 eval_set_hash: str = "", depth: int = 0) -> list[Link]:
     trace_dir = resolve(dataset_path.parent, dataset.trace_dir)
     traces = Link("traces", str(trace_dir / "manifest.json"))
     generate = _load(trace_dir / "manifest.json", StageManifest, traces)
@@ -274,11 +282,47 @@ def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool) 
     traces.details.append(f"{len(generate.shards)} trace shards; counts "
                           + ", ".join(f"{k}={v}" for k, v in sorted(generate.counts.items())))
     traces.problems += check_shards(trace_dir, dataset.inputs, "trace", verify=verify)
+    students = _student_teachers(generate, verify=verify, eval_set_hash=eval_set_hash,
+                                 depth=depth)
     if generate.input_dir is None:
         return [traces, Link("samples", None, details=["the generate manifest names no input"],
-                             recorded=False)]
+                             recorded=False), *students]
     input_dir = resolve(trace_dir, generate.input_dir)
-    return [traces, _ingest_link(input_dir, generate.inputs, verify=verify)]
+    return [traces, _ingest_link(input_dir, generate.inputs, verify=verify), *students]
+
+
+def _student_teachers(generate: StageManifest, *, verify: bool, eval_set_hash: str,
+                      depth: int) -> list[Link]:
+    """The teachers of a generate run that are students of ours: each checkpoint as it was
+    recorded (is it still that one?), then the chain of the run that trained it."""
+    teachers = (generate.config.get("teacher_set") or {}).get("teachers") or {}
+    links: list[Link] = []
+    for teacher_id, teacher in sorted(teachers.items()):
+        checkpoint = teacher.get("checkpoint") if isinstance(teacher, dict) else None
+        if not isinstance(checkpoint, dict):
+            continue
+        link = Link(f"teacher '{teacher_id}'", checkpoint.get("path"), details=[
+            f"a student of ours served by {teacher.get('engine')}, fingerprint "
+            f"{str(checkpoint.get('fingerprint'))[:12]}"])
+        links.append(link)
+        path = Path(checkpoint.get("path") or "")
+        if not path.is_dir():
+            link.problems.append(f"teacher checkpoint missing: {path}")
+        elif verify and model_fingerprint(path) != checkpoint.get("fingerprint"):
+            link.problems.append("teacher checkpoint changed since it wrote these traces "
+                                 "(fingerprint mismatch)")
+        run_manifest = checkpoint.get("run_manifest")
+        if run_manifest is None:
+            link.details.append("its training run is not recorded")
+        elif depth >= MAX_TEACHER_DEPTH:
+            link.details.append(f"its training run: {run_manifest} (not followed: "
+                                f"{MAX_TEACHER_DEPTH} teachers deep)")
+        else:
+            for sub in _run_chain(Path(run_manifest), verify=verify,
+                                  eval_set_hash=eval_set_hash, depth=depth + 1):
+                sub.kind = f"{teacher_id}: {sub.kind}"
+                links.append(sub)
+    return links
 
 
 def _ingest_link(input_dir: Path, used: list[ShardRef], *, verify: bool) -> Link:

@@ -5,7 +5,10 @@ Specs:
 
 * ``engine:ENGINE:MODEL``: a registry engine (``builtin``, ``vllm``, ``openai``, ``hf``) or
   your own (``engine:package.module:Class:MODEL``), with its default options plus
-  ``--engine-option KEY=VALUE``;
+  ``--engine-option KEY=VALUE``. A MODEL that names a SiQ-VL student's folder
+  (``engine:vllm:runs/cot/final``, or ``engine:openai:runs/cot/final`` against ``vllm serve
+  runs/cot/final``) is asked with the prompt it was trained with, and the result names its
+  checkpoint and training run, as ``siqvl:`` does;
 * ``engine:TEACHERSET#TEACHER``: a teacher of a teacher set (a file, or a name in
   data/teachers): its engine, model and options. Eval always decodes greedily with the
   mode's prompt (``--prompt`` to override), whatever the teacher's sampling and k.
@@ -25,6 +28,7 @@ from pydantic import JsonValue, ValidationError
 
 from distill.core.errors import DistillError, InputError
 from distill.core.images import read_image_bytes
+from distill.core.model_folders import is_student_folder, locate_checkpoint
 from distill.core.predictors import (
     Generation,
     Mode,
@@ -32,9 +36,10 @@ from distill.core.predictors import (
     check_image_text_model,
     chunked,
     load_sample_image,
-    mode_prompt,
     model_fingerprint,
+    model_prompt,
 )
+from distill.core.prompts import PromptTemplate
 from distill.schemas import ModelRef, Sample, SamplingParams
 
 if TYPE_CHECKING:
@@ -94,6 +99,9 @@ class EnginePredictor:
         self.kind = kind
         self.name, self.engine_cls, self.model, self.engine_options = resolve_engine(
             spec, dict(options.engine_options))
+        if name is None and "#" not in spec and is_student_folder(Path(self.model)):
+            checkpoint, _ = locate_checkpoint(Path(self.model))  # as siqvl: names it
+            name = f"{checkpoint.parent.name}/{checkpoint.name} ({self.engine_cls.name})"
         self.name = name or self.name
 
     @classmethod
@@ -110,13 +118,21 @@ class EnginePredictor:
     @cached_property
     def model_ref(self) -> ModelRef:
         local = Path(self.model).expanduser()
-        fingerprint = model_fingerprint(local) if local.is_dir() else None
-        return ModelRef(kind=self.kind, name=self.name,
-                        path=str(local.resolve()) if local.is_dir() else None,
-                        fingerprint=fingerprint)
+        if not local.is_dir():
+            return ModelRef(kind=self.kind, name=self.name)
+        run_manifest = None
+        if is_student_folder(local):  # a student served by this engine: lineage goes on
+            local, manifest = locate_checkpoint(local)
+            run_manifest = str(manifest) if manifest else None
+        return ModelRef(kind=self.kind, name=self.name, path=str(local.resolve()),
+                        run_manifest=run_manifest, fingerprint=model_fingerprint(local))
+
+    def prompt(self, mode: Mode) -> PromptTemplate:
+        """The mode's prompt; a student's own (see ``model_prompt``)."""
+        return model_prompt(mode, self.model, self.options.prompt)
 
     def generation_config(self, mode: Mode) -> dict[str, JsonValue]:
-        prompt = mode_prompt(mode, self.options.prompt)
+        prompt = self.prompt(mode)
         # The engine, its model and options decide the outputs as much as the weights do
         # (a local model folder is named by its fingerprint, not by where it lies).
         config: dict[str, JsonValue] = {
@@ -142,7 +158,7 @@ class EnginePredictor:
                 mode: Mode) -> list[Generation]:
         from distill.generate.engines.base import ChatRequest, Completion
 
-        prompt = mode_prompt(mode, self.options.prompt)
+        prompt = self.prompt(mode)
         sampling = SamplingParams(temperature=0.0, top_p=1.0,
                                   max_tokens=self.options.max_new_tokens, seed=0)
         outputs: list[Generation] = []

@@ -6,7 +6,7 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
       knn:                       # teacher id: goes into every trace and its key
         engine: builtin          # builtin | openai | hf | vllm | package.module:Class
         model: knn               # model path / served name / builtin reader
-        prompt: cot              # a prompts/ name or a file path
+        prompt: cot              # a prompts/ name or a file path (default: cot)
         k: 2                     # samples per item
         sampling: {temperature: 0.7, top_p: 1.0, max_tokens: 256, seed: 0}
         batch_size: 256          # optional: a batch engine's batch (hf, builtin); vllm and
@@ -19,6 +19,13 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
 
 Every teacher is validated when the file is loaded (unknown keys, unknown engines, bad
 options, unknown prompts, routes to undefined teachers), with the file and field named.
+
+A teacher may be a student this toolkit trained: ``engine: vllm, model: runs/cot/final``
+(or ``engine: openai`` and the folder's path as the name ``vllm serve`` serves it under).
+It is asked with the prompt it was trained with unless ``prompt`` says otherwise, and the
+run's records name its checkpoint (path, fingerprint, training run), so ``distill lineage``
+follows its traces back through the data it learned from; the fingerprint is part of the
+teacher set's hash, so a retrained checkpoint never continues the old one's run.
 """
 
 from __future__ import annotations
@@ -39,8 +46,10 @@ from distill.core.config_files import (
     validate,
 )
 from distill.core.errors import DistillError, InputError
+from distill.core.model_folders import is_student_folder, locate_checkpoint
 from distill.core.paths import DATA_DIR
-from distill.core.prompts import PromptKind, PromptTemplate, load_prompt
+from distill.core.predictors import model_fingerprint, student_prompt
+from distill.core.prompts import STUDENT_KINDS, PromptKind, PromptTemplate, load_prompt
 from distill.generate.engines import engine_class
 from distill.generate.engines.base import Engine, EngineOptions
 from distill.schemas import SamplingParams, content_hash
@@ -58,7 +67,7 @@ class TeacherSpec(ConfigFile):
 
     engine: str
     model: str = Field(min_length=1)
-    prompt: str = "cot"
+    prompt: str | None = None  # cot; for a student, the prompt it was trained with
     k: int = Field(default=1, ge=1, le=1024)
     sampling: SamplingParams = SamplingParams()
     batch_size: int | None = Field(default=None, ge=1)
@@ -94,14 +103,32 @@ class TeacherSetFile(ConfigFile):
 
 
 @dataclass(frozen=True)
+class StudentCheckpoint:
+    """A teacher that is one of our students: where its checkpoint is, and its run."""
+
+    path: Path
+    run_manifest: Path | None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "fingerprint": self.fingerprint,
+                "run_manifest": str(self.run_manifest) if self.run_manifest else None}
+
+
+@dataclass(frozen=True)
 class Teacher:
-    """A resolved teacher: its spec, its prompt template and its validated engine options."""
+    """A resolved teacher: its spec, its prompt template and its validated engine options
+    (and, for a student of ours, its checkpoint)."""
 
     id: str
     spec: TeacherSpec
     prompt: PromptTemplate
     options: EngineOptions
     engine_cls: type[Engine]
+    checkpoint: StudentCheckpoint | None = None
 
     @property
     def engine_name(self) -> str:
@@ -121,6 +148,8 @@ class Teacher:
                     "sampling": self.spec.sampling.model_dump(mode="json")}
         if self.spec.max_image_pixels is not None:  # absent when unset: old plans still match
             identity["max_image_pixels"] = self.spec.max_image_pixels
+        if self.checkpoint is not None:  # the same path retrained is another teacher
+            identity["checkpoint_fingerprint"] = self.checkpoint.fingerprint
         return identity
 
     def output_options(self) -> dict[str, Any]:
@@ -159,7 +188,9 @@ class TeacherSet:
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "hash": self.hash, "routing": self.routing,
                 "teachers": {tid: {**t.identity(), "prompt_id": t.prompt.id,
-                                   "options": t.options.model_dump(mode="json")}
+                                   "options": t.options.model_dump(mode="json"),
+                                   **({"checkpoint": t.checkpoint.describe()}
+                                      if t.checkpoint else {})}
                              for tid, t in self.teachers.items()}}
 
 
@@ -175,6 +206,18 @@ def resolve_engine(document: YamlDocument, where: tuple[str, ...], engine: str,
         return cls, cls.Options.model_validate(options)
     except ValidationError as exc:
         raise located_error(exc, document, cls.Options, prefix=(*where, "options")) from None
+
+
+def student_checkpoint(document: YamlDocument, where: tuple[str, ...],
+                       model: str) -> StudentCheckpoint | None:
+    """The checkpoint when ``model`` names a SiQ-VL run or checkpoint folder."""
+    if not is_student_folder(Path(model).expanduser()):
+        return None
+    try:
+        path, manifest = locate_checkpoint(Path(model).expanduser())
+    except InputError as exc:
+        raise document.error(where, str(exc), "bad_teacher") from None
+    return StudentCheckpoint(path, manifest)
 
 
 def resolve_prompt(document: YamlDocument, where: tuple[str, ...], name: str,
@@ -198,8 +241,13 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
     for teacher_id, spec in parsed.teachers.items():
         where = ("teachers", teacher_id)
         cls, options = resolve_engine(document, where, spec.engine, spec.options)
-        prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt, "teacher")
-        teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
+        checkpoint = student_checkpoint(document, (*where, "model"), spec.model)
+        if checkpoint is not None and spec.prompt is None:
+            prompt = student_prompt(checkpoint.path, "cot")  # as it was trained
+        else:  # a student may be given a student's prompt too (the question alone)
+            prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt or "cot",
+                                    STUDENT_KINDS if checkpoint else "teacher")
+        teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls, checkpoint)
     for category, ids in parsed.routing.items():
         for teacher_id in ids:
             if teacher_id not in teachers:

@@ -37,13 +37,13 @@ from distill.core.paths import DATA_DIR
 from distill.core.prompts import STUDENT_KINDS, load_prompt
 from distill.train.siqvl.configuration import TEXT_MODEL_TYPES, VISION_MODEL_TYPES, SiQVLConfig
 from distill.train.siqvl.modeling import SiQVLForConditionalGeneration
-from distill.train.siqvl.processing import (
+from distill.train.siqvl.projector import PatchGridError
+from distill.train.siqvl.student_processor import (
     PROMPT_FILES,
     ProcessorSettings,
     PromptMode,
-    SiQVLProcessor,
+    StudentProcessor,
 )
-from distill.train.siqvl.projector import PatchGridError
 
 MODELS_DIR = DATA_DIR / "models"
 @dataclass
@@ -156,7 +156,7 @@ def _vision_class(config) -> type:
 
 
 def build_student(spec: ModelSpec, *, dtype: torch.dtype = torch.float32,
-                  seed: int = 0) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
+                  seed: int = 0) -> tuple[SiQVLForConditionalGeneration, StudentProcessor]:
     """A fresh student: pretrained parts where the spec names paths, seeded random elsewhere."""
     tokenizer = AutoTokenizer.from_pretrained(_existing(spec, spec.tokenizer, "tokenizer"))
     image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -195,11 +195,11 @@ def build_student(spec: ModelSpec, *, dtype: torch.dtype = torch.float32,
                                  image_mean=list(spec.image_mean), image_std=list(spec.image_std),
                                  include_system=spec.include_system,
                                  prompts=dict(spec.prompts))
-    return model, SiQVLProcessor(tokenizer, settings)
+    return model, StudentProcessor(tokenizer, settings)
 
 
 def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
-                 ) -> tuple[SiQVLForConditionalGeneration, SiQVLProcessor]:
+                 ) -> tuple[SiQVLForConditionalGeneration, StudentProcessor]:
     """A saved student (``RUN/final`` or any ``save_student`` folder): model + processor."""
     directory = Path(directory)
     _require_siqvl_folder(directory)
@@ -222,7 +222,7 @@ def load_student(directory: str | Path, *, dtype: torch.dtype = torch.float32
                            for kind, names in misfits.items())
         raise DistillError(f"{directory}: the weights do not fit the model its config.json "
                            f"describes ({detail}); was the folder written by another model?")
-    return model, SiQVLProcessor.from_pretrained(directory)
+    return model, StudentProcessor.from_pretrained(directory)
 
 
 def _require_siqvl_folder(directory: Path) -> None:
@@ -235,8 +235,17 @@ def _require_siqvl_folder(directory: Path) -> None:
             "train (RUN/final) or build a student from a model spec instead")
 
 
-def save_student(model: SiQVLForConditionalGeneration, processor: SiQVLProcessor,
+def save_student(model: SiQVLForConditionalGeneration, processor: StudentProcessor,
                  directory: str | Path) -> None:
-    """Model weights + config + tokenizer + processor settings: one self-contained folder."""
+    """One self-contained folder: weights, config, tokenizer, processor settings, chat
+    template, and the portable code with ``auto_map`` (transformers' Auto classes load it
+    with ``trust_remote_code=True``; vLLM serves it through this package's plugin).
+
+    The generation config (and the LLM's config) name the student's end-of-answer and
+    padding tokens, so the folder's own ``generate`` stops where the toolkit's does.
+    """
+    for config in (model.generation_config, model.config.text_config):
+        config.eos_token_id = processor.eos_token_id
+        config.pad_token_id = processor.pad_token_id
     model.save_pretrained(directory)
     processor.save_pretrained(directory)

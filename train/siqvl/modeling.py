@@ -5,8 +5,13 @@ projected image features, in order. The vision tower is frozen and always runs u
 ``no_grad`` (its activations are never kept for a backward pass).
 
 The loss is computed only where a label exists: the LM head runs on the hidden states of
-answer positions, not on every position, and (``distill.train.siqvl.loss``) a chunk of them at a
+answer positions, not on every position, and (``loss.py``) a chunk of them at a
 time, so the logits over a 150k vocabulary never exist whole.
+
+This file travels with a saved student (``auto_map`` in its config.json), with the three it
+imports relatively: it needs only torch and transformers, so
+``AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)`` loads the
+student where this toolkit is not installed.
 """
 
 from __future__ import annotations
@@ -15,15 +20,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from distill.train.siqvl.configuration import SiQVLConfig
-from distill.train.siqvl.loss import CHUNK_ELEMENTS, LossKernel, linear_cross_entropy
-from distill.train.siqvl.projector import PatchGridError, PixelShuffleProjector, check_grid
+from .configuration import SiQVLConfig
+from .loss import CHUNK_ELEMENTS, LossKernel, linear_cross_entropy
+from .projector import PatchGridError, PixelShuffleProjector, check_grid
 
 IGNORE_INDEX = -100
-# Logits per chunk of the chunked loss (distill.train.siqvl.loss): one chunk's logits at a time.
+# Logits per chunk of the chunked loss (loss.py): one chunk's logits at a time.
 LOGITS_CHUNK_ELEMENTS = CHUNK_ELEMENTS
 
 
@@ -58,10 +63,10 @@ class SiQVLPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.linear.bias)
 
 
-class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
+class SiQVLForConditionalGeneration(SiQVLPreTrainedModel, GenerationMixin):
     """The student VLM. ``language_model`` may be wrapped by peft (LoRA) during training.
 
-    ``loss_kernel`` picks how the loss goes through the LM head (``distill.train.siqvl.loss``); the
+    ``loss_kernel`` picks how the loss goes through the LM head (``loss.py``); the
     training loop sets it per stage.
     """
 
@@ -197,16 +202,22 @@ class SiQVLForConditionalGeneration(SiQVLPreTrainedModel):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Generate from a (left-padded) batch; returns only the new tokens.
+        """Generate from a (left-padded) batch: the prompt ids, then the new tokens, as
+        transformers' generate returns them (the answer is ``out[:, input_ids.shape[1]:]``).
 
         The prompt, image features included, is embedded once and handed to the LLM's own
-        ``generate``, which keeps a KV cache and derives position ids from the mask.
+        ``generate``, which keeps a KV cache and derives position ids from the mask. EOS and
+        padding default to the folder's generation config (``save_student`` writes them).
         """
         embeds = self.embed(input_ids, pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.causal_lm().generate(inputs_embeds=embeds, attention_mask=attention_mask,
-                                         **kwargs)
+        defaults = self.generation_config
+        kwargs.setdefault("eos_token_id", defaults.eos_token_id)
+        kwargs.setdefault("pad_token_id", defaults.pad_token_id)
+        new_tokens = self.causal_lm().generate(inputs_embeds=embeds,
+                                               attention_mask=attention_mask, **kwargs)
+        return torch.cat([input_ids, new_tokens.to(input_ids.device)], dim=1)
 
 
 def label_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: nn.Module,
@@ -231,12 +242,3 @@ def patchify(pixel_values: torch.Tensor, patch: int) -> tuple[torch.Tensor, torc
     shapes = torch.tensor([[rows, cols]] * n, dtype=torch.long, device=pixel_values.device)
     return x, shapes
 
-
-def _register() -> None:
-    from transformers import AutoModelForImageTextToText
-
-    AutoModelForImageTextToText.register(SiQVLConfig, SiQVLForConditionalGeneration,
-                                         exist_ok=True)
-
-
-_register()

@@ -1,100 +1,127 @@
-"""SiQVLProcessor: (image, question, rationale, answer) -> input ids, pixel values, labels.
+"""SiQVLProcessor: text and images in, the SiQ-VL student's model inputs out.
 
-One function builds the prompt for training and for evaluation (``prompt_ids``), so the
-student is always asked in exactly the format it was trained on:
+This file travels: ``save_student`` copies it into the student's folder, where
+``AutoProcessor.from_pretrained(folder, trust_remote_code=True)`` loads it with nothing but
+torch, numpy, pillow and transformers installed. So it imports nothing of the toolkit.
 
-    [system]  the prompt template's system text (if ``include_system``)
-    user      <|vision_start|><|image_pad|> x N<|vision_end|>\\n + the template's user text
-    assistant "<reasoning>\\nAnswer: <answer>" (cot) or "Answer: <answer>" (direct), then EOS
+The student's input format, for the chat template and for every engine that serves it:
 
-Labels are -100 everywhere but the assistant's tokens (and its closing EOS token), so the
-loss is on the answer only. The chat template is the tokenizer's own (ChatML for Qwen2.5
-and for the tiny local tokenizer).
+- each image is one ``<|image_pad|>`` token in the text, between ``<|vision_start|>`` and
+  ``<|vision_end|>``, then a newline, then the question (the chat template writes this from
+  an image part followed by a text part: ``multimodal_chat_template``);
+- the processor expands each ``<|image_pad|>`` into ``num_image_tokens`` copies: the slots
+  the model fills with that image's projected features;
+- the image is converted to RGB, resized to ``image_size`` x ``image_size`` (bicubic),
+  scaled to [0, 1], then normalized by ``image_mean`` / ``image_std``.
+
+``include_system`` and ``prompts`` record how the toolkit asked the student in training
+(whether a system turn was sent; which prompt file each mode used): the prompt text itself
+is the caller's, so a caller that wants the trained format reads them here.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import BatchFeature, ProcessorMixin
 
-from distill.core.errors import DistillError
-from distill.core.prompts import STUDENT_KINDS, PromptTemplate, load_prompt
-from distill.schemas import Sample
-from distill.train.siqvl.modeling import IGNORE_INDEX
-
-PromptMode = Literal["cot", "direct"]
-# The prompt each mode asks with, unless the model spec names others (``prompts:``): the
-# teachers' own prompts, so a pretrained student is asked as its teachers were.
-PROMPT_FILES: dict[str, str] = {"cot": "cot", "direct": "direct"}
-PROCESSOR_CONFIG = "processor_config.json"
+IMAGE_TOKEN = "<|image_pad|>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+# The first line of a template this module wrapped (so it is never wrapped twice).
+TEMPLATE_MARK = "{#- SiQ-VL: image parts become vision tokens, text parts their text -#}"
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """One tokenized example; ``labels`` is None for a generation prompt."""
+def multimodal_chat_template(text_template: str, image_placeholder: str) -> str:
+    """A chat template that takes structured content as well as plain strings.
 
-    input_ids: list[int]
-    labels: list[int] | None
+    A message whose content is a list of parts (``{"type": "image"}``, ``{"type":
+    "image_url", ...}``, ``{"type": "text", "text": ...}``, as transformers' processors and
+    OpenAI-style servers send them) is flattened first: each image part becomes
+    ``image_placeholder``, each text part its text, the parts joined by a newline. The
+    messages then go through ``text_template`` unchanged, so a message with plain string
+    content renders exactly as the tokenizer's own template renders it: the format the
+    student was trained on.
+    """
+    if text_template.startswith(TEMPLATE_MARK):
+        return text_template
+    flatten = (
+        "{%- set flat = namespace(messages=[]) -%}\n"
+        "{%- for message in messages -%}\n"
+        "{%- if message['content'] is string or message['content'] is none -%}\n"
+        "{%- set flat.messages = flat.messages + [message] -%}\n"
+        "{%- else -%}\n"
+        "{%- set parts = namespace(texts=[]) -%}\n"
+        "{%- for part in message['content'] -%}\n"
+        "{%- if part['type'] in ('image', 'image_url', 'image_pil', 'image_embeds') -%}\n"
+        "{%- set parts.texts = parts.texts + [" + _jinja_string(image_placeholder) + "] -%}\n"
+        "{%- elif part['type'] == 'text' -%}\n"
+        "{%- set parts.texts = parts.texts + [part['text']] -%}\n"
+        "{%- endif -%}\n"
+        "{%- endfor -%}\n"
+        "{%- set flat.messages = flat.messages + [dict(message, content=parts.texts | join('\\n'))]"
+        " -%}\n"
+        "{%- endif -%}\n"
+        "{%- endfor -%}\n"
+        "{%- set messages = flat.messages -%}\n"
+    )
+    return f"{TEMPLATE_MARK}\n{flatten}{text_template}"
 
-    @property
-    def num_label_tokens(self) -> int:
-        return 0 if self.labels is None else sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+def _jinja_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-@dataclass
-class ProcessorSettings:
-    """What, besides the tokenizer, decides the student's input format (saved with it)."""
+class SiQVLProcessor(ProcessorMixin):
+    """The tokenizer, the image preprocessing and the chat template of a SiQ-VL student.
 
-    image_size: int
-    num_image_tokens: int
-    image_mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    image_std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    image_token: str = "<|image_pad|>"
-    vision_start: str = "<|vision_start|>"
-    vision_end: str = "<|vision_end|>"
-    include_system: bool = True
-    # mode -> prompt file (prompts/NAME.yaml). Saved with the student, so an eval asks it
-    # in the format it was trained on; folders saved before this field get the default.
-    prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPT_FILES))
+    Its settings are plain constructor arguments, saved in ``processor_config.json``; the
+    chat template is saved in ``chat_template.jinja`` (the tokenizer's files beside them).
+    """
 
-    def __post_init__(self) -> None:
-        # A mode the spec (or a saved folder) does not name asks with the default prompt.
-        self.prompts = {**PROMPT_FILES, **self.prompts}
-
-
-PROMPT_CACHE_SIZE = 4096
-
-
-class SiQVLProcessor:
-    """Tokenizer + image preprocessing + the chat format of the student."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, settings: ProcessorSettings) -> None:
-        self.tokenizer = tokenizer
-        self.settings = settings
-        missing = [t for t in (settings.image_token, settings.vision_start, settings.vision_end)
+    def __init__(self, tokenizer=None, chat_template: str | None = None,
+                 image_size: int = 224, num_image_tokens: int = 49,
+                 image_mean: Sequence[float] = DEFAULT_MEAN,
+                 image_std: Sequence[float] = DEFAULT_STD,
+                 image_token: str = IMAGE_TOKEN, vision_start: str = VISION_START,
+                 vision_end: str = VISION_END, include_system: bool = True,
+                 prompts: dict[str, str] | None = None, **kwargs) -> None:
+        # Plain (not keyword-only) arguments: ProcessorMixin.from_pretrained passes the saved
+        # settings back only to the positional-or-keyword parameters of __init__.
+        self.image_size = int(image_size)
+        self.num_image_tokens = int(num_image_tokens)
+        self.image_mean = [float(v) for v in image_mean]
+        self.image_std = [float(v) for v in image_std]
+        self.image_token = image_token
+        self.vision_start = vision_start
+        self.vision_end = vision_end
+        self.include_system = bool(include_system)
+        self.prompts = dict(prompts or {})
+        super().__init__(tokenizer, chat_template=chat_template, **kwargs)
+        missing = [t for t in (image_token, vision_start, vision_end)
                    if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
         if missing:
-            raise DistillError(f"the tokenizer has no token(s) {missing}; a SiQ-VL tokenizer "
-                               "needs Qwen2's vision tokens")
+            raise ValueError(f"the tokenizer has no token(s) {missing}; a SiQ-VL tokenizer "
+                             "needs Qwen2's vision tokens")
         if tokenizer.eos_token_id is None:
-            raise DistillError("the tokenizer has no EOS token")
+            raise ValueError("the tokenizer has no EOS token")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._prompts: dict[str, PromptTemplate] = {}
-        # Chat messages -> prompt ids: a data set asks the same few questions again and again
-        self._prompt_ids: dict[tuple, tuple[int, ...]] = {}
 
     # -- identity ------------------------------------------------------------------------
     @property
     def image_token_id(self) -> int:
-        return int(self.tokenizer.convert_tokens_to_ids(self.settings.image_token))
+        return int(self.tokenizer.convert_tokens_to_ids(self.image_token))
+
+    @property
+    def image_placeholder(self) -> str:
+        """What stands for one image in the prompt text, before expansion."""
+        return f"{self.vision_start}{self.image_token}{self.vision_end}"
 
     @property
     def eos_token_id(self) -> int:
@@ -104,71 +131,28 @@ class SiQVLProcessor:
     def pad_token_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
-    def prompt_template(self, mode: PromptMode) -> PromptTemplate:
-        prompts = self.settings.prompts
-        if mode not in prompts:
-            raise DistillError(f"unknown prompt mode {mode!r}; use one of {sorted(prompts)}")
-        if mode not in self._prompts:
-            self._prompts[mode] = load_prompt(prompts[mode], kind=STUDENT_KINDS)
-        return self._prompts[mode]
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values"]
 
     # -- text ----------------------------------------------------------------------------
-    def messages(self, sample: Sample, mode: PromptMode) -> list[dict[str, str]]:
-        system, user = self.prompt_template(mode).render(sample)
-        s = self.settings
-        content = f"{s.vision_start}{s.image_token}{s.vision_end}\n{user}"
-        messages = [{"role": "user", "content": content}]
-        if s.include_system and system:
-            messages.insert(0, {"role": "system", "content": system})
-        return messages
-
-    def prompt_ids(self, sample: Sample, mode: PromptMode) -> list[int]:
-        """The generation prompt, with the image placeholder expanded to N image tokens."""
-        messages = self.messages(sample, mode)
-        key = tuple((m["role"], m["content"]) for m in messages)
-        cached = self._prompt_ids.get(key)
-        if cached is None:
-            if len(self._prompt_ids) >= PROMPT_CACHE_SIZE:
-                self._prompt_ids.clear()
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
-            cached = self._prompt_ids[key] = tuple(self._expand_image(text))
-        return list(cached)
-
-    def _expand_image(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+    def expand_image_tokens(self, ids: list[int]) -> list[int]:
+        """Each image token of a tokenized prompt becomes ``num_image_tokens`` of them."""
         image_id = self.image_token_id
-        if ids.count(image_id) != 1:
-            raise DistillError(f"the prompt must hold exactly one image token; it holds "
-                               f"{ids.count(image_id)} (does the question contain "
-                               f"{self.settings.image_token!r}?)")
-        at = ids.index(image_id)
-        return ids[:at] + [image_id] * self.settings.num_image_tokens + ids[at + 1:]
-
-    def encode(self, sample: Sample, mode: PromptMode, target: str | None) -> Encoded:
-        """Prompt ids plus, for training, the target's ids and EOS with their labels."""
-        return self.encode_many([(sample, mode, target)])[0]
-
-    def encode_many(self, items: list[tuple[Sample, PromptMode, str | None]]) -> list[Encoded]:
-        """``encode`` for many examples: the targets are tokenized in one batched call (a
-        data set of 8,000 examples encodes in a second, not in 8,000 tokenizer calls)."""
-        targets = [target for _, _, target in items if target is not None]
-        answers = iter(self.tokenizer(targets, add_special_tokens=False).input_ids
-                       if targets else [])
-        out = []
-        for sample, mode, target in items:
-            prompt = self.prompt_ids(sample, mode)
-            if target is None:
-                out.append(Encoded(prompt, None))
-                continue
-            answer = next(answers) + [self.eos_token_id]
-            out.append(Encoded(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer))
+        out: list[int] = []
+        for token in ids:
+            if token == image_id:
+                out.extend([image_id] * self.num_image_tokens)
+            else:
+                out.append(token)
         return out
 
     # -- images --------------------------------------------------------------------------
-    def image_to_uint8(self, image: Image.Image) -> torch.Tensor:
+    def image_to_uint8(self, image) -> torch.Tensor:
         """RGB, resized to the square input size: a (3, H, W) uint8 tensor (cheap to cache)."""
-        size = self.settings.image_size
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        size = self.image_size
         image = image.convert("RGB")
         if image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BICUBIC)
@@ -176,40 +160,55 @@ class SiQVLProcessor:
 
     def normalize(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 (n, 3, H, W) -> the tower's input: scaled to [0, 1], then mean/std."""
-        mean = torch.tensor(self.settings.image_mean, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.settings.image_std, device=images.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.image_mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, device=images.device).view(1, 3, 1, 1)
         return ((images.float() / 255.0 - mean) / std).to(dtype)
 
-    def pixel_values(self, images: list[Image.Image]) -> torch.Tensor:
+    def pixel_values(self, images: Sequence) -> torch.Tensor:
+        """(n, 3, image_size, image_size) float32 pixel values for n images."""
         return self.normalize(torch.stack([self.image_to_uint8(im) for im in images]))
 
-    # -- generation batches --------------------------------------------------------------
-    def generation_batch(self, samples: list[Sample], images: list[Image.Image],
-                         mode: PromptMode) -> dict[str, torch.Tensor]:
-        """Left-padded prompts (so every row's next token is at the end) + pixel values."""
-        prompts = [self.prompt_ids(sample, mode) for sample in samples]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, ids in enumerate(prompts):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "pixel_values": self.pixel_values(images)}
+    # -- the processor call --------------------------------------------------------------
+    def __call__(self, images=None, text=None, videos=None, audio=None,
+                 **kwargs) -> BatchFeature:
+        """Tokenize ``text`` (a string or a list), expand its image tokens, and preprocess
+        ``images`` (one, a list, or a list of lists as ``apply_chat_template`` passes them).
 
-    # -- persistence ---------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(directory)
-        (directory / PROCESSOR_CONFIG).write_text(
-            json.dumps(asdict(self.settings), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        Returns ``input_ids`` and ``attention_mask`` (padded to the longest text on the
+        tokenizer's padding side) when text is given, ``pixel_values`` when images are.
+        """
+        if videos is not None or audio is not None:
+            raise ValueError("a SiQ-VL student reads images and text only")
+        return_tensors = kwargs.pop("return_tensors", None)
+        flat = _flatten_images(images)
+        data: dict = {}
+        if flat:
+            data["pixel_values"] = self.pixel_values(flat)
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            add_special = kwargs.pop("add_special_tokens", False)
+            ids = [self.tokenizer(t, add_special_tokens=add_special).input_ids for t in texts]
+            n_tokens = sum(row.count(self.image_token_id) for row in ids)
+            if n_tokens != len(flat):
+                raise ValueError(f"the text holds {n_tokens} image token(s) "
+                                 f"({self.image_token}) for {len(flat)} image(s)")
+            padded = self.tokenizer.pad(
+                {"input_ids": [self.expand_image_tokens(row) for row in ids]},
+                padding=kwargs.pop("padding", True),
+                **({"padding_side": kwargs.pop("padding_side")} if "padding_side" in kwargs
+                   else {}))
+            data["input_ids"] = padded["input_ids"]
+            data["attention_mask"] = padded["attention_mask"]
+        return BatchFeature(data, tensor_type=return_tensors)
 
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SiQVLProcessor:
-        directory = Path(directory)
-        config_path = directory / PROCESSOR_CONFIG
-        if not config_path.exists():
-            raise DistillError(f"{directory} is not a SiQ-VL folder (no {PROCESSOR_CONFIG})")
-        settings = ProcessorSettings(**json.loads(config_path.read_text(encoding="utf-8")))
-        return cls(AutoTokenizer.from_pretrained(directory), settings)
+
+def _flatten_images(images) -> list:
+    """None, one image, a list of images or a list of lists -> a flat list."""
+    if images is None:
+        return []
+    if isinstance(images, Image.Image | np.ndarray):
+        return [images]
+    flat = []
+    for item in images:
+        flat.extend(_flatten_images(item) if isinstance(item, list | tuple) else [item])
+    return [image for image in flat if image is not None]
