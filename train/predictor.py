@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from distill.core.errors import InputError
-from distill.core.model_folders import SIQVL_MODEL_TYPE, read_model_type
+from distill.core.model_folders import locate_student
 from distill.core.predictors import (
     Generation,
     Mode,
@@ -27,29 +26,10 @@ from distill.schemas import ModelRef, RunManifest, Sample
 
 
 def locate_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """(checkpoint folder, its run's manifest.json or None) for a run or checkpoint path.
-
-    A run folder (``RUN/manifest.json``) means its ``final/`` checkpoint.
-    """
-    path = path.resolve()
-    if not path.exists():
-        raise InputError("SiQ-VL checkpoint not found", file=path, reason="missing_file")
-    if (path / "manifest.json").is_file() and not (path / "config.json").is_file():
-        final = path / "final"
-        if not final.is_dir():
-            others = sorted(p.name for p in path.glob("checkpoint-*") if p.is_dir())
-            raise InputError(f"this run has no final/ checkpoint yet; name one of {others} "
-                             "explicitly", file=path, reason="missing_file")
-        checkpoint, manifest = final, path / "manifest.json"
-    else:
-        checkpoint, manifest = path, path.parent / "manifest.json"
-    model_type = read_model_type(checkpoint)
-    if model_type != SIQVL_MODEL_TYPE:
-        raise InputError(f"this is a '{model_type}' checkpoint, not a SiQ-VL checkpoint "
-                         f"(model_type '{SIQVL_MODEL_TYPE}'); evaluate it with --model "
-                         f"hf:{checkpoint}", file=checkpoint / "config.json",
-                         field="model_type", reason="wrong_model")
-    return checkpoint, manifest if manifest.is_file() else None
+    """(checkpoint folder, its run's manifest.json or None) for a run or checkpoint path
+    (``distill.core.model_folders.locate_student``: a teacher set finds students the same
+    way)."""
+    return locate_student(path)
 
 
 class SiqvlPredictor:

@@ -15,13 +15,21 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
       default: [knn, logreg]     # teachers for categories not listed below
       max_minus_min: [logreg]
 
+A trained student of ours can be a teacher (the next round's): ``engine: hf`` (or
+``vllm``) with ``model:`` its run or checkpoint folder. The teacher then names the
+checkpoint (``model`` becomes the checkpoint folder, and its fingerprint and run manifest
+are part of the teacher: a student retrained into the same folder is another teacher, so
+its traces never mix with the old ones'), asks with the student's own prompt (the one
+saved with it for CoT, unless ``prompt:`` names the other one it was trained with), and
+``distill lineage`` follows its traces back through the student's run and data.
+
 Every teacher is validated when the file is loaded (unknown keys, unknown engines, bad
 options, unknown prompts, routes to undefined teachers), with the file and field named.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -36,9 +44,11 @@ from distill.core.config_files import (
     validate,
 )
 from distill.core.errors import DistillError, InputError
+from distill.core.model_folders import is_student_folder, locate_student
 from distill.core.paths import DATA_DIR
-from distill.core.prompts import PromptKind, PromptTemplate, load_prompt
-from distill.generate.engines import engine_class
+from distill.core.predictors import model_fingerprint
+from distill.core.prompts import STUDENT_KINDS, PromptKind, PromptTemplate, load_prompt
+from distill.generate.engines import STUDENT_ENGINE, engine_class
 from distill.generate.engines.base import Engine, EngineOptions
 from distill.schemas import SamplingParams, content_hash
 from distill.schemas.base import Identifier
@@ -72,6 +82,15 @@ class TeacherSetFile(ConfigFile):
 
 
 @dataclass(frozen=True)
+class StudentCheckpoint:
+    """A trained student of ours as a teacher: the checkpoint that answers, by content."""
+
+    path: str  # the checkpoint folder, absolute (a run folder means its final/)
+    fingerprint: str  # distill.core.predictors.model_fingerprint of its files
+    run_manifest: str | None  # its run's manifest.json: lineage goes on from there
+
+
+@dataclass(frozen=True)
 class Teacher:
     """A resolved teacher: its spec, its prompt template and its validated engine options."""
 
@@ -80,6 +99,7 @@ class Teacher:
     prompt: PromptTemplate
     options: EngineOptions
     engine_cls: type[Engine]
+    checkpoint: StudentCheckpoint | None = None
 
     @property
     def engine_name(self) -> str:
@@ -94,9 +114,12 @@ class Teacher:
 
     def identity(self) -> dict[str, Any]:
         """What defines this teacher's outputs (hashed into the run's plan)."""
-        return {"id": self.id, "engine": self.engine_name, "model": self.spec.model,
-                "prompt_hash": self.prompt.hash, "k": self.spec.k,
-                "sampling": self.spec.sampling.model_dump(mode="json")}
+        identity = {"id": self.id, "engine": self.engine_name, "model": self.spec.model,
+                    "prompt_hash": self.prompt.hash, "k": self.spec.k,
+                    "sampling": self.spec.sampling.model_dump(mode="json")}
+        if self.checkpoint is not None:  # retrained in place: another teacher
+            identity["checkpoint_fingerprint"] = self.checkpoint.fingerprint
+        return identity
 
 
 @dataclass(frozen=True)
@@ -119,7 +142,9 @@ class TeacherSet:
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "hash": self.hash, "routing": self.routing,
                 "teachers": {tid: {**t.identity(), "prompt_id": t.prompt.id,
-                                   "options": t.options.model_dump(mode="json")}
+                                   "options": t.options.model_dump(mode="json"),
+                                   **({"checkpoint": asdict(t.checkpoint)}
+                                      if t.checkpoint is not None else {})}
                              for tid, t in self.teachers.items()}}
 
 
@@ -138,7 +163,7 @@ def resolve_engine(document: YamlDocument, where: tuple[str, ...], engine: str,
 
 
 def resolve_prompt(document: YamlDocument, where: tuple[str, ...], name: str,
-                   kind: PromptKind) -> PromptTemplate:
+                   kind: PromptKind | tuple[PromptKind, ...]) -> PromptTemplate:
     try:
         return load_prompt(name, kind)
     except InputError as exc:
@@ -157,6 +182,9 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
     teachers = {}
     for teacher_id, spec in parsed.teachers.items():
         where = ("teachers", teacher_id)
+        if is_student_folder(Path(spec.model).expanduser()):
+            teachers[teacher_id] = _student_teacher(document, teacher_id, spec)
+            continue
         cls, options = resolve_engine(document, where, spec.engine, spec.options)
         prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt, "teacher")
         teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
@@ -167,3 +195,32 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
                                      f"routes to undefined teacher {teacher_id!r} (defined: "
                                      f"{sorted(teachers)})", "bad_teacher")
     return TeacherSet(teachers, dict(parsed.routing), str(document.path))
+
+
+def _student_teacher(document: YamlDocument, teacher_id: str, spec: TeacherSpec) -> Teacher:
+    """A trained student as a teacher: its checkpoint named and fingerprinted, asked with
+    the prompt it was trained on; ``hf`` runs it through the student's own loader."""
+    where = ("teachers", teacher_id)
+    try:
+        checkpoint, run_manifest = locate_student(Path(spec.model).expanduser())
+    except InputError as exc:
+        raise document.error((*where, "model"), exc.message, "bad_teacher") from None
+    cls, options = resolve_engine(document, where, spec.engine, spec.options)
+    student_engine = engine_class(STUDENT_ENGINE)
+    if spec.engine == "hf":
+        cls = student_engine
+    trained = student_engine.trained_prompts(str(checkpoint))  # type: ignore[attr-defined]
+    given = "prompt" in spec.model_fields_set
+    prompt = resolve_prompt(document, (*where, "prompt"),
+                            spec.prompt if given else trained["cot"], STUDENT_KINDS)
+    allowed = {load_prompt(name, STUDENT_KINDS).hash: name for name in trained.values()}
+    if prompt.hash not in allowed:
+        raise document.error((*where, "prompt"),
+                             f"this student was trained to be asked with "
+                             f"{' or '.join(sorted(set(trained.values())))} (its saved "
+                             f"prompts); prompt {spec.prompt!r} would ask it in a layout it "
+                             "never saw (leave prompt out for its CoT prompt)", "bad_teacher")
+    named = StudentCheckpoint(path=str(checkpoint), fingerprint=model_fingerprint(checkpoint),
+                              run_manifest=str(run_manifest) if run_manifest else None)
+    spec = spec.model_copy(update={"model": str(checkpoint), "prompt": prompt.id})
+    return Teacher(teacher_id, spec, prompt, options, cls, named)
