@@ -502,7 +502,8 @@ def write_pool(out: Path, samples: list, source: Path) -> Path:
     rows = (RawItem(fields=sample.model_dump(mode="json", include=fields), file=str(source),
                     line=index, image_path=sample.image.path, image_root=root)
             for index, sample in enumerate(samples))
-    ingest(rows, IngestOptions(out=out, overwrite=True, inputs=(source,)),
+    ingest(rows, IngestOptions(out=out, overwrite=True, inputs=(source,),
+                               source_config={"pool of": str(source), "items": len(samples)}),
            description=f"pool {out.name}", total=len(samples))
     return out
 
