@@ -745,13 +745,13 @@ def _eval_samples(run: DemoRun) -> dict[str, Any]:
     return eval_set.by_id
 
 
-def _error_kinds(run: DemoRun, name: str, seed: int, samples: dict[str, Any]) -> dict[str, str]:
-    """Each item's outcome for one student and seed: ``right`` or why it is wrong."""
+def _error_kinds(path: Path, samples: dict[str, Any]) -> dict[str, str]:
+    """Each item's outcome in one result: ``right`` or why it is wrong."""
     from distill.core.digits import error_kind
     from distill.core.shards import read_json_model
     from distill.schemas import EvalResult
 
-    result = read_json_model(run.result_path(name, seed), EvalResult)
+    result = read_json_model(path, EvalResult)
     return {item.sample_id: "right" if item.correctness == "correct"
             else error_kind(samples[item.sample_id], item.raw_output)
             for item in result.items}
@@ -767,16 +767,20 @@ def error_lines(run: DemoRun) -> list[str]:
         return []
     samples = _eval_samples(run)
     seeds = run.plan.training_seeds
-    kinds = {(name, seed): _error_kinds(run, name, seed, samples)
+    kinds = {(name, seed): _error_kinds(run.result_path(name, seed), samples)
              for name, seed in run.plan.runs()}
     rows = []
     for name in run.plan.students:
         counts = [Counter(kinds[(name, seed)].values()) for seed in seeds]
         rows.append([name, *(" / ".join(str(c[kind]) for c in counts) for kind in ERROR_KINDS)])
+    for teacher in teacher_results(run):
+        counts = Counter(_error_kinds(teacher.path, samples).values())
+        rows.append([f"teacher {teacher.label}", *(str(counts[kind]) for kind in ERROR_KINDS)])
     lines = ["## Where the students go wrong", "",
-             "Wrong answers on the eval split, each seed's count: the digits the answer lists "
-             "are not the image's (misread), the right digits with a wrong result (arithmetic), "
-             "no digit list at all (other: a direct answer, or an unparseable one).", "",
+             "Wrong answers on the eval split, each seed's count (a teacher's: its one run): "
+             "the digits the answer lists are not the image's (misread), the right digits with "
+             "a wrong result (arithmetic), no digit list at all (other: a direct answer, or an "
+             "unparseable one).", "",
              md_table(["student", *(f"{kind} (each seed)" for kind in ERROR_KINDS)], rows), ""]
     changes = []
     for name, student in run.plan.students.items():

@@ -205,8 +205,9 @@ def test_lineage_of_a_round_two_result_reaches_the_first_traces(demo: Path) -> N
     assert [kind for kind, _ in deeper].count("parent dataset") == 1
 
 
-def _teacher_set(path: Path, model: Path, prompt: str | None = None) -> Path:
-    lines = ["teachers:", "  student:", "    engine: hf", f"    model: {model}"]
+def _teacher_set(path: Path, model: Path, prompt: str | None = None,
+                 engine: str = "hf") -> Path:
+    lines = ["teachers:", "  student:", f"    engine: {engine}", f"    model: {model}"]
     lines += [f"    prompt: {prompt}"] if prompt else []
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -226,6 +227,10 @@ def test_a_student_teacher_is_asked_as_trained_and_named_by_its_checkpoint(demo:
         load_teacher_set(_teacher_set(tmp_path / "b.yaml", run, prompt="cot"))
     assert load_teacher_set(_teacher_set(tmp_path / "c.yaml", run,
                                          prompt="question-direct")).teachers
+    # a served model's name is a name, even where a folder of that name exists
+    served = load_teacher_set(_teacher_set(tmp_path / "s.yaml", run, engine="openai"))
+    assert served.teachers["student"].checkpoint is None
+    assert served.teachers["student"].spec.model == str(run)
     # retrained into the same folder: another teacher (its traces never mix with the old)
     config = run / "final" / "config.json"
     config.write_text(config.read_text().replace("{", '{"note": "retrained", ', 1))

@@ -15,6 +15,7 @@ from distill.core.paths import slug
 from distill.core.progress import plain
 from distill.core.shards import write_json_atomic
 from distill.evaluate.cache import default_cache_dir
+from distill.evaluate.compare import model_label
 from distill.evaluate.runner import DEFAULT_CHUNK, LARGE_CHUNK, EvalRun, evaluate_model
 from distill.schemas import EvalResult
 
@@ -50,7 +51,7 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                          else "right")
     for run, set_name, _ in rows:
         m = run.result.metrics
-        table.add_row(plain(run.result.model.name), plain(set_name), plain(run.result.mode),
+        table.add_row(plain(model_label(run.result)), plain(set_name), plain(run.result.mode),
                       str(int(m["n"])),
                       accuracy_interval(m), percent(m["unparseable_rate"]),
                       f"{m['tokens_per_s']:.0f}",

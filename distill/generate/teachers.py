@@ -16,12 +16,13 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
       max_minus_min: [logreg]
 
 A trained student of ours can be a teacher (the next round's): ``engine: hf`` (or
-``vllm``) with ``model:`` its run or checkpoint folder. The teacher then names the
-checkpoint (``model`` becomes the checkpoint folder, and its fingerprint and run manifest
-are part of the teacher: a student retrained into the same folder is another teacher, so
-its traces never mix with the old ones'), asks with the student's own prompt (the one
-saved with it for CoT, unless ``prompt:`` names the other one it was trained with), and
-``distill lineage`` follows its traces back through the student's run and data.
+``vllm``, which loads local folders too) with ``model:`` its run or checkpoint folder. The
+teacher then names the checkpoint (``model`` becomes the checkpoint folder, and its
+fingerprint and run manifest are part of the teacher: a student retrained into the same
+folder is another teacher, so its traces never mix with the old ones'), asks with the
+student's own prompt (the one saved with it for CoT, unless ``prompt:`` names the other
+one it was trained with), and ``distill lineage`` follows its traces back through the
+student's run and data.
 
 Every teacher is validated when the file is loaded (unknown keys, unknown engines, bad
 options, unknown prompts, routes to undefined teachers), with the file and field named.
@@ -54,6 +55,9 @@ from distill.schemas import SamplingParams, content_hash
 from distill.schemas.base import Identifier
 
 TEACHERS_DIR = DATA_DIR / "teachers"
+# Engines whose model is a local folder they load (a served model's name is not a path,
+# even where a folder of that name happens to exist)
+LOCAL_ENGINES = ("hf", "vllm")
 
 
 class TeacherSpec(ConfigFile):
@@ -182,7 +186,7 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
     teachers = {}
     for teacher_id, spec in parsed.teachers.items():
         where = ("teachers", teacher_id)
-        if is_student_folder(Path(spec.model).expanduser()):
+        if spec.engine in LOCAL_ENGINES and is_student_folder(Path(spec.model).expanduser()):
             teachers[teacher_id] = _student_teacher(document, teacher_id, spec)
             continue
         cls, options = resolve_engine(document, where, spec.engine, spec.options)
