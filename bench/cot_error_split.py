@@ -12,20 +12,11 @@ issue 22 to see which skill the seeds learn at different times (bench/RESULTS.md
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-from distill.core.digits import digits_of
+from distill.core.digits import digits_of, listed_digits
 from distill.core.shards import iter_records, read_json_model
 from distill.schemas import EvalResult, Sample
-
-LISTED = re.compile(r"digits: ([^.\n]*)")
-
-
-def listed_digits(output: str) -> list[int] | None:
-    """The digits the student says it sees ("The image shows 3 digits: 6, 7 and 3.")."""
-    match = LISTED.search(output)
-    return [int(d) for d in re.findall(r"\d", match.group(1))] if match else None
 
 
 def split_errors(result: EvalResult, samples: dict[str, Sample]) -> dict[str, float]:

@@ -150,6 +150,22 @@ def test_cache_generates_only_new_or_changed_items(predictor: Predictor, tiny_mo
     assert evaluate(longer, full, "cot", cache_dir=cache).generated == 12
 
 
+def test_items_that_show_the_same_input_are_generated_and_cached_once(
+        predictor: Predictor, digits: Path, tmp_path: Path) -> None:
+    """A training pool can hold two draws of the same scans in the same cells: one input,
+    one generation, one cache line, and both items scored."""
+    full = load_eval_set(digits)
+    twin = full.samples[0].model_copy(update={"id": "twin-of-first"})
+    twice = load_eval_set(_subset(digits, tmp_path, [*full.samples[:4], twin]),
+                          image_root=full.image_root)
+    cache = tmp_path / "cache"
+    first = evaluate(predictor, twice, "cot", cache_dir=cache)
+    assert (first.generated, first.reused, len(first.result.items)) == (4, 1, 5)
+    assert first.result.items[0].raw_output == first.result.items[4].raw_output
+    again = evaluate(predictor, twice, "cot", cache_dir=cache)  # the cache reads back whole
+    assert (again.generated, again.reused) == (0, 5)
+
+
 class _Interrupted:
     """The real model, stopped by Ctrl-C after ``chunks`` chunks."""
 

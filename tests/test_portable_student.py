@@ -204,7 +204,7 @@ def _assert_same_as_toolkit(outputs: list[dict], student: Path, samples: Path) -
                     reason="DISTILL_CLEAN_PYTHON names no clean venv (.ci/setup_clean_env.sh)")
 def test_a_venv_with_only_torch_and_transformers_loads_and_runs_the_folder(trained, tmp_path):
     """The README's code, in a venv without this toolkit, on a folder of distill train."""
-    python = os.environ["DISTILL_CLEAN_PYTHON"]
+    python = str(Path(os.environ["DISTILL_CLEAN_PYTHON"]).absolute())  # not resolve(): the venv
     samples, student = trained
     _assert_carries_its_code(student)
     assert (student / "adapter").is_dir()  # a LoRA run: merged here, the adapter beside

@@ -182,3 +182,71 @@ def test_two_level_bootstrap_without_seed_noise_matches_the_items_interval() -> 
     assert interval.mean == pytest.approx(right.mean())
     assert interval.ci_low == pytest.approx(low, abs=0.01)
     assert interval.ci_high == pytest.approx(high, abs=0.01)
+
+
+# --- teachers beside the recipes (issue 31) -------------------------------------------------
+
+
+def write_teacher_result(root: Path, teacher_id: str, right: list[bool]) -> Path:
+    """A teacher's result as `distill eval --model engine:SET#ID` writes it: no run."""
+    items = [EvalItem(sample_id=f"item-{i}", category="sum", gold=str(i),
+                      raw_output=f"Answer: {i if ok else -1}", extracted=str(i if ok else -1),
+                      correctness="correct" if ok else "wrong", output_tokens=3, latency_s=0.0)
+             for i, ok in enumerate(right)]
+    result = EvalResult(
+        result_id=_sha(teacher_id), created_at=datetime(2026, 12, 6, tzinfo=UTC),
+        model=ModelRef(kind="engine", name=teacher_id), eval_set="digits:test",
+        eval_set_hash=_sha("test"), mode="cot", generation={"engine": "builtin"},
+        metrics=summarize(items)[0], per_category=summarize(items)[1], items=items)
+    path = root / "teachers" / f"{teacher_id}.json"
+    write_json_atomic(path, result)
+    return path
+
+
+@pytest.fixture
+def two_teachers(tmp_path: Path) -> list[Path]:
+    return [write_teacher_result(tmp_path, "logreg", [i % 2 == 0 for i in range(N_ITEMS)]),
+            write_teacher_result(tmp_path, "knn", [i % 10 != 0 for i in range(N_ITEMS)])]
+
+
+def test_each_recipe_gets_its_share_of_the_best_teacher(two_recipes, two_teachers) -> None:
+    teachers = load_results(two_teachers, labels=["logreg", "knn"])
+    seeds = compare_groups(group_by_recipe(load_results(two_recipes)), teachers=teachers)
+    assert [(t.label, t.best) for t in seeds.teachers] == [("logreg", False), ("knn", True)]
+    assert seeds.teachers[1].accuracy.mean == pytest.approx(0.9)
+    for summary in seeds.summaries:
+        assert summary.share_of == "knn"
+        assert summary.share.per_seed == pytest.approx(
+            tuple(value / 0.9 for value in summary.accuracy.per_seed))
+        assert summary.share.mean == pytest.approx(summary.accuracy.mean / 0.9)
+        assert summary.share.ci_low < summary.share.mean < summary.share.ci_high
+    assert seeds.summaries[0].share.mean < seeds.summaries[1].share.mean
+
+
+def test_a_share_resamples_the_items_once_for_student_and_teacher() -> None:
+    """A student that answers exactly as its teacher holds 100% of it in every resample:
+    the items drawn are the same for both, so the interval has no width."""
+    rng = np.random.default_rng(0)
+    teacher = (rng.random(300) < 0.7).astype(float)
+    share = two_level_bootstrap(np.tile(teacher, (3, 1)), relative_to=teacher)
+    assert (share.ci_low, share.mean, share.ci_high) == pytest.approx((1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="positive mean"):
+        two_level_bootstrap(np.tile(teacher, (3, 1)), relative_to=np.zeros(300))
+
+
+def test_compare_places_the_teachers_in_every_table_and_plot(two_recipes, two_teachers,
+                                                             tmp_path) -> None:
+    out = tmp_path / "report"
+    main(["compare", *map(str, two_recipes), "--by-seed", "--out", str(out),
+          "--teacher", str(two_teachers[0].parent)])
+    markdown = (out / "compare.md").read_text()
+    # the header's brackets escaped: Markdown shows them as written (md_data_table)
+    assert r"share of the best teacher (knn (cot)) % \[95% CI\]" in markdown
+    assert "| teacher knn (cot) (best) | - | 40 | 90.0 " in markdown
+    assert "| teacher logreg (cot) |" in markdown
+    # the per-result table names each run by recipe and seed, and the teachers as teachers
+    assert "| base seed 0 (cot) | digits:test |" in markdown
+    assert "| teacher knn (cot) | digits:test | 40 | 90.0" in markdown
+    assert "teacher knn (cot) vs" not in markdown  # references, not paired with the baseline
+    for plot in ("seeds.png", "accuracy.png"):
+        assert (out / plot).stat().st_size > 0

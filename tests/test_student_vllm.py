@@ -232,11 +232,12 @@ def test_a_student_as_teacher_names_its_checkpoint_and_lineage_follows_it(world,
     result, path = _eval(f"siqvl:{run}", samples, tmp_path / "results", tmp_path / "cache",
                          "--max-new-tokens", "4")
     links = trace_lineage(path)
-    kinds = [link.kind for link in links]
-    assert "teacher 'student'" in kinds and "student: run" in kinds, kinds
-    teacher_links = [link for link in links if link.kind.startswith(("teacher", "student:"))]
-    assert all(link.status != "broken" for link in teacher_links), [
-        (link.kind, link.problems) for link in teacher_links]
+    teacher = next(link for link in links if link.kind == "teacher checkpoint")
+    assert teacher.path == str(student) and "teacher 'student'" in teacher.details[0]
+    deeper = [link for link in links if link.depth]  # the teacher's checkpoint and its run
+    assert "run" in [link.kind for link in deeper], [link.kind for link in links]
+    assert all(link.status != "broken" for link in deeper), [
+        (link.kind, link.problems) for link in deeper]
 
 
 def test_vllm_serve_with_two_tensor_parallel_ranks_answers_distill_eval(world, tmp_path):

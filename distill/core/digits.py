@@ -12,6 +12,7 @@ corpus (train) read the same pools and questions, and no stage may import anothe
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -96,3 +97,29 @@ def gold_answer(category: str, digits: list[int]) -> str:
     if category == "sum_is_even":
         return "yes" if sum(digits) % 2 == 0 else "no"
     raise ValueError(f"unknown digits category {category!r}; known: {sorted(QUESTIONS)}")
+
+
+# --- where a digits CoT answer goes wrong ------------------------------------------------------
+# A wrong chain-of-thought answer either read the image wrong (the digits it lists are not the
+# image's) or read it right and worked the question wrong (a slip in the running sum). The
+# split told issue 22's seeds apart (reading steady, arithmetic moving with the seed) and
+# says what a second distillation round fixed (bench/RESULTS.md).
+
+_LISTED = re.compile(r"digits: ([^.\n]*)")
+ERROR_KINDS = ("misread", "arithmetic", "other")
+
+
+def listed_digits(output: str) -> list[int] | None:
+    """The digits an answer says it sees ("The image shows 3 digits: 6, 7 and 3.")."""
+    match = _LISTED.search(output)
+    return [int(d) for d in re.findall(r"\d", match.group(1))] if match else None
+
+
+def error_kind(sample: Sample, output: str) -> str:
+    """Why a wrong answer to a digits item is wrong: ``misread`` (the listed digits are not
+    the image's), ``arithmetic`` (the right digits, a wrong result), ``other`` (no digit
+    list: a direct answer, or an unparseable one)."""
+    listed = listed_digits(output)
+    if listed is None:
+        return "other"
+    return "misread" if listed != digits_of(sample) else "arithmetic"

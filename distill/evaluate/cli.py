@@ -14,6 +14,7 @@ from distill.core.formatting import accuracy_interval, percent
 from distill.core.progress import plain
 from distill.core.shards import check_writable_folder
 from distill.evaluate.cache import default_cache_dir
+from distill.evaluate.compare import model_label
 from distill.evaluate.results import write_result
 from distill.evaluate.runner import DEFAULT_CHUNK, LARGE_CHUNK, EvalRun, evaluate_model
 
@@ -44,7 +45,7 @@ def _print_runs(rows: list[tuple[EvalRun, str, Path]]) -> None:
                          else "right")
     for run, set_name, _ in rows:
         m = run.result.metrics
-        table.add_row(plain(run.result.model.name), plain(set_name), plain(run.result.mode),
+        table.add_row(plain(model_label(run.result)), plain(set_name), plain(run.result.mode),
                       str(int(m["n"])),
                       accuracy_interval(m), percent(m["unparseable_rate"]),
                       f"{m['tokens_per_s']:.0f}",
@@ -161,12 +162,19 @@ def _expand_results(paths: tuple[Path, ...]) -> list[Path]:
                    "run manifests) and compare the groups over seeds and items.")
 @click.option("--group", "groups", multiple=True, metavar="LABEL=RESULT[,RESULT...]",
               help="A seed group named explicitly (repeatable; implies --by-seed).")
+@click.option("--teacher", "teacher_paths", multiple=True, metavar="RESULT",
+              type=click.Path(path_type=Path),
+              help="A teacher's result on the same eval set (distill eval --model "
+                   "engine:SET#ID; a file or a folder of them; repeatable): a row beside the "
+                   "students and a reference line in the plots; with --by-seed or --group, "
+                   "each recipe's share of the best teacher, with its interval.")
 def compare_command(results: tuple[Path, ...], out: Path | None, baseline: int,
-                    max_flips: int, by_seed: bool, groups: tuple[str, ...]) -> None:
+                    max_flips: int, by_seed: bool, groups: tuple[str, ...],
+                    teacher_paths: tuple[Path, ...]) -> None:
     """Put eval RESULTS (files, or folders of them) side by side: accuracy per category,
     deltas with paired tests, and the items that flipped; with --by-seed or --group, also
     every recipe over its training seeds (mean, each seed, two-level bootstrap interval,
-    paired test across seeds)."""
+    paired test across seeds). Teachers (--teacher) stand beside them as references."""
     from distill.evaluate.compare import compare_results, load_results
     from distill.evaluate.report import print_comparison, write_reports
     from distill.evaluate.seed_report import print_seeds
@@ -177,8 +185,10 @@ def compare_command(results: tuple[Path, ...], out: Path | None, baseline: int,
     if not files:
         raise click.UsageError("name result files (or --group LABEL=RESULT,...)")
     loaded = load_results(files)
-    seeds = _seed_comparison(loaded, named, baseline) if (by_seed or named) else None
-    comparison = compare_results(loaded, baseline=0 if seeds else baseline)
+    teachers = load_results(_expand_results(teacher_paths)) if teacher_paths else []
+    seeds = (_seed_comparison(loaded, named, baseline, teachers) if (by_seed or named)
+             else None)
+    comparison = compare_results(loaded, baseline=0 if seeds else baseline, teachers=teachers)
     console = _stdout()
     print_comparison(comparison, console)
     if seeds is not None:
@@ -200,11 +210,11 @@ def _parse_groups(groups: tuple[str, ...]) -> dict[str, list[Path]]:
     return named
 
 
-def _seed_comparison(loaded, named: dict[str, list[Path]], baseline: int):
+def _seed_comparison(loaded, named: dict[str, list[Path]], baseline: int, teachers):
     from distill.evaluate.seeds import compare_groups, group_by_recipe, named_groups
 
     groups = named_groups(named) if named else group_by_recipe(loaded)
-    return compare_groups(groups, baseline=baseline)
+    return compare_groups(groups, baseline=baseline, teachers=teachers)
 
 
 @click.command("lineage")
@@ -218,8 +228,8 @@ def lineage_command(result: Path, no_verify: bool) -> None:
     links = trace_lineage(result, verify=not no_verify)
     console = _stdout()
     marks = {"ok": "[green]ok[/]", "broken": "[red]BROKEN[/]", "not recorded": "[dim]-[/]"}
-    for depth, link in enumerate(links):
-        indent = "  " * min(depth, 1)
+    for index, link in enumerate(links):
+        indent = "  " * (min(index, 1) + link.depth)  # deeper: a parent version, a teacher
         console.print(f"{indent}[bold]{link.kind}[/] {marks[link.status]} "
                       f"{plain(link.path or '')}")
         for detail in link.details:

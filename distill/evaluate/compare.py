@@ -7,6 +7,7 @@ different item and is left out of the pairing, counted in ``mismatched``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -69,26 +70,50 @@ class Comparison:
     results: list[LoadedResult]
     categories: list[str]
     pairs: list[PairReport] = field(default_factory=list)
+    # Models not trained here (evaluated through their engines) on the same eval set: rows
+    # beside the students and reference lines in the plot, not paired against the baseline
+    teachers: list[LoadedResult] = field(default_factory=list)
 
 
-def load_results(paths: list[Path]) -> list[LoadedResult]:
-    """Read result files (clear errors), check their metrics against their items, and give
-    each a short, unique label."""
+def load_results(paths: list[Path], labels: Sequence[str] | None = None) -> list[LoadedResult]:
+    """Read result files (clear errors) and give each a short, unique label: the caller's
+    (a plan's recipe name and seed), or one that names the model by what it is."""
     if not paths:
         raise DistillError("compare needs at least one result file")
+    if labels is not None and (len(labels) != len(paths) or len(set(labels)) != len(labels)):
+        raise DistillError(f"one distinct label a result is needed: {list(labels)}")
     loaded = [(path, read_result(path)) for path in paths]
+    if labels is None:
+        labels = default_labels(loaded)
+    return [LoadedResult(path=path, result=result, label=label)
+            for (path, result), label in zip(loaded, labels, strict=True)]
+
+
+def default_labels(loaded: list[tuple[Path, EvalResult]]) -> list[str]:
     several_sets = len({result.eval_set_hash for _, result in loaded}) > 1
     labels: list[str] = []
     for _, result in loaded:
-        label = f"{result.model.name} ({result.mode})"
+        label = f"{model_label(result)} ({result.mode})"
         if several_sets:
             label += f" on {eval_set_name(result.eval_set)}"
         labels.append(label)
     for index, label in enumerate(labels):
         if labels.count(label) > 1:
-            labels[index] = f"{label} [{paths[index].stem}]"
-    return [LoadedResult(path=path, result=result, label=label)
-            for (path, result), label in zip(loaded, labels, strict=True)]
+            labels[index] = f"{label} [{loaded[index][0].stem}]"
+    return labels
+
+
+def model_label(result: EvalResult) -> str:
+    """What the model is: ``cot seed 0`` for a student trained into ``.../cot/seed-0/final``
+    (a run of ``--seeds``), the teacher's id for a teacher, the model's name otherwise."""
+    model = result.model
+    parts = Path(model.path or "").parts
+    for index, part in enumerate(parts):
+        if part.startswith("seed-") and part[5:].isdigit() and index > 0:
+            checkpoint = parts[index + 1] if index + 1 < len(parts) else "final"
+            return (f"{parts[index - 1]} seed {part[5:]}"
+                    + ("" if checkpoint == "final" else f" {checkpoint}"))
+    return model.name
 
 
 def read_result(path: Path) -> EvalResult:
@@ -113,14 +138,18 @@ def eval_set_name(spec: str) -> str:
     return path.stem
 
 
-def compare_results(results: list[LoadedResult], *, baseline: int = 0) -> Comparison:
-    """Every result against the baseline (default: the first one named)."""
+def compare_results(results: list[LoadedResult], *, baseline: int = 0,
+                    teachers: Sequence[LoadedResult] = ()) -> Comparison:
+    """Every result against the baseline (default: the first one named); teachers beside
+    them, unpaired."""
     if not 0 <= baseline < len(results):
         raise DistillError(f"--baseline {baseline} is out of range: {len(results)} result(s)")
-    categories = sorted({category for loaded in results
+    everything = [*results, *teachers]
+    categories = sorted({category for loaded in everything
                          for category in loaded.result.per_category}
-                        | {item.category for loaded in results for item in loaded.result.items})
-    comparison = Comparison(results=results, categories=categories)
+                        | {item.category for loaded in everything
+                           for item in loaded.result.items})
+    comparison = Comparison(results=results, categories=categories, teachers=list(teachers))
     base = results[baseline]
     for index, other in enumerate(results):
         if index != baseline:

@@ -4,9 +4,10 @@
       -> DatasetManifest (version, shard hashes) -> generate StageManifest (trace shards)
       -> ingest StageManifest (sample shards);  then parent runs of earlier stages
 
-A teacher of the traces that is itself one of our students (a teacher set's ``engine:
-vllm, model: RUN/final``) is a link too: its checkpoint (fingerprint), then its own run's
-chain, its links named after the teacher.
+A later round goes deeper: a dataset version built on a parent version holds the
+parent's data, and traces written by a trained student of ours (the student as the next
+teacher) name its checkpoint; both are followed the same way, one level further in
+(``Link.depth``), to the first round's traces. A run or dataset met twice is shown once.
 
 Paths inside a manifest are relative to that manifest's folder (or absolute), so a project
 moved as a whole keeps its chain. Nothing recorded is trusted: the result's metrics are
@@ -44,7 +45,27 @@ from distill.schemas.dataset_manifest import eval_set_hash as eval_set_hash_of
 
 Status = Literal["ok", "broken", "not recorded"]
 MAX_PARENT_RUNS = 16
-MAX_TEACHER_DEPTH = 4  # students taught by students taught by students...
+MAX_DEPTH = 8  # rounds of students teaching students followed before stopping
+
+
+@dataclass
+class _Walk:
+    """What a lineage walk carries: checks to make, and what it has already shown."""
+
+    verify: bool
+    eval_set_hash: str
+    depth: int = 0
+    seen: set[Path] = field(default_factory=set)
+
+    def deeper(self) -> _Walk:
+        return _Walk(self.verify, self.eval_set_hash, self.depth + 1, self.seen)
+
+    def first_time(self, path: Path) -> bool:
+        key = path.resolve()
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
 
 @dataclass
@@ -56,6 +77,9 @@ class Link:
     details: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     recorded: bool = True
+    # 0 for the result's own chain; 1 and more for what a dataset was built on (a parent
+    # version, a student of ours that wrote its traces) and so on
+    depth: int = 0
 
     @property
     def status(self) -> Status:
@@ -112,7 +136,7 @@ def trace_lineage(result_path: Path, *, verify: bool = True) -> list[Link]:
                                                     "run of ours behind it"], recorded=False))
         return links
     run_path = resolve(result_path.parent, result.model.run_manifest)
-    links.extend(_run_chain(run_path, verify=verify, eval_set_hash=result.eval_set_hash))
+    links.extend(_run_chain(run_path, _Walk(verify, result.eval_set_hash)))
     return links
 
 
@@ -166,18 +190,18 @@ def run_manifest_of(checkpoint: Path) -> Path:
     return own if own.is_file() else checkpoint.parent / "manifest.json"
 
 
-def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str,
-               depth: int = 0) -> list[Link]:
+def _run_chain(run_path: Path, walk: _Walk) -> list[Link]:
     links: list[Link] = []
     seen: set[Path] = set()
     current: Path | None = run_path
     first = True
     while current is not None and len(seen) < MAX_PARENT_RUNS:
         if current.resolve() in seen:
-            links.append(Link("parent run", str(current), problems=["parent runs form a cycle"]))
+            links.append(Link("parent run", str(current), problems=["parent runs form a cycle"],
+                              depth=walk.depth))
             break
         seen.add(current.resolve())
-        link = Link("run" if first else "parent run", str(current))
+        link = Link("run" if first else "parent run", str(current), depth=walk.depth)
         links.append(link)
         run = _load(current, RunManifest, link)
         if run is None:
@@ -187,25 +211,33 @@ def _run_chain(run_path: Path, *, verify: bool, eval_set_hash: str,
         checkpoint = resolve(current.parent, run.checkpoint_path)
         if not checkpoint.exists():
             link.problems.append(f"checkpoint missing: {checkpoint}")
-        links.extend(_dataset_chain(run, current, verify=verify, full=first,
-                                    eval_set_hash=eval_set_hash, depth=depth))
+        links.extend(_dataset_chain(run, current, walk, full=first))
         parent = run.parent_checkpoint
         current = run_manifest_of(resolve(current.parent, parent)) if parent else None
         first = False
     return links
 
 
-def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool,
-                   eval_set_hash: str, depth: int = 0) -> list[Link]:
+def _dataset_chain(run: RunManifest, run_path: Path, walk: _Walk, *, full: bool) -> list[Link]:
     if run.dataset_path is None:
         return [Link("dataset", None, details=["the run names no dataset"],
-                     recorded=run.dataset_version is not None)]
+                     recorded=run.dataset_version is not None, depth=walk.depth)]
     location = resolve(run_path.parent, run.dataset_path)
     manifest_path = location / "manifest.json" if location.is_dir() else location
-    link = Link("dataset", str(manifest_path))
+    link = Link("dataset", str(manifest_path), depth=walk.depth)
     dataset = _load(manifest_path, DatasetManifest, link)
     if dataset is None:
         return [link]
+    if run.dataset_version and run.dataset_version != dataset.version:
+        link.problems.append(f"version mismatch: the run trained on {run.dataset_version[:12]}, "
+                             f"this manifest is {dataset.version[:12]}")
+    return _dataset_links(link, dataset, manifest_path, walk, full=full)
+
+
+def _dataset_links(link: Link, dataset: DatasetManifest, manifest_path: Path, walk: _Walk, *,
+                   full: bool) -> list[Link]:
+    """A dataset version's link (its details and shard checks), then, unless shown already,
+    the traces and samples it was built from and what it builds on."""
     link.details.append(f"version {dataset.version[:12]}"
                         + (f", parent {dataset.parent[:12]}" if dataset.parent else ""))
     link.details.append(f"teachers {', '.join(dataset.teachers) or '-'}; prompts "
@@ -217,11 +249,8 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
         link.details.append(labels)
     if dataset.eval_sets:
         link.details.append(f"decontaminated against {', '.join(dataset.eval_sets)}")
-    link.details.append(_decontamination_note(dataset, eval_set_hash))
-    if run.dataset_version and run.dataset_version != dataset.version:
-        link.problems.append(f"version mismatch: the run trained on {run.dataset_version[:12]}, "
-                             f"this manifest is {dataset.version[:12]}")
-    if verify:  # its name, every shard and every pooled image of its kept traces, re-hashed
+    link.details.append(_decontamination_note(dataset, walk.eval_set_hash))
+    if walk.verify:  # its name, every shard and every pooled image of its kept traces, re-hashed
         link.problems += [f"dataset {problem}" for problem in
                           check_version(manifest_path.parent).problems]
     else:  # its name recomputed from the manifest alone; missing shards
@@ -230,8 +259,66 @@ def _dataset_chain(run: RunManifest, run_path: Path, *, verify: bool, full: bool
                                       verify=False)
     if not full:
         return [link]
-    return [link, *_stage_chain(dataset, manifest_path, verify=verify,
-                                eval_set_hash=eval_set_hash, depth=depth)]
+    if not walk.first_time(manifest_path):
+        link.details.append("its traces and samples are shown above")
+        return [link]
+    links = [link, *_stage_chain(dataset, manifest_path, walk)]
+    if dataset.parent is not None:
+        links.extend(_parent_dataset(dataset.parent, manifest_path, walk))
+    return links
+
+
+def _parent_dataset(parent: str, manifest_path: Path, walk: _Walk) -> list[Link]:
+    """The version a child version was built on: it lies beside it in the store, and its
+    rows are the child's first rows."""
+    if walk.depth >= MAX_DEPTH:
+        return [Link("parent dataset", parent, problems=[f"deeper than {MAX_DEPTH} levels: "
+                                                         "stopped"], depth=walk.depth + 1)]
+    deeper = walk.deeper()
+    path = manifest_path.parent.parent / parent / "manifest.json"
+    link = Link("parent dataset", str(path), depth=deeper.depth)
+    dataset = _load(path, DatasetManifest, link)
+    if dataset is None:
+        return [link]
+    if dataset.version != parent:
+        link.problems.append(f"version mismatch: the child names parent {parent[:12]}, this "
+                             f"manifest is {dataset.version[:12]}")
+    return _dataset_links(link, dataset, path, deeper, full=True)
+
+
+def _student_teachers(generate: StageManifest, walk: _Walk) -> list[Link]:
+    """Teachers of these traces that are trained students of ours (``teachers.py``:
+    their checkpoint is recorded): each checkpoint, checked, then its run's chain."""
+    teacher_set = generate.config.get("teacher_set")
+    teachers = teacher_set.get("teachers") if isinstance(teacher_set, dict) else None
+    links: list[Link] = []
+    for teacher_id, entry in (teachers.items() if isinstance(teachers, dict) else ()):
+        checkpoint = entry.get("checkpoint") if isinstance(entry, dict) else None
+        if not isinstance(checkpoint, dict):
+            continue
+        deeper = walk.deeper()
+        path, fingerprint = checkpoint.get("path"), checkpoint.get("fingerprint")
+        link = Link("teacher checkpoint", path, depth=deeper.depth,
+                    details=[f"teacher '{teacher_id}': a student of ours served by "
+                             f"{entry.get('engine')}, fingerprint {str(fingerprint)[:12]}"])
+        links.append(link)
+        if walk.depth >= MAX_DEPTH:
+            link.problems.append(f"deeper than {MAX_DEPTH} levels: stopped")
+            continue
+        folder = Path(str(path))
+        if not folder.is_dir():
+            link.problems.append(f"checkpoint missing: {folder}")
+        elif walk.verify and model_fingerprint(folder) != fingerprint:
+            link.problems.append("checkpoint changed since it wrote these traces "
+                                 "(fingerprint mismatch)")
+        run_manifest = checkpoint.get("run_manifest")
+        if not run_manifest:
+            link.problems.append("the teacher names no run manifest for its checkpoint")
+        elif walk.first_time(Path(str(run_manifest))):
+            links.extend(_run_chain(Path(str(run_manifest)), deeper))
+        else:
+            link.details.append("its run is shown above")
+    return links
 
 
 def _label_note(dataset: DatasetManifest) -> str | None:
@@ -261,10 +348,9 @@ def _decontamination_note(dataset: DatasetManifest, eval_set_hash: str) -> str:
             "the training data")
 
 
-def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool,
-                 eval_set_hash: str = "", depth: int = 0) -> list[Link]:
+def _stage_chain(dataset: DatasetManifest, dataset_path: Path, walk: _Walk) -> list[Link]:
     trace_dir = resolve(dataset_path.parent, dataset.trace_dir)
-    traces = Link("traces", str(trace_dir / "manifest.json"))
+    traces = Link("traces", str(trace_dir / "manifest.json"), depth=walk.depth)
     generate = _load(trace_dir / "manifest.json", StageManifest, traces)
     if generate is None:
         return [traces]
@@ -275,59 +361,25 @@ def _stage_chain(dataset: DatasetManifest, dataset_path: Path, *, verify: bool,
         traces.problems.clear()
         traces.details.append("the dataset was built straight from ingested samples (no "
                               "generate stage)")
-        samples = _ingest_link(trace_dir, dataset.inputs, verify=verify)
+        samples = _ingest_link(trace_dir, dataset.inputs, walk)
         return [traces, samples]
     if generate.stage != "generate":
         traces.problems.append(f"expected a generate manifest, found stage '{generate.stage}'")
     traces.details.append(f"{len(generate.shards)} trace shards; counts "
                           + ", ".join(f"{k}={v}" for k, v in sorted(generate.counts.items())))
-    traces.problems += check_shards(trace_dir, dataset.inputs, "trace", verify=verify)
-    students = _student_teachers(generate, verify=verify, eval_set_hash=eval_set_hash,
-                                 depth=depth)
+    traces.problems += check_shards(trace_dir, dataset.inputs, "trace", verify=walk.verify)
     if generate.input_dir is None:
         return [traces, Link("samples", None, details=["the generate manifest names no input"],
-                             recorded=False), *students]
+                             recorded=False, depth=walk.depth),
+                *_student_teachers(generate, walk)]
     input_dir = resolve(trace_dir, generate.input_dir)
-    return [traces, _ingest_link(input_dir, generate.inputs, verify=verify), *students]
+    return [traces, _ingest_link(input_dir, generate.inputs, walk),
+            *_student_teachers(generate, walk)]
 
 
-def _student_teachers(generate: StageManifest, *, verify: bool, eval_set_hash: str,
-                      depth: int) -> list[Link]:
-    """The teachers of a generate run that are students of ours: each checkpoint as it was
-    recorded (is it still that one?), then the chain of the run that trained it."""
-    teachers = (generate.config.get("teacher_set") or {}).get("teachers") or {}
-    links: list[Link] = []
-    for teacher_id, teacher in sorted(teachers.items()):
-        checkpoint = teacher.get("checkpoint") if isinstance(teacher, dict) else None
-        if not isinstance(checkpoint, dict):
-            continue
-        link = Link(f"teacher '{teacher_id}'", checkpoint.get("path"), details=[
-            f"a student of ours served by {teacher.get('engine')}, fingerprint "
-            f"{str(checkpoint.get('fingerprint'))[:12]}"])
-        links.append(link)
-        path = Path(checkpoint.get("path") or "")
-        if not path.is_dir():
-            link.problems.append(f"teacher checkpoint missing: {path}")
-        elif verify and model_fingerprint(path) != checkpoint.get("fingerprint"):
-            link.problems.append("teacher checkpoint changed since it wrote these traces "
-                                 "(fingerprint mismatch)")
-        run_manifest = checkpoint.get("run_manifest")
-        if run_manifest is None:
-            link.details.append("its training run is not recorded")
-        elif depth >= MAX_TEACHER_DEPTH:
-            link.details.append(f"its training run: {run_manifest} (not followed: "
-                                f"{MAX_TEACHER_DEPTH} teachers deep)")
-        else:
-            for sub in _run_chain(Path(run_manifest), verify=verify,
-                                  eval_set_hash=eval_set_hash, depth=depth + 1):
-                sub.kind = f"{teacher_id}: {sub.kind}"
-                links.append(sub)
-    return links
-
-
-def _ingest_link(input_dir: Path, used: list[ShardRef], *, verify: bool) -> Link:
+def _ingest_link(input_dir: Path, used: list[ShardRef], walk: _Walk) -> Link:
     """The ingest folder, checked against the sample shards the next stage recorded."""
-    samples = Link("samples", str(input_dir / "manifest.json"))
+    samples = Link("samples", str(input_dir / "manifest.json"), depth=walk.depth)
     ingest = _load(input_dir / "manifest.json", StageManifest, samples)
     if ingest is not None:
         if ingest.stage != "ingest":
@@ -335,5 +387,5 @@ def _ingest_link(input_dir: Path, used: list[ShardRef], *, verify: bool) -> Link
                                     f"'{ingest.stage}'")
         source = ingest.config.get("source")
         samples.details.append(f"{ingest.counts.get('samples', '?')} samples from {source}")
-        samples.problems += check_shards(input_dir, used, "sample", verify=verify)
+        samples.problems += check_shards(input_dir, used, "sample", verify=walk.verify)
     return samples

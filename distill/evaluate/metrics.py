@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -218,22 +219,49 @@ class SeedInterval:
     ci_high: float
 
 
+@lru_cache(maxsize=2)
+def _item_weights(n_items: int, n_resamples: int, seed: int) -> tuple[np.ndarray, dict]:
+    """Each resample's item weights (how often each item is drawn; shared across seeds),
+    and the random stream's state after them. They depend on the sizes and the seed alone,
+    and drawing them is most of a bootstrap's cost: a report that bootstraps every recipe,
+    pair and teacher over the same items draws them once."""
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n_items, np.full(n_items, 1 / n_items),
+                              size=n_resamples).astype(np.float64)
+    weights.setflags(write=False)
+    return weights, rng.bit_generator.state
+
+
 def two_level_bootstrap(values: np.ndarray, *, n_resamples: int = N_RESAMPLES,
-                        seed: int = SEED, level: float = LEVEL) -> SeedInterval:
+                        seed: int = SEED, level: float = LEVEL,
+                        relative_to: np.ndarray | None = None) -> SeedInterval:
     """Percentile interval of the mean over seeds of ``values`` (seeds x items: 0/1 for an
-    accuracy, -1/0/+1 for a paired difference), seeds resampled first, then items."""
+    accuracy, -1/0/+1 for a paired difference), seeds resampled first, then items.
+
+    ``relative_to`` (one value an item, e.g. a teacher's 0/1 on the same items): the mean
+    over seeds divided by its mean, both over the same item resample, so the interval of a
+    student's share of its teacher covers the choice of items once, not twice."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 2 or values.shape[0] < 1 or values.shape[1] < 1:
         raise ValueError("two_level_bootstrap needs a (seeds x items) array with both > 0")
     n_seeds, n_items = values.shape
-    rng = np.random.default_rng(seed)
-    # item weights of each resample (how often each item is drawn), shared across seeds
-    weights = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=n_resamples)
+    weights, state = _item_weights(n_items, n_resamples, seed)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state  # where the stream stood after drawing the weights
     per_seed_means = values @ weights.T / n_items  # (seeds, resamples)
     drawn = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
     means = per_seed_means[drawn, np.arange(n_resamples)[:, None]].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     per_seed = values.mean(axis=1)
+    if relative_to is not None:
+        reference = np.asarray(relative_to, dtype=np.float64)
+        if reference.shape != (n_items,) or reference.sum() <= 0:
+            raise ValueError("relative_to needs one value an item and a positive mean")
+        resampled = weights @ reference / n_items  # (resamples,)
+        means = np.divide(means, resampled, out=np.full_like(means, np.nan),
+                          where=resampled > 0)
+        means = means[~np.isnan(means)]
+        per_seed = per_seed / reference.mean()
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return SeedInterval(per_seed=tuple(float(v) for v in per_seed),
                         mean=float(per_seed.mean()), ci_low=float(low), ci_high=float(high))
 

@@ -47,10 +47,11 @@ def summary_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     header = ["model", "eval set", "n", "accuracy % (95% CI)", "unparseable %",
               "mean tokens", "reasoning words", "tokens/s", *comparison.categories]
     rows = []
-    for loaded in comparison.results:
+    for loaded, role in ([(r, "") for r in comparison.results]
+                         + [(t, "teacher ") for t in comparison.teachers]):
         metrics = loaded.result.metrics
         rows.append([
-            loaded.label, loaded.eval_set_name, f"{int(metrics['n'])}",
+            role + loaded.label, loaded.eval_set_name, f"{int(metrics['n'])}",
             accuracy_interval(metrics), percent(metrics["unparseable_rate"]),
             f"{metrics['mean_output_tokens']:.1f}",
             f"{metrics['mean_reasoning_words']:.1f}", f"{metrics['tokens_per_s']:.1f}",
@@ -228,6 +229,19 @@ def plot_accuracy(comparison: Comparison, path: Path) -> None:
             highs.append(block["ci_high"] - block["accuracy"])
         axes.bar(x + (index - (count - 1) / 2) * width, values, width, yerr=[lows, highs],
                  capsize=3, label=plain(loaded.label, "plot"))
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    best = max(comparison.teachers, key=lambda t: t.result.metrics["accuracy"], default=None)
+    for number, teacher in enumerate(comparison.teachers):  # a reference line per group
+        for position, group in enumerate(groups):
+            block = (teacher.result.metrics if group == "all"
+                     else teacher.result.per_category.get(group))
+            if block is not None:
+                axes.hlines(block["accuracy"], position - 0.45, position + 0.45,
+                            colors="tab:red" if teacher is best else "tab:gray",
+                            linestyles=styles[number % len(styles)], linewidth=1.4, zorder=4,
+                            label=plain(f"teacher {teacher.label}", "plot") if position == 0
+                            else None)
+    count += len(comparison.teachers)
     axes.set_xticks(x, [plain(group, "plot") for group in groups], rotation=20, ha="right")
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("accuracy (95% CI)")

@@ -65,8 +65,8 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
     key = model_key(predictor.model_ref, generation)
     outputs: dict[str, CachedGeneration] = {}
     if cache_dir is None:
-        generated = _generate(predictor, eval_set, mode, list(eval_set.samples), outputs, None,
-                              chunk_size)
+        generated = _generate(predictor, eval_set, mode, _distinct(eval_set.samples), outputs,
+                              None, chunk_size)
     else:
         description = {"model": predictor.model_ref.model_dump(mode="json"),
                        "generation": generation}
@@ -78,7 +78,8 @@ def evaluate(predictor: Predictor, eval_set: EvalSet, mode: Mode, *,
                     todo.append(sample)
                 else:
                     outputs[hit.input_hash] = hit
-            generated = _generate(predictor, eval_set, mode, todo, outputs, cache, chunk_size)
+            generated = _generate(predictor, eval_set, mode, _distinct(todo), outputs, cache,
+                                  chunk_size)
     answer_format = builtin_answer_format(str(generation.get("prompt_id") or ""),
                                           str(generation.get("prompt_hash") or ""))
     items = [score(sample, outputs[input_hash(sample)], answer_format=answer_format)
@@ -119,6 +120,20 @@ def evaluate_model(model_spec: str, options: PredictorOptions, eval_sets: Sequen
                                          wait=wait)
     finally:
         predictor.close()
+
+
+def _distinct(samples: Sequence[Sample]) -> list[Sample]:
+    """One sample per input (image, question, options): two items that show the model the
+    same thing (two draws of the same scans, in a training pool) are generated once, and
+    the cache holds each input once (a second line of a key reads as two writers')."""
+    seen: set[str] = set()
+    distinct = []
+    for sample in samples:
+        key = input_hash(sample)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(sample)
+    return distinct
 
 
 def _generate(predictor: Predictor, eval_set: EvalSet, mode: Mode, todo: list[Sample],

@@ -10,11 +10,15 @@ Which results belong together is read from lineage: a result names its checkpoin
 RunManifest, whose ``recipe_hash`` is the training config's hash without the seed (and
 without speed-only fields); results of the same recipe, dataset version, eval set and mode
 form one group. Groups can also be named explicitly (``label=result,result,...``).
+
+Teachers (models not trained here, evaluated on the same eval set through their engines)
+stand beside the groups as references: each group's accuracy is also given as its share of
+the best teacher's, with the same two-level interval (one item resample for both).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,11 +59,27 @@ class SeedGroup:
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """A group's accuracy over seeds and items."""
+    """A group's accuracy over seeds and items (and its share of the best teacher's)."""
 
     group: SeedGroup
     accuracy: SeedInterval
     n_items: int
+    share: SeedInterval | None = None  # mean accuracy / the best teacher's, shared items
+    share_of: str | None = None  # that teacher's label
+
+
+@dataclass(frozen=True)
+class TeacherSummary:
+    """A teacher on the eval set: one result, its interval over the items alone."""
+
+    loaded: LoadedResult
+    accuracy: SeedInterval
+    n_items: int
+    best: bool = False  # the teacher the students' shares are of
+
+    @property
+    def label(self) -> str:
+        return self.loaded.label
 
 
 @dataclass(frozen=True)
@@ -169,9 +189,34 @@ def shared_ids(results: list[LoadedResult]) -> list[str]:
     return ids
 
 
-def summarize_group(group: SeedGroup) -> GroupSummary:
+def summarize_group(group: SeedGroup, teacher: LoadedResult | None = None) -> GroupSummary:
+    """A group's accuracy; with a teacher, also its share of the teacher's accuracy, both on
+    the items the group and the teacher share."""
     ids = shared_ids(group.results)
-    return GroupSummary(group, two_level_bootstrap(correct_matrix(group.results, ids)), len(ids))
+    summary = GroupSummary(group, two_level_bootstrap(correct_matrix(group.results, ids)),
+                           len(ids))
+    if teacher is None:
+        return summary
+    ids = shared_ids([*group.results, teacher])
+    reference = correct_matrix([teacher], ids)[0]
+    if not reference.any():
+        return summary
+    share = two_level_bootstrap(correct_matrix(group.results, ids), relative_to=reference)
+    return GroupSummary(summary.group, summary.accuracy, summary.n_items, share, teacher.label)
+
+
+def summarize_teachers(teachers: Sequence[LoadedResult]) -> list[TeacherSummary]:
+    """Each teacher's accuracy (items bootstrapped), the best marked."""
+    summaries = []
+    for loaded in teachers:
+        ids = shared_ids([loaded])
+        summaries.append(TeacherSummary(loaded, two_level_bootstrap(
+            correct_matrix([loaded], ids)), len(ids)))
+    if summaries:
+        best = max(range(len(summaries)), key=lambda i: summaries[i].accuracy.mean)
+        summaries[best] = TeacherSummary(summaries[best].loaded, summaries[best].accuracy,
+                                         summaries[best].n_items, best=True)
+    return summaries
 
 
 def pair_groups(a: SeedGroup, b: SeedGroup) -> GroupPair:
@@ -195,12 +240,24 @@ class SeedComparison:
 
     summaries: list[GroupSummary]
     pairs: list[GroupPair]
+    teachers: list[TeacherSummary] = field(default_factory=list)
+
+    @property
+    def best_teacher(self) -> TeacherSummary | None:
+        return next((teacher for teacher in self.teachers if teacher.best), None)
 
 
-def compare_groups(groups: list[SeedGroup], *, baseline: int = 0) -> SeedComparison:
+def compare_groups(groups: list[SeedGroup], *, baseline: int = 0,
+                   teachers: Sequence[LoadedResult] = ()) -> SeedComparison:
+    """Every group's summary and every group against the baseline group; with teachers
+    (results of models not trained here, on the same eval set), their accuracy and each
+    group's share of the best one's."""
     if not 0 <= baseline < len(groups):
         raise DistillError(f"baseline {baseline} is out of range: {len(groups)} group(s)")
+    references = summarize_teachers(teachers)
+    best = next((t.loaded for t in references if t.best), None)
     return SeedComparison(
-        summaries=[summarize_group(group) for group in groups],
+        summaries=[summarize_group(group, best) for group in groups],
         pairs=[pair_groups(groups[baseline], group)
-               for index, group in enumerate(groups) if index != baseline])
+               for index, group in enumerate(groups) if index != baseline],
+        teachers=references)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ from distill.filter.judgements import JudgeInput, open_judge_dir
 from distill.filter.minhash import VERSION as MINHASH_VERSION
 from distill.filter.minhash import MinHasher, band_keys, has_words, lsh_params
 from distill.filter.policy import Policy
-from distill.filter.report import RunStats, write_report
+from distill.filter.report import KEPT_BY_TEACHER, RunStats, kept_by_teacher, write_report
 from distill.filter.score import (
     JSON_COMPACT,
     ScoreTask,
@@ -429,10 +430,14 @@ class _Run:
         for entry_summary in outputs.entry_summaries:
             teachers.update(entry_summary["teachers"])
             prompts.update(entry_summary["prompts"])
+        # the version's rows by the teacher that wrote them, its parent's rows included:
+        # what share of a later round's data each source (a student among them) holds
+        by_teacher = Counter({t: c["keep"] for t, c in stats.teachers.items() if c["keep"]})
         if parent is not None:
             parent_manifest = self.store.manifest(parent)
             teachers.update(parent_manifest.teachers)
             prompts = {**parent_manifest.prompts, **prompts}
+            by_teacher.update(kept_by_teacher(parent_manifest))
         labels = [eval_set_label(s.hash, s.spec) for s in selection.eval_sets]
         counts = {
             "input_traces": stats.verdicts["keep"] + stats.verdicts["drop"],
@@ -447,6 +452,7 @@ class _Run:
             **{f"items:label_{k}": v for k, v in sorted(stats.items.items())},
             **{f"kept_items:label_{k}": v for k, v in sorted(stats.kept_items.items())},
             **{f"items_unlabeled:{k}": v for k, v in sorted(stats.unlabeled.items())},
+            **{f"{KEPT_BY_TEACHER}{k}": v for k, v in sorted(by_teacher.items())},
         }
         identity = {"parent": parent, "inputs": inputs, "policy_hash": self.policy.hash,
                     "scorer_versions": self.scorer_versions, "eval_sets": labels,

@@ -18,6 +18,16 @@ from distill.core.answers import REASONS
 from distill.core.formatting import md_table, plain, share
 from distill.schemas import DatasetManifest
 
+KEPT_BY_TEACHER = "kept_by_teacher:"  # manifest counts: a version's rows by teacher
+
+
+def kept_by_teacher(manifest: DatasetManifest) -> dict[str, int]:
+    """A version's rows by the teacher that wrote them (its parents' rows included), from
+    its manifest; empty for a version published before these counts were recorded."""
+    return {key.removeprefix(KEPT_BY_TEACHER): n for key, n in manifest.counts.items()
+            if key.startswith(KEPT_BY_TEACHER)}
+
+
 # log-spaced length bins: 1, 1.41, 2, ... 2**20 tokens
 LENGTH_EDGES = np.concatenate(([0.0], 2.0 ** (np.arange(0, 41) / 2.0)))
 
@@ -176,6 +186,7 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
         lines += ["", "Rejected lines by reason: " + ", ".join(
             f"{k} {v:,}" for k, v in sorted((stats.rejects + stats.generate_rejects).items()))]
     lines += _label_lines(stats)
+    lines += _source_lines(manifest, stats)
     lines += ["", "## Teachers", "",
               "Accuracy is against gold, so only over items that have one.", "",
               _teacher_table(stats)]
@@ -193,6 +204,26 @@ def _markdown(manifest: DatasetManifest, stats: RunStats, plots: list[str],
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def _source_lines(manifest: DatasetManifest, stats: RunStats) -> list[str]:
+    """The version's rows by the teacher that wrote them, split into the parent's rows and
+    this input's: in a later round, how much of the data the student wrote."""
+    total = manifest.counts.get("kept", 0)
+    by_teacher = kept_by_teacher(manifest)
+    if not by_teacher or not total:
+        return []
+    rows = []
+    for teacher, n in sorted(by_teacher.items(), key=lambda item: -item[1]):
+        own = stats.teachers.get(teacher, Counter())["keep"]
+        rows.append([f"`{teacher}`", f"{n - own:,}", f"{own:,}", f"{n:,}", share(n, total)])
+    unknown = total - sum(by_teacher.values())
+    if unknown > 0:
+        rows.append(["(the parent's rows by teacher are not recorded)", f"{unknown:,}", "0",
+                     f"{unknown:,}", share(unknown, total)])
+    return ["", "## Sources of this version's rows", "",
+            md_table(["teacher", "from the parent version", "from this input", "rows",
+                      "share of the version"], rows, "lrrrr")]
 
 
 def _label_lines(stats: RunStats) -> list[str]:

@@ -17,15 +17,18 @@ A teacher set is a YAML file (``data/teachers/digits.yaml`` ships)::
       default: [knn, logreg]     # teachers for categories not listed below
       max_minus_min: [logreg]
 
+A trained student of ours can be a teacher (the next round's): ``engine: hf`` (the
+student's own loader) or ``vllm`` (the package's plugin serves it) with ``model:`` its run
+or checkpoint folder. The teacher then names the checkpoint (``model`` becomes the
+checkpoint folder, and its fingerprint and run manifest are part of the teacher: a student
+retrained into the same folder is another teacher, so its traces never mix with the old
+ones'), asks with the student's own prompt (the one saved with it for CoT, unless
+``prompt:`` names the other one it was trained with), and ``distill lineage`` follows its
+traces back through the student's run and data. An ``openai`` teacher's model is the name a
+server gives it, never taken for a local folder (the server may serve anything under it).
+
 Every teacher is validated when the file is loaded (unknown keys, unknown engines, bad
 options, unknown prompts, routes to undefined teachers), with the file and field named.
-
-A teacher may be a student this toolkit trained: ``engine: vllm, model: runs/cot/final``
-(or ``engine: openai`` and the folder's path as the name ``vllm serve`` serves it under).
-It is asked with the prompt it was trained with unless ``prompt`` says otherwise, and the
-run's records name its checkpoint (path, fingerprint, training run), so ``distill lineage``
-follows its traces back through the data it learned from; the fingerprint is part of the
-teacher set's hash, so a retrained checkpoint never continues the old one's run.
 """
 
 from __future__ import annotations
@@ -46,16 +49,23 @@ from distill.core.config_files import (
     validate,
 )
 from distill.core.errors import DistillError, InputError
-from distill.core.model_folders import is_student_folder, locate_checkpoint
+from distill.core.model_folders import (
+    is_student_folder,
+    locate_checkpoint,
+    read_student_format,
+)
 from distill.core.paths import DATA_DIR
 from distill.core.predictors import model_fingerprint, student_prompt
 from distill.core.prompts import STUDENT_KINDS, PromptKind, PromptTemplate, load_prompt
-from distill.generate.engines import engine_class
+from distill.generate.engines import STUDENT_ENGINE, engine_class
 from distill.generate.engines.base import Engine, EngineOptions
 from distill.schemas import SamplingParams, content_hash
 from distill.schemas.base import Identifier
 
 TEACHERS_DIR = DATA_DIR / "teachers"
+# Engines whose model is a local folder they load (a served model's name is not a path,
+# even where a folder of that name happens to exist)
+LOCAL_ENGINES = ("hf", "vllm")
 
 
 # vLLM samples greedily below this temperature (its _SAMPLING_EPS); a positive value under
@@ -104,14 +114,17 @@ class TeacherSetFile(ConfigFile):
 
 @dataclass(frozen=True)
 class StudentCheckpoint:
-    """A teacher that is one of our students: where its checkpoint is, and its run."""
+    """A teacher that is one of our students: where its checkpoint is, its run, and its
+    content when the teacher set was read (``of``: hashed then, not when first asked, so a
+    folder retrained in the meantime is never taken for the one that was named)."""
 
     path: Path
     run_manifest: Path | None
+    fingerprint: str
 
-    @cached_property
-    def fingerprint(self) -> str:
-        return model_fingerprint(self.path)
+    @classmethod
+    def of(cls, path: Path, run_manifest: Path | None) -> StudentCheckpoint:
+        return cls(path, run_manifest, model_fingerprint(path))
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "fingerprint": self.fingerprint,
@@ -208,20 +221,8 @@ def resolve_engine(document: YamlDocument, where: tuple[str, ...], engine: str,
         raise located_error(exc, document, cls.Options, prefix=(*where, "options")) from None
 
 
-def student_checkpoint(document: YamlDocument, where: tuple[str, ...],
-                       model: str) -> StudentCheckpoint | None:
-    """The checkpoint when ``model`` names a SiQ-VL run or checkpoint folder."""
-    if not is_student_folder(Path(model).expanduser()):
-        return None
-    try:
-        path, manifest = locate_checkpoint(Path(model).expanduser())
-    except InputError as exc:
-        raise document.error(where, str(exc), "bad_teacher") from None
-    return StudentCheckpoint(path, manifest)
-
-
 def resolve_prompt(document: YamlDocument, where: tuple[str, ...], name: str,
-                   kind: PromptKind) -> PromptTemplate:
+                   kind: PromptKind | tuple[PromptKind, ...]) -> PromptTemplate:
     try:
         return load_prompt(name, kind)
     except InputError as exc:
@@ -240,14 +241,12 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
     teachers = {}
     for teacher_id, spec in parsed.teachers.items():
         where = ("teachers", teacher_id)
+        if spec.engine in LOCAL_ENGINES and is_student_folder(Path(spec.model).expanduser()):
+            teachers[teacher_id] = _student_teacher(document, teacher_id, spec)
+            continue
         cls, options = resolve_engine(document, where, spec.engine, spec.options)
-        checkpoint = student_checkpoint(document, (*where, "model"), spec.model)
-        if checkpoint is not None and spec.prompt is None:
-            prompt = student_prompt(checkpoint.path, "cot")  # as it was trained
-        else:  # a student may be given a student's prompt too (the question alone)
-            prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt or "cot",
-                                    STUDENT_KINDS if checkpoint else "teacher")
-        teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls, checkpoint)
+        prompt = resolve_prompt(document, (*where, "prompt"), spec.prompt or "cot", "teacher")
+        teachers[teacher_id] = Teacher(teacher_id, spec, prompt, options, cls)
     for category, ids in parsed.routing.items():
         for teacher_id in ids:
             if teacher_id not in teachers:
@@ -255,3 +254,34 @@ def resolve_teacher_set(document: YamlDocument, parsed: TeacherSetFile) -> Teach
                                      f"routes to undefined teacher {teacher_id!r} (defined: "
                                      f"{sorted(teachers)})", "bad_teacher")
     return TeacherSet(teachers, dict(parsed.routing), str(document.path))
+
+
+def _student_teacher(document: YamlDocument, teacher_id: str, spec: TeacherSpec) -> Teacher:
+    """A trained student as a teacher: its checkpoint named and fingerprinted, asked with
+    a prompt it was trained on (its CoT one unless ``prompt`` names another of them);
+    ``hf`` runs it through the student's own loader, ``vllm`` through the package's plugin."""
+    where = ("teachers", teacher_id)
+    try:
+        checkpoint, run_manifest = locate_checkpoint(Path(spec.model).expanduser())
+        trained = read_student_format(checkpoint).prompts  # mode -> prompt name
+    except InputError as exc:
+        raise document.error((*where, "model"), exc.message, "bad_teacher") from None
+    cls, options = resolve_engine(document, where, spec.engine, spec.options)
+    if spec.engine == "hf":
+        cls = engine_class(STUDENT_ENGINE)
+    mode = "cot"
+    if spec.prompt is not None:
+        given = resolve_prompt(document, (*where, "prompt"), spec.prompt, STUDENT_KINDS)
+        modes = {load_prompt(name, STUDENT_KINDS).hash: mode for mode, name in trained.items()}
+        if given.hash not in modes:
+            raise document.error((*where, "prompt"),
+                                 f"this student was trained to be asked with "
+                                 f"{' or '.join(sorted(set(trained.values())))} (its saved "
+                                 f"prompts); prompt {spec.prompt!r} would ask it in a layout "
+                                 "it never saw (leave prompt out for its CoT prompt)",
+                                 "bad_teacher")
+        mode = modes[given.hash]
+    prompt = student_prompt(checkpoint, mode)  # without system text if trained without
+    spec = spec.model_copy(update={"model": str(checkpoint), "prompt": prompt.id})
+    return Teacher(teacher_id, spec, prompt, options, cls,
+                   StudentCheckpoint.of(checkpoint, run_manifest))

@@ -132,7 +132,11 @@ class StudentProcessor:
 
     # -- text ----------------------------------------------------------------------------
     def messages(self, sample: Sample, mode: PromptMode) -> list[dict[str, str]]:
-        system, user = self.prompt_template(mode).render(sample)
+        return self.chat_messages(*self.prompt_template(mode).render(sample))
+
+    def chat_messages(self, system: str, user: str) -> list[dict[str, str]]:
+        """A rendered prompt as the student's chat: the image first in the user turn (the
+        one place this layout is written: training, eval and the student as a teacher)."""
         content = f"{self.hf.image_placeholder}\n{user}"
         messages = [{"role": "user", "content": content}]
         if self.settings.include_system and system:
@@ -141,7 +145,10 @@ class StudentProcessor:
 
     def prompt_ids(self, sample: Sample, mode: PromptMode) -> list[int]:
         """The generation prompt, with the image placeholder expanded to N image tokens."""
-        messages = self.messages(sample, mode)
+        return self.chat_ids(self.messages(sample, mode))
+
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Chat messages -> generation prompt ids, the image placeholder expanded."""
         key = tuple((m["role"], m["content"]) for m in messages)
         cached = self._prompt_ids.get(key)
         if cached is None:
@@ -195,7 +202,11 @@ class StudentProcessor:
     def generation_batch(self, samples: list[Sample], images: list[Image.Image],
                          mode: PromptMode) -> dict[str, torch.Tensor]:
         """Left-padded prompts (so every row's next token is at the end) + pixel values."""
-        prompts = [self.prompt_ids(sample, mode) for sample in samples]
+        return self.padded_batch([self.prompt_ids(sample, mode) for sample in samples], images)
+
+    def padded_batch(self, prompts: list[list[int]],
+                     images: list[Image.Image]) -> dict[str, torch.Tensor]:
+        """Prompt ids left-padded to one width, with their images' pixel values."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)

@@ -16,6 +16,10 @@ ENGINES: dict[str, str] = {
     "hf": "distill.generate.engines.hf:HFEngine",
     "vllm": "distill.generate.engines.vllm:VLLMEngine",
 }
+# What ``hf`` runs for a SiQ-VL student folder of ours (a trained student as the next round's
+# teacher): its own loader and prompt layout, no remote code run. Found by name, like the
+# predictors: the student lives in a layer above the stages.
+STUDENT_ENGINE = "distill.train.student_engine:StudentEngine"
 
 
 def engine_class(name: str) -> type[Engine]:
