@@ -40,8 +40,8 @@ def train_demo_student(out: Path) -> tuple[Path, Path, Path]:
         run_filter,
         run_generate,
         run_ingest,
-        run_students,
         start_vision,
+        train_all,
     )
 
     plan = load_plan("demo")
@@ -58,7 +58,7 @@ def train_demo_student(out: Path) -> tuple[Path, Path, Path]:
     finally:
         if vision_job is not None:
             vision_job.stop()
-    run_students(run, dataset, vision)  # trains, then evaluates it as the demo does
+    train_all(run, dataset, vision)  # trains, then evaluates it as the demo does
     return run.ingest_dir, run.run_dir("cot", seed), run.result_path("cot", seed)
 
 
