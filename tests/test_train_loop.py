@@ -242,7 +242,9 @@ def _kill_at_a_random_moment(args: list[str], run: Path, rng: random.Random) -> 
     return True
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+# One kill pattern in the default run; two more in CIs slow step (.ci/run), ~28 s each
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow),
+                                  pytest.param(3, marks=pytest.mark.slow)])
 def test_resume_after_kills_gives_the_same_weights_as_an_uninterrupted_run(
         data, uninterrupted, tmp_path, seed):
     run = tmp_path / "killed"

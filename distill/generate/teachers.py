@@ -272,7 +272,8 @@ def _student_teacher(document: YamlDocument, teacher_id: str, spec: TeacherSpec)
     mode = "cot"
     if spec.prompt is not None:
         given = resolve_prompt(document, (*where, "prompt"), spec.prompt, STUDENT_KINDS)
-        modes = {load_prompt(name, STUDENT_KINDS).hash: mode for mode, name in trained.items()}
+        modes = {load_prompt(name, STUDENT_KINDS).hash: trained_mode
+                 for trained_mode, name in trained.items()}
         if given.hash not in modes:
             raise document.error((*where, "prompt"),
                                  f"this student was trained to be asked with "
