@@ -161,3 +161,20 @@ def test_a_spec_naming_a_missing_or_judge_prompt_fails_when_read(tmp_path: Path)
         spec.write_text(base.replace("question-cot", name))
         with pytest.raises(InputError, match=problem):
             load_model_spec(spec)
+
+
+@pytest.mark.parametrize("config", [b"[" * 100_000 + b"]" * 100_000, b'"settings"',
+                                    b'{"image_size": 32, "num_image_tokens": 4, "image_size": 8}',
+                                    b'{"image_size": 32, "num_image_tokens": 4, "stride": 2}',
+                                    b'{"image_size": 32}'])
+def test_a_damaged_processor_config_is_refused_naming_the_file(tmp_path: Path, config: bytes):
+    """A saved student's processor_config.json is read back: damaged, it is one located
+    error (exit 2 at the CLI), never a traceback or a processor built from half of it."""
+    from distill.core.errors import InputError
+
+    folder = tmp_path / "student"
+    _processor(TINY_TOKENIZER_DIR).tokenizer.save_pretrained(folder)
+    (folder / "processor_config.json").write_bytes(config)
+    with pytest.raises(InputError) as caught:
+        StudentProcessor.from_pretrained(folder)
+    assert "processor_config.json" in str(caught.value)

@@ -30,7 +30,7 @@ from distill.generate.engines.base import (
     EngineFailure,
     RequestResults,
 )
-from distill.generate.engines.hf import HFEngine, HFOptions
+from distill.generate.engines.hf import HFEngine, HFOptions, engine_device
 from distill.train.inference import decode_row
 from distill.train.siqvl.build import load_student
 
@@ -42,10 +42,7 @@ class StudentEngine(HFEngine):
         Engine.__init__(self, model, options)  # not HFEngine's: no AutoProcessor for it
         self.options: HFOptions = options
         checkpoint, _ = locate_checkpoint(Path(model))
-        device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = device = engine_device(options.device)
         if options.dtype == "auto":
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
         else:

@@ -20,7 +20,6 @@ and for the tiny local tokenizer), taught to read image parts too
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,9 +28,10 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from distill.core.errors import DistillError
+from distill.core.errors import DistillError, InputError
 from distill.core.model_folders import PROCESSOR_CONFIG
 from distill.core.prompts import STUDENT_KINDS, PromptTemplate, load_prompt
+from distill.core.text import parse_json
 from distill.schemas import Sample
 from distill.train.siqvl.modeling import IGNORE_INDEX
 from distill.train.siqvl.processing import SiQVLProcessor, multimodal_chat_template
@@ -228,13 +228,21 @@ class StudentProcessor:
         config_path = directory / PROCESSOR_CONFIG
         if not config_path.exists():
             raise DistillError(f"{directory} is not a SiQ-VL folder (no {PROCESSOR_CONFIG})")
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        saved = parse_json(config_path.read_bytes(), file=config_path)
+        if not isinstance(saved, dict):
+            raise InputError("not a processor config (a JSON object)", file=config_path,
+                             reason="bad_json")
         # transformers' own file name; a folder saved before the processor was a
         # ProcessorMixin holds ProcessorSettings there, without processor_class.
         if "processor_class" in saved:  # a ProcessorMixin's settings
             return cls.of(SiQVLProcessor.from_pretrained(str(directory)))
         # A folder saved before: ProcessorSettings as they were, the tokenizer beside them.
-        return cls(AutoTokenizer.from_pretrained(directory), ProcessorSettings(**saved))
+        try:
+            settings = ProcessorSettings(**saved)
+        except TypeError as exc:  # a field missing, or one no version wrote
+            raise InputError(f"not a SiQ-VL processor config: {exc}", file=config_path,
+                             reason="bad_json") from None
+        return cls(AutoTokenizer.from_pretrained(directory), settings)
 
     @classmethod
     def of(cls, hf: SiQVLProcessor) -> StudentProcessor:

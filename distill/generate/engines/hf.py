@@ -41,6 +41,14 @@ class HFOptions(EngineOptions):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+def engine_device(option: str) -> str:
+    """The device an ``hf`` engine runs on: ``auto`` is cuda when there is one, else cpu."""
+    torch = require_extra("torch", "hf", "the hf engine")
+    if option == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return option
+
+
 def hf_messages(request: ChatRequest) -> list[dict]:
     content: list[dict] = [{"type": "image"} for _ in request.images]
     content.append({"type": "text", "text": request.user})
@@ -61,10 +69,7 @@ class HFEngine(Engine):
         self.options: HFOptions = options
         torch = require_extra("torch", "hf", "the hf engine")
         transformers = require_extra("transformers", "hf", "the hf engine")
-        device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = engine_device(options.device)
         self.processor = transformers.AutoProcessor.from_pretrained(
             model, trust_remote_code=options.trust_remote_code)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -73,7 +78,7 @@ class HFEngine(Engine):
         dtype = options.dtype if options.dtype == "auto" else getattr(torch, options.dtype)
         self.model = transformers.AutoModelForImageTextToText.from_pretrained(
             model, dtype=dtype, trust_remote_code=options.trust_remote_code,
-            **options.model_kwargs).to(device).eval()
+            **options.model_kwargs).to(self.device).eval()
         generation = self.model.generation_config
         eos = generation.eos_token_id if generation.eos_token_id is not None else (
             tokenizer.eos_token_id)
