@@ -214,3 +214,14 @@ def test_an_out_with_an_unreadable_manifest_is_refused_by_name(tmp_path, capsys,
                  str(samples), "--out", str(out)])
     assert code == 2 and "manifest.json cannot be read" in _error(capsys)
     assert (out / "manifest.json").read_bytes() == manifest
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe{}"])
+def test_train_data_with_an_unreadable_manifest_is_one_located_error(tmp_path, capsys,
+                                                                      manifest):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_bytes(manifest)
+    code = main(["train", "--config", "cot", "--set", "model=test-micro", "--data", str(data),
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and "manifest.json" in _error(capsys)

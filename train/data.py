@@ -15,7 +15,6 @@ sha256. An ingest folder's shards are checked against its manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from distill.core.dataset_versions import open_version
 from distill.core.errors import DistillError, InputError
 from distill.core.prompts import target_text
 from distill.core.shards import iter_records, read_json_model
+from distill.core.text import parse_json
 from distill.schemas import (
     Sample,
     ScoredTrace,
@@ -92,10 +92,7 @@ def load_training_set(path: str | Path, target: TargetMode = "cot",
     if not manifest_path.exists():
         raise DistillError(f"{folder} has no manifest.json: give a dataset version folder "
                            "(distill filter) or an ingest folder (distill ingest)")
-    try:
-        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc}", file=manifest_path, reason="bad_json") from None
+    raw = parse_json(manifest_path.read_bytes(), file=manifest_path)
     digest = file_sha256(manifest_path)
     if isinstance(raw, dict) and raw.get("stage") == "ingest":
         return _from_ingest(folder, manifest_path, target, split, digest)
